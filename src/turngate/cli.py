@@ -1,0 +1,302 @@
+"""The ``turngate`` command: ``gateway``, ``send``, ``probe``, ``sessions``.
+
+Exit codes of ``send`` and ``probe``: 0 ok; 2 failed; 3 aborted; 4 rejected; 5 expired;
+6 the gateway refused the request (4xx); 7 the gateway could not be reached or did not answer;
+1 a probe saw at least one call fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from turngate import __version__
+from turngate.config import DEFAULT_PORT, load_config
+from turngate.errors import TurngateError
+
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+STATUS_EXIT = {"ok": 0, "failed": 2, "aborted": 3, "rejected": 4, "expired": 5}
+EXIT_REFUSED = 6
+EXIT_UNREACHABLE = 7
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``turngate`` command."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except TurngateError as exc:
+        print(f"turngate: {exc.message} [{exc.code.value}]", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="turngate", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"turngate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gw = sub.add_parser("gateway", help="run the gateway server")
+    gw.add_argument("--config", type=Path, help="TOML config file (or TURNGATE_CONFIG)")
+    gw.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    gw.add_argument("--port", type=int, help=f"port to bind, 0 for any (default {DEFAULT_PORT})")
+    gw.add_argument("--state-dir", type=Path, help="state directory (default ~/.turngate)")
+    gw.add_argument("--provider", choices=["echo"], help="model provider (default echo)")
+    gw.add_argument("--echo-latency-ms", type=float, help="echo provider latency")
+    gw.add_argument("--queue-mode", help="default queue mode (default followup)")
+    gw.add_argument("--stall-timeout-s", type=float, help="abort a run with no progress for this")
+    gw.add_argument("--run-timeout-s", type=float, help="abort a run older than this")
+    gw.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    gw.set_defaults(func=_cmd_gateway)
+
+    send = sub.add_parser("send", help="send one message to a running gateway, print the reply")
+    _client_args(send)
+    send.add_argument("message")
+    send.add_argument("--idempotency-key", help="retry-safe id; becomes the runId")
+    send.add_argument("--no-wait", action="store_true", help="return once the turn is stored")
+    send.add_argument("--json", action="store_true", help="print the whole response body")
+    send.set_defaults(func=_cmd_send)
+
+    probe = sub.add_parser(
+        "probe", help="the field reports' repro: sequential sends to one session, PASS/FAIL each"
+    )
+    _client_args(probe, default_session="agent:test:main")
+    probe.add_argument("--calls", type=int, default=10, help="sequential calls (default 10)")
+    probe.add_argument("--gap", type=float, default=1.0, help="seconds between calls (default 1)")
+    probe.add_argument("--burst", type=int, default=0, help="send K at once instead")
+    probe.set_defaults(func=_cmd_probe)
+
+    sessions = sub.add_parser("sessions", help="inspect sessions in a state directory")
+    sessions.add_argument("--state-dir", type=Path, help="state directory (default ~/.turngate)")
+    sessions.add_argument("--config", type=Path, help="TOML config file")
+    ssub = sessions.add_subparsers(dest="sessions_command", required=True)
+    ls = ssub.add_parser("list", help="sessions, most recent first")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=_cmd_sessions_list)
+    show = ssub.add_parser("show", help="one session: its turns and transcript")
+    show.add_argument("key")
+    show.add_argument("--limit", type=int, default=20)
+    show.set_defaults(func=_cmd_sessions_show)
+    export = ssub.add_parser("export", help="write a session's transcript as JSONL")
+    export.add_argument("key")
+    export.add_argument("-o", "--output", type=Path, help="file to write (default stdout)")
+    export.set_defaults(func=_cmd_sessions_export)
+    return parser
+
+
+def _client_args(parser: argparse.ArgumentParser, default_session: str = "agent:main:main") -> None:
+    parser.add_argument(
+        "--url", default=os.environ.get("TURNGATE_URL", DEFAULT_URL), help="gateway base URL"
+    )
+    parser.add_argument("--session", default=default_session, help="session key")
+    parser.add_argument("--mode", help="queue mode for the message(s)")
+    parser.add_argument("--timeout-ms", type=int, help="the turn's deadline")
+
+
+# -- gateway ------------------------------------------------------------------------------
+
+
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from turngate.gateway.app import create_app
+
+    config = load_config(
+        args.config,
+        overrides={
+            "host": args.host,
+            "port": args.port,
+            "state_dir": args.state_dir,
+            "provider": args.provider,
+            "echo_latency_ms": args.echo_latency_ms,
+            "queue_mode": args.queue_mode,
+            "stall_timeout_s": args.stall_timeout_s,
+            "run_timeout_s": args.run_timeout_s,
+            "log_level": args.log_level,
+        },
+    )
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.host, config.port))
+    host, port = sock.getsockname()[:2]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config),
+            loop="uvloop" if _has_uvloop() else "asyncio",
+            http="httptools",
+            log_level=config.log_level,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+        )
+    )
+    print(f"turngate listening on http://{host}:{port} (state in {config.state_path})", flush=True)
+    server.run(sockets=[sock])
+    return 0
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- send and probe -----------------------------------------------------------------------
+
+
+def _send_body(args: argparse.Namespace, message: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"sessionKey": args.session, "message": message, **extra}
+    if args.mode:
+        body["queueMode"] = args.mode
+    if args.timeout_ms:
+        body["timeoutMs"] = args.timeout_ms
+    return body
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    import httpx
+
+    extra: dict[str, Any] = {}
+    if args.idempotency_key:
+        extra["idempotencyKey"] = args.idempotency_key
+    if args.no_wait:
+        extra["wait"] = False
+    try:
+        with httpx.Client(base_url=args.url, timeout=httpx.Timeout(10.0, read=None)) as client:
+            response = client.post("/chat.send", json=_send_body(args, args.message, **extra))
+    except httpx.HTTPError as exc:
+        print(f"turngate: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    body = response.json()
+    if args.json:
+        print(json.dumps(body, indent=2))
+    status = body.get("status")
+    if status is None:
+        error = body.get("error", {})
+        print(f"turngate: refused: {error.get('message')} [{error.get('code')}]", file=sys.stderr)
+        return EXIT_REFUSED
+    if not args.json:
+        if status == "ok":
+            print(body["reply"])
+        elif "error" in body:
+            error = body["error"]
+            print(f"{status}: {error['message']} [{error['code']}]", file=sys.stderr)
+        else:
+            print(f"{status}: runId {body['runId']}")
+    return STATUS_EXIT.get(status, 0)
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from turngate.probe import run_probe
+
+    return asyncio.run(run_probe(args))
+
+
+# -- sessions -----------------------------------------------------------------------------
+
+
+def _open_store(args: argparse.Namespace) -> Any:
+    from turngate.gateway.app import DB_FILE
+    from turngate.store.sqlite import SqliteStore
+
+    config = load_config(args.config, overrides={"state_dir": args.state_dir})
+    path = config.state_path / DB_FILE
+    if not path.exists():
+        raise TurngateError(
+            f"state dir {config.state_path}: no {DB_FILE} (has a gateway run here?)"
+        )
+    return SqliteStore(path)
+
+
+def _cmd_sessions_list(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        store = _open_store(args)
+        await store.open()
+        try:
+            rows = await store.sessions(args.limit)
+        finally:
+            await store.close()
+        if args.json:
+            for row in rows:
+                print(json.dumps(_as_dict(row)))
+            return 0
+        print(f"{'SESSION':<48} {'TURNS':>6} {'OPEN':>5} {'EPOCH':>6}  LEASE")
+        for row in rows:
+            print(
+                f"{row.key:<48} {row.turns_total:>6} {row.turns_open:>5} {row.epoch:>6}"
+                f"  {row.lease_run_id or '-'}"
+            )
+        return 0
+
+    return asyncio.run(go())
+
+
+def _cmd_sessions_show(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        store = _open_store(args)
+        await store.open()
+        try:
+            session = await store.session(args.key)
+            if session is None:
+                print(f"turngate: no session {args.key!r}", file=sys.stderr)
+                return EXIT_REFUSED
+            turns = await store.session_turns(args.key, args.limit)
+            transcript = await store.transcript(args.key, args.limit * 2)
+        finally:
+            await store.close()
+        print(f"session {session.key}  epoch {session.epoch}  lease {session.lease_run_id or '-'}")
+        print(f"turns: {session.turns_total} ({session.turns_open} open)")
+        for turn in turns:
+            extra = turn.error_code.value if turn.error_code else ""
+            print(f"  #{turn.seq:<6} {turn.turn_id:<34} {turn.state.value:<9} {extra}")
+        print("transcript:")
+        for entry in transcript:
+            print(f"  [{entry.role}] {entry.text}")
+        return 0
+
+    return asyncio.run(go())
+
+
+def _cmd_sessions_export(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        store = _open_store(args)
+        await store.open()
+        try:
+            entries = await store.transcript(args.key, 1_000_000)
+        finally:
+            await store.close()
+        lines = [json.dumps(_as_dict(entry)) for entry in entries]
+        text = "".join(line + "\n" for line in lines)
+        if args.output:
+            args.output.write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+        return 0
+
+    return asyncio.run(go())
+
+
+def _as_dict(record: Any) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in record.__slots__}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""What the core asks the runtime to do. Frozen values; the runtime carries them out in order.
+
+The order inside one list matters: :class:`EndRun` (which releases the session) always comes
+before the :class:`StartRun` of the next turn, and the runtime delivers outcomes to waiting
+clients only after every effect of the list has been applied. That is how invariant I5
+(release before reply) holds by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from turngate.core.turn import AbortReason, Outcome, Turn
+from turngate.types import Epoch, RunId, TurnId
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """Turns entered the session's queue (persist their ``queued`` state)."""
+
+    turn_ids: tuple[TurnId, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StartRun:
+    """Take the session's lease at ``epoch`` and start one run serving ``turns``."""
+
+    run_id: RunId
+    epoch: Epoch
+    turns: tuple[Turn, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRun:
+    """Cancel the task of a run; it will report back, or be fenced after the grace period."""
+
+    run_id: RunId
+    epoch: Epoch
+    reason: AbortReason
+
+
+@dataclass(frozen=True, slots=True)
+class EndRun:
+    """A run is over: release its lease and record its turns' outcomes, atomically.
+
+    ``fenced`` is true when the run never acknowledged cancellation: its task may still be
+    alive, and its epoch is dead so anything it writes from now on is refused.
+    """
+
+    run_id: RunId
+    epoch: Epoch
+    outcomes: tuple[Outcome, ...]
+    fenced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EndTurns:
+    """Turns that end without running (rejected, expired, superseded or aborted while queued)."""
+
+    outcomes: tuple[Outcome, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IgnoredStale:
+    """A report from a run that no longer holds the session was ignored (invariant I6)."""
+
+    run_id: RunId
+    epoch: Epoch
+    what: str
+
+
+Effect = Enqueued | StartRun | CancelRun | EndRun | EndTurns | IgnoredStale
+"""Everything the core can ask for."""

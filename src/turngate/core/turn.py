@@ -1,0 +1,139 @@
+"""The turn state machine: one accepted message, from acceptance to its one terminal state.
+
+Rule: a turn moves only through :data:`TRANSITIONS`. Every terminal state is final, and each
+accepted turn reaches exactly one (invariant I1). ::
+
+    accepted --enqueue--> queued --start--> running --reply--> replied
+        |                   |  ^               |----fail---> failed
+        |                   |  '--requeue------|  (crash recovery puts a running turn back)
+        |                   |                  '---abort---> aborted
+        |                   |--abort--> aborted (superseded while queued, user abort)
+        |                   |--expire-> expired (its deadline passed before it started)
+        |                   '--fail---> failed  (interrupted by too many restarts)
+        '--reject--> rejected (busy / queue_full)
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from turngate.errors import ErrorCode, IllegalTransitionError
+from turngate.types import MonotonicS, RunId, TurnId
+
+
+class TurnState(enum.StrEnum):
+    """Where a turn is in its life."""
+
+    ACCEPTED = "accepted"
+    QUEUED = "queued"
+    RUNNING = "running"
+    REPLIED = "replied"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for the five states a turn never leaves."""
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {TurnState.REPLIED, TurnState.FAILED, TurnState.ABORTED, TurnState.REJECTED, TurnState.EXPIRED}
+)
+
+
+class TurnEvent(enum.StrEnum):
+    """What can happen to a turn."""
+
+    ENQUEUE = "enqueue"
+    START = "start"
+    REQUEUE = "requeue"
+    REPLY = "reply"
+    FAIL = "fail"
+    ABORT = "abort"
+    REJECT = "reject"
+    EXPIRE = "expire"
+
+
+TRANSITIONS: dict[tuple[TurnState, TurnEvent], TurnState] = {
+    (TurnState.ACCEPTED, TurnEvent.ENQUEUE): TurnState.QUEUED,
+    (TurnState.ACCEPTED, TurnEvent.REJECT): TurnState.REJECTED,
+    (TurnState.QUEUED, TurnEvent.START): TurnState.RUNNING,
+    (TurnState.QUEUED, TurnEvent.ABORT): TurnState.ABORTED,
+    (TurnState.QUEUED, TurnEvent.EXPIRE): TurnState.EXPIRED,
+    (TurnState.QUEUED, TurnEvent.FAIL): TurnState.FAILED,
+    (TurnState.RUNNING, TurnEvent.REPLY): TurnState.REPLIED,
+    (TurnState.RUNNING, TurnEvent.FAIL): TurnState.FAILED,
+    (TurnState.RUNNING, TurnEvent.ABORT): TurnState.ABORTED,
+    (TurnState.RUNNING, TurnEvent.REQUEUE): TurnState.QUEUED,
+}
+"""The one table of legal turn transitions."""
+
+
+def next_turn_state(state: TurnState, event: TurnEvent) -> TurnState:
+    """The state after ``event`` in ``state``; raises if the table has no such transition."""
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise IllegalTransitionError("turn", state.value, event.value) from None
+
+
+class AbortReason(enum.StrEnum):
+    """Why a run was cancelled. Each reason is also the turn's error code."""
+
+    SUPERSEDED = "superseded"
+    STALLED = "stalled"
+    RUN_TIMEOUT = "run_timeout"
+    USER_ABORT = "user_abort"
+    SHUTDOWN = "shutdown"
+
+    @property
+    def code(self) -> ErrorCode:
+        """The error code a turn aborted for this reason carries."""
+        return ErrorCode(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The one terminal result of a turn, as recorded and delivered.
+
+    ``run_id`` names the run that served the turn: the turn's own id, or, for a message merged
+    into another turn (``collect``), the id of the turn that absorbed it.
+    """
+
+    turn_id: TurnId
+    state: TurnState
+    run_id: RunId
+    reply: str | None = None
+    code: ErrorCode | None = None
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.state.is_terminal:
+            raise ValueError(f"state: an outcome needs a terminal state, got {self.state}")
+        if (self.state is TurnState.REPLIED) != (self.reply is not None):
+            raise ValueError("reply: present exactly when the state is replied")
+
+    @property
+    def merged(self) -> bool:
+        """True when the turn was answered by a run it shares with earlier messages."""
+        return self.run_id != self.turn_id
+
+
+@dataclass(slots=True)
+class Turn:
+    """One accepted message as the core tracks it."""
+
+    turn_id: TurnId
+    session_key: str
+    message: str
+    accepted_at: MonotonicS
+    deadline: MonotonicS
+    state: TurnState = TurnState.ACCEPTED
+
+    def advance(self, event: TurnEvent) -> None:
+        """Move to the next state by the table, or raise :class:`IllegalTransitionError`."""
+        self.state = next_turn_state(self.state, event)

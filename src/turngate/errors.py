@@ -1,0 +1,168 @@
+"""The one error hierarchy of turngate, and the one place error codes are defined.
+
+Every error a user can cause, and every way a turn can end badly, has a stable
+:class:`ErrorCode`. The code is what clients match on; the message is for people
+and names the field or the session concerned.
+
+Tree::
+
+    TurngateError                 root; carries .code and .message
+    ├── RequestError              the caller sent something we refuse (4xx)
+    │   ├── InvalidFieldError     a field is missing, mistyped or out of range
+    │   ├── InvalidSessionKeyError
+    │   ├── PayloadTooLargeError  body or message over its limit
+    │   ├── IdempotencyConflictError  key reused for a different message
+    │   └── NotFoundError         no such turn / session
+    ├── UnavailableError          the gateway cannot take the turn now (shutting down)
+    ├── StoreError                the store refused or failed a write
+    │   └── StaleEpochError       a write carried a fencing epoch that is no longer current
+    ├── ProviderError             the model provider failed a call
+    │   └── ProviderTimeoutError
+    └── IllegalTransitionError    a state machine was asked for a transition it does not have
+                                  (always a bug in turngate, never the user's fault)
+
+Terminal outcomes of turns (``busy``, ``queue_full``, ``superseded``, ``stalled``, ...) are
+not raised: they are values recorded on the turn. They share the code space so a client
+sees one vocabulary.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.StrEnum):
+    """Stable, machine-readable error codes. Never rename a member: clients match on them."""
+
+    # Request validation.
+    INVALID_JSON = "invalid_json"
+    INVALID_FIELD = "invalid_field"
+    MISSING_FIELD = "missing_field"
+    UNKNOWN_FIELD = "unknown_field"
+    BODY_TOO_LARGE = "body_too_large"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    INVALID_SESSION_KEY = "invalid_session_key"
+    INVALID_QUEUE_MODE = "invalid_queue_mode"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    NOT_FOUND = "not_found"
+    # Turn outcomes other than a reply.
+    BUSY = "busy"
+    QUEUE_FULL = "queue_full"
+    SUPERSEDED = "superseded"
+    STALLED = "stalled"
+    RUN_TIMEOUT = "run_timeout"
+    USER_ABORT = "user_abort"
+    SHUTDOWN = "shutdown"
+    TURN_EXPIRED = "turn_expired"
+    INTERRUPTED = "interrupted"
+    PROVIDER_ERROR = "provider_error"
+    PROVIDER_TIMEOUT = "provider_timeout"
+    # Coordination and internals.
+    STALE_EPOCH = "stale_epoch"
+    ILLEGAL_TRANSITION = "illegal_transition"
+    STORE_ERROR = "store_error"
+    INTERNAL = "internal"
+
+
+class TurngateError(Exception):
+    """Root of every error turngate raises on purpose."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code.value!r}, message={self.message!r})"
+
+
+class RequestError(TurngateError):
+    """The caller sent something the gateway refuses; nothing was accepted."""
+
+    code = ErrorCode.INVALID_FIELD
+
+
+class InvalidFieldError(RequestError):
+    """A request field is missing, of the wrong type, or out of range."""
+
+    def __init__(self, field: str, message: str, *, code: ErrorCode | None = None) -> None:
+        super().__init__(f"{field}: {message}", code=code or ErrorCode.INVALID_FIELD)
+        self.field = field
+
+
+class InvalidSessionKeyError(RequestError):
+    """A session key does not follow ``agent:<agentId>:<rest>``."""
+
+    code = ErrorCode.INVALID_SESSION_KEY
+
+
+class PayloadTooLargeError(RequestError):
+    """The request body, or the message in it, is over its configured limit."""
+
+    code = ErrorCode.BODY_TOO_LARGE
+
+
+class IdempotencyConflictError(RequestError):
+    """An idempotency key was reused for a different session or message."""
+
+    code = ErrorCode.IDEMPOTENCY_CONFLICT
+
+
+class NotFoundError(RequestError):
+    """The turn or session asked for does not exist."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+class UnavailableError(TurngateError):
+    """The gateway cannot accept turns right now (it is starting or shutting down)."""
+
+    code = ErrorCode.SHUTDOWN
+
+
+class StoreError(TurngateError):
+    """The store failed or refused a write."""
+
+    code = ErrorCode.STORE_ERROR
+
+
+class StaleEpochError(StoreError):
+    """A write carried a fencing epoch that no longer holds the session's lease."""
+
+    code = ErrorCode.STALE_EPOCH
+
+    def __init__(self, session_key: str, run_id: str, epoch: int) -> None:
+        super().__init__(
+            f"session {session_key}: write by run {run_id} with epoch {epoch} refused;"
+            " that run no longer holds the session's lease"
+        )
+        self.session_key = session_key
+        self.run_id = run_id
+        self.epoch = epoch
+
+
+class ProviderError(TurngateError):
+    """A model provider failed a call."""
+
+    code = ErrorCode.PROVIDER_ERROR
+
+
+class ProviderTimeoutError(ProviderError):
+    """A model provider did not answer within its deadline."""
+
+    code = ErrorCode.PROVIDER_TIMEOUT
+
+
+class IllegalTransitionError(TurngateError):
+    """A state machine was asked for a transition its table does not have (a turngate bug)."""
+
+    code = ErrorCode.ILLEGAL_TRANSITION
+
+    def __init__(self, machine: str, state: str, event: str) -> None:
+        super().__init__(f"{machine}: no transition from state {state!r} on event {event!r}")
+        self.machine = machine
+        self.state = state
+        self.event = event

@@ -1,0 +1,1 @@
+"""The ASGI edge: HTTP routes, health and metrics."""

@@ -1,0 +1,104 @@
+"""The Starlette application: its lifespan owns the engine; routes are thin."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from turngate.config import GatewayConfig
+from turngate.errors import ErrorCode, TurngateError
+from turngate.gateway import chat_http
+from turngate.gateway.frames import ERROR_HTTP_STATUS, error_body
+from turngate.gateway.metrics import GatewayMetrics
+from turngate.providers.base import Provider
+from turngate.providers.echo import EchoProvider
+from turngate.runtime.engine import Engine, EngineSettings
+from turngate.runtime.events import EventBus
+from turngate.store.base import Store
+from turngate.store.sqlite import SqliteStore
+
+log = logging.getLogger("turngate.gateway")
+
+DB_FILE = "turngate.db"
+
+
+def engine_settings(config: GatewayConfig) -> EngineSettings:
+    """The runtime's settings from the gateway's configuration."""
+    return EngineSettings(
+        queue_turns_max=config.queue_turns_max,
+        stall_timeout_s=config.stall_timeout_s,
+        run_timeout_s=config.run_timeout_s,
+        abort_grace_s=config.abort_grace_s,
+        turn_timeout_s=config.turn_timeout_s,
+        history_entries_max=config.history_entries_max,
+        restart_attempts_max=config.restart_attempts_max,
+        system_prompt=config.system_prompt,
+    )
+
+
+def build_provider(config: GatewayConfig) -> Provider:
+    """The model provider the configuration names."""
+    return EchoProvider(latency_s=config.echo_latency_ms / 1000)
+
+
+def create_app(
+    config: GatewayConfig,
+    *,
+    provider: Provider | None = None,
+    store: Store | None = None,
+    events: EventBus | None = None,
+) -> Starlette:
+    """A gateway app. ``provider``, ``store`` and ``events`` replace the configured ones (tests)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = Engine(
+            store or SqliteStore(config.state_path / DB_FILE, durability=config.sqlite_durability),
+            provider or build_provider(config),
+            settings=engine_settings(config),
+            events=events,
+        )
+        metrics = GatewayMetrics(engine)
+        engine.events.subscribe(metrics.observe)
+        app.state.config = config
+        app.state.engine = engine
+        app.state.metrics = metrics
+        async with engine:
+            yield
+
+    async def on_turngate_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, TurngateError)
+        return JSONResponse(
+            error_body(exc.code, exc.message), status_code=ERROR_HTTP_STATUS[exc.code]
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            error_body(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}"), status_code=500
+        )
+
+    async def metrics_endpoint(request: Request) -> Response:
+        metrics: GatewayMetrics = request.app.state.metrics
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    routes = [
+        Route("/chat.send", chat_http.chat_send, methods=["POST"]),
+        Route("/chat.abort", chat_http.chat_abort, methods=["POST"]),
+        Route("/turns/{run_id:str}", chat_http.get_turn, methods=["GET"]),
+        Route("/health", chat_http.health, methods=["GET"]),
+        Route("/healthz", chat_http.health, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={TurngateError: on_turngate_error, Exception: on_unexpected},
+    )

@@ -1,0 +1,145 @@
+"""Prometheus collectors, fed by the engine's event stream and its snapshot.
+
+Each gateway app has its own registry, so several apps (tests) never share counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from turngate.core.turn import AbortReason
+from turngate.runtime.engine import Engine
+from turngate.runtime.events import Event, EventKind
+
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+)
+_WATCHDOG_REASONS = frozenset({AbortReason.STALLED.value, AbortReason.RUN_TIMEOUT.value})
+
+
+class GatewayMetrics:
+    """The collectors of one gateway; subscribe :meth:`observe` to the engine's events."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.turns_accepted = Counter(
+            "turngate_turns_accepted",
+            "Turns accepted (stored, then acknowledged).",
+            ["lane"],
+            registry=r,
+        )
+        self.turns_ended = Counter(
+            "turngate_turns_ended",
+            "Turns ended, by terminal status.",
+            ["status", "code", "lane"],
+            registry=r,
+        )
+        self.turn_wait = Histogram(
+            "turngate_turn_wait_seconds",
+            "From acceptance to the start of the turn's run.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.turn_run = Histogram(
+            "turngate_turn_run_seconds",
+            "From the start of a turn's run to its end.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ready_wait_max = Gauge(
+            "turngate_ready_wait_max_seconds",
+            "Longest time a turn waited while it was next and its session free (should be ~0).",
+            registry=r,
+        )
+        self.watchdog_aborts = Counter(
+            "turngate_watchdog_aborts",
+            "Runs the watchdog cancelled, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.aborts = Counter(
+            "turngate_run_cancels", "Runs cancelled, by reason.", ["reason"], registry=r
+        )
+        self.fenced = Counter(
+            "turngate_runs_fenced", "Runs that ignored cancellation and were fenced.", registry=r
+        )
+        self.stale_writes = Counter(
+            "turngate_stale_writes_refused", "Writes refused for a stale fencing epoch.", registry=r
+        )
+        self.stale_reports = Counter(
+            "turngate_stale_reports_ignored",
+            "Reports from finished runs that were ignored.",
+            registry=r,
+        )
+        self.owner_failures = Counter(
+            "turngate_owner_failures", "Session owners that failed (store errors).", registry=r
+        )
+        Gauge("turngate_queue_depth", "Turns queued across sessions.", registry=r).set_function(
+            lambda: engine.snapshot().queued_turns
+        )
+        Gauge("turngate_running_turns", "Turns running now.", registry=r).set_function(
+            lambda: engine.snapshot().running_turns
+        )
+        Gauge(
+            "turngate_active_sessions", "Sessions with a turn running or queued.", registry=r
+        ).set_function(lambda: engine.snapshot().active_sessions)
+        Gauge(
+            "turngate_oldest_lease_age_seconds", "Age of the oldest held lease.", registry=r
+        ).set_function(lambda: engine.snapshot().oldest_lease_age_s)
+        self._started_at: dict[str, float] = {}
+        self._ready_wait_max = 0.0
+
+    def observe(self, event: Event) -> None:
+        """Update the collectors for one engine event."""
+        match event.kind:
+            case EventKind.ACCEPTED:
+                self.turns_accepted.labels(event.lane).inc()
+            case EventKind.STARTED:
+                if event.turn_id is not None:
+                    self._started_at[event.turn_id] = event.at
+                if event.wait_s is not None:
+                    self.turn_wait.observe(event.wait_s)
+                if event.ready_wait_s is not None and event.ready_wait_s > self._ready_wait_max:
+                    self._ready_wait_max = event.ready_wait_s
+                    self.ready_wait_max.set(event.ready_wait_s)
+            case EventKind.ENDED:
+                code = event.code.value if event.code else ""
+                status = event.state or ""
+                self.turns_ended.labels(status, code, event.lane).inc()
+                started = self._started_at.pop(event.turn_id or "", None)
+                if started is not None:
+                    self.turn_run.observe(event.at - started)
+            case EventKind.CANCEL_REQUESTED:
+                reason = event.code.value if event.code else "unknown"
+                self.aborts.labels(reason).inc()
+                if reason in _WATCHDOG_REASONS:
+                    self.watchdog_aborts.labels(reason).inc()
+            case EventKind.FENCED:
+                self.fenced.inc()
+            case EventKind.STALE_WRITE_REFUSED:
+                self.stale_writes.inc()
+            case EventKind.STALE_IGNORED:
+                self.stale_reports.inc()
+            case EventKind.OWNER_FAILED:
+                self.owner_failures.inc()
+            case _:
+                pass

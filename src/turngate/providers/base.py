@@ -1,0 +1,42 @@
+"""The :class:`Provider` protocol: a model call that streams its reply as text deltas.
+
+A provider never sets its own overall deadline: the runtime runs it under the turn's lease and
+cancels it to abort. Providers raise :class:`~turngate.errors.ProviderError` (or a subclass)
+for anything that went wrong on their side; any other exception is a bug and is reported as
+``internal``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of the conversation sent to a model."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRequest:
+    """What a run asks of a model: the bounded transcript plus the new user message(s)."""
+
+    session_key: str
+    run_id: str
+    messages: Sequence[ChatMessage]
+
+
+class Provider(Protocol):
+    """A model client."""
+
+    name: str
+
+    def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+        """Yield the reply's text in order, as it is produced."""
+        ...

@@ -1,0 +1,1 @@
+"""The asyncio engine that drives the core: session owners, runs, deadlines."""

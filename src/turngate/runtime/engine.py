@@ -1,0 +1,424 @@
+"""The engine: admits turns (store first, then acknowledge) and routes them to session owners.
+
+Lifetime: ``async with Engine(...) as engine`` opens the store, recovers what a crash left
+(I7), and owns one task group in which every owner and every run lives. Leaving the block
+cancels them all; turns that had not ended stay in the store and resume on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from turngate.core.clock import Clock
+from turngate.core.keys import SessionKey
+from turngate.core.lease import LeaseTerms
+from turngate.core.queue import QueueMode
+from turngate.core.session import SessionPolicy
+from turngate.core.turn import Outcome, Turn, TurnState
+from turngate.errors import (
+    ErrorCode,
+    IdempotencyConflictError,
+    StaleEpochError,
+    UnavailableError,
+)
+from turngate.providers.base import Provider
+from turngate.runtime.clock import LoopClock
+from turngate.runtime.events import Event, EventBus, EventKind
+from turngate.runtime.owner import Abort, Command, SessionOwner, Submit
+from turngate.store.base import Store, TurnRecord
+from turngate.types import MonotonicS, RunId, TurnId
+
+log = logging.getLogger("turngate.runtime")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """Limits and timeouts of the coordination runtime."""
+
+    queue_turns_max: int = 100
+    stall_timeout_s: float = 60.0
+    run_timeout_s: float = 600.0
+    abort_grace_s: float = 5.0
+    turn_timeout_s: float = 900.0
+    history_entries_max: int = 40
+    restart_attempts_max: int = 3
+    system_prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("stall_timeout_s", "run_timeout_s", "turn_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if self.abort_grace_s < 0:
+            raise ValueError(f"abort_grace_s: must be >= 0, got {self.abort_grace_s}")
+        if self.queue_turns_max < 1:
+            raise ValueError(f"queue_turns_max: must be >= 1, got {self.queue_turns_max}")
+        if self.history_entries_max < 0:
+            raise ValueError(f"history_entries_max: must be >= 0, got {self.history_entries_max}")
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRequest:
+    """A message to admit as a turn."""
+
+    session_key: SessionKey
+    message: str
+    turn_id: TurnId | None = None
+    mode: QueueMode = QueueMode.FOLLOWUP
+    timeout_s: float | None = None
+    lane: str = "direct"
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """An admitted turn: its id, whether it was a retry, and where its outcome will appear."""
+
+    turn_id: TurnId
+    session_key: str
+    duplicate: bool
+    deadline: MonotonicS
+    outcome: asyncio.Future[Outcome]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSnapshot:
+    """Figures for /health and /metrics."""
+
+    active_sessions: int
+    running_turns: int
+    queued_turns: int
+    oldest_lease_age_s: float
+    lease_ages_s: tuple[float, ...]
+
+
+class Engine:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        provider: Provider,
+        *,
+        settings: EngineSettings | None = None,
+        clock: Clock | None = None,
+        events: EventBus | None = None,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.settings = settings or EngineSettings()
+        self.clock: Clock = clock or LoopClock()
+        self.events = events or EventBus()
+        self.session_policy = SessionPolicy(
+            queue_turns_max=self.settings.queue_turns_max,
+            lease_terms=LeaseTerms(
+                stall_timeout_s=self.settings.stall_timeout_s,
+                run_timeout_s=self.settings.run_timeout_s,
+                abort_grace_s=self.settings.abort_grace_s,
+            ),
+        )
+        self._owners: dict[str, SessionOwner] = {}
+        self._waiters: dict[TurnId, asyncio.Future[Outcome]] = {}
+        self._zombies: set[asyncio.Task[Any]] = set()
+        self._tg: asyncio.TaskGroup | None = None
+        self._accepting = False
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.store.open()
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._accepting = True
+        await self._recover()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._accepting = False
+        tg, self._tg = self._tg, None
+        for owner in list(self._owners.values()):
+            for task in owner.runs.values():
+                task.cancel(msg="shutdown")
+            if owner.task is not None:
+                owner.task.cancel(msg="shutdown")
+        for task in self._zombies:
+            task.cancel(msg="shutdown")
+        try:
+            if tg is not None:
+                await tg.__aexit__(exc_type, exc, tb)
+        finally:
+            self._owners.clear()
+            for turn_id, waiter in self._waiters.items():
+                if not waiter.done():
+                    waiter.set_exception(
+                        UnavailableError(
+                            f"turn {turn_id}: the gateway is shutting down; the turn is kept"
+                            " and resumes when the gateway restarts"
+                        )
+                    )
+                    waiter.exception()  # a waiter nobody awaits must not warn at exit
+            self._waiters.clear()
+            await self.store.close()
+
+    # -- public API -----------------------------------------------------------------------
+
+    async def submit(self, request: SubmitRequest) -> Ticket:
+        """Store the turn, then queue it; returns once it is durable (the acknowledgement)."""
+        if not self._accepting:
+            raise UnavailableError("the gateway is not accepting turns (starting or stopping)")
+        key = str(request.session_key)
+        turn_id = request.turn_id or uuid.uuid4().hex
+        timeout_s = request.timeout_s or self.settings.turn_timeout_s
+        now = self.clock.now()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiters.get(turn_id)
+        fresh = waiter is None
+        if waiter is None:
+            waiter = self._waiters[turn_id] = loop.create_future()
+        record = TurnRecord(
+            turn_id=turn_id,
+            session_key=key,
+            agent_id=request.session_key.agent_id,
+            message=request.message,
+            queue_mode=request.mode.value,
+            state=TurnState.ACCEPTED,
+            accepted_wall=self.clock.wall(),
+            timeout_s=timeout_s,
+        )
+        try:
+            existing = await self.store.accept_turn(record)
+        except BaseException:
+            if fresh:
+                self._waiters.pop(turn_id, None)
+            raise
+        if existing is not None:
+            return self._duplicate(request, existing, waiter, fresh, now)
+        self.emit(EventKind.ACCEPTED, key, turn_id=turn_id, lane=request.lane)
+        turn = Turn(turn_id, key, request.message, accepted_at=now, deadline=now + timeout_s)
+        self.route(key, Submit(turn, request.mode, request.lane))
+        return Ticket(turn_id, key, False, turn.deadline + self.settings.abort_grace_s, waiter)
+
+    async def abort(self, session_key: SessionKey, run_id: RunId | None = None) -> list[RunId]:
+        """Abort the running turn of a session (or one queued turn); returns the ids aborted."""
+        owner = self._owners.get(str(session_key))
+        if owner is None:
+            return []
+        done: asyncio.Future[list[RunId]] = asyncio.get_running_loop().create_future()
+        owner.post(Abort(run_id, done))
+        async with asyncio.timeout(self.settings.abort_grace_s + 5.0):
+            return await asyncio.shield(done)
+
+    def snapshot(self) -> EngineSnapshot:
+        """The current figures of every active session."""
+        now = self.clock.now()
+        running = queued = 0
+        ages: list[float] = []
+        for owner in self._owners.values():
+            core = owner.core
+            if core is None:
+                continue
+            queued += len(core.queue)
+            if core.active is not None:
+                running += len(core.active.batch.turns)
+                ages.append(now - core.active.lease.granted_at)
+        return EngineSnapshot(
+            active_sessions=len(self._owners),
+            running_turns=running,
+            queued_turns=queued,
+            oldest_lease_age_s=max(ages, default=0.0),
+            lease_ages_s=tuple(ages),
+        )
+
+    # -- used by owners -------------------------------------------------------------------
+
+    def route(self, session_key: str, command: Command) -> None:
+        """Hand ``command`` to the session's owner, creating the owner for a new turn."""
+        owner = self._owners.get(session_key)
+        if owner is None:
+            if not isinstance(command, Submit):
+                run_id = getattr(command, "run_id", None)
+                epoch = getattr(command, "epoch", None)
+                self.emit(
+                    EventKind.STALE_IGNORED,
+                    session_key,
+                    run_id=run_id,
+                    epoch=epoch,
+                    detail=f"ignored {type(command).__name__} for a session with no active run",
+                )
+                return
+            if self._tg is None:
+                return
+            owner = SessionOwner(self, session_key)
+            self._owners[session_key] = owner
+            owner.task = self._tg.create_task(self._own(owner), name=f"owner {session_key}")
+        owner.post(command)
+
+    def owner_finished(self, owner: SessionOwner) -> None:
+        """An owner found its session idle and is ending (called synchronously by it)."""
+        if self._owners.get(owner.session_key) is owner:
+            del self._owners[owner.session_key]
+
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
+        """Start a task in the engine's task group."""
+        if self._tg is None:
+            coro.close()
+            raise UnavailableError("the engine is not running")
+        return self._tg.create_task(coro, name=name)
+
+    def adopt_zombie(self, task: asyncio.Task[Any] | None) -> None:
+        """Keep a fenced run's task until it ends, so shutdown can cancel it again."""
+        if task is not None and not task.done():
+            self._zombies.add(task)
+            task.add_done_callback(self._zombies.discard)
+
+    def deliver(self, session_key: str, outcome: Outcome, lane: str) -> None:
+        """Hand a turn's outcome to whoever waits for it (after its session was released)."""
+        self.emit(
+            EventKind.ENDED,
+            session_key,
+            run_id=outcome.run_id,
+            turn_id=outcome.turn_id,
+            state=outcome.state.value,
+            code=outcome.code,
+            lane=lane,
+            detail=outcome.message,
+        )
+        waiter = self._waiters.pop(outcome.turn_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(outcome)
+        self.emit(EventKind.DELIVERED, session_key, run_id=outcome.run_id, turn_id=outcome.turn_id)
+
+    def stale_write_refused(self, error: StaleEpochError) -> None:
+        """A run tried to write after losing its lease; the store refused it."""
+        self.emit(
+            EventKind.STALE_WRITE_REFUSED,
+            error.session_key,
+            run_id=error.run_id,
+            epoch=error.epoch,
+            code=ErrorCode.STALE_EPOCH,
+            detail=error.message,
+        )
+
+    def emit(self, kind: EventKind, session_key: str, **fields: Any) -> None:
+        """Emit one event stamped with the engine's clock."""
+        self.events.emit(Event(kind, self.clock.now(), session_key, **fields))
+
+    # -- internals ------------------------------------------------------------------------
+
+    async def _own(self, owner: SessionOwner) -> None:
+        try:
+            await owner.run()
+        except Exception as exc:
+            # An owner only fails if the store does; its turns stay open in the store and
+            # are recovered on restart. Waiters are told now rather than left hanging.
+            log.exception("owner of session %s failed", owner.session_key)
+            self.owner_finished(owner)
+            for task in owner.runs.values():
+                task.cancel(msg="owner failed")
+            self.emit(EventKind.OWNER_FAILED, owner.session_key, detail=repr(exc))
+            self._fail_waiters(owner)
+
+    def _fail_waiters(self, owner: SessionOwner) -> None:
+        core = owner.core
+        turns = list(core.queue.turns()) if core else []
+        if core is not None and core.active is not None:
+            turns.extend(core.active.batch.turns)
+        for turn in turns:
+            waiter = self._waiters.pop(turn.turn_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(
+                    UnavailableError(
+                        f"session {owner.session_key}: turn {turn.turn_id} could not be"
+                        " processed (store failure); it is kept and resumes on restart"
+                    )
+                )
+
+    def _duplicate(
+        self,
+        request: SubmitRequest,
+        existing: TurnRecord,
+        waiter: asyncio.Future[Outcome],
+        fresh: bool,
+        now: MonotonicS,
+    ) -> Ticket:
+        key = str(request.session_key)
+        if existing.session_key != key or existing.message != request.message:
+            if fresh:
+                self._waiters.pop(existing.turn_id, None)
+            raise IdempotencyConflictError(
+                f"idempotencyKey {existing.turn_id!r} was already used for a different message"
+                f" (session {existing.session_key}); use a new key for a new message"
+            )
+        self.emit(EventKind.DUPLICATE, key, turn_id=existing.turn_id)
+        outcome = existing.outcome()
+        if outcome is not None:
+            self._waiters.pop(existing.turn_id, None)
+            if not waiter.done():
+                waiter.set_result(outcome)
+        deadline = now + existing.timeout_s + self.settings.abort_grace_s
+        return Ticket(existing.turn_id, existing.session_key, True, deadline, waiter)
+
+    async def _recover(self) -> None:
+        records = await self.store.recover()
+        now = self.clock.now()
+        wall = self.clock.wall()
+        given_up: list[Outcome] = []
+        for record in records:
+            remaining = record.accepted_wall + record.timeout_s - wall
+            if record.attempts >= self.settings.restart_attempts_max:
+                given_up.append(
+                    Outcome(
+                        record.turn_id,
+                        TurnState.FAILED,
+                        record.turn_id,
+                        code=ErrorCode.INTERRUPTED,
+                        message=f"session {record.session_key}: turn {record.turn_id} was"
+                        f" interrupted by {record.attempts} gateway restarts; giving up",
+                    )
+                )
+            elif remaining <= 0:
+                given_up.append(
+                    Outcome(
+                        record.turn_id,
+                        TurnState.EXPIRED,
+                        record.turn_id,
+                        code=ErrorCode.TURN_EXPIRED,
+                        message=f"session {record.session_key}: turn {record.turn_id} reached"
+                        " its deadline while the gateway was down",
+                    )
+                )
+            else:
+                self._waiters[record.turn_id] = asyncio.get_running_loop().create_future()
+                turn = Turn(
+                    record.turn_id, record.session_key, record.message, now, now + remaining
+                )
+                turn.state = TurnState.ACCEPTED
+                self.route(record.session_key, Submit(turn, QueueMode.FOLLOWUP, "recovery"))
+                continue
+            self.emit(
+                EventKind.RECOVERED,
+                record.session_key,
+                turn_id=record.turn_id,
+                detail=f"ended on restart: {given_up[-1].message}",
+            )
+        if given_up:
+            await self.store.end_turns(given_up, wall)
+        resumed = len(records) - len(given_up)
+        if records:
+            log.warning(
+                "recovered %d open turns after restart: %d resumed, %d ended",
+                len(records),
+                resumed,
+                len(given_up),
+            )

@@ -1,0 +1,119 @@
+"""Structured events the runtime emits as it works.
+
+Metrics, the simulator's invariant checkers and tests all subscribe to the same stream, so
+what they check is what the runtime did, not what a test thinks it did. Abnormal events are
+also logged at WARNING by the emitter (invariant I8); see :data:`ABNORMAL`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from turngate.errors import ErrorCode
+from turngate.types import Epoch, MonotonicS, RunId
+
+log = logging.getLogger("turngate.runtime")
+
+
+class EventKind(enum.StrEnum):
+    """What happened."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    QUEUED = "queued"
+    LEASE_ACQUIRED = "lease_acquired"
+    STARTED = "started"
+    CANCEL_REQUESTED = "cancel_requested"
+    LEASE_RELEASED = "lease_released"
+    FENCED = "fenced"
+    ENDED = "ended"
+    DELIVERED = "delivered"
+    STALE_IGNORED = "stale_ignored"
+    STALE_WRITE_REFUSED = "stale_write_refused"
+    RECOVERED = "recovered"
+    OWNER_FAILED = "owner_failed"
+
+
+ABNORMAL = frozenset(
+    {
+        EventKind.CANCEL_REQUESTED,
+        EventKind.FENCED,
+        EventKind.STALE_IGNORED,
+        EventKind.STALE_WRITE_REFUSED,
+        EventKind.RECOVERED,
+        EventKind.OWNER_FAILED,
+    }
+)
+"""Kinds that are always logged at WARNING. ``ended`` is too, when its state is not replied."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing the runtime did, at a time on its clock."""
+
+    kind: EventKind
+    at: MonotonicS
+    session_key: str
+    run_id: RunId | None = None
+    turn_id: str | None = None
+    epoch: Epoch | None = None
+    state: str | None = None
+    code: ErrorCode | None = None
+    lane: str = "direct"
+    detail: str = ""
+    wait_s: float | None = None
+    """On ``started``: seconds since the turn was accepted."""
+    ready_wait_s: float | None = None
+    """On ``started``: seconds the turn waited while it was next and its session was free."""
+
+    @property
+    def abnormal(self) -> bool:
+        """True for events a person running the gateway must be able to see."""
+        return self.kind in ABNORMAL or (
+            self.kind is EventKind.ENDED and self.state not in (None, "replied")
+        )
+
+    def line(self) -> str:
+        """One readable line: ``kind session run=… epoch=… …``."""
+        parts = [f"{self.kind.value:<19}", self.session_key]
+        for name in ("turn_id", "run_id", "epoch", "state", "code"):
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{name.removesuffix('_id')}={value}")
+        if self.detail:
+            parts.append(f"- {self.detail}")
+        return " ".join(parts)
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    """Fans events out to subscribers, and logs the abnormal ones at WARNING."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Add ``subscriber``; return a function that removes it."""
+        self._subscribers.append(subscriber)
+        return lambda: self._subscribers.remove(subscriber)
+
+    def emit(self, event: Event) -> None:
+        """Deliver ``event`` to every subscriber, in subscription order."""
+        if event.abnormal:
+            log.warning(
+                "%s",
+                event.line(),
+                extra={
+                    "session_key": event.session_key,
+                    "run_id": event.run_id,
+                    "epoch": event.epoch,
+                    "event": event.kind.value,
+                },
+            )
+        for subscriber in self._subscribers:
+            subscriber(event)

@@ -1,0 +1,113 @@
+"""One run: read the bounded transcript, call the provider, write the reply.
+
+A run never decides its own fate: it reports progress to its session's owner, which owns the
+lease, and the owner learns how it ended from its task. Every write it makes carries its
+fencing epoch, so a run that lost its lease (fenced while it ignored cancellation) cannot
+touch the transcript. Aborting a run is cancelling its task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from turngate.core.clock import Clock
+from turngate.core.session import RunFailed, RunReplied, RunResult
+from turngate.core.turn import Turn
+from turngate.errors import ErrorCode, ProviderError, StaleEpochError
+from turngate.providers.base import ChatMessage, Provider, ProviderRequest, Role
+from turngate.store.base import Store
+from turngate.types import Epoch, RunId
+
+log = logging.getLogger("turngate.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class RunProgress:
+    """The run produced output."""
+
+    run_id: RunId
+    epoch: Epoch
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """Everything one run needs."""
+
+    session_key: str
+    run_id: RunId
+    epoch: Epoch
+    turns: tuple[Turn, ...]
+    history_entries_max: int
+    system_prompt: str | None = None
+
+
+async def execute_run(
+    spec: RunSpec,
+    store: Store,
+    provider: Provider,
+    clock: Clock,
+    on_progress: Callable[[RunProgress], None],
+    on_stale_write: Callable[[StaleEpochError], None],
+) -> RunResult:
+    """Run one turn (or one merged batch) to its end and return its result.
+
+    Cancellation propagates: the owner learns of it from the task's completion, which also
+    covers a task cancelled before its first step.
+    """
+    try:
+        return await _call_model(spec, store, provider, clock, on_progress)
+    except StaleEpochError as exc:
+        on_stale_write(exc)
+        return RunFailed(ErrorCode.STALE_EPOCH, exc.message)
+    except ProviderError as exc:
+        return RunFailed(exc.code, f"session {spec.session_key}: {exc.message}")
+    except Exception as exc:
+        log.exception(
+            "run %s of session %s failed unexpectedly",
+            spec.run_id,
+            spec.session_key,
+            extra={"session_key": spec.session_key, "run_id": spec.run_id},
+        )
+        return RunFailed(
+            ErrorCode.INTERNAL,
+            f"session {spec.session_key}: run {spec.run_id} failed: {type(exc).__name__}",
+        )
+
+
+async def _call_model(
+    spec: RunSpec,
+    store: Store,
+    provider: Provider,
+    clock: Clock,
+    on_progress: Callable[[RunProgress], None],
+) -> RunResult:
+    history = await store.transcript(spec.session_key, spec.history_entries_max)
+    user_entries = [("user", turn.message) for turn in spec.turns]
+    await store.append_transcript(
+        spec.session_key, spec.run_id, spec.epoch, user_entries, clock.wall()
+    )
+    messages: list[ChatMessage] = []
+    if spec.system_prompt:
+        messages.append(ChatMessage("system", spec.system_prompt))
+    messages.extend(ChatMessage(_role(entry.role), entry.text) for entry in history)
+    messages.extend(ChatMessage("user", text) for _, text in user_entries)
+    request = ProviderRequest(spec.session_key, spec.run_id, messages)
+    chunks: list[str] = []
+    async for delta in provider.stream(request):
+        chunks.append(delta)
+        on_progress(RunProgress(spec.run_id, spec.epoch))
+    reply = "".join(chunks)
+    await store.append_transcript(
+        spec.session_key, spec.run_id, spec.epoch, [("assistant", reply)], clock.wall()
+    )
+    return RunReplied(reply)
+
+
+def _role(role: str) -> Role:
+    if role == "assistant":
+        return "assistant"
+    if role == "system":
+        return "system"
+    return "user"

@@ -1,0 +1,1 @@
+"""Deterministic simulation: the real runtime on a virtual clock."""

@@ -1,0 +1,1 @@
+"""Durable state: accepted turns, sessions and their leases, transcripts."""

@@ -1,0 +1,168 @@
+"""The :class:`Store` protocol every backend implements, and the records it returns.
+
+Rules every implementation keeps:
+
+- ``accept_turn`` is atomic and idempotent: a turn id is stored once; a second call returns
+  the stored record instead of storing again. The gateway acknowledges a turn only after it
+  returns (DESIGN: acknowledge only what is written down).
+- ``start_run`` takes the session's lease at the given epoch only if the lease is free and the
+  epoch is the next one; otherwise it raises :class:`~turngate.errors.StaleEpochError`.
+- ``append_transcript`` is fenced: it succeeds only while ``(run_id, epoch)`` holds the lease,
+  and raises :class:`~turngate.errors.StaleEpochError` otherwise.
+- ``end_run`` releases the lease and records the outcomes in one transaction; a terminal turn
+  never changes again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from turngate.core.turn import Outcome, TurnState
+from turngate.errors import ErrorCode
+from turngate.types import Epoch, RunId, TurnId, WallS
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRecord:
+    """A turn as stored."""
+
+    turn_id: TurnId
+    session_key: str
+    agent_id: str
+    message: str
+    queue_mode: str
+    state: TurnState
+    accepted_wall: WallS
+    timeout_s: float
+    seq: int = 0
+    attempts: int = 0
+    run_id: RunId | None = None
+    epoch: Epoch | None = None
+    started_wall: WallS | None = None
+    ended_wall: WallS | None = None
+    reply: str | None = None
+    error_code: ErrorCode | None = None
+    error_message: str | None = None
+
+    def outcome(self) -> Outcome | None:
+        """The turn's outcome if it has ended, else None."""
+        if not self.state.is_terminal:
+            return None
+        return Outcome(
+            self.turn_id,
+            self.state,
+            self.run_id or self.turn_id,
+            reply=self.reply,
+            code=self.error_code,
+            message=self.error_message or "",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptEntry:
+    """One line of a session's transcript."""
+
+    seq: int
+    session_key: str
+    role: str
+    text: str
+    run_id: RunId
+    epoch: Epoch
+    at_wall: WallS
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A session as stored, with counts of its turns."""
+
+    key: str
+    agent_id: str
+    epoch: Epoch
+    lease_run_id: RunId | None
+    lease_granted_wall: WallS | None
+    created_wall: WallS
+    updated_wall: WallS
+    turns_total: int
+    turns_open: int
+
+
+class Store(Protocol):
+    """Durable state behind the runtime. See the module docstring for the rules."""
+
+    async def open(self) -> None:
+        """Create or migrate the schema; ready the store for use."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and release every resource."""
+        ...
+
+    async def accept_turn(self, record: TurnRecord) -> TurnRecord | None:
+        """Store a new turn (state ``accepted``); return None, or the record already stored."""
+        ...
+
+    async def get_turn(self, turn_id: TurnId) -> TurnRecord | None:
+        """One turn by id."""
+        ...
+
+    async def mark_queued(self, turn_ids: Sequence[TurnId]) -> None:
+        """Turns entered their session's queue."""
+        ...
+
+    async def session_epoch(self, session_key: str) -> Epoch:
+        """The session's current fencing epoch (0 for a session never run)."""
+        ...
+
+    async def start_run(
+        self, session_key: str, run_id: RunId, epoch: Epoch, turn_ids: Sequence[TurnId], at: WallS
+    ) -> None:
+        """Take the lease at ``epoch`` and mark the turns running."""
+        ...
+
+    async def append_transcript(
+        self,
+        session_key: str,
+        run_id: RunId,
+        epoch: Epoch,
+        entries: Sequence[tuple[str, str]],
+        at: WallS,
+    ) -> None:
+        """Append ``(role, text)`` entries, fenced by ``(run_id, epoch)``."""
+        ...
+
+    async def end_run(
+        self, session_key: str, run_id: RunId, epoch: Epoch, outcomes: Sequence[Outcome], at: WallS
+    ) -> None:
+        """Release the lease held by ``(run_id, epoch)`` and record the outcomes."""
+        ...
+
+    async def end_turns(self, outcomes: Sequence[Outcome], at: WallS) -> None:
+        """Record outcomes of turns that ended without running."""
+        ...
+
+    async def recover(self) -> list[TurnRecord]:
+        """After a crash: free every lease, put running turns back in the queue (one more
+        attempt), and return every turn not yet ended, in acceptance order."""
+        ...
+
+    async def transcript(self, session_key: str, limit: int) -> list[TranscriptEntry]:
+        """The last ``limit`` transcript entries of a session, oldest first."""
+        ...
+
+    async def sessions(self, limit: int, offset: int = 0) -> list[SessionRecord]:
+        """Sessions, most recently updated first."""
+        ...
+
+    async def session(self, session_key: str) -> SessionRecord | None:
+        """One session by key."""
+        ...
+
+    async def session_turns(self, session_key: str, limit: int) -> list[TurnRecord]:
+        """The last ``limit`` turns of a session, in acceptance order."""
+        ...
+
+    async def count_sessions(self) -> int:
+        """How many sessions the store knows."""
+        ...
