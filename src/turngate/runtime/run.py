@@ -1,4 +1,4 @@
-"""One run: read the bounded transcript, call the provider, write the reply.
+"""One run: read the bounded transcript, call the provider, write the exchange.
 
 A run never decides its own fate: it reports progress to its session's owner, which owns the
 lease, and the owner learns how it ended from its task. Every write it makes carries its
@@ -85,9 +85,6 @@ async def _call_model(
 ) -> RunResult:
     history = await store.transcript(spec.session_key, spec.history_entries_max)
     user_entries = [("user", turn.message) for turn in spec.turns]
-    await store.append_transcript(
-        spec.session_key, spec.run_id, spec.epoch, user_entries, clock.wall()
-    )
     messages: list[ChatMessage] = []
     if spec.system_prompt:
         messages.append(ChatMessage("system", spec.system_prompt))
@@ -99,8 +96,14 @@ async def _call_model(
         chunks.append(delta)
         on_progress(RunProgress(spec.run_id, spec.epoch))
     reply = "".join(chunks)
+    # The exchange is written whole, once, under the run's epoch: an aborted or crashed run
+    # leaves no half-turn behind, and a run that lost its lease writes nothing at all.
     await store.append_transcript(
-        spec.session_key, spec.run_id, spec.epoch, [("assistant", reply)], clock.wall()
+        spec.session_key,
+        spec.run_id,
+        spec.epoch,
+        [*user_entries, ("assistant", reply)],
+        clock.wall(),
     )
     return RunReplied(reply)
 

@@ -1,0 +1,284 @@
+"""The real runtime on a virtual clock: exact times, no sleeping, same result every run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from turngate.core.keys import parse_session_key
+from turngate.core.queue import QueueMode
+from turngate.core.turn import Outcome, TurnState
+from turngate.errors import ErrorCode, IdempotencyConflictError
+from turngate.providers.base import ProviderRequest
+from turngate.providers.echo import EchoProvider
+from turngate.runtime.engine import Engine, EngineSettings, SubmitRequest
+from turngate.runtime.events import Event, EventBus, EventKind
+from turngate.sim.loop import run_virtual
+from turngate.store.sqlite import SqliteStore
+
+KEY = parse_session_key("agent:main:main")
+
+
+class RecordingProvider:
+    """Echo with a latency, recording every request."""
+
+    name = "recording"
+
+    def __init__(self, latency_s: float = 0.0) -> None:
+        self.requests: list[ProviderRequest] = []
+        self._echo = EchoProvider(latency_s)
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+        self.requests.append(request)
+        async for delta in self._echo.stream(request):
+            yield delta
+
+
+class StubbornProvider:
+    """The first call ignores cancellation for ``stubborn_s`` seconds, then still yields."""
+
+    name = "stubborn"
+
+    def __init__(self, stubborn_s: float) -> None:
+        self.stubborn_s = stubborn_s
+        self.calls = 0
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+        self.calls += 1
+        if self.calls == 1:
+            loop = asyncio.get_running_loop()
+            until = loop.time() + self.stubborn_s
+            while loop.time() < until:
+                try:
+                    await asyncio.sleep(until - loop.time())
+                except asyncio.CancelledError:
+                    continue  # the bug this provider models: it swallows cancellation
+            yield "too late"
+            return
+        yield "echo: " + request.messages[-1].content
+
+
+def run_engine(
+    tmp_path: Path,
+    provider: object,
+    scenario: Callable[[Engine, list[Event]], Awaitable[None]],
+    **settings: object,
+) -> list[Event]:
+    """Run ``scenario`` against a fresh engine on the virtual clock; return its events."""
+    events: list[Event] = []
+
+    async def main() -> None:
+        bus = EventBus()
+        bus.subscribe(events.append)
+        engine = Engine(
+            SqliteStore(tmp_path / "turngate.db"),
+            provider,  # type: ignore[arg-type]
+            settings=EngineSettings(**settings),  # type: ignore[arg-type]
+            events=bus,
+        )
+        async with engine:
+            await scenario(engine, events)
+
+    run_virtual(main())
+    return events
+
+
+async def send(engine: Engine, message: str, **fields: object) -> Outcome:
+    ticket = await engine.submit(SubmitRequest(KEY, message, **fields))  # type: ignore[arg-type]
+    return await ticket.outcome
+
+
+def at(events: list[Event], kind: EventKind, turn_id: str | None = None) -> list[float]:
+    return [e.at for e in events if e.kind is kind and (turn_id is None or e.turn_id == turn_id)]
+
+
+@pytest.mark.parametrize("latency_s", [0.0, 0.05, 0.3, 2.5])
+def test_sequential_sends_each_get_their_own_real_reply(tmp_path: Path, latency_s: float) -> None:
+    async def scenario(engine: Engine, events: list[Event]) -> None:
+        for index in range(10):
+            outcome = await send(engine, f"ok-{index}")
+            assert outcome.state is TurnState.REPLIED
+            assert outcome.reply == f"echo: ok-{index}"
+            assert engine.clock.now() == pytest.approx((index + 1) * latency_s)
+
+    events = run_engine(tmp_path, RecordingProvider(latency_s), scenario)
+    assert not [e for e in events if e.abnormal]
+
+
+def test_a_send_in_the_same_tick_as_the_previous_reply_is_never_refused(tmp_path: Path) -> None:
+    async def scenario(engine: Engine, events: list[Event]) -> None:
+        first = await engine.submit(SubmitRequest(KEY, "one", mode=QueueMode.REJECT))
+        # Send the next one from a callback on the very future that delivers the reply.
+        second: asyncio.Future[asyncio.Task[Outcome]] = asyncio.get_running_loop().create_future()
+        first.outcome.add_done_callback(
+            lambda _: second.set_result(
+                asyncio.ensure_future(send(engine, "two", mode=QueueMode.REJECT))
+            )
+        )
+        assert (await first.outcome).reply == "echo: one"
+        assert (await (await second)).reply == "echo: two"
+
+    run_engine(tmp_path, RecordingProvider(0.05), scenario)
+
+
+def test_the_session_is_released_in_the_store_before_the_outcome_is_delivered(
+    tmp_path: Path,
+) -> None:
+    released_at_delivery: list[bool] = []
+
+    async def scenario(engine: Engine, events: list[Event]) -> None:
+        store = engine.store
+        assert isinstance(store, SqliteStore)
+
+        def check(event: Event) -> None:
+            if event.kind is EventKind.DELIVERED:
+                row = store.db.execute(
+                    "SELECT lease_run_id FROM sessions WHERE key = ?", (event.session_key,)
+                ).fetchone()
+                released_at_delivery.append(row[0] != event.run_id)
+
+        engine.events.subscribe(check)
+        await asyncio.gather(*(send(engine, f"m{i}") for i in range(5)))
+
+    run_engine(tmp_path, RecordingProvider(0.1), scenario)
+    assert released_at_delivery == [True] * 5
+
+
+def test_a_stalled_run_is_aborted_at_stall_timeout_and_the_next_turn_is_served(
+    tmp_path: Path,
+) -> None:
+    class HangFirst(RecordingProvider):
+        async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+            if not self.requests:
+                self.requests.append(request)
+                await asyncio.Event().wait()
+            async for delta in super().stream(request):
+                yield delta
+
+    async def scenario(engine: Engine, events: list[Event]) -> None:
+        stuck = await engine.submit(SubmitRequest(KEY, "stuck"))
+        nxt = await engine.submit(SubmitRequest(KEY, "next"))
+        aborted = await stuck.outcome
+        assert (aborted.state, aborted.code) == (TurnState.ABORTED, ErrorCode.STALLED)
+        assert engine.clock.now() == 5.0
+        replied = await nxt.outcome
+        assert replied.reply == "echo: next"
+        assert engine.clock.now() == 5.5
+
+    events = run_engine(tmp_path, HangFirst(0.5), scenario, stall_timeout_s=5.0)
+    [cancel] = [e for e in events if e.kind is EventKind.CANCEL_REQUESTED]
+    assert (cancel.at, cancel.code, cancel.session_key) == (5.0, ErrorCode.STALLED, str(KEY))
+
+
+def test_a_run_that_ignores_cancellation_is_fenced_and_its_late_write_refused(
+    tmp_path: Path,
+) -> None:
+    async def scenario(engine: Engine, events: list[Event]) -> None:
+        zombie = await engine.submit(SubmitRequest(KEY, "zombie"))
+        nxt = await engine.submit(SubmitRequest(KEY, "next"))
+        aborted = await zombie.outcome
+        assert aborted.code is ErrorCode.STALLED
+        assert "fenced" in aborted.message
+        assert engine.clock.now() == 5.0 + 1.0
+        assert (await nxt.outcome).reply == "echo: next"
+        refused = asyncio.Event()
+        engine.events.subscribe(
+            lambda e: refused.set() if e.kind is EventKind.STALE_WRITE_REFUSED else None
+        )
+        await refused.wait()
+
+    events = run_engine(
+        tmp_path,
+        StubbornProvider(stubborn_s=30.0),
+        scenario,
+        stall_timeout_s=5.0,
+        abort_grace_s=1.0,
+    )
+    [fenced] = [e for e in events if e.kind is EventKind.FENCED]
+    [refused] = [e for e in events if e.kind is EventKind.STALE_WRITE_REFUSED]
+    assert fenced.at == 6.0
+    assert refused.at == 30.0
+    assert refused.epoch == 1
+
+
+def test_a_retried_send_gets_the_first_outcome_and_never_a_second_run(tmp_path: Path) -> None:
+    provider = RecordingProvider(1.0)
+
+    async def scenario(engine: Engine, events: list[Event]) -> None:
+        first, again = await asyncio.gather(
+            send(engine, "hello", turn_id="key-1"), send(engine, "hello", turn_id="key-1")
+        )
+        later = await send(engine, "hello", turn_id="key-1")
+        assert first == again == later
+        assert first.turn_id == "key-1"
+        with pytest.raises(IdempotencyConflictError, match="key-1"):
+            await engine.submit(SubmitRequest(KEY, "different", turn_id="key-1"))
+
+    run_engine(tmp_path, provider, scenario)
+    assert len(provider.requests) == 1
+
+
+def test_each_turn_sends_the_bounded_transcript_to_the_provider(tmp_path: Path) -> None:
+    provider = RecordingProvider()
+
+    async def scenario(engine: Engine, events: list[Event]) -> None:
+        for index in range(5):
+            await send(engine, f"m{index}")
+
+    run_engine(tmp_path, provider, scenario, history_entries_max=4)
+    last = provider.requests[-1].messages
+    assert [(m.role, m.content) for m in last] == [
+        ("user", "m2"),
+        ("assistant", "echo: m2"),
+        ("user", "m3"),
+        ("assistant", "echo: m3"),
+        ("user", "m4"),
+    ]
+
+
+def test_turns_left_open_by_a_stop_resume_on_the_next_start(tmp_path: Path) -> None:
+    ids: list[str] = []
+
+    async def first_life(engine: Engine, events: list[Event]) -> None:
+        for index in range(3):
+            ticket = await engine.submit(SubmitRequest(KEY, f"m{index}"))
+            ids.append(ticket.turn_id)
+        await asyncio.sleep(1.0)  # virtual: the first run is in flight when we stop
+
+    async def second_life(engine: Engine, events: list[Event]) -> None:
+        for turn_id, index in zip(ids, range(3), strict=True):
+            outcome = await send(engine, f"m{index}", turn_id=turn_id)
+            assert outcome.reply == f"echo: m{index}"
+        record = await engine.store.get_turn(ids[0])
+        assert record is not None
+        assert record.attempts == 1
+
+    run_engine(tmp_path, RecordingProvider(10.0), first_life)
+    events = run_engine(tmp_path, RecordingProvider(0.1), second_life)
+    started = [e.turn_id for e in events if e.kind is EventKind.STARTED]
+    assert started == ids
+
+
+def test_a_turn_waiting_behind_a_slow_one_expires_at_its_own_deadline(tmp_path: Path) -> None:
+    async def scenario(engine: Engine, events: list[Event]) -> None:
+        slow = await engine.submit(SubmitRequest(KEY, "slow"))
+        hurried = await engine.submit(SubmitRequest(KEY, "hurried", timeout_s=2.0))
+        expired = await hurried.outcome
+        assert (expired.state, expired.code) == (TurnState.EXPIRED, ErrorCode.TURN_EXPIRED)
+        assert engine.clock.now() == 2.0
+        assert (await slow.outcome).state is TurnState.REPLIED
+
+    run_engine(tmp_path, RecordingProvider(3.0), scenario)
+
+
+def test_a_free_session_starts_its_next_turn_without_delay(tmp_path: Path) -> None:
+    async def scenario(engine: Engine, events: list[Event]) -> None:
+        await asyncio.gather(*(send(engine, f"m{i}") for i in range(20)))
+
+    events = run_engine(tmp_path, RecordingProvider(0.2), scenario)
+    waits = [e.ready_wait_s for e in events if e.kind is EventKind.STARTED]
+    assert len(waits) == 20
+    assert max(w for w in waits if w is not None) == 0.0

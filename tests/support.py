@@ -1,0 +1,102 @@
+"""What tests share: a real gateway on an ephemeral loopback port, and fake providers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+
+from turngate.config import GatewayConfig
+from turngate.gateway.app import create_app
+from turngate.providers.base import ProviderRequest
+from turngate.providers.echo import EchoProvider
+from turngate.runtime.events import Event, EventBus
+
+SERVER_STOP_TIMEOUT_S = 30.0
+
+
+@contextmanager
+def serve(app: Starlette) -> Iterator[str]:
+    """Run ``app`` under uvicorn on 127.0.0.1 in a thread; yield its base URL.
+
+    The socket is bound and listening before the server starts, so a client may connect at
+    once: its connection waits in the backlog until the app's startup is complete. No
+    polling, no sleeping.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False, loop="asyncio")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(SERVER_STOP_TIMEOUT_S)
+        sock.close()
+        if thread.is_alive():
+            raise RuntimeError("the test gateway did not stop within its deadline")
+
+
+def gateway_config(state_dir: Path, **overrides: Any) -> GatewayConfig:
+    """A config for tests: state in ``state_dir``, everything else default unless given."""
+    return GatewayConfig(state_dir=state_dir, **overrides)
+
+
+@contextmanager
+def running_gateway(
+    state_dir: Path,
+    *,
+    provider: Any = None,
+    events: EventBus | None = None,
+    **overrides: Any,
+) -> Iterator[str]:
+    """A real gateway app with a SQLite store in ``state_dir``, served on loopback."""
+    app = create_app(gateway_config(state_dir, **overrides), provider=provider, events=events)
+    with serve(app) as url:
+        yield url
+
+
+class EventLog:
+    """Collects engine events (subscribe :meth:`record` to an :class:`EventBus`)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._lock = threading.Lock()
+
+    def record(self, event: Event) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def of(self, kind: str) -> list[Event]:
+        with self._lock:
+            return [e for e in self.events if e.kind == kind]
+
+
+class HangOnceProvider:
+    """Hangs forever (until cancelled) on the first call; echoes after that."""
+
+    name = "hang-once"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._echo = EchoProvider()
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+        self.calls += 1
+        if self.calls == 1:
+            await asyncio.Event().wait()
+        async for delta in self._echo.stream(request):
+            yield delta

@@ -1,0 +1,90 @@
+"""One error vocabulary: every code maps to a status, every lower-level failure is translated."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from turngate.core.session import RunFailed
+from turngate.core.turn import Turn, TurnState
+from turngate.errors import (
+    ErrorCode,
+    InvalidFieldError,
+    ProviderError,
+    ProviderTimeoutError,
+    StaleEpochError,
+    TurngateError,
+)
+from turngate.gateway.frames import ERROR_HTTP_STATUS, TERMINAL_HTTP_STATUS, WIRE_STATUS
+from turngate.providers.base import ProviderRequest
+from turngate.runtime.clock import LoopClock
+from turngate.runtime.run import RunSpec, execute_run
+from turngate.store.sqlite import SqliteStore
+
+
+def test_every_error_code_has_an_http_status() -> None:
+    assert set(ERROR_HTTP_STATUS) == set(ErrorCode)
+    assert all(400 <= status < 600 for status in ERROR_HTTP_STATUS.values())
+
+
+def test_every_turn_state_has_a_wire_status_and_every_terminal_one_an_http_status() -> None:
+    assert set(WIRE_STATUS) == set(TurnState)
+    assert set(TERMINAL_HTTP_STATUS) == {s for s in TurnState if s.is_terminal}
+    assert len(set(TERMINAL_HTTP_STATUS.values())) == len(TERMINAL_HTTP_STATUS)
+
+
+def test_error_codes_are_stable_snake_case_strings() -> None:
+    for code in ErrorCode:
+        assert code.value == code.name.lower()
+
+
+def test_field_errors_name_their_field() -> None:
+    error = InvalidFieldError("timeoutMs", "must be >= 1")
+    assert error.message == "timeoutMs: must be >= 1"
+    assert error.code is ErrorCode.INVALID_FIELD
+    assert isinstance(error, TurngateError)
+
+
+class Raising:
+    name = "raising"
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+        raise self.error
+        yield ""  # pragma: no cover - makes this an async generator
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ProviderError("upstream said 503"), ErrorCode.PROVIDER_ERROR),
+        (ProviderTimeoutError("no first token in 30s"), ErrorCode.PROVIDER_TIMEOUT),
+        (ValueError("a provider bug"), ErrorCode.INTERNAL),
+        (StaleEpochError("agent:main:main", "r", 1), ErrorCode.STALE_EPOCH),
+    ],
+)
+def test_provider_and_store_failures_become_failed_turns_with_a_code(
+    tmp_path: Path, error: Exception, code: ErrorCode
+) -> None:
+    async def main() -> RunFailed:
+        store = SqliteStore(tmp_path / "db")
+        await store.open()
+        try:
+            turn = Turn("r", "agent:main:main", "hi", 0.0, 10.0)
+            spec = RunSpec("agent:main:main", "r", 1, (turn,), 10)
+            result = await execute_run(
+                spec, store, Raising(error), LoopClock(), lambda _: None, lambda _: None
+            )
+        finally:
+            await store.close()
+        assert isinstance(result, RunFailed)
+        return result
+
+    result = asyncio.run(main())
+    assert result.code is code
+    assert "agent:main:main" in result.message
