@@ -1,0 +1,72 @@
+"""The ``turngate`` command against a real gateway and a real state directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support import running_gateway
+from turngate.cli import main
+
+
+def test_send_prints_the_reply_and_exits_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running_gateway(tmp_path) as url:
+        code = main(["send", "--url", url, "--session", "agent:main:cli", "hello there"])
+    assert code == 0
+    assert capsys.readouterr().out == "echo: hello there\n"
+
+
+def test_send_exits_by_status_when_the_turn_is_rejected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running_gateway(tmp_path) as url:
+        code = main(["send", "--url", url, "--session", "agent:Bad:x", "hi"])
+    assert code == 6
+    assert "invalid_session_key" in capsys.readouterr().err
+
+
+def test_send_to_a_gateway_that_is_not_there_exits_seven(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["send", "--url", "http://127.0.0.1:9", "hi"]) == 7
+    assert "cannot reach" in capsys.readouterr().err
+
+
+def test_sessions_list_show_and_export_read_the_state_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running_gateway(tmp_path) as url:
+        for message in ("one", "two"):
+            assert main(["send", "--url", url, "--session", "agent:main:x", message]) == 0
+    capsys.readouterr()
+    assert main(["sessions", "--state-dir", str(tmp_path), "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "agent:main:x" in listing
+    assert main(["sessions", "--state-dir", str(tmp_path), "show", "agent:main:x"]) == 0
+    shown = capsys.readouterr().out
+    assert "[user] two" in shown
+    assert "[assistant] echo: two" in shown
+    out = tmp_path / "x.jsonl"
+    assert (
+        main(["sessions", "--state-dir", str(tmp_path), "export", "agent:main:x", "-o", str(out)])
+        == 0
+    )
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(e["role"], e["text"]) for e in lines] == [
+        ("user", "one"),
+        ("assistant", "echo: one"),
+        ("user", "two"),
+        ("assistant", "echo: two"),
+    ]
+    assert all(e["epoch"] >= 1 and e["run_id"] for e in lines)
+
+
+def test_sessions_on_an_empty_state_directory_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sessions", "--state-dir", str(tmp_path), "list"]) == 2
+    assert "no turngate.db" in capsys.readouterr().err
