@@ -134,6 +134,9 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((config.host, config.port))
+    # Listen before announcing: a client that connects after the line below waits in the
+    # backlog until startup is complete, instead of being refused.
+    sock.listen(2048)
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(
         uvicorn.Config(

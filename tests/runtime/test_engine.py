@@ -243,10 +243,13 @@ def test_turns_left_open_by_a_stop_resume_on_the_next_start(tmp_path: Path) -> N
     ids: list[str] = []
 
     async def first_life(engine: Engine, events: list[Event]) -> None:
+        started = asyncio.Event()
+        engine.events.subscribe(lambda e: started.set() if e.kind is EventKind.STARTED else None)
         for index in range(3):
             ticket = await engine.submit(SubmitRequest(KEY, f"m{index}"))
             ids.append(ticket.turn_id)
-        await asyncio.sleep(1.0)  # virtual: the first run is in flight when we stop
+        await started.wait()  # stop while the first run is in flight
+        assert engine.clock.now() < 10.0
 
     async def second_life(engine: Engine, events: list[Event]) -> None:
         for turn_id, index in zip(ids, range(3), strict=True):

@@ -81,8 +81,11 @@ async def chat_send(request: Request) -> Response:
         status = "in_flight" if ticket.duplicate else "accepted"
         return JSONResponse({**pending, "status": status}, status_code=202)
     try:
-        async with asyncio.timeout_at(ticket.deadline + WAIT_MARGIN_S):
-            outcome = await asyncio.shield(ticket.outcome)
+        if ticket.outcome.done():
+            outcome = ticket.outcome.result()
+        else:
+            async with asyncio.timeout_at(ticket.deadline + WAIT_MARGIN_S):
+                outcome = await asyncio.shield(ticket.outcome)
     except UnavailableError as exc:
         return JSONResponse(
             {**pending, "status": "pending", **error_body(exc.code, exc.message)}, status_code=503

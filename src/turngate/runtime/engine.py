@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import os
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from types import TracebackType
@@ -178,7 +178,7 @@ class Engine:
         if not self._accepting:
             raise UnavailableError("the gateway is not accepting turns (starting or stopping)")
         key = str(request.session_key)
-        turn_id = request.turn_id or uuid.uuid4().hex
+        turn_id = request.turn_id or os.urandom(16).hex()
         timeout_s = request.timeout_s or self.settings.turn_timeout_s
         now = self.clock.now()
         loop = asyncio.get_running_loop()

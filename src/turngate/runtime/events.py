@@ -50,9 +50,12 @@ ABNORMAL = frozenset(
 """Kinds that are always logged at WARNING. ``ended`` is too, when its state is not replied."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
-    """One thing the runtime did, at a time on its clock."""
+    """One thing the runtime did, at a time on its clock. Treat it as immutable.
+
+    (Not ``frozen``: a frozen dataclass's ``__init__`` costs several times more, and the
+    runtime builds several events per turn.)"""
 
     kind: EventKind
     at: MonotonicS

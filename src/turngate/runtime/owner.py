@@ -130,11 +130,15 @@ class SessionOwner:
         store = engine.store
         key = self.session_key
         ended: list[Outcome] = []
+        # A turn enqueued and started in the same step goes straight to running.
+        started_now = {t.turn_id for e in effects if isinstance(e, StartRun) for t in e.turns}
         for effect in effects:
             now = engine.clock.now()
             match effect:
                 case Enqueued(turn_ids):
-                    await store.mark_queued(turn_ids)
+                    waiting = [turn_id for turn_id in turn_ids if turn_id not in started_now]
+                    if waiting:
+                        await store.mark_queued(waiting)
                     for turn_id in turn_ids:
                         engine.emit(
                             EventKind.QUEUED, key, turn_id=turn_id, lane=self._lane(turn_id)

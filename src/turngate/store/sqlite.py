@@ -9,6 +9,7 @@ survives power loss, at the cost of an fsync per commit.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -79,6 +80,7 @@ class SqliteStore:
         self.path = path
         self._durability = durability
         self._db: sqlite3.Connection | None = None
+        self._commit_waiters: list[asyncio.Future[None]] = []
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -87,16 +89,46 @@ class SqliteStore:
         return self._db
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _op(self) -> Iterator[sqlite3.Connection]:
+        """One atomic operation inside the current group transaction (a savepoint)."""
         db = self.db
-        try:
+        if not db.in_transaction:
             db.execute("BEGIN IMMEDIATE")
+            asyncio.get_running_loop().call_soon(self._commit)
+        db.execute("SAVEPOINT op")
+        try:
             yield db
         except BaseException:
-            db.execute("ROLLBACK")
+            db.execute("ROLLBACK TO op")
+            db.execute("RELEASE op")
             raise
-        else:
-            db.execute("COMMIT")
+        db.execute("RELEASE op")
+
+    async def _durable(self) -> None:
+        """Return once everything written so far is committed (group commit)."""
+        if self._db is None or not self._db.in_transaction:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._commit_waiters.append(waiter)
+        await waiter
+
+    def _commit(self) -> None:
+        waiters, self._commit_waiters = self._commit_waiters, []
+        error: BaseException | None = None
+        db = self._db
+        if db is not None and db.in_transaction:
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                db.execute("ROLLBACK")
+                error = StoreError(f"store {self.path}: commit failed ({exc})")
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +152,7 @@ class SqliteStore:
         self._db = db
 
     async def close(self) -> None:
+        self._commit()
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -127,32 +160,40 @@ class SqliteStore:
     # -- turns ----------------------------------------------------------------------------
 
     async def accept_turn(self, record: TurnRecord) -> TurnRecord | None:
-        with self._tx() as db:
+        with self._op() as db:
             row = db.execute(
                 f"SELECT {_TURN_COLUMNS} FROM turns WHERE turn_id = ?", (record.turn_id,)
             ).fetchone()
             if row is not None:
-                return self._turn(row)
-            db.execute(
-                "INSERT INTO sessions (key, agent_id, created_wall, updated_wall)"
-                " VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(key) DO UPDATE SET updated_wall = excluded.updated_wall",
-                (record.session_key, record.agent_id, record.accepted_wall, record.accepted_wall),
-            )
-            db.execute(
-                "INSERT INTO turns (turn_id, session_key, message, queue_mode, state,"
-                " accepted_wall, timeout_s) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.turn_id,
-                    record.session_key,
-                    record.message,
-                    record.queue_mode,
-                    TurnState.ACCEPTED.value,
-                    record.accepted_wall,
-                    record.timeout_s,
-                ),
-            )
-        return None
+                existing: TurnRecord | None = self._turn(row)
+            else:
+                existing = None
+                db.execute(
+                    "INSERT INTO sessions (key, agent_id, created_wall, updated_wall)"
+                    " VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET updated_wall = excluded.updated_wall",
+                    (
+                        record.session_key,
+                        record.agent_id,
+                        record.accepted_wall,
+                        record.accepted_wall,
+                    ),
+                )
+                db.execute(
+                    "INSERT INTO turns (turn_id, session_key, message, queue_mode, state,"
+                    " accepted_wall, timeout_s) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.turn_id,
+                        record.session_key,
+                        record.message,
+                        record.queue_mode,
+                        TurnState.ACCEPTED.value,
+                        record.accepted_wall,
+                        record.timeout_s,
+                    ),
+                )
+        await self._durable()
+        return existing
 
     async def get_turn(self, turn_id: TurnId) -> TurnRecord | None:
         row = self.db.execute(
@@ -161,11 +202,12 @@ class SqliteStore:
         return None if row is None else self._turn(row)
 
     async def mark_queued(self, turn_ids: Sequence[TurnId]) -> None:
-        with self._tx() as db:
+        with self._op() as db:
             db.executemany(
                 "UPDATE turns SET state = 'queued' WHERE turn_id = ? AND state = 'accepted'",
                 [(turn_id,) for turn_id in turn_ids],
             )
+        await self._durable()
 
     async def session_epoch(self, session_key: str) -> Epoch:
         row = self.db.execute("SELECT epoch FROM sessions WHERE key = ?", (session_key,)).fetchone()
@@ -174,7 +216,7 @@ class SqliteStore:
     async def start_run(
         self, session_key: str, run_id: RunId, epoch: Epoch, turn_ids: Sequence[TurnId], at: WallS
     ) -> None:
-        with self._tx() as db:
+        with self._op() as db:
             taken = db.execute(
                 "UPDATE sessions SET epoch = ?, lease_run_id = ?, lease_granted_wall = ?,"
                 " updated_wall = ? WHERE key = ? AND epoch = ? AND lease_run_id IS NULL",
@@ -187,6 +229,7 @@ class SqliteStore:
                 " WHERE turn_id = ? AND state IN ('accepted', 'queued')",
                 [(run_id, epoch, at, turn_id) for turn_id in turn_ids],
             )
+        await self._durable()
 
     async def append_transcript(
         self,
@@ -196,7 +239,7 @@ class SqliteStore:
         entries: Sequence[tuple[str, str]],
         at: WallS,
     ) -> None:
-        with self._tx() as db:
+        with self._op() as db:
             holds = db.execute(
                 "SELECT 1 FROM sessions WHERE key = ? AND lease_run_id = ? AND epoch = ?",
                 (session_key, run_id, epoch),
@@ -208,21 +251,24 @@ class SqliteStore:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [(session_key, role, text, run_id, epoch, at) for role, text in entries],
             )
+        await self._durable()
 
     async def end_run(
         self, session_key: str, run_id: RunId, epoch: Epoch, outcomes: Sequence[Outcome], at: WallS
     ) -> None:
-        with self._tx() as db:
+        with self._op() as db:
             db.execute(
                 "UPDATE sessions SET lease_run_id = NULL, lease_granted_wall = NULL,"
                 " updated_wall = ? WHERE key = ? AND lease_run_id = ? AND epoch = ?",
                 (at, session_key, run_id, epoch),
             )
             self._record_outcomes(db, outcomes, at)
+        await self._durable()
 
     async def end_turns(self, outcomes: Sequence[Outcome], at: WallS) -> None:
-        with self._tx() as db:
+        with self._op() as db:
             self._record_outcomes(db, outcomes, at)
+        await self._durable()
 
     @staticmethod
     def _record_outcomes(db: sqlite3.Connection, outcomes: Sequence[Outcome], at: WallS) -> None:
@@ -245,7 +291,7 @@ class SqliteStore:
         )
 
     async def recover(self) -> list[TurnRecord]:
-        with self._tx() as db:
+        with self._op() as db:
             db.execute(
                 "UPDATE sessions SET lease_run_id = NULL, lease_granted_wall = NULL"
                 " WHERE lease_run_id IS NOT NULL"
@@ -258,6 +304,7 @@ class SqliteStore:
                 f"SELECT {_TURN_COLUMNS} FROM turns WHERE state IN (?, ?, ?) ORDER BY seq",
                 _OPEN_STATES,
             ).fetchall()
+        await self._durable()
         return [self._turn(row) for row in rows]
 
     # -- reading --------------------------------------------------------------------------
