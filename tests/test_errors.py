@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from turngate.core.session import RunFailed
-from turngate.core.turn import Turn, TurnState
+from turngate.core.turn import Outcome, Turn, TurnState
 from turngate.errors import (
     ErrorCode,
     InvalidFieldError,
@@ -20,8 +20,8 @@ from turngate.errors import (
 )
 from turngate.gateway.frames import ERROR_HTTP_STATUS, TERMINAL_HTTP_STATUS, WIRE_STATUS
 from turngate.providers.base import ProviderRequest
-from turngate.runtime.clock import LoopClock
 from turngate.runtime.run import RunSpec, execute_run
+from turngate.store.base import TurnRecord
 from turngate.store.sqlite import SqliteStore
 
 
@@ -65,10 +65,9 @@ class Raising:
         (ProviderError("upstream said 503"), ErrorCode.PROVIDER_ERROR),
         (ProviderTimeoutError("no first token in 30s"), ErrorCode.PROVIDER_TIMEOUT),
         (ValueError("a provider bug"), ErrorCode.INTERNAL),
-        (StaleEpochError("agent:main:main", "r", 1), ErrorCode.STALE_EPOCH),
     ],
 )
-def test_provider_and_store_failures_become_failed_turns_with_a_code(
+def test_provider_failures_become_failed_turns_with_a_code(
     tmp_path: Path, error: Exception, code: ErrorCode
 ) -> None:
     async def main() -> RunFailed:
@@ -77,9 +76,7 @@ def test_provider_and_store_failures_become_failed_turns_with_a_code(
         try:
             turn = Turn("r", "agent:main:main", "hi", 0.0, 10.0)
             spec = RunSpec("agent:main:main", "r", 1, (turn,), 10)
-            result = await execute_run(
-                spec, store, Raising(error), LoopClock(), lambda _: None, lambda _: None
-            )
+            result = await execute_run(spec, store, Raising(error), lambda _: None)
         finally:
             await store.close()
         assert isinstance(result, RunFailed)
@@ -88,3 +85,30 @@ def test_provider_and_store_failures_become_failed_turns_with_a_code(
     result = asyncio.run(main())
     assert result.code is code
     assert "agent:main:main" in result.message
+
+
+def test_the_store_refuses_to_end_a_run_whose_epoch_is_stale_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        store = SqliteStore(tmp_path / "db")
+        await store.open()
+        try:
+            record = TurnRecord(
+                "t1", "agent:main:main", "main", "hi", "followup", TurnState.ACCEPTED, 0.0, 60.0
+            )
+            await store.accept_turn(record)
+            await store.start_run("agent:main:main", "t1", 1, ["t1"], 1.0)
+            done = Outcome("t1", TurnState.REPLIED, "t1", reply="late")
+            with pytest.raises(StaleEpochError) as caught:
+                await store.end_run("agent:main:main", "t1", 0, [done], [("user", "hi")], 2.0)
+            assert caught.value.code is ErrorCode.STALE_EPOCH
+            assert "agent:main:main" in caught.value.message
+            assert await store.transcript("agent:main:main", 10) == []
+            stored = await store.get_turn("t1")
+            assert stored is not None
+            assert stored.state is TurnState.RUNNING
+        finally:
+            await store.close()
+
+    asyncio.run(main())

@@ -173,10 +173,14 @@ def test_a_stalled_run_is_aborted_at_stall_timeout_and_the_next_turn_is_served(
     assert (cancel.at, cancel.code, cancel.session_key) == (5.0, ErrorCode.STALLED, str(KEY))
 
 
-def test_a_run_that_ignores_cancellation_is_fenced_and_its_late_write_refused(
+def test_a_run_that_ignores_cancellation_is_fenced_and_its_late_result_ignored(
     tmp_path: Path,
 ) -> None:
     async def scenario(engine: Engine, events: list[Event]) -> None:
+        ignored = asyncio.Event()
+        engine.events.subscribe(
+            lambda e: ignored.set() if e.kind is EventKind.STALE_IGNORED else None
+        )
         zombie = await engine.submit(SubmitRequest(KEY, "zombie"))
         nxt = await engine.submit(SubmitRequest(KEY, "next"))
         aborted = await zombie.outcome
@@ -184,11 +188,9 @@ def test_a_run_that_ignores_cancellation_is_fenced_and_its_late_write_refused(
         assert "fenced" in aborted.message
         assert engine.clock.now() == 5.0 + 1.0
         assert (await nxt.outcome).reply == "echo: next"
-        refused = asyncio.Event()
-        engine.events.subscribe(
-            lambda e: refused.set() if e.kind is EventKind.STALE_WRITE_REFUSED else None
-        )
-        await refused.wait()
+        await ignored.wait()
+        transcript = await engine.store.transcript(str(KEY), 10)
+        assert [e.text for e in transcript] == ["next", "echo: next"]
 
     events = run_engine(
         tmp_path,
@@ -198,10 +200,9 @@ def test_a_run_that_ignores_cancellation_is_fenced_and_its_late_write_refused(
         abort_grace_s=1.0,
     )
     [fenced] = [e for e in events if e.kind is EventKind.FENCED]
-    [refused] = [e for e in events if e.kind is EventKind.STALE_WRITE_REFUSED]
+    ignored = [e for e in events if e.kind is EventKind.STALE_IGNORED]
     assert fenced.at == 6.0
-    assert refused.at == 30.0
-    assert refused.epoch == 1
+    assert {(e.at, e.run_id, e.epoch) for e in ignored} == {(30.0, fenced.run_id, 1)}
 
 
 def test_a_retried_send_gets_the_first_outcome_and_never_a_second_run(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ class CancelRun:
 
 @dataclass(frozen=True, slots=True)
 class EndRun:
-    """A run is over: release its lease and record its turns' outcomes, atomically.
+    """A run is over: release its lease, record its turns' outcomes and its exchange, atomically.
 
     ``fenced`` is true when the run never acknowledged cancellation: its task may still be
     alive, and its epoch is dead so anything it writes from now on is refused.
@@ -51,6 +51,10 @@ class EndRun:
     epoch: Epoch
     outcomes: tuple[Outcome, ...]
     fenced: bool = False
+    exchange: tuple[tuple[str, str], ...] = ()
+    """``(role, text)`` lines to append to the transcript: the run's user messages and its
+    reply when it replied, nothing otherwise. Written in the same transaction as the release,
+    so the transcript holds an exchange exactly when its turns replied."""
 
 
 @dataclass(frozen=True, slots=True)

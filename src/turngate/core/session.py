@@ -146,7 +146,13 @@ class SessionCore:
         active, self.active = self.active, None
         active.lease.release()
         outcomes = tuple(self._outcome(turn, active, result) for turn in active.batch.turns)
-        effects: list[Effect] = [EndRun(run_id, epoch, outcomes)]
+        exchange: tuple[tuple[str, str], ...] = ()
+        if isinstance(result, RunReplied):
+            exchange = (
+                *(("user", turn.message) for turn in active.batch.turns),
+                ("assistant", result.reply),
+            )
+        effects: list[Effect] = [EndRun(run_id, epoch, outcomes, exchange=exchange)]
         effects.extend(self._start_next(now))
         return effects
 

@@ -343,6 +343,7 @@ class Engine:
                         " processed (store failure); it is kept and resumes on restart"
                     )
                 )
+                waiter.exception()  # a waiter nobody awaits must not warn at exit
 
     def _duplicate(
         self,
@@ -373,29 +374,35 @@ class Engine:
         records = await self.store.recover()
         now = self.clock.now()
         wall = self.clock.wall()
-        given_up: list[Outcome] = []
+        given_up: list[tuple[str, Outcome]] = []
         for record in records:
             remaining = record.accepted_wall + record.timeout_s - wall
             if record.attempts >= self.settings.restart_attempts_max:
                 given_up.append(
-                    Outcome(
-                        record.turn_id,
-                        TurnState.FAILED,
-                        record.turn_id,
-                        code=ErrorCode.INTERRUPTED,
-                        message=f"session {record.session_key}: turn {record.turn_id} was"
-                        f" interrupted by {record.attempts} gateway restarts; giving up",
+                    (
+                        record.session_key,
+                        Outcome(
+                            record.turn_id,
+                            TurnState.FAILED,
+                            record.turn_id,
+                            code=ErrorCode.INTERRUPTED,
+                            message=f"session {record.session_key}: turn {record.turn_id} was"
+                            f" interrupted by {record.attempts} gateway restarts; giving up",
+                        ),
                     )
                 )
             elif remaining <= 0:
                 given_up.append(
-                    Outcome(
-                        record.turn_id,
-                        TurnState.EXPIRED,
-                        record.turn_id,
-                        code=ErrorCode.TURN_EXPIRED,
-                        message=f"session {record.session_key}: turn {record.turn_id} reached"
-                        " its deadline while the gateway was down",
+                    (
+                        record.session_key,
+                        Outcome(
+                            record.turn_id,
+                            TurnState.EXPIRED,
+                            record.turn_id,
+                            code=ErrorCode.TURN_EXPIRED,
+                            message=f"session {record.session_key}: turn {record.turn_id}"
+                            " reached its deadline while the gateway was down",
+                        ),
                     )
                 )
             else:
@@ -403,17 +410,18 @@ class Engine:
                 turn = Turn(
                     record.turn_id, record.session_key, record.message, now, now + remaining
                 )
-                turn.state = TurnState.ACCEPTED
+                self.emit(
+                    EventKind.RECOVERED,
+                    record.session_key,
+                    turn_id=record.turn_id,
+                    lane="recovery",
+                    detail=f"resumed after a restart (restarts so far: {record.attempts})",
+                )
                 self.route(record.session_key, Submit(turn, QueueMode.FOLLOWUP, "recovery"))
-                continue
-            self.emit(
-                EventKind.RECOVERED,
-                record.session_key,
-                turn_id=record.turn_id,
-                detail=f"ended on restart: {given_up[-1].message}",
-            )
         if given_up:
-            await self.store.end_turns(given_up, wall)
+            await self.store.end_turns([outcome for _, outcome in given_up], wall)
+            for session_key, outcome in given_up:
+                self.deliver(session_key, outcome, "recovery")
         resumed = len(records) - len(given_up)
         if records:
             log.warning(

@@ -26,6 +26,7 @@ class EventKind(enum.StrEnum):
     QUEUED = "queued"
     LEASE_ACQUIRED = "lease_acquired"
     STARTED = "started"
+    RUN_EXITED = "run_exited"
     CANCEL_REQUESTED = "cancel_requested"
     LEASE_RELEASED = "lease_released"
     FENCED = "fenced"

@@ -31,7 +31,7 @@ from turngate.core.effects import (
 from turngate.core.queue import QueueMode
 from turngate.core.session import RunCancelled, RunFailed, RunResult, SessionCore
 from turngate.core.turn import Outcome, Turn
-from turngate.errors import ErrorCode
+from turngate.errors import ErrorCode, StaleEpochError
 from turngate.runtime.events import EventKind
 from turngate.runtime.run import RunProgress, RunSpec, execute_run
 from turngate.types import Epoch, MonotonicS, RunId
@@ -102,12 +102,18 @@ class SessionOwner:
             if deadline is None:
                 engine.owner_finished(self)
                 return
-            self._wake.clear()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await self._wake.wait()
-            except TimeoutError:
+            if not await self._wait(deadline):
                 await self._apply(core.tick(max(engine.clock.now(), deadline)))
+
+    async def _wait(self, deadline: MonotonicS) -> bool:
+        """Wait for a command until ``deadline``; False when the deadline came first."""
+        self._wake.clear()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._wake.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def _dispatch(self, core: SessionCore, command: Command) -> list[Effect]:
         now = self.engine.clock.now()
@@ -144,9 +150,13 @@ class SessionOwner:
                             EventKind.QUEUED, key, turn_id=turn_id, lane=self._lane(turn_id)
                         )
                 case StartRun(run_id, epoch, turns):
-                    await store.start_run(
-                        key, run_id, epoch, [t.turn_id for t in turns], engine.clock.wall()
-                    )
+                    try:
+                        await store.start_run(
+                            key, run_id, epoch, [t.turn_id for t in turns], engine.clock.wall()
+                        )
+                    except StaleEpochError as exc:
+                        engine.stale_write_refused(exc)
+                        raise
                     engine.emit(EventKind.LEASE_ACQUIRED, key, run_id=run_id, epoch=epoch)
                     for turn in turns:
                         ready_at = max(turn.accepted_at, self.free_since)
@@ -173,8 +183,16 @@ class SessionOwner:
                     task = self.runs.get(run_id)
                     if task is not None:
                         task.cancel(msg=reason.value)
-                case EndRun(run_id, epoch, outcomes, fenced):
-                    await store.end_run(key, run_id, epoch, outcomes, engine.clock.wall())
+                case EndRun(run_id, epoch, outcomes, fenced, exchange):
+                    try:
+                        await store.end_run(
+                            key, run_id, epoch, outcomes, exchange, engine.clock.wall()
+                        )
+                    except StaleEpochError as exc:
+                        # Another owner took the session (only possible with a shared store):
+                        # this owner's view is stale, so it must stop.
+                        engine.stale_write_refused(exc)
+                        raise
                     task = self.runs.pop(run_id, None)
                     if fenced:
                         engine.adopt_zombie(task)
@@ -220,16 +238,17 @@ class SessionOwner:
                 spec,
                 engine.store,
                 engine.provider,
-                engine.clock,
                 on_progress=lambda progress: engine.route(self.session_key, progress),
-                on_stale_write=engine.stale_write_refused,
             ),
             name=f"run {run_id}",
         )
         self.runs[run_id] = task
-        task.add_done_callback(
-            lambda done: engine.route(self.session_key, _run_done(run_id, epoch, done))
-        )
+        task.add_done_callback(lambda done: self._run_exited(run_id, epoch, done))
+
+    def _run_exited(self, run_id: RunId, epoch: Epoch, task: asyncio.Task[RunResult]) -> None:
+        engine = self.engine
+        engine.emit(EventKind.RUN_EXITED, self.session_key, run_id=run_id, epoch=epoch)
+        engine.route(self.session_key, _run_done(run_id, epoch, task))
 
 
 def _run_done(run_id: RunId, epoch: Epoch, task: asyncio.Task[RunResult]) -> RunDone:

@@ -1,9 +1,11 @@
-"""One run: read the bounded transcript, call the provider, write the exchange.
+"""One run: read the bounded transcript, call the provider, return the reply.
 
-A run never decides its own fate: it reports progress to its session's owner, which owns the
-lease, and the owner learns how it ended from its task. Every write it makes carries its
-fencing epoch, so a run that lost its lease (fenced while it ignored cancellation) cannot
-touch the transcript. Aborting a run is cancelling its task.
+A run writes nothing. It reports progress to its session's owner, which holds the lease, and
+the owner learns how it ended from its task. The owner records the outcome and appends the
+exchange to the transcript in one fenced transaction with the release, so the transcript
+holds an exchange exactly when its turns replied, and a run that lost its lease (aborted,
+fenced while it ignored cancellation) leaves nothing behind. Aborting a run is cancelling
+its task.
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from turngate.core.clock import Clock
 from turngate.core.session import RunFailed, RunReplied, RunResult
 from turngate.core.turn import Turn
-from turngate.errors import ErrorCode, ProviderError, StaleEpochError
+from turngate.errors import ErrorCode, ProviderError
 from turngate.providers.base import ChatMessage, Provider, ProviderRequest, Role
 from turngate.store.base import Store
 from turngate.types import Epoch, RunId
@@ -47,9 +48,7 @@ async def execute_run(
     spec: RunSpec,
     store: Store,
     provider: Provider,
-    clock: Clock,
     on_progress: Callable[[RunProgress], None],
-    on_stale_write: Callable[[StaleEpochError], None],
 ) -> RunResult:
     """Run one turn (or one merged batch) to its end and return its result.
 
@@ -57,10 +56,7 @@ async def execute_run(
     covers a task cancelled before its first step.
     """
     try:
-        return await _call_model(spec, store, provider, clock, on_progress)
-    except StaleEpochError as exc:
-        on_stale_write(exc)
-        return RunFailed(ErrorCode.STALE_EPOCH, exc.message)
+        return await _call_model(spec, store, provider, on_progress)
     except ProviderError as exc:
         return RunFailed(exc.code, f"session {spec.session_key}: {exc.message}")
     except Exception as exc:
@@ -80,32 +76,24 @@ async def _call_model(
     spec: RunSpec,
     store: Store,
     provider: Provider,
-    clock: Clock,
     on_progress: Callable[[RunProgress], None],
 ) -> RunResult:
-    history = await store.transcript(spec.session_key, spec.history_entries_max)
-    user_entries = [("user", turn.message) for turn in spec.turns]
+    history = (
+        await store.transcript(spec.session_key, spec.history_entries_max)
+        if spec.history_entries_max
+        else []
+    )
     messages: list[ChatMessage] = []
     if spec.system_prompt:
         messages.append(ChatMessage("system", spec.system_prompt))
     messages.extend(ChatMessage(_role(entry.role), entry.text) for entry in history)
-    messages.extend(ChatMessage("user", text) for _, text in user_entries)
+    messages.extend(ChatMessage("user", turn.message) for turn in spec.turns)
     request = ProviderRequest(spec.session_key, spec.run_id, messages)
     chunks: list[str] = []
     async for delta in provider.stream(request):
         chunks.append(delta)
         on_progress(RunProgress(spec.run_id, spec.epoch))
-    reply = "".join(chunks)
-    # The exchange is written whole, once, under the run's epoch: an aborted or crashed run
-    # leaves no half-turn behind, and a run that lost its lease writes nothing at all.
-    await store.append_transcript(
-        spec.session_key,
-        spec.run_id,
-        spec.epoch,
-        [*user_entries, ("assistant", reply)],
-        clock.wall(),
-    )
-    return RunReplied(reply)
+    return RunReplied("".join(chunks))
 
 
 def _role(role: str) -> Role:

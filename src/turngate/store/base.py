@@ -7,10 +7,10 @@ Rules every implementation keeps:
   returns (DESIGN: acknowledge only what is written down).
 - ``start_run`` takes the session's lease at the given epoch only if the lease is free and the
   epoch is the next one; otherwise it raises :class:`~turngate.errors.StaleEpochError`.
-- ``append_transcript`` is fenced: it succeeds only while ``(run_id, epoch)`` holds the lease,
-  and raises :class:`~turngate.errors.StaleEpochError` otherwise.
-- ``end_run`` releases the lease and records the outcomes in one transaction; a terminal turn
-  never changes again.
+- ``end_run`` is fenced: it succeeds only while ``(run_id, epoch)`` holds the lease, and
+  raises :class:`~turngate.errors.StaleEpochError` (writing nothing) otherwise. It releases
+  the lease, records the outcomes and appends the run's exchange to the transcript in one
+  transaction. A terminal turn never changes again.
 """
 
 from __future__ import annotations
@@ -121,21 +121,17 @@ class Store(Protocol):
         """Take the lease at ``epoch`` and mark the turns running."""
         ...
 
-    async def append_transcript(
+    async def end_run(
         self,
         session_key: str,
         run_id: RunId,
         epoch: Epoch,
-        entries: Sequence[tuple[str, str]],
+        outcomes: Sequence[Outcome],
+        exchange: Sequence[tuple[str, str]],
         at: WallS,
     ) -> None:
-        """Append ``(role, text)`` entries, fenced by ``(run_id, epoch)``."""
-        ...
-
-    async def end_run(
-        self, session_key: str, run_id: RunId, epoch: Epoch, outcomes: Sequence[Outcome], at: WallS
-    ) -> None:
-        """Release the lease held by ``(run_id, epoch)`` and record the outcomes."""
+        """Release the lease held by ``(run_id, epoch)``, record the outcomes and append the
+        ``(role, text)`` exchange to the transcript, in one transaction; fenced."""
         ...
 
     async def end_turns(self, outcomes: Sequence[Outcome], at: WallS) -> None:

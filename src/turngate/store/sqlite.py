@@ -157,6 +157,20 @@ class SqliteStore:
             self._db.close()
             self._db = None
 
+    def abandon(self) -> None:
+        """Drop the connection as a killed process would: uncommitted writes are lost, and
+        whoever waits for them gets an error instead of an acknowledgement. For crash
+        simulation only."""
+        db, self._db = self._db, None
+        waiters, self._commit_waiters = self._commit_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(StoreError(f"store {self.path}: the process went away"))
+        if db is not None:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            db.close()
+
     # -- turns ----------------------------------------------------------------------------
 
     async def accept_turn(self, record: TurnRecord) -> TurnRecord | None:
@@ -231,36 +245,27 @@ class SqliteStore:
             )
         await self._durable()
 
-    async def append_transcript(
+    async def end_run(
         self,
         session_key: str,
         run_id: RunId,
         epoch: Epoch,
-        entries: Sequence[tuple[str, str]],
+        outcomes: Sequence[Outcome],
+        exchange: Sequence[tuple[str, str]],
         at: WallS,
     ) -> None:
         with self._op() as db:
-            holds = db.execute(
-                "SELECT 1 FROM sessions WHERE key = ? AND lease_run_id = ? AND epoch = ?",
-                (session_key, run_id, epoch),
-            ).fetchone()
-            if holds is None:
+            released = db.execute(
+                "UPDATE sessions SET lease_run_id = NULL, lease_granted_wall = NULL,"
+                " updated_wall = ? WHERE key = ? AND lease_run_id = ? AND epoch = ?",
+                (at, session_key, run_id, epoch),
+            ).rowcount
+            if released != 1:
                 raise StaleEpochError(session_key, run_id, epoch)
             db.executemany(
                 "INSERT INTO transcript (session_key, role, text, run_id, epoch, at_wall)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [(session_key, role, text, run_id, epoch, at) for role, text in entries],
-            )
-        await self._durable()
-
-    async def end_run(
-        self, session_key: str, run_id: RunId, epoch: Epoch, outcomes: Sequence[Outcome], at: WallS
-    ) -> None:
-        with self._op() as db:
-            db.execute(
-                "UPDATE sessions SET lease_run_id = NULL, lease_granted_wall = NULL,"
-                " updated_wall = ? WHERE key = ? AND lease_run_id = ? AND epoch = ?",
-                (at, session_key, run_id, epoch),
+                [(session_key, role, text, run_id, epoch, at) for role, text in exchange],
             )
             self._record_outcomes(db, outcomes, at)
         await self._durable()

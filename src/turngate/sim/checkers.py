@@ -1,0 +1,323 @@
+"""Invariant checkers: they see every event of every gateway life, and the store at the end.
+
+Each check names the invariant of DESIGN.md it enforces:
+
+- I1 one outcome: a turn ends at most once, every acknowledged turn ends, the client holds
+  the outcome the store recorded, and a reply is real (it contains the turn's own message).
+- I2 order: within one life of the gateway, a session's turns start in acceptance order.
+- I3 mutual exclusion: a lease is taken only when free, with a larger epoch; no earlier run
+  of the session is still alive unless it was fenced after its full grace; every replied
+  message is in the transcript exactly once, and no other message is.
+- I4 bounded waiting: every turn ends by its deadline plus the abort grace; no client wait
+  runs out.
+- I5 release before reply: when an outcome is delivered, its run no longer holds the lease,
+  in the checker's view and in the store.
+- I6 no stale actor: only the holder releases a lease; no transcript write lands after its
+  run's release.
+- I7 durability: every acknowledged turn is in the store after every crash.
+- I8 visibility: every abnormal event was logged at WARNING.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from turngate.core.turn import TurnState
+from turngate.runtime.events import Event, EventKind
+from turngate.sim.workload import ClientRecord
+from turngate.sim.world import SIM_PREFIX, SimParams
+from turngate.store.base import TranscriptEntry, TurnRecord
+
+EPSILON_S = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken invariant."""
+
+    invariant: str
+    at: float
+    message: str
+
+    def line(self) -> str:
+        return f"{self.invariant} at t={self.at:.6f}: {self.message}"
+
+
+@dataclass(slots=True)
+class RunInfo:
+    """What the checker knows about one run of one life."""
+
+    epoch: int
+    cancel_at: float | None = None
+    fenced_at: float | None = None
+    exited: bool = False
+    released_at: float | None = None
+
+
+@dataclass(slots=True)
+class SessionView:
+    """The checker's model of one session."""
+
+    holder: tuple[str, int] | None = None
+    last_epoch: int = 0
+    runs: dict[tuple[str, int], RunInfo] = field(default_factory=dict)
+
+
+class WarningCounter(logging.Handler):
+    """Counts WARNING records of the runtime logger (for I8)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "event"):
+            self.count += 1
+
+
+class Checker:
+    """Checks I1-I8 as events happen, and once more over the final state."""
+
+    def __init__(
+        self,
+        params: SimParams,
+        lease_of: Callable[[str], tuple[str | None, int]],
+        wall_at_zero: float,
+    ) -> None:
+        self.params = params
+        self.wall_at_zero = wall_at_zero
+        self.lease_of = lease_of
+        self.violations: list[Violation] = []
+        self.life = 0
+        self.sessions: dict[str, SessionView] = defaultdict(SessionView)
+        self.ended: dict[str, list[Event]] = defaultdict(list)
+        self.starts: dict[tuple[int, str], list[str]] = defaultdict(list)
+        self.released: dict[tuple[str, int], float] = {}
+        self.abnormal = 0
+
+    def fail(self, invariant: str, at: float, message: str) -> None:
+        """Record a violation."""
+        self.violations.append(Violation(invariant, at, message))
+
+    def new_life(self, life: int) -> None:
+        """The gateway (re)started: in-memory runs of the previous life are gone."""
+        self.life = life
+        for view in self.sessions.values():
+            view.holder = None
+            view.runs.clear()
+
+    # -- on every event ---------------------------------------------------------------------
+
+    def on_event(self, event: Event) -> None:
+        if event.abnormal:
+            self.abnormal += 1
+        handler = _HANDLERS.get(event.kind)
+        if handler is not None:
+            handler(self, event)
+
+    def _acquired(self, e: Event) -> None:
+        view = self.sessions[e.session_key]
+        assert e.run_id is not None
+        assert e.epoch is not None
+        if view.holder is not None:
+            self.fail(
+                "I3", e.at, f"{e.session_key}: run {e.run_id} took the lease held by {view.holder}"
+            )
+        if e.epoch <= view.last_epoch:
+            self.fail("I3", e.at, f"{e.session_key}: epoch {e.epoch} not above {view.last_epoch}")
+        for (run_id, epoch), info in view.runs.items():
+            if not info.exited and info.fenced_at is None:
+                self.fail(
+                    "I3",
+                    e.at,
+                    f"{e.session_key}: run {e.run_id} started while run {run_id} (epoch {epoch})"
+                    " is still alive and not fenced",
+                )
+        view.holder = (e.run_id, e.epoch)
+        view.last_epoch = max(view.last_epoch, e.epoch)
+        view.runs[(e.run_id, e.epoch)] = RunInfo(e.epoch)
+
+    def _released(self, e: Event) -> None:
+        view = self.sessions[e.session_key]
+        assert e.run_id is not None
+        assert e.epoch is not None
+        if view.holder != (e.run_id, e.epoch):
+            self.fail(
+                "I6",
+                e.at,
+                f"{e.session_key}: lease released for run {e.run_id} epoch {e.epoch},"
+                f" which does not hold it (holder {view.holder})",
+            )
+        else:
+            view.holder = None
+        info = view.runs.get((e.run_id, e.epoch))
+        if info is not None:
+            info.released_at = e.at
+        self.released[(e.run_id, e.epoch)] = e.at
+
+    def _cancel(self, e: Event) -> None:
+        info = self.sessions[e.session_key].runs.get((e.run_id or "", e.epoch or 0))
+        if info is not None and info.cancel_at is None:
+            info.cancel_at = e.at
+
+    def _fenced(self, e: Event) -> None:
+        info = self.sessions[e.session_key].runs.get((e.run_id or "", e.epoch or 0))
+        if info is None:
+            return
+        info.fenced_at = e.at
+        grace = self.params.abort_grace_s
+        if info.cancel_at is None or e.at - info.cancel_at < grace - EPSILON_S:
+            self.fail(
+                "I3",
+                e.at,
+                f"{e.session_key}: run {e.run_id} fenced before its abort grace of {grace}s"
+                " ran out: the session moved on without waiting for its release",
+            )
+
+    def _exited(self, e: Event) -> None:
+        info = self.sessions[e.session_key].runs.get((e.run_id or "", e.epoch or 0))
+        if info is not None:
+            info.exited = True
+
+    def _started(self, e: Event) -> None:
+        assert e.turn_id is not None
+        self.starts[(self.life, e.session_key)].append(e.turn_id)
+
+    def _ended(self, e: Event) -> None:
+        assert e.turn_id is not None
+        previous = self.ended[e.turn_id]
+        if previous:
+            self.fail("I1", e.at, f"turn {e.turn_id} ended twice ({previous[0].state}, {e.state})")
+        previous.append(e)
+
+    def _delivered(self, e: Event) -> None:
+        view = self.sessions[e.session_key]
+        if view.holder is not None and view.holder[0] == e.run_id:
+            self.fail(
+                "I5", e.at, f"turn {e.turn_id} delivered while its run {e.run_id} holds the lease"
+            )
+            return
+        lease_run, _ = self.lease_of(e.session_key)
+        if lease_run is not None and lease_run == e.run_id:
+            self.fail(
+                "I5",
+                e.at,
+                f"turn {e.turn_id} delivered while the store still shows run {e.run_id} holding"
+                f" {e.session_key}",
+            )
+
+    # -- at the end -------------------------------------------------------------------------
+
+    def finish(
+        self,
+        record: ClientRecord,
+        turns: dict[str, TurnRecord],
+        transcript: list[TranscriptEntry],
+        warnings_logged: int,
+        end_at: float,
+    ) -> None:
+        """Checks over the settled world: outcomes, order, deadlines, transcript, logs."""
+        for turn_id, sent in record.acked.items():
+            stored = turns.get(turn_id)
+            if stored is None:
+                self.fail("I7", end_at, f"acknowledged turn {turn_id} is not in the store")
+                continue
+            if not stored.state.is_terminal:
+                self.fail("I1", end_at, f"acknowledged turn {turn_id} never ended ({stored.state})")
+                continue
+            if len(self.ended[turn_id]) != 1:
+                self.fail("I1", end_at, f"turn {turn_id} ended {len(self.ended[turn_id])} times")
+            seen = record.outcomes.get(turn_id)
+            stored_outcome = stored.outcome()
+            if seen is None:
+                self.fail("I1", end_at, f"client of turn {turn_id} never received its outcome")
+            elif seen != stored_outcome:
+                self.fail(
+                    "I1", end_at, f"turn {turn_id}: client saw {seen}, store has {stored_outcome}"
+                )
+            if stored.state is TurnState.REPLIED and not _is_own_reply(stored.reply, sent.message):
+                self.fail("I1", end_at, f"turn {turn_id}: reply {stored.reply!r} is not its own")
+            limit = stored.accepted_wall + stored.timeout_s + self.params.abort_grace_s
+            # A deadline that passed while the gateway was down is enforced at the restart.
+            at_restart = any(e.lane == "recovery" for e in self.ended[turn_id])
+            ended_wall = stored.ended_wall if stored.ended_wall is not None else limit
+            if ended_wall > limit + EPSILON_S and not at_restart:
+                self.fail(
+                    "I4",
+                    end_at,
+                    f"turn {turn_id} ended {ended_wall - limit:.3f}s past its deadline",
+                )
+        for turn_id, at in record.missed_deadlines:
+            self.fail("I4", at, f"the client of turn {turn_id} waited past the turn's deadline")
+        for turn_id in record.gave_up:
+            self.fail("I4", end_at, f"the client of turn {turn_id} gave up after its retries")
+        self._check_order(turns, end_at)
+        self._check_transcript(turns, transcript, end_at)
+        if warnings_logged < self.abnormal:
+            self.fail(
+                "I8",
+                end_at,
+                f"{self.abnormal} abnormal events but only {warnings_logged} WARNING lines",
+            )
+
+    def _check_order(self, turns: dict[str, TurnRecord], end_at: float) -> None:
+        for (life, session_key), started in self.starts.items():
+            seqs = [turns[t].seq for t in started if t in turns]
+            for before, after in itertools.pairwise(seqs):
+                if after <= before:
+                    self.fail(
+                        "I2",
+                        end_at,
+                        f"{session_key}, life {life}: turn #{after} started after turn #{before}",
+                    )
+
+    def _check_transcript(
+        self, turns: dict[str, TurnRecord], transcript: list[TranscriptEntry], end_at: float
+    ) -> None:
+        users: dict[str, int] = defaultdict(int)
+        for entry in transcript:
+            if entry.role == "user":
+                users[entry.text] += 1
+            released = self.released.get((entry.run_id, entry.epoch))
+            if released is not None and entry.at_wall - self.wall_at_zero > released + EPSILON_S:
+                self.fail(
+                    "I6",
+                    end_at,
+                    f"{entry.session_key}: run {entry.run_id} (epoch {entry.epoch}) wrote to the"
+                    " transcript after its lease was released",
+                )
+        for turn in turns.values():
+            count = users.get(turn.message, 0)
+            want = 1 if turn.state is TurnState.REPLIED else 0
+            if count != want:
+                self.fail(
+                    "I3",
+                    end_at,
+                    f"turn {turn.turn_id} ({turn.state}) has its message {count} times in the"
+                    f" transcript of {turn.session_key}, expected {want}",
+                )
+
+
+def _is_own_reply(reply: str | None, message: str) -> bool:
+    """A real reply of the sim model names the turn's own message on a line of its own."""
+    return (
+        reply is not None
+        and reply.startswith(SIM_PREFIX)
+        and message in reply.removeprefix(SIM_PREFIX).split("\n")
+    )
+
+
+_HANDLERS: dict[EventKind, Callable[[Checker, Event], None]] = {
+    EventKind.LEASE_ACQUIRED: Checker._acquired,
+    EventKind.LEASE_RELEASED: Checker._released,
+    EventKind.CANCEL_REQUESTED: Checker._cancel,
+    EventKind.FENCED: Checker._fenced,
+    EventKind.RUN_EXITED: Checker._exited,
+    EventKind.STARTED: Checker._started,
+    EventKind.ENDED: Checker._ended,
+    EventKind.DELIVERED: Checker._delivered,
+}

@@ -1,0 +1,233 @@
+"""Run one seeded schedule of the real runtime on virtual time and check it.
+
+A run has a *safety phase* (faults on: provider errors, hangs, stubborn runs, aborts,
+disconnects, crashes) and then a *liveness phase* (faults off: everything must settle). The
+checkers watch every event; at the end the store is read back and checked too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import shutil
+import tempfile
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from turngate.core.keys import parse_session_key
+from turngate.runtime.clock import LoopClock
+from turngate.runtime.engine import Engine, EngineSettings
+from turngate.runtime.events import Event, EventBus
+from turngate.sim.checkers import Checker, Violation, WarningCounter
+from turngate.sim.loop import VirtualDeadlockError, VirtualTimeLoop
+from turngate.sim.trace import Trace
+from turngate.sim.workload import ClientRecord, Gateway, client, crash_times
+from turngate.sim.world import Faults, Profile, SimParams, SimProvider
+from turngate.store.sqlite import SqliteStore
+
+WALL_AT_ZERO = 1_800_000_000.0
+"""The simulated wall clock at virtual time 0 (fixed, so that a seed replays exactly)."""
+LIVENESS_SLACK_S = 3600.0
+HISTORY_ENTRIES_MAX = 10
+
+
+class FailureClass(enum.StrEnum):
+    """How a run failed; each has its own exit code."""
+
+    INVARIANT = "invariant"
+    LIVENESS = "liveness"
+    CRASH = "crash"
+
+    @property
+    def exit_code(self) -> int:
+        return {"invariant": 1, "liveness": 2, "crash": 3}[self.value]
+
+
+@dataclass(slots=True)
+class SimResult:
+    """The outcome of one seed."""
+
+    seed: int
+    params: SimParams
+    violations: list[Violation] = field(default_factory=list)
+    failure: FailureClass | None = None
+    error: str = ""
+    trace: Trace = field(default_factory=Trace)
+    acked: int = 0
+    replied: int = 0
+    lives: int = 0
+    virtual_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+def run_seed(seed: int, profile: Profile | None = None) -> SimResult:
+    """Run the schedule of ``seed`` (its profile drawn from the seed unless given)."""
+    rng = random.Random(seed)
+    chosen = profile or rng.choice(list(Profile))
+    params = SimParams.draw(rng, chosen)
+    result = SimResult(seed, params)
+    shm = Path("/dev/shm")
+    workdir = Path(tempfile.mkdtemp(prefix="turngate-sim-", dir=shm if shm.is_dir() else None))
+    logger = logging.getLogger("turngate.runtime")
+    counter = WarningCounter()
+    logger.addHandler(counter)
+    loop = VirtualTimeLoop()
+    try:
+        loop.run_until_complete(_simulate(rng, params, workdir / "turngate.db", result, counter))
+    except VirtualDeadlockError as exc:
+        result.failure = FailureClass.LIVENESS
+        result.error = str(exc)
+    except Exception:
+        result.failure = FailureClass.CRASH
+        result.error = traceback.format_exc()
+    finally:
+        logger.removeHandler(counter)
+        loop.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    if result.failure is None and result.violations:
+        result.failure = FailureClass.INVARIANT
+    return result
+
+
+@dataclass(slots=True)
+class _Life:
+    number: int
+    engine: Engine
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+
+
+async def _simulate(
+    rng: random.Random, params: SimParams, path: Path, result: SimResult, counter: WarningCounter
+) -> None:
+    loop = asyncio.get_running_loop()
+    faults = Faults()
+    provider = SimProvider(rng, params, faults)
+    gateway = Gateway()
+    record = ClientRecord()
+    trace = result.trace
+    settings = EngineSettings(
+        queue_turns_max=params.queue_turns_max,
+        stall_timeout_s=params.stall_timeout_s,
+        run_timeout_s=params.run_timeout_s,
+        abort_grace_s=params.abort_grace_s,
+        turn_timeout_s=params.turn_timeout_s,
+        history_entries_max=HISTORY_ENTRIES_MAX,
+    )
+    current: list[SqliteStore] = []
+
+    def lease_of(session_key: str) -> tuple[str | None, int]:
+        row = (
+            current[-1]
+            .db.execute("SELECT lease_run_id, epoch FROM sessions WHERE key = ?", (session_key,))
+            .fetchone()
+        )
+        return (None, 0) if row is None else (row[0], int(row[1]))
+
+    checker = Checker(params, lease_of, WALL_AT_ZERO)
+    dying: list[asyncio.Task[None]] = []
+
+    async def start(number: int) -> _Life:
+        checker.new_life(number)
+        trace.mark(loop.time(), f"gateway life {number} starts")
+        bus = EventBus()
+
+        def observe(event: Event) -> None:
+            trace.event(number, event)
+            checker.on_event(event)
+
+        bus.subscribe(observe)
+        store = SqliteStore(path)
+        current.append(store)
+        engine = Engine(
+            store, provider, settings=settings, clock=LoopClock(WALL_AT_ZERO), events=bus
+        )
+        ready = asyncio.Event()
+        stop = asyncio.Event()
+
+        async def live() -> None:
+            async with engine:
+                ready.set()
+                await stop.wait()
+
+        task = loop.create_task(live(), name=f"gateway life {number}")
+        async with asyncio.timeout(60.0):
+            await ready.wait()
+        gateway.engine = engine
+        gateway.up.set()
+        return _Life(number, engine, task, stop)
+
+    def crash(life: _Life) -> None:
+        trace.mark(loop.time(), f"gateway life {life.number} crashes")
+        gateway.engine = None
+        gateway.up.clear()
+        life.engine.events = EventBus()
+        store = life.engine.store
+        assert isinstance(store, SqliteStore)
+        store.abandon()
+        life.task.cancel()
+        dying.append(life.task)
+
+    life = await start(1)
+    result.lives = 1
+    keys = [parse_session_key(f"agent:sim:s{index}") for index in range(params.sessions)]
+    clients = [
+        loop.create_task(client(rng, params, gateway, key, f"s{k}c{c}", record))
+        for k, key in enumerate(keys)
+        for c in range(params.clients_per_session)
+    ]
+    for at, downtime in crash_times(rng, params):
+        await asyncio.sleep(max(0.0, at - loop.time()))
+        crash(life)
+        await asyncio.sleep(downtime)
+        life = await start(life.number + 1)
+        result.lives = life.number
+    await asyncio.sleep(max(0.0, params.safety_s - loop.time()))
+    faults.on = False
+    trace.mark(loop.time(), "safety phase over: faults off")
+    budget = params.turn_timeout_s * 2 * params.turns_per_client + LIVENESS_SLACK_S
+    try:
+        async with asyncio.timeout(budget):
+            await asyncio.gather(*clients)
+    except TimeoutError:
+        result.failure = FailureClass.LIVENESS
+        result.error = f"clients still waiting {budget:.0f}s after the faults stopped"
+        for task in clients:
+            task.cancel()
+    life.stop.set()
+    await life.task
+    for task in dying:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    result.virtual_s = loop.time()
+    final = SqliteStore(path)
+    await final.open()
+    try:
+        turns = {t.turn_id: t for t in await _all_turns(final)}
+        transcript = [
+            entry for key in keys for entry in await final.transcript(str(key), 1_000_000)
+        ]
+    finally:
+        await final.close()
+    result.acked = len(record.acked)
+    result.replied = sum(1 for t in turns.values() if t.state.value == "replied")
+    if result.failure is None:
+        checker.finish(record, turns, transcript, counter.count, loop.time())
+    result.violations = checker.violations
+
+
+async def _all_turns(store: SqliteStore) -> list:  # type: ignore[type-arg]
+    rows = store.db.execute("SELECT turn_id FROM turns ORDER BY seq").fetchall()
+    found = []
+    for (turn_id,) in rows:
+        record = await store.get_turn(turn_id)
+        if record is not None:
+            found.append(record)
+    return found

@@ -1,0 +1,142 @@
+"""Simulated clients and the crash driver, all drawing from the run's one Random.
+
+A client is a person behind an HTTP connection: it sends its messages to one session, each
+after the previous answer and a think time (often zero: a send in the same tick the reply
+arrives). It sometimes sends a burst, aborts, or stops waiting mid-turn (an HTTP disconnect)
+and later retries with the same idempotency key, as a real client would; when the gateway is
+down it retries until it is back. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+
+from turngate.core.keys import SessionKey, parse_session_key
+from turngate.core.queue import QueueMode
+from turngate.core.turn import Outcome
+from turngate.errors import StoreError, UnavailableError
+from turngate.runtime.engine import Engine, SubmitRequest
+from turngate.sim.world import SimParams
+
+RETRY_BACKOFF_S = 0.5
+RETRIES_MAX = 400
+WAIT_MARGIN_S = 1.0
+
+
+@dataclass(slots=True)
+class Gateway:
+    """The engine the clients talk to now; None while it is down after a crash."""
+
+    engine: Engine | None = None
+    up: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTurn:
+    """One message a client sends."""
+
+    turn_id: str
+    session_key: str
+    message: str
+    mode: QueueMode
+
+
+@dataclass(slots=True)
+class ClientRecord:
+    """What the clients saw: acknowledgements, outcomes, and waits that ran out."""
+
+    acked: dict[str, ClientTurn] = field(default_factory=dict)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    missed_deadlines: list[tuple[str, float]] = field(default_factory=list)
+    gave_up: list[str] = field(default_factory=list)
+
+
+async def client(
+    rng: random.Random,
+    params: SimParams,
+    gateway: Gateway,
+    key: SessionKey,
+    name: str,
+    record: ClientRecord,
+) -> None:
+    """One client's whole conversation."""
+    loop = asyncio.get_running_loop()
+    index = 0
+    pending: list[asyncio.Task[None]] = []
+    while index < params.turns_per_client:
+        burst = rng.randint(2, 4) if rng.random() < 0.1 else 1
+        batch = []
+        for _ in range(min(burst, params.turns_per_client - index)):
+            mode = rng.choice(params.modes)
+            message = f"{name}-m{index}"
+            batch.append(ClientTurn(f"{name}-t{index}", str(key), message, mode))
+            index += 1
+        tasks = [loop.create_task(_exchange(rng, params, gateway, t, record)) for t in batch]
+        if burst == 1 and rng.random() < 0.3:
+            pending.extend(tasks)  # do not wait: the next message races this one
+        else:
+            await asyncio.gather(*tasks)
+        if rng.random() < params.p_abort and gateway.engine is not None:
+            await gateway.engine.abort(key)
+        if rng.random() >= params.p_same_tick and params.think_max_s > 0:
+            await asyncio.sleep(rng.uniform(0.0, params.think_max_s))
+    await asyncio.gather(*pending)
+
+
+async def _exchange(
+    rng: random.Random, params: SimParams, gateway: Gateway, turn: ClientTurn, record: ClientRecord
+) -> None:
+    """Send one message until it is acknowledged, then wait for its outcome (retrying)."""
+    key = parse_session_key(turn.session_key)
+    loop = asyncio.get_running_loop()
+    for _ in range(RETRIES_MAX):
+        engine = gateway.engine
+        if engine is None:
+            await _wait_up(gateway)
+            continue
+        request = SubmitRequest(
+            key, turn.message, turn_id=turn.turn_id, mode=turn.mode, timeout_s=params.turn_timeout_s
+        )
+        try:
+            ticket = await engine.submit(request)
+        except (UnavailableError, StoreError):
+            await _wait_up(gateway)
+            continue
+        record.acked.setdefault(turn.turn_id, turn)
+        disconnect_after = (
+            rng.uniform(0.0, params.latency_max_s + 1.0)
+            if rng.random() < params.p_disconnect
+            else None
+        )
+        deadline = ticket.deadline + WAIT_MARGIN_S
+        if disconnect_after is not None:
+            deadline = min(deadline, loop.time() + disconnect_after)
+        try:
+            async with asyncio.timeout_at(deadline):
+                outcome = await asyncio.shield(ticket.outcome)
+        except UnavailableError:
+            await _wait_up(gateway)
+            continue
+        except TimeoutError:
+            if disconnect_after is None:
+                record.missed_deadlines.append((turn.turn_id, loop.time()))
+                return
+            await asyncio.sleep(rng.uniform(0.0, 2.0))  # the client comes back and retries
+            continue
+        record.outcomes[turn.turn_id] = outcome
+        return
+    record.gave_up.append(turn.turn_id)
+
+
+async def _wait_up(gateway: Gateway) -> None:
+    async with asyncio.timeout(3600.0):
+        await gateway.up.wait()
+    await asyncio.sleep(RETRY_BACKOFF_S)
+
+
+def crash_times(rng: random.Random, params: SimParams) -> list[tuple[float, float]]:
+    """When the gateway crashes during the safety phase, and for how long it stays down."""
+    times = sorted(rng.uniform(0.0, params.safety_s) for _ in range(params.crashes))
+    return [(at, rng.uniform(0.0, params.downtime_max_s)) for at in times]
