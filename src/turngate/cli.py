@@ -30,6 +30,11 @@ EXIT_UNREACHABLE = 7
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``turngate`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sim"]:
+        from turngate.sim.command import main as sim_main
+
+        return sim_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -76,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--gap", type=float, default=1.0, help="seconds between calls (default 1)")
     probe.add_argument("--burst", type=int, default=0, help="send K at once instead")
     probe.set_defaults(func=_cmd_probe)
+
+    # Handled before parsing (its options are the simulator's own); listed for --help.
+    sub.add_parser("sim", help="run the deterministic simulator: turngate sim --help")
 
     sessions = sub.add_parser("sessions", help="inspect sessions in a state directory")
     sessions.add_argument("--state-dir", type=Path, help="state directory (default ~/.turngate)")

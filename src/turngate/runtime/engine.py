@@ -146,6 +146,8 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         self._accepting = False
+        # Tell waiting clients first: they are not kept waiting while runs unwind.
+        self._fail_all_waiters()
         tg, self._tg = self._tg, None
         for owner in list(self._owners.values()):
             for task in owner.runs.values():
@@ -159,17 +161,20 @@ class Engine:
                 await tg.__aexit__(exc_type, exc, tb)
         finally:
             self._owners.clear()
-            for turn_id, waiter in self._waiters.items():
-                if not waiter.done():
-                    waiter.set_exception(
-                        UnavailableError(
-                            f"turn {turn_id}: the gateway is shutting down; the turn is kept"
-                            " and resumes when the gateway restarts"
-                        )
-                    )
-                    waiter.exception()  # a waiter nobody awaits must not warn at exit
-            self._waiters.clear()
+            self._fail_all_waiters()
             await self.store.close()
+
+    def _fail_all_waiters(self) -> None:
+        for turn_id, waiter in self._waiters.items():
+            if not waiter.done():
+                waiter.set_exception(
+                    UnavailableError(
+                        f"turn {turn_id}: the gateway is shutting down; the turn is kept"
+                        " and resumes when the gateway restarts"
+                    )
+                )
+                waiter.exception()  # a waiter nobody awaits must not warn at exit
+        self._waiters.clear()
 
     # -- public API -----------------------------------------------------------------------
 

@@ -12,8 +12,9 @@ Each check names the invariant of DESIGN.md it enforces:
   runs out.
 - I5 release before reply: when an outcome is delivered, its run no longer holds the lease,
   in the checker's view and in the store.
-- I6 no stale actor: only the holder releases a lease; no transcript write lands after its
-  run's release.
+- I6 no stale actor: only the holder releases a lease; the store never has to refuse a
+  stale epoch (in one process, that means a stale report was acted upon); no transcript write
+  lands after its run's release.
 - I7 durability: every acknowledged turn is in the store after every crash.
 - I8 visibility: every abnormal event was logged at WARNING.
 """
@@ -194,6 +195,16 @@ class Checker:
             self.fail("I1", e.at, f"turn {e.turn_id} ended twice ({previous[0].state}, {e.state})")
         previous.append(e)
 
+    def _stale_write(self, e: Event) -> None:
+        # One process owns its sessions: a write the store refuses for a stale epoch means a
+        # report from a run that no longer held the session was acted upon.
+        self.fail(
+            "I6",
+            e.at,
+            f"{e.session_key}: the store refused a write by run {e.run_id} (epoch {e.epoch}):"
+            " a stale run's report changed the session's state",
+        )
+
     def _delivered(self, e: Event) -> None:
         view = self.sessions[e.session_key]
         if view.holder is not None and view.holder[0] == e.run_id:
@@ -320,4 +331,5 @@ _HANDLERS: dict[EventKind, Callable[[Checker, Event], None]] = {
     EventKind.STARTED: Checker._started,
     EventKind.ENDED: Checker._ended,
     EventKind.DELIVERED: Checker._delivered,
+    EventKind.STALE_WRITE_REFUSED: Checker._stale_write,
 }

@@ -1,0 +1,7 @@
+"""``python -m turngate.sim``: see :mod:`turngate.sim.command`."""
+
+import sys
+
+from turngate.sim.command import main
+
+sys.exit(main())
