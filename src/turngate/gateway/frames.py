@@ -106,6 +106,8 @@ def parse_json(raw: bytes) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(f"body: not valid JSON ({exc})", code=ErrorCode.INVALID_JSON) from exc
+    except RecursionError:
+        raise RequestError("body: JSON nested too deeply", code=ErrorCode.INVALID_JSON) from None
 
 
 def validate(model: type[M], data: Any) -> M:
@@ -154,6 +156,12 @@ def check_message(message: str, chars_max: int) -> None:
     """Refuse an empty or oversized message, naming the field."""
     if not message.strip():
         raise InvalidFieldError("message", "must not be empty")
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidFieldError(
+            "message", "is not valid Unicode text (it contains an unpaired surrogate)"
+        ) from None
     if len(message) > chars_max:
         raise PayloadTooLargeError(
             f"message: {len(message)} characters, over the limit of {chars_max}",

@@ -50,6 +50,7 @@ class EngineSettings:
     turn_timeout_s: float = 900.0
     history_entries_max: int = 40
     restart_attempts_max: int = 3
+    shutdown_grace_s: float = 5.0
     system_prompt: str | None = None
 
     def __post_init__(self) -> None:
@@ -125,7 +126,7 @@ class Engine:
         )
         self._owners: dict[str, SessionOwner] = {}
         self._waiters: dict[TurnId, asyncio.Future[Outcome]] = {}
-        self._zombies: set[asyncio.Task[Any]] = set()
+        self._runs: set[asyncio.Task[Any]] = set()
         self._tg: asyncio.TaskGroup | None = None
         self._accepting = False
 
@@ -150,13 +151,21 @@ class Engine:
         self._fail_all_waiters()
         tg, self._tg = self._tg, None
         for owner in list(self._owners.values()):
-            for task in owner.runs.values():
-                task.cancel(msg="shutdown")
             if owner.task is not None:
                 owner.task.cancel(msg="shutdown")
-        for task in self._zombies:
+        runs = [task for task in self._runs if not task.done()]
+        for task in runs:
             task.cancel(msg="shutdown")
         try:
+            if runs:
+                _, stubborn = await asyncio.wait(runs, timeout=self.settings.shutdown_grace_s)
+                if stubborn:
+                    log.warning(
+                        "%d runs ignored cancellation for %gs at shutdown; abandoning them"
+                        " (their turns resume on the next start)",
+                        len(stubborn),
+                        self.settings.shutdown_grace_s,
+                    )
             if tg is not None:
                 await tg.__aexit__(exc_type, exc, tb)
         finally:
@@ -274,18 +283,20 @@ class Engine:
         if self._owners.get(owner.session_key) is owner:
             del self._owners[owner.session_key]
 
-    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
-        """Start a task in the engine's task group."""
+    def spawn_run(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
+        """Start a run's task, supervised by the engine.
+
+        Runs execute provider code, which may ignore cancellation: unlike owners they are
+        not in the task group, whose exit would then wait for them without a bound. The
+        engine cancels them at shutdown, waits ``shutdown_grace_s``, and reports any left.
+        """
         if self._tg is None:
             coro.close()
             raise UnavailableError("the engine is not running")
-        return self._tg.create_task(coro, name=name)
-
-    def adopt_zombie(self, task: asyncio.Task[Any] | None) -> None:
-        """Keep a fenced run's task until it ends, so shutdown can cancel it again."""
-        if task is not None and not task.done():
-            self._zombies.add(task)
-            task.add_done_callback(self._zombies.discard)
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+        return task
 
     def deliver(self, session_key: str, outcome: Outcome, lane: str) -> None:
         """Hand a turn's outcome to whoever waits for it (after its session was released)."""

@@ -193,9 +193,8 @@ class SessionOwner:
                         # this owner's view is stale, so it must stop.
                         engine.stale_write_refused(exc)
                         raise
-                    task = self.runs.pop(run_id, None)
+                    self.runs.pop(run_id, None)
                     if fenced:
-                        engine.adopt_zombie(task)
                         engine.emit(
                             EventKind.FENCED,
                             key,
@@ -233,7 +232,7 @@ class SessionOwner:
             engine.settings.history_entries_max,
             engine.settings.system_prompt,
         )
-        task = engine.spawn(
+        task = engine.spawn_run(
             execute_run(
                 spec,
                 engine.store,

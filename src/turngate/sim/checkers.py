@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from turngate.core.turn import TurnState
 from turngate.runtime.events import Event, EventKind
 from turngate.sim.workload import ClientRecord
-from turngate.sim.world import SIM_PREFIX, SimParams
+from turngate.sim.world import SIM_PREFIX
 from turngate.store.base import TranscriptEntry, TurnRecord
 
 EPSILON_S = 1e-6
@@ -85,11 +85,11 @@ class Checker:
 
     def __init__(
         self,
-        params: SimParams,
+        abort_grace_s: float,
         lease_of: Callable[[str], tuple[str | None, int]],
         wall_at_zero: float,
     ) -> None:
-        self.params = params
+        self.abort_grace_s = abort_grace_s
         self.wall_at_zero = wall_at_zero
         self.lease_of = lease_of
         self.violations: list[Violation] = []
@@ -170,7 +170,7 @@ class Checker:
         if info is None:
             return
         info.fenced_at = e.at
-        grace = self.params.abort_grace_s
+        grace = self.abort_grace_s
         if info.cancel_at is None or e.at - info.cancel_at < grace - EPSILON_S:
             self.fail(
                 "I3",
@@ -238,7 +238,14 @@ class Checker:
                 self.fail("I7", end_at, f"acknowledged turn {turn_id} is not in the store")
                 continue
             if not stored.state.is_terminal:
-                self.fail("I1", end_at, f"acknowledged turn {turn_id} never ended ({stored.state})")
+                deadline = stored.accepted_wall + stored.timeout_s - self.wall_at_zero
+                invariant = "I4" if end_at > deadline + self.abort_grace_s else "I1"
+                self.fail(
+                    invariant,
+                    end_at,
+                    f"acknowledged turn {turn_id} never ended ({stored.state}); its deadline"
+                    f" was t={deadline:.3f}",
+                )
                 continue
             if len(self.ended[turn_id]) != 1:
                 self.fail("I1", end_at, f"turn {turn_id} ended {len(self.ended[turn_id])} times")
@@ -252,7 +259,7 @@ class Checker:
                 )
             if stored.state is TurnState.REPLIED and not _is_own_reply(stored.reply, sent.message):
                 self.fail("I1", end_at, f"turn {turn_id}: reply {stored.reply!r} is not its own")
-            limit = stored.accepted_wall + stored.timeout_s + self.params.abort_grace_s
+            limit = stored.accepted_wall + stored.timeout_s + self.abort_grace_s
             # A deadline that passed while the gateway was down is enforced at the restart.
             at_restart = any(e.lane == "recovery" for e in self.ended[turn_id])
             ended_wall = stored.ended_wall if stored.ended_wall is not None else limit
@@ -268,6 +275,7 @@ class Checker:
             self.fail("I4", end_at, f"the client of turn {turn_id} gave up after its retries")
         self._check_order(turns, end_at)
         self._check_transcript(turns, transcript, end_at)
+        self.violations.sort(key=lambda violation: violation.at)
         if warnings_logged < self.abnormal:
             self.fail(
                 "I8",

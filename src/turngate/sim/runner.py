@@ -131,7 +131,7 @@ async def _simulate(
         )
         return (None, 0) if row is None else (row[0], int(row[1]))
 
-    checker = Checker(params, lease_of, WALL_AT_ZERO)
+    checker = Checker(params.abort_grace_s, lease_of, WALL_AT_ZERO)
     dying: list[asyncio.Task[None]] = []
 
     async def start(number: int) -> _Life:
