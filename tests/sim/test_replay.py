@@ -57,4 +57,4 @@ def test_many_seeds_report_their_rate_and_no_failures(capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert out.startswith("20 seeds (")
     assert "seeds/s" in out
-    assert out.rstrip().endswith("0 failed")
+    assert out.rstrip().endswith("sim: 20 passed, 0 failed")

@@ -146,8 +146,10 @@ def _many(start: int, count: int, profile: Profile | None, jobs: int) -> int:
         print(f"  seed {summary.seed} ({summary.failure}): {summary.first}")
         print(f"    replay: {replay_command(summary.seed, profile)}")
     if not failed:
+        print(f"sim: {len(summaries)} passed, 0 failed")
         return 0
     first = failed[0]
     print(f"trace of seed {first.seed}:")
     _one(first.seed, profile, show_trace=True)
+    print(f"sim: {len(summaries) - len(failed)} passed, {len(failed)} failed")
     return FailureClass(first.failure or "crash").exit_code
