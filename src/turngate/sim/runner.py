@@ -203,9 +203,15 @@ async def _simulate(
             task.cancel()
     life.stop.set()
     await life.task
+    life.engine.events = EventBus()
     for task in dying:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    # Runs abandoned at shutdown (they ignored cancellation) finish on their own; let them,
+    # on virtual time, so that nothing is destroyed while pending.
+    leftovers = asyncio.all_tasks() - {asyncio.current_task()}
+    if leftovers:
+        await asyncio.wait(leftovers, timeout=LIVENESS_SLACK_S)
     result.virtual_s = loop.time()
     final = SqliteStore(path)
     await final.open()
