@@ -24,6 +24,9 @@ from turngate.store.sqlite import SqliteStore
 
 KEY = parse_session_key("agent:test:main")
 WALL_AT_ZERO = 1_800_000_000.0
+# Every test here runs on the virtual clock: these are scenario times, and cost nothing.
+WEDGED_NAP_S = 3600.0
+USER_AWAY_S = 60.0
 
 
 class Model:
@@ -41,7 +44,7 @@ class Model:
         if self.calls in self.stuck:
             while True:  # a run whose cleanup never happens: it swallows every cancellation
                 try:
-                    await asyncio.sleep(3600.0)
+                    await asyncio.sleep(WEDGED_NAP_S)
                 except asyncio.CancelledError:
                     continue
         await asyncio.sleep(self.latency_s)
@@ -122,7 +125,7 @@ def test_seed_002_a_run_whose_cleanup_never_happens_frees_its_session_at_its_dea
 ) -> None:
     async def wedged(engine: Engine) -> None:
         first = await engine.submit(SubmitRequest(KEY, "the wedged one"))
-        await asyncio.sleep(60.0)  # a user comes back an hour-like while later
+        await asyncio.sleep(USER_AWAY_S)  # virtual time: the user comes back later
         started = engine.clock.now()
         outcome = await send(engine, "anyone there?")
         assert outcome.reply == "reply to: anyone there?"
