@@ -10,17 +10,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import socket
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from turngate import __version__
 from turngate.config import DEFAULT_PORT, load_config
-from turngate.errors import TurngateError
+from turngate.errors import ErrorCode, TurngateError
+from turngate.logs import configure_logging
 
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 STATUS_EXIT = {"ok": 0, "failed": 2, "aborted": 3, "rejected": 4, "expired": 5}
@@ -97,10 +98,26 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("key")
     show.add_argument("--limit", type=int, default=20)
     show.set_defaults(func=_cmd_sessions_show)
+    unstick = ssub.add_parser("unstick", help="force a session free on a running gateway (audited)")
+    unstick.add_argument("key")
+    unstick.add_argument(
+        "--url", default=os.environ.get("TURNGATE_URL", DEFAULT_URL), help="gateway base URL"
+    )
+    unstick.set_defaults(func=_cmd_sessions_unstick)
     export = ssub.add_parser("export", help="write a session's transcript as JSONL")
     export.add_argument("key")
     export.add_argument("-o", "--output", type=Path, help="file to write (default stdout)")
     export.set_defaults(func=_cmd_sessions_export)
+    cron = sub.add_parser("cron", help="scheduled jobs of a running gateway")
+    csub = cron.add_subparsers(dest="cron_command", required=True)
+    for name, help_text in (("list", "jobs with their next and last fire"), ("run", "fire now")):
+        command = csub.add_parser(name, help=help_text)
+        command.add_argument(
+            "--url", default=os.environ.get("TURNGATE_URL", DEFAULT_URL), help="gateway base URL"
+        )
+        if name == "run":
+            command.add_argument("job")
+        command.set_defaults(func=_cmd_cron_run if name == "run" else _cmd_cron_list)
     return parser
 
 
@@ -135,10 +152,7 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
             "log_level": args.log_level,
         },
     )
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format)
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so.
     sock = socket.socket(
         socket.AF_INET6 if ":" in config.host else socket.AF_INET,
@@ -226,6 +240,54 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return asyncio.run(run_probe(args))
 
 
+def _call(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One request to a running gateway; its JSON body, or an error raised as TurngateError."""
+    import httpx
+
+    try:
+        with httpx.Client(base_url=url, timeout=30.0) as client:
+            response = client.request(method, path, json=body)
+    except httpx.HTTPError as exc:
+        raise TurngateError(f"cannot reach {url}: {exc}") from exc
+    payload = response.json()
+    if response.status_code >= 400 and "error" in payload:
+        error = payload["error"]
+        raise TurngateError(f"{error['message']}", code=ErrorCode(error["code"]))
+    return payload
+
+
+def _cmd_cron_list(args: argparse.Namespace) -> int:
+    jobs = _call(args.url, "GET", "/cron")["jobs"]
+    print(f"{'JOB':<24} {'SCHEDULE':<18} {'NEXT FIRE (UTC)':<20} {'LAST FIRE (UTC)':<20} SESSION")
+    for job in jobs:
+        print(
+            f"{job['id']:<24} {job['schedule']:<18} {_when(job['nextFireAt']):<20}"
+            f" {_when(job['lastFireAt']):<20} {job['sessionKey']}"
+        )
+    return 0
+
+
+def _cmd_cron_run(args: argparse.Namespace) -> int:
+    body = _call(args.url, "POST", "/cron/run", {"job": args.job})
+    print(f"fired {args.job}: runId {body['runId']} on {body['sessionKey']}")
+    return 0
+
+
+def _when(wall: float | None) -> str:
+    if wall is None:
+        return "-"
+    return datetime.fromtimestamp(wall, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _cmd_sessions_unstick(args: argparse.Namespace) -> int:
+    body = _call(args.url, "POST", "/sessions/unstick", {"sessionKey": args.key})
+    if body["unstuck"]:
+        print(f"{args.key}: forced free; ended {', '.join(body['runIds'])}")
+    else:
+        print(f"{args.key}: nothing was running")
+    return 0
+
+
 # -- sessions -----------------------------------------------------------------------------
 
 
@@ -282,7 +344,8 @@ def _cmd_sessions_show(args: argparse.Namespace) -> int:
         print(f"turns: {session.turns_total} ({session.turns_open} open)")
         for turn in turns:
             extra = turn.error_code.value if turn.error_code else ""
-            print(f"  #{turn.seq:<6} {turn.turn_id:<34} {turn.state.value:<9} {extra}")
+            lane = turn.lane + (f" ({turn.delivery})" if turn.delivery else "")
+            print(f"  #{turn.seq:<6} {turn.turn_id:<34} {turn.state.value:<9} {lane:<22} {extra}")
         print("transcript:")
         for entry in transcript:
             print(f"  [{entry.role}] {entry.text}")

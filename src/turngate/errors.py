@@ -10,6 +10,7 @@ Tree::
     ├── RequestError              the caller sent something we refuse (4xx)
     │   ├── InvalidFieldError     a field is missing, mistyped or out of range
     │   ├── InvalidSessionKeyError
+    │   ├── UnknownAgentError     the session key names an agent this gateway does not serve
     │   ├── PayloadTooLargeError  body or message over its limit
     │   ├── IdempotencyConflictError  key reused for a different message
     │   └── NotFoundError         no such turn / session
@@ -42,6 +43,7 @@ class ErrorCode(enum.StrEnum):
     BODY_TOO_LARGE = "body_too_large"
     MESSAGE_TOO_LARGE = "message_too_large"
     INVALID_SESSION_KEY = "invalid_session_key"
+    UNKNOWN_AGENT = "unknown_agent"
     INVALID_QUEUE_MODE = "invalid_queue_mode"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     NOT_FOUND = "not_found"
@@ -97,6 +99,12 @@ class InvalidSessionKeyError(RequestError):
     """A session key does not follow ``agent:<agentId>:<rest>``."""
 
     code = ErrorCode.INVALID_SESSION_KEY
+
+
+class UnknownAgentError(RequestError):
+    """A session key names an agent that is not configured."""
+
+    code = ErrorCode.UNKNOWN_AGENT
 
 
 class PayloadTooLargeError(RequestError):

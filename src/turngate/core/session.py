@@ -176,6 +176,30 @@ class SessionCore:
             turn.turn_id
         ]
 
+    def unstick(self, now: MonotonicS) -> tuple[list[Effect], list[RunId]]:
+        """An operator forces the session free: the running run is cancelled and fenced at
+        once (no grace), its turns end aborted, and the next turn starts.
+
+        Returns the effects and the ids of the turns that ended.
+        """
+        active = self.active
+        if active is None:
+            return [], []
+        lease = active.lease
+        effects: list[Effect] = []
+        if lease.state is LeaseState.HELD:
+            lease.revoke(AbortReason.USER_ABORT, now)
+            effects.append(CancelRun(active.run_id, lease.epoch, AbortReason.USER_ABORT))
+        lease.fence()
+        self.active = None
+        reason = lease.revoke_reason or AbortReason.USER_ABORT
+        outcomes = tuple(
+            self._aborted(turn, active, reason, fenced=True) for turn in active.batch.turns
+        )
+        effects.append(EndRun(active.run_id, lease.epoch, outcomes, fenced=True))
+        effects.extend(self._start_next(now))
+        return effects, [turn.turn_id for turn in active.batch.turns]
+
     def tick(self, now: MonotonicS) -> list[Effect]:
         """Time has reached a deadline: expire, revoke or fence as due."""
         effects = self._expire_queued(now)

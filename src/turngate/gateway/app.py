@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,11 +16,11 @@ from starlette.routing import Route
 from turngate.config import GatewayConfig
 from turngate.errors import ErrorCode, TurngateError
 from turngate.gateway import chat_http
+from turngate.gateway.assembly import build_agents, build_lanes, engine_settings
 from turngate.gateway.frames import ERROR_HTTP_STATUS, error_body
 from turngate.gateway.metrics import GatewayMetrics
 from turngate.providers.base import Provider
-from turngate.providers.echo import EchoProvider
-from turngate.runtime.engine import Engine, EngineSettings
+from turngate.runtime.engine import Engine
 from turngate.runtime.events import EventBus
 from turngate.store.base import Store
 from turngate.store.sqlite import SqliteStore
@@ -27,25 +28,6 @@ from turngate.store.sqlite import SqliteStore
 log = logging.getLogger("turngate.gateway")
 
 DB_FILE = "turngate.db"
-
-
-def engine_settings(config: GatewayConfig) -> EngineSettings:
-    """The runtime's settings from the gateway's configuration."""
-    return EngineSettings(
-        queue_turns_max=config.queue_turns_max,
-        stall_timeout_s=config.stall_timeout_s,
-        run_timeout_s=config.run_timeout_s,
-        abort_grace_s=config.abort_grace_s,
-        turn_timeout_s=config.turn_timeout_s,
-        history_entries_max=config.history_entries_max,
-        restart_attempts_max=config.restart_attempts_max,
-        system_prompt=config.system_prompt,
-    )
-
-
-def build_provider(config: GatewayConfig) -> Provider:
-    """The model provider the configuration names."""
-    return EchoProvider(latency_s=config.echo_latency_ms / 1000)
 
 
 def create_app(
@@ -59,11 +41,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        agents = build_agents(config, provider)
         engine = Engine(
             store or SqliteStore(config.state_path / DB_FILE, durability=config.sqlite_durability),
-            provider or build_provider(config),
+            agents.default.provider,
             settings=engine_settings(config),
             events=events,
+            agents=agents,
         )
         metrics = GatewayMetrics(engine)
         engine.events.subscribe(metrics.observe)
@@ -71,7 +55,18 @@ def create_app(
         app.state.engine = engine
         app.state.metrics = metrics
         async with engine:
-            yield
+            heartbeats, cron = build_lanes(config, engine)
+            app.state.heartbeats = heartbeats
+            app.state.cron = cron
+            async with asyncio.TaskGroup() as lanes:
+                tasks = [lanes.create_task(lane.run()) for lane in heartbeats]
+                tasks.append(lanes.create_task(cron.run()))
+                try:
+                    yield
+                finally:
+                    # Lanes stop before the engine, so none submits into a closing engine.
+                    for task in tasks:
+                        task.cancel()
 
     async def on_turngate_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, TurngateError)
@@ -93,6 +88,9 @@ def create_app(
         Route("/chat.send", chat_http.chat_send, methods=["POST"]),
         Route("/chat.abort", chat_http.chat_abort, methods=["POST"]),
         Route("/turns/{run_id:str}", chat_http.get_turn, methods=["GET"]),
+        Route("/sessions/unstick", chat_http.sessions_unstick, methods=["POST"]),
+        Route("/cron", chat_http.cron_list, methods=["GET"]),
+        Route("/cron/run", chat_http.cron_run, methods=["POST"]),
         Route("/health", chat_http.health, methods=["GET"]),
         Route("/healthz", chat_http.health, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -22,6 +22,8 @@ from turngate.gateway.frames import (
     WIRE_STATUS,
     ChatAbortBody,
     ChatSendBody,
+    CronRunBody,
+    SessionBody,
     check_message,
     error_body,
     outcome_body,
@@ -30,7 +32,8 @@ from turngate.gateway.frames import (
     parse_session,
     validate,
 )
-from turngate.runtime.engine import Engine, SubmitRequest
+from turngate.lanes.cron import CronLane
+from turngate.runtime.engine import Engine, LeaseView, SubmitRequest
 
 log = logging.getLogger("turngate.gateway")
 
@@ -70,7 +73,7 @@ async def chat_send(request: Request) -> Response:
     engine = _engine(request)
     body = validate(ChatSendBody, parse_json(await read_body(request, config.body_bytes_max)))
     key = parse_session(body.sessionKey)
-    mode = parse_queue_mode(body.queueMode, config.queue_mode)
+    mode = parse_queue_mode(body.queueMode, engine.agents.get(key.agent_id).queue_mode)
     check_message(body.message, config.message_chars_max)
     timeout_s = None if body.timeoutMs is None else body.timeoutMs / 1000
     ticket = await engine.submit(
@@ -141,9 +144,11 @@ async def get_turn(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    """Liveness plus the figures an operator looks at first."""
+    """Liveness plus the figures an operator looks at first: stalled and slow sessions."""
     engine = _engine(request)
     snapshot = engine.snapshot()
+    heartbeats = getattr(request.app.state, "heartbeats", [])
+    cron = getattr(request.app.state, "cron", None)
     return JSONResponse(
         {
             "ok": True,
@@ -154,5 +159,74 @@ async def health(request: Request) -> Response:
             "runningTurns": snapshot.running_turns,
             "queuedTurns": snapshot.queued_turns,
             "oldestLeaseAgeS": round(snapshot.oldest_lease_age_s, 3),
+            "stalled": [_lease_body(lease) for lease in snapshot.leases if lease.stalled],
+            "slow": [_lease_body(lease) for lease in snapshot.leases if lease.slow],
+            "lanes": {
+                "heartbeat": [
+                    {
+                        "agentId": lane.agent_id,
+                        "sessionKey": str(lane.session_key),
+                        "everyS": lane.config.every,
+                        "fired": lane.fired,
+                        "skipped": lane.skipped,
+                    }
+                    for lane in heartbeats
+                ],
+                "cron": {"jobs": len(cron.jobs) if cron else 0, "fired": cron.fired if cron else 0},
+            },
         }
+    )
+
+
+def _lease_body(lease: LeaseView) -> dict[str, Any]:
+    return {
+        "sessionKey": lease.session_key,
+        "runId": lease.run_id,
+        "epoch": lease.epoch,
+        "state": lease.state,
+        "ageS": round(lease.age_s, 3),
+        "sinceProgressS": round(lease.since_progress_s, 3),
+    }
+
+
+async def sessions_unstick(request: Request) -> Response:
+    """Force a session free (operator action, audited in the log)."""
+    body = validate(SessionBody, parse_json(await read_body(request, 16_384)))
+    key = parse_session(body.sessionKey)
+    ended = await _engine(request).unstick(key)
+    return JSONResponse(
+        {"ok": True, "sessionKey": str(key), "unstuck": bool(ended), "runIds": ended}
+    )
+
+
+async def cron_list(request: Request) -> Response:
+    """The configured cron jobs with their next and last fire times."""
+    cron: CronLane = request.app.state.cron
+    return JSONResponse(
+        {
+            "jobs": [
+                {
+                    "id": job.job_id,
+                    "agentId": job.agent_id,
+                    "schedule": job.schedule,
+                    "sessionKey": str(job.session_key),
+                    "message": job.message,
+                    "nextFireAt": state.next_fire_wall if state else None,
+                    "lastFireAt": state.last_fire_wall if state else None,
+                }
+                for job in cron.jobs.values()
+                for state in [cron.states.get(job.job_id)]
+            ]
+        }
+    )
+
+
+async def cron_run(request: Request) -> Response:
+    """Fire one cron job now; answers once its turn is stored."""
+    body = validate(CronRunBody, parse_json(await read_body(request, 16_384)))
+    cron: CronLane = request.app.state.cron
+    ticket = await cron.run_now(body.job)
+    return JSONResponse(
+        {"runId": ticket.turn_id, "sessionKey": ticket.session_key, "status": "accepted"},
+        status_code=202,
     )

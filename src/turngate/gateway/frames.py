@@ -30,6 +30,7 @@ ERROR_HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.BODY_TOO_LARGE: 413,
     ErrorCode.MESSAGE_TOO_LARGE: 413,
     ErrorCode.INVALID_SESSION_KEY: 422,
+    ErrorCode.UNKNOWN_AGENT: 422,
     ErrorCode.INVALID_QUEUE_MODE: 422,
     ErrorCode.IDEMPOTENCY_CONFLICT: 409,
     ErrorCode.NOT_FOUND: 404,
@@ -98,6 +99,22 @@ class ChatAbortBody(BaseModel):
 
     sessionKey: StrictStr
     runId: StrictStr | None = None
+
+
+class SessionBody(BaseModel):
+    """A request that names one session (``POST /sessions/unstick``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    sessionKey: StrictStr
+
+
+class CronRunBody(BaseModel):
+    """``POST /cron/run``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    job: StrictStr
 
 
 def parse_json(raw: bytes) -> Any:

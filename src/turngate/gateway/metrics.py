@@ -90,6 +90,24 @@ class GatewayMetrics:
             "Reports from finished runs that were ignored.",
             registry=r,
         )
+        self.heartbeats_skipped = Counter(
+            "turngate_heartbeats_skipped",
+            "Heartbeat ticks skipped because the previous heartbeat turn was still open.",
+            ["session"],
+            registry=r,
+        )
+        self.cron_fires = Counter(
+            "turngate_cron_fires", "Cron jobs fired, by session.", ["session"], registry=r
+        )
+        self.unstuck = Counter(
+            "turngate_sessions_unstuck", "Sessions forced free by an operator.", registry=r
+        )
+        self.lane_failures = Counter(
+            "turngate_lane_failures",
+            "Lane turns that could not be submitted.",
+            ["lane"],
+            registry=r,
+        )
         self.owner_failures = Counter(
             "turngate_owner_failures", "Session owners that failed (store errors).", registry=r
         )
@@ -141,5 +159,13 @@ class GatewayMetrics:
                 self.stale_reports.inc()
             case EventKind.OWNER_FAILED:
                 self.owner_failures.inc()
+            case EventKind.HEARTBEAT_SKIPPED:
+                self.heartbeats_skipped.labels(event.session_key).inc()
+            case EventKind.CRON_FIRED:
+                self.cron_fires.labels(event.session_key).inc()
+            case EventKind.UNSTUCK:
+                self.unstuck.inc()
+            case EventKind.LANE_FAILED:
+                self.lane_failures.labels(event.lane).inc()
             case _:
                 pass

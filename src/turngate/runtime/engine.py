@@ -26,11 +26,13 @@ from turngate.errors import (
     IdempotencyConflictError,
     StaleEpochError,
     UnavailableError,
+    UnknownAgentError,
 )
 from turngate.providers.base import Provider
+from turngate.runtime.agents import AgentRegistry, AgentSpec
 from turngate.runtime.clock import LoopClock
 from turngate.runtime.events import Event, EventBus, EventKind
-from turngate.runtime.owner import Abort, Command, SessionOwner, Submit
+from turngate.runtime.owner import Abort, Command, SessionOwner, Submit, Unstick
 from turngate.store.base import Store, TurnRecord
 from turngate.types import MonotonicS, RunId, TurnId
 
@@ -52,6 +54,17 @@ class EngineSettings:
     restart_attempts_max: int = 3
     shutdown_grace_s: float = 5.0
     system_prompt: str | None = None
+
+    def policy(self) -> SessionPolicy:
+        """The session policy these settings describe."""
+        return SessionPolicy(
+            queue_turns_max=self.queue_turns_max,
+            lease_terms=LeaseTerms(
+                stall_timeout_s=self.stall_timeout_s,
+                run_timeout_s=self.run_timeout_s,
+                abort_grace_s=self.abort_grace_s,
+            ),
+        )
 
     def __post_init__(self) -> None:
         for name in ("stall_timeout_s", "run_timeout_s", "turn_timeout_s"):
@@ -89,14 +102,42 @@ class Ticket:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseView:
+    """One held lease, as /health shows it."""
+
+    session_key: str
+    run_id: RunId
+    epoch: int
+    state: str
+    age_s: float
+    since_progress_s: float
+    stall_timeout_s: float
+    run_timeout_s: float
+
+    @property
+    def stalled(self) -> bool:
+        """Being cancelled, or without progress for half its stall timeout or more."""
+        return self.state != "held" or self.since_progress_s >= self.stall_timeout_s / 2
+
+    @property
+    def slow(self) -> bool:
+        """Older than half its run timeout."""
+        return self.age_s >= self.run_timeout_s / 2
+
+
+@dataclass(frozen=True, slots=True)
 class EngineSnapshot:
     """Figures for /health and /metrics."""
 
     active_sessions: int
     running_turns: int
     queued_turns: int
-    oldest_lease_age_s: float
-    lease_ages_s: tuple[float, ...]
+    leases: tuple[LeaseView, ...]
+
+    @property
+    def oldest_lease_age_s(self) -> float:
+        """Age of the oldest held lease (0 when none)."""
+        return max((lease.age_s for lease in self.leases), default=0.0)
 
 
 class Engine:
@@ -110,19 +151,15 @@ class Engine:
         settings: EngineSettings | None = None,
         clock: Clock | None = None,
         events: EventBus | None = None,
+        agents: AgentRegistry | None = None,
     ) -> None:
         self.store = store
-        self.provider = provider
         self.settings = settings or EngineSettings()
         self.clock: Clock = clock or LoopClock()
         self.events = events or EventBus()
-        self.session_policy = SessionPolicy(
-            queue_turns_max=self.settings.queue_turns_max,
-            lease_terms=LeaseTerms(
-                stall_timeout_s=self.settings.stall_timeout_s,
-                run_timeout_s=self.settings.run_timeout_s,
-                abort_grace_s=self.settings.abort_grace_s,
-            ),
+        self.agents = agents or AgentRegistry(
+            AgentSpec("main", self.settings.policy(), provider, self.settings.system_prompt),
+            strict=False,
         )
         self._owners: dict[str, SessionOwner] = {}
         self._waiters: dict[TurnId, asyncio.Future[Outcome]] = {}
@@ -192,6 +229,7 @@ class Engine:
         if not self._accepting:
             raise UnavailableError("the gateway is not accepting turns (starting or stopping)")
         key = str(request.session_key)
+        self.agents.get(request.session_key.agent_id)
         turn_id = request.turn_id or os.urandom(16).hex()
         timeout_s = request.timeout_s or self.settings.turn_timeout_s
         now = self.clock.now()
@@ -209,6 +247,7 @@ class Engine:
             state=TurnState.ACCEPTED,
             accepted_wall=self.clock.wall(),
             timeout_s=timeout_s,
+            lane=request.lane,
         )
         try:
             existing = await self.store.accept_turn(record)
@@ -233,11 +272,28 @@ class Engine:
         async with asyncio.timeout(self.settings.abort_grace_s + 5.0):
             return await asyncio.shield(done)
 
+    async def unstick(self, session_key: SessionKey) -> list[RunId]:
+        """Force a session free now (operator action, audited); returns the turns ended."""
+        key = str(session_key)
+        owner = self._owners.get(key)
+        if owner is None:
+            return []
+        done: asyncio.Future[list[RunId]] = asyncio.get_running_loop().create_future()
+        owner.post(Unstick(done))
+        async with asyncio.timeout(self.settings.abort_grace_s + 5.0):
+            ended = await asyncio.shield(done)
+        self.emit(
+            EventKind.UNSTUCK,
+            key,
+            detail=f"forced free by an operator; ended {len(ended)} turn(s): {', '.join(ended)}",
+        )
+        return ended
+
     def snapshot(self) -> EngineSnapshot:
         """The current figures of every active session."""
         now = self.clock.now()
         running = queued = 0
-        ages: list[float] = []
+        leases: list[LeaseView] = []
         for owner in self._owners.values():
             core = owner.core
             if core is None:
@@ -245,14 +301,20 @@ class Engine:
             queued += len(core.queue)
             if core.active is not None:
                 running += len(core.active.batch.turns)
-                ages.append(now - core.active.lease.granted_at)
-        return EngineSnapshot(
-            active_sessions=len(self._owners),
-            running_turns=running,
-            queued_turns=queued,
-            oldest_lease_age_s=max(ages, default=0.0),
-            lease_ages_s=tuple(ages),
-        )
+                lease = core.active.lease
+                leases.append(
+                    LeaseView(
+                        owner.session_key,
+                        core.active.run_id,
+                        lease.epoch,
+                        lease.state.value,
+                        now - lease.granted_at,
+                        now - lease.last_progress_at,
+                        lease.terms.stall_timeout_s,
+                        lease.terms.run_timeout_s,
+                    )
+                )
+        return EngineSnapshot(len(self._owners), running, queued, tuple(leases))
 
     # -- used by owners -------------------------------------------------------------------
 
@@ -273,7 +335,7 @@ class Engine:
                 return
             if self._tg is None:
                 return
-            owner = SessionOwner(self, session_key)
+            owner = SessionOwner(self, session_key, self.agents.get(session_key.split(":", 2)[1]))
             self._owners[session_key] = owner
             owner.task = self._tg.create_task(self._own(owner), name=f"owner {session_key}")
         owner.post(command)
@@ -393,6 +455,22 @@ class Engine:
         given_up: list[tuple[str, Outcome]] = []
         for record in records:
             remaining = record.accepted_wall + record.timeout_s - wall
+            try:
+                self.agents.get(record.agent_id)
+            except UnknownAgentError as exc:
+                given_up.append(
+                    (
+                        record.session_key,
+                        Outcome(
+                            record.turn_id,
+                            TurnState.FAILED,
+                            record.turn_id,
+                            code=exc.code,
+                            message=f"turn {record.turn_id}: {exc.message}",
+                        ),
+                    )
+                )
+                continue
             if record.attempts >= self.settings.restart_attempts_max:
                 given_up.append(
                     (

@@ -36,6 +36,10 @@ class EventKind(enum.StrEnum):
     STALE_WRITE_REFUSED = "stale_write_refused"
     RECOVERED = "recovered"
     OWNER_FAILED = "owner_failed"
+    UNSTUCK = "unstuck"
+    HEARTBEAT_SKIPPED = "heartbeat_skipped"
+    CRON_FIRED = "cron_fired"
+    LANE_FAILED = "lane_failed"
 
 
 ABNORMAL = frozenset(
@@ -46,6 +50,9 @@ ABNORMAL = frozenset(
         EventKind.STALE_WRITE_REFUSED,
         EventKind.RECOVERED,
         EventKind.OWNER_FAILED,
+        EventKind.UNSTUCK,
+        EventKind.HEARTBEAT_SKIPPED,
+        EventKind.LANE_FAILED,
     }
 )
 """Kinds that are always logged at WARNING. ``ended`` is too, when its state is not replied."""

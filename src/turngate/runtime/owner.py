@@ -32,6 +32,7 @@ from turngate.core.queue import QueueMode
 from turngate.core.session import RunCancelled, RunFailed, RunResult, SessionCore
 from turngate.core.turn import Outcome, Turn
 from turngate.errors import ErrorCode, StaleEpochError
+from turngate.runtime.agents import AgentSpec
 from turngate.runtime.events import EventKind
 from turngate.runtime.run import RunProgress, RunSpec, execute_run
 from turngate.types import Epoch, MonotonicS, RunId
@@ -58,6 +59,13 @@ class Abort:
 
 
 @dataclass(frozen=True, slots=True)
+class Unstick:
+    """An operator forces the session free; ``done`` receives the ids of the turns ended."""
+
+    done: asyncio.Future[list[RunId]]
+
+
+@dataclass(frozen=True, slots=True)
 class RunDone:
     """A run's task finished."""
 
@@ -66,7 +74,7 @@ class RunDone:
     result: RunResult
 
 
-Command = Submit | Abort | RunProgress | RunDone
+Command = Submit | Abort | Unstick | RunProgress | RunDone
 
 
 @dataclass(slots=True)
@@ -75,6 +83,7 @@ class SessionOwner:
 
     engine: Engine
     session_key: str
+    agent: AgentSpec
     core: SessionCore | None = None
     task: asyncio.Task[None] | None = None
     runs: dict[RunId, asyncio.Task[RunResult]] = field(default_factory=dict)
@@ -92,7 +101,7 @@ class SessionOwner:
         """The owner task: process commands until the session is idle."""
         engine = self.engine
         epoch = await engine.store.session_epoch(self.session_key)
-        core = self.core = SessionCore(self.session_key, epoch, engine.session_policy)
+        core = self.core = SessionCore(self.session_key, epoch, self.agent.policy)
         self.free_since = engine.clock.now()
         while True:
             if self._inbox:
@@ -127,6 +136,11 @@ class SessionOwner:
                 return core.run_ended(run_id, epoch, result, now)
             case Abort(run_id, done):
                 effects, ids = core.abort(run_id, now)
+                if not done.done():
+                    done.set_result(ids)
+                return effects
+            case Unstick(done):
+                effects, ids = core.unstick(now)
                 if not done.done():
                     done.set_result(ids)
                 return effects
@@ -230,13 +244,13 @@ class SessionOwner:
             epoch,
             turns,
             engine.settings.history_entries_max,
-            engine.settings.system_prompt,
+            self.agent.system_prompt,
         )
         task = engine.spawn_run(
             execute_run(
                 spec,
                 engine.store,
-                engine.provider,
+                self.agent.provider,
                 on_progress=lambda progress: engine.route(self.session_key, progress),
             ),
             name=f"run {run_id}",

@@ -45,6 +45,10 @@ class TurnRecord:
     reply: str | None = None
     error_code: ErrorCode | None = None
     error_message: str | None = None
+    lane: str = "direct"
+    """Who produced the turn: ``direct`` (a client), ``heartbeat``, ``cron``, ``recovery``."""
+    delivery: str | None = None
+    """For lane turns: what became of the reply (``stored``, ``suppressed``, ...)."""
 
     def outcome(self) -> Outcome | None:
         """The turn's outcome if it has ended, else None."""
@@ -58,6 +62,17 @@ class TurnRecord:
             code=self.error_code,
             message=self.error_message or "",
         )
+
+
+@dataclass(frozen=True, slots=True)
+class CronJobState:
+    """Where a scheduled job stands; kept in the store so restarts neither skip nor repeat."""
+
+    job_id: str
+    agent_id: str
+    schedule: str
+    next_fire_wall: WallS
+    last_fire_wall: WallS | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +156,18 @@ class Store(Protocol):
     async def recover(self) -> list[TurnRecord]:
         """After a crash: free every lease, put running turns back in the queue (one more
         attempt), and return every turn not yet ended, in acceptance order."""
+        ...
+
+    async def set_delivery(self, turn_id: TurnId, delivery: str) -> None:
+        """Record what became of a lane turn's reply."""
+        ...
+
+    async def cron_jobs(self) -> list[CronJobState]:
+        """Every scheduled job's state."""
+        ...
+
+    async def save_cron_job(self, state: CronJobState) -> None:
+        """Create or replace one scheduled job's state."""
         ...
 
     async def transcript(self, session_key: str, limit: int) -> list[TranscriptEntry]:

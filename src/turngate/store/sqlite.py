@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from turngate.core.turn import Outcome, TurnState
 from turngate.errors import ErrorCode, StaleEpochError, StoreError
-from turngate.store.base import SessionRecord, TranscriptEntry, TurnRecord
+from turngate.store.base import CronJobState, SessionRecord, TranscriptEntry, TurnRecord
 from turngate.types import Epoch, RunId, TurnId, WallS
 
 SCHEMA_VERSION = 1
@@ -49,7 +49,9 @@ CREATE TABLE IF NOT EXISTS turns (
     ended_wall REAL,
     reply TEXT,
     error_code TEXT,
-    error_message TEXT
+    error_message TEXT,
+    lane TEXT NOT NULL DEFAULT 'direct',
+    delivery TEXT
 );
 CREATE INDEX IF NOT EXISTS turns_by_session ON turns(session_key, seq);
 CREATE INDEX IF NOT EXISTS turns_open ON turns(state)
@@ -64,11 +66,18 @@ CREATE TABLE IF NOT EXISTS transcript (
     at_wall REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS transcript_by_session ON transcript(session_key, seq);
+CREATE TABLE IF NOT EXISTS cron_jobs (
+    job_id TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    schedule TEXT NOT NULL,
+    next_fire_wall REAL NOT NULL,
+    last_fire_wall REAL
+);
 """
 
 _TURN_COLUMNS = (
     "turn_id, session_key, message, queue_mode, state, accepted_wall, timeout_s, seq, attempts,"
-    " run_id, epoch, started_wall, ended_wall, reply, error_code, error_message"
+    " run_id, epoch, started_wall, ended_wall, reply, error_code, error_message, lane, delivery"
 )
 _OPEN_STATES = ("accepted", "queued", "running")
 
@@ -195,7 +204,7 @@ class SqliteStore:
                 )
                 db.execute(
                     "INSERT INTO turns (turn_id, session_key, message, queue_mode, state,"
-                    " accepted_wall, timeout_s) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " accepted_wall, timeout_s, lane) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.turn_id,
                         record.session_key,
@@ -204,6 +213,7 @@ class SqliteStore:
                         TurnState.ACCEPTED.value,
                         record.accepted_wall,
                         record.timeout_s,
+                        record.lane,
                     ),
                 )
         await self._durable()
@@ -312,6 +322,36 @@ class SqliteStore:
         await self._durable()
         return [self._turn(row) for row in rows]
 
+    async def set_delivery(self, turn_id: TurnId, delivery: str) -> None:
+        with self._op() as db:
+            db.execute("UPDATE turns SET delivery = ? WHERE turn_id = ?", (delivery, turn_id))
+        await self._durable()
+
+    async def cron_jobs(self) -> list[CronJobState]:
+        rows = self.db.execute(
+            "SELECT job_id, agent_id, schedule, next_fire_wall, last_fire_wall FROM cron_jobs"
+            " ORDER BY job_id"
+        ).fetchall()
+        return [CronJobState(*row) for row in rows]
+
+    async def save_cron_job(self, state: CronJobState) -> None:
+        with self._op() as db:
+            db.execute(
+                "INSERT INTO cron_jobs (job_id, agent_id, schedule, next_fire_wall,"
+                " last_fire_wall) VALUES (?, ?, ?, ?, ?) ON CONFLICT(job_id) DO UPDATE SET"
+                " agent_id = excluded.agent_id, schedule = excluded.schedule,"
+                " next_fire_wall = excluded.next_fire_wall,"
+                " last_fire_wall = excluded.last_fire_wall",
+                (
+                    state.job_id,
+                    state.agent_id,
+                    state.schedule,
+                    state.next_fire_wall,
+                    state.last_fire_wall,
+                ),
+            )
+        await self._durable()
+
     # -- reading --------------------------------------------------------------------------
 
     async def transcript(self, session_key: str, limit: int) -> list[TranscriptEntry]:
@@ -362,6 +402,8 @@ class SqliteStore:
             reply,
             error_code,
             error_message,
+            lane,
+            delivery,
         ) = row
         return TurnRecord(
             turn_id=str(turn_id),
@@ -381,6 +423,8 @@ class SqliteStore:
             reply=None if reply is None else str(reply),
             error_code=None if error_code is None else ErrorCode(error_code),
             error_message=None if error_message is None else str(error_message),
+            lane=str(lane),
+            delivery=None if delivery is None else str(delivery),
         )
 
 
