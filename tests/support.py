@@ -20,6 +20,7 @@ from turngate.providers.echo import EchoProvider
 from turngate.runtime.events import Event, EventBus
 
 SERVER_STOP_TIMEOUT_S = 30.0
+EVENT_TIMEOUT_S = 15.0
 
 
 @contextmanager
@@ -84,6 +85,33 @@ class EventLog:
     def of(self, kind: str) -> list[Event]:
         with self._lock:
             return [e for e in self.events if e.kind == kind]
+
+
+class EventWaiter(EventLog):
+    """An :class:`EventLog` a test thread can block on until enough events arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = threading.Condition()
+
+    def record(self, event: Event) -> None:
+        super().record(event)
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, kind: str, count: int = 1) -> list[Event]:
+        """Block until ``count`` events of ``kind`` were seen; fail after a deadline."""
+        with self._changed:
+            seen = self._changed.wait_for(
+                lambda: len(self.of(kind)) >= count, timeout=EVENT_TIMEOUT_S
+            )
+        events = self.of(kind)
+        assert seen, f"waited {EVENT_TIMEOUT_S}s for {count} {kind!r} events, saw {len(events)}"
+        return events
+
+    async def until(self, kind: str, count: int = 1) -> list[Event]:
+        """:meth:`wait_for`, from a coroutine, without blocking its loop."""
+        return await asyncio.to_thread(self.wait_for, kind, count)
 
 
 class HangOnceProvider:

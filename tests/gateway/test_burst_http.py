@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import EventLog, running_gateway
+from tests.support import EventWaiter, running_gateway
 from turngate.providers.base import ProviderRequest
 from turngate.providers.echo import ECHO_PREFIX, EchoProvider
-from turngate.runtime.events import Event, EventBus
+from turngate.runtime.events import EventBus
 
 BURST = 20
 CALL_TIMEOUT_S = 15.0
@@ -58,33 +58,6 @@ class GatedEchoProvider:
         await gate.wait()
         async for delta in self._echo.stream(request):
             yield delta
-
-
-class EventWaiter(EventLog):
-    """An :class:`EventLog` a test thread can block on until enough events arrived."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._changed = threading.Condition()
-
-    def record(self, event: Event) -> None:
-        super().record(event)
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_for(self, kind: str, count: int) -> list[Event]:
-        """Block until ``count`` events of ``kind`` were seen; fail after a deadline."""
-        with self._changed:
-            seen = self._changed.wait_for(
-                lambda: len(self.of(kind)) >= count, timeout=EVENT_TIMEOUT_S
-            )
-        events = self.of(kind)
-        assert seen, f"waited {EVENT_TIMEOUT_S}s for {count} {kind!r} events, saw {len(events)}"
-        return events
-
-    async def until(self, kind: str, count: int) -> list[Event]:
-        """:meth:`wait_for`, from a coroutine, without blocking its loop."""
-        return await asyncio.to_thread(self.wait_for, kind, count)
 
 
 class Gateway:

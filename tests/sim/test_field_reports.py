@@ -18,6 +18,7 @@ from turngate.providers.base import ProviderRequest
 from turngate.runtime.clock import LoopClock
 from turngate.runtime.engine import Engine, EngineSettings, SubmitRequest
 from turngate.runtime.events import Event, EventBus, EventKind
+from turngate.runtime.owner import SessionOwner
 from turngate.sim.checkers import Checker
 from turngate.sim.loop import run_virtual
 from turngate.store.sqlite import SqliteStore
@@ -209,3 +210,35 @@ def test_seed_004_a_callback_from_a_finished_run_changes_nothing(tmp_path: Path)
 
     events = run(tmp_path, LateModel(0.1), closed_then_late, stall_timeout_s=5.0)
     assert [e.at for e in events if e.kind is EventKind.STALE_IGNORED][-1] == 30.0
+
+
+def test_seed_002_a_run_end_that_is_never_reported_still_frees_the_session(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The field report's lock leaked because a path skipped the cleanup. Skip ours for the
+    # first run: it finishes, but nobody is ever told.
+    reported = SessionOwner._run_exited
+    skipped: list[str] = []
+
+    def run_exited(self: SessionOwner, run_id: str, epoch: int, task: object) -> None:
+        if not skipped:
+            skipped.append(run_id)
+            return
+        reported(self, run_id, epoch, task)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SessionOwner, "_run_exited", run_exited)
+
+    async def leaked(engine: Engine) -> None:
+        first = await engine.submit(SubmitRequest(KEY, "first"))
+        second = await engine.submit(SubmitRequest(KEY, "second"))
+        lost = await first.outcome
+        assert (lost.state, lost.code) == (TurnState.ABORTED, ErrorCode.STALLED)
+        # Its last progress (the reply, at 0.1 s) plus stall_timeout, plus the abort grace.
+        assert engine.clock.now() == pytest.approx(0.1 + 10.0 + 1.0)
+        assert (await second.outcome).reply == "reply to: second"
+        assert engine.clock.now() == pytest.approx(0.1 + 10.0 + 1.0 + 0.1)
+
+    with caplog.at_level(logging.WARNING, logger="turngate"):
+        run(tmp_path, Model(0.1), leaked, stall_timeout_s=10.0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("fenced" in text and str(KEY) in text for text in warnings)
