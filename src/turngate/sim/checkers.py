@@ -269,6 +269,9 @@ class Checker:
                     end_at,
                     f"turn {turn_id} ended {ended_wall - limit:.3f}s past its deadline",
                 )
+        for turn in turns.values():
+            if turn.turn_id not in record.acked and not turn.state.is_terminal:
+                self.fail("I1", end_at, f"{turn.lane} turn {turn.turn_id} never ended")
         for turn_id, at in record.missed_deadlines:
             self.fail("I4", at, f"the client of turn {turn_id} waited past the turn's deadline")
         for turn_id in record.gave_up:
@@ -310,6 +313,8 @@ class Checker:
                     " transcript after its lease was released",
                 )
         for turn in turns.values():
+            if turn.lane == "heartbeat":
+                continue  # one prompt, many turns: counted by the lane's own checks
             count = users.get(turn.message, 0)
             want = 1 if turn.state is TurnState.REPLIED else 0
             if count != want:

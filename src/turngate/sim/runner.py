@@ -18,7 +18,9 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from turngate.config import HeartbeatConfig
 from turngate.core.keys import parse_session_key
+from turngate.lanes.heartbeat import HeartbeatLane
 from turngate.runtime.clock import LoopClock
 from turngate.runtime.engine import Engine, EngineSettings
 from turngate.runtime.events import Event, EventBus
@@ -71,7 +73,7 @@ def run_seed(seed: int, profile: Profile | None = None) -> SimResult:
     """Run the schedule of ``seed`` (its profile drawn from the seed unless given)."""
     rng = random.Random(seed)
     chosen = profile or rng.choice(list(Profile))
-    params = SimParams.draw(rng, chosen)
+    params = SimParams.draw(rng, chosen).with_lanes(random.Random(f"lanes-{seed}"))
     result = SimResult(seed, params)
     shm = Path("/dev/shm")
     workdir = Path(tempfile.mkdtemp(prefix="turngate-sim-", dir=shm if shm.is_dir() else None))
@@ -133,6 +135,7 @@ async def _simulate(
 
     checker = Checker(params.abort_grace_s, lease_of, WALL_AT_ZERO)
     dying: list[asyncio.Task[None]] = []
+    heartbeats: list[asyncio.Task[None]] = []
 
     async def start(number: int) -> _Life:
         checker.new_life(number)
@@ -153,7 +156,13 @@ async def _simulate(
         stop = asyncio.Event()
 
         async def live() -> None:
-            async with engine:
+            async with engine, asyncio.TaskGroup() as lanes:
+                if params.heartbeat_every_s is not None and faults.on:
+                    heartbeat = HeartbeatConfig(
+                        every=params.heartbeat_every_s, isolated=params.heartbeat_isolated
+                    )
+                    lane = HeartbeatLane(engine, "sim", heartbeat)
+                    heartbeats.append(lanes.create_task(lane.run(), name="heartbeat"))
                 ready.set()
                 await stop.wait()
 
@@ -177,7 +186,11 @@ async def _simulate(
 
     life = await start(1)
     result.lives = 1
-    keys = [parse_session_key(f"agent:sim:s{index}") for index in range(params.sessions)]
+    # Session 0 is the agent's main session, which a shared heartbeat also uses.
+    keys = [
+        parse_session_key("agent:sim:main" if index == 0 else f"agent:sim:s{index}")
+        for index in range(params.sessions)
+    ]
     clients = [
         loop.create_task(client(rng, params, gateway, key, f"s{k}c{c}", record))
         for k, key in enumerate(keys)
@@ -191,7 +204,9 @@ async def _simulate(
         result.lives = life.number
     await asyncio.sleep(max(0.0, params.safety_s - loop.time()))
     faults.on = False
-    trace.mark(loop.time(), "safety phase over: faults off")
+    for task in heartbeats:
+        task.cancel()
+    trace.mark(loop.time(), "safety phase over: faults off, lanes stopped")
     budget = params.turn_timeout_s * 2 * params.turns_per_client + LIVENESS_SLACK_S
     try:
         async with asyncio.timeout(budget):
@@ -201,6 +216,18 @@ async def _simulate(
         result.error = f"clients still waiting {budget:.0f}s after the faults stopped"
         for task in clients:
             task.cancel()
+    # Let the last lane turns settle too before the final stop.
+    settled = asyncio.Event()
+
+    def check_settled(event: Event | None = None) -> None:
+        snapshot = life.engine.snapshot()
+        if not snapshot.running_turns and not snapshot.queued_turns:
+            settled.set()
+
+    life.engine.events.subscribe(check_settled)
+    check_settled()
+    async with asyncio.timeout(budget):
+        await settled.wait()
     life.stop.set()
     await life.task
     life.engine.events = EventBus()

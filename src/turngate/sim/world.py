@@ -12,7 +12,7 @@ import asyncio
 import enum
 import random
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from turngate.core.queue import QueueMode
 from turngate.errors import ProviderError
@@ -60,6 +60,8 @@ class SimParams:
     turn_timeout_s: float
     queue_turns_max: int
     safety_s: float
+    heartbeat_every_s: float | None = None
+    heartbeat_isolated: bool = True
 
     @classmethod
     def draw(cls, rng: random.Random, profile: Profile) -> SimParams:
@@ -108,6 +110,17 @@ class SimParams:
             safety_s=rng.uniform(5.0, 60.0),
         )
 
+    def with_lanes(self, rng: random.Random) -> SimParams:
+        """The same schedule plus lanes drawn from ``rng`` (a Random of their own, so a seed
+        without lanes keeps the schedule it had before lanes existed)."""
+        if rng.random() < 0.5:
+            return self
+        return replace(
+            self,
+            heartbeat_every_s=rng.choice([0.5, 2.0, 5.0, 20.0]),
+            heartbeat_isolated=rng.random() < 0.5,
+        )
+
     def line(self) -> str:
         """The parameters on one line."""
         modes = ",".join(mode.value for mode in self.modes)
@@ -122,6 +135,8 @@ class SimParams:
             f" stall={self.stall_timeout_s}s run_timeout={self.run_timeout_s}s"
             f" grace={self.abort_grace_s}s turn_timeout={self.turn_timeout_s}s"
             f" queue_max={self.queue_turns_max} safety={self.safety_s:.1f}s"
+            f" heartbeat={self.heartbeat_every_s or '-'}"
+            f"{'' if self.heartbeat_isolated else ' (shared)'}"
         )
 
 
