@@ -91,6 +91,7 @@ def run_seed(seed: int, profile: Profile | None = None) -> SimResult:
         result.error = traceback.format_exc()
     finally:
         logger.removeHandler(counter)
+        _drain(loop)
         loop.close()
         shutil.rmtree(workdir, ignore_errors=True)
     if result.failure is None and result.violations:
@@ -226,8 +227,13 @@ async def _simulate(
 
     life.engine.events.subscribe(check_settled)
     check_settled()
-    async with asyncio.timeout(budget):
-        await settled.wait()
+    try:
+        async with asyncio.timeout(budget):
+            await settled.wait()
+    except TimeoutError:
+        checker.fail(
+            "I4", loop.time(), f"turns still running or queued {budget:.0f}s after the clients"
+        )
     life.stop.set()
     await life.task
     life.engine.events = EventBus()
@@ -264,3 +270,12 @@ async def _all_turns(store: SqliteStore) -> list:  # type: ignore[type-arg]
         if record is not None:
             found.append(record)
     return found
+
+
+def _drain(loop: VirtualTimeLoop) -> None:
+    """Cancel whatever a failed run left behind and let it unwind, on virtual time."""
+    left = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in left:
+        task.cancel()
+    if left:
+        loop.run_until_complete(asyncio.wait(left, timeout=LIVENESS_SLACK_S))
