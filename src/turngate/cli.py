@@ -171,6 +171,9 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
             loop="uvloop" if _has_uvloop() else "asyncio",
             http="httptools",
             log_level=config.log_level,
+            # uvicorn's loggers propagate to the handler configure_logging installed, so
+            # they follow log_format too.
+            log_config=None,
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=10,
