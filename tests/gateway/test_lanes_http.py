@@ -17,6 +17,7 @@ from turngate.config import AgentConfig, CronJobConfig, HeartbeatConfig
 from turngate.providers.base import ProviderRequest
 from turngate.runtime.events import EventBus
 from turngate.sim.checkers import Checker
+from turngate.sim.world import ignore_cancellation_for
 
 CALL_TIMEOUT_S = 20.0
 WEDGED_CALL = 4
@@ -40,13 +41,7 @@ class Model:
             call = self.calls
         last = request.messages[-1].content
         if call == WEDGED_CALL:
-            loop = asyncio.get_running_loop()
-            until = loop.time() + WEDGED_FOR_S
-            while loop.time() < until:
-                try:
-                    await asyncio.sleep(until - loop.time())
-                except asyncio.CancelledError:
-                    continue
+            await ignore_cancellation_for(WEDGED_FOR_S)  # swallows cancellation
         await asyncio.sleep(0.01)
         yield "HEARTBEAT_OK" if last.startswith("Heartbeat") else f"echo: {last}"
 
@@ -172,13 +167,7 @@ def test_unstick_forces_a_wedged_session_free_and_is_audited(tmp_path: Path) -> 
         name = "wedged"
 
         async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-            loop = asyncio.get_running_loop()
-            until = loop.time() + WEDGED_FOR_S
-            while loop.time() < until:
-                try:
-                    await asyncio.sleep(until - loop.time())
-                except asyncio.CancelledError:
-                    continue
+            await ignore_cancellation_for(WEDGED_FOR_S)  # swallows cancellation
             yield "too late"
 
     bus = EventBus()

@@ -17,6 +17,7 @@ from turngate.providers.echo import EchoProvider
 from turngate.runtime.engine import Engine, EngineSettings, SubmitRequest
 from turngate.runtime.events import Event, EventBus, EventKind
 from turngate.sim.loop import run_virtual
+from turngate.sim.world import ignore_cancellation_for
 from turngate.store.sqlite import SqliteStore
 
 KEY = parse_session_key("agent:main:main")
@@ -49,13 +50,7 @@ class StubbornProvider:
     async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
         self.calls += 1
         if self.calls == 1:
-            loop = asyncio.get_running_loop()
-            until = loop.time() + self.stubborn_s
-            while loop.time() < until:
-                try:
-                    await asyncio.sleep(until - loop.time())
-                except asyncio.CancelledError:
-                    continue  # the bug this provider models: it swallows cancellation
+            await ignore_cancellation_for(self.stubborn_s)  # swallows cancellation
             yield "too late"
             return
         yield "echo: " + request.messages[-1].content

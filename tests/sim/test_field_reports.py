@@ -21,6 +21,7 @@ from turngate.runtime.events import Event, EventBus, EventKind
 from turngate.runtime.owner import SessionOwner
 from turngate.sim.checkers import Checker
 from turngate.sim.loop import run_virtual
+from turngate.sim.world import ignore_cancellation_for
 from turngate.store.sqlite import SqliteStore
 
 KEY = parse_session_key("agent:test:main")
@@ -181,13 +182,7 @@ def test_seed_004_a_callback_from_a_finished_run_changes_nothing(tmp_path: Path)
         async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
             self.calls += 1
             if self.calls == 1:
-                loop = asyncio.get_running_loop()
-                until = loop.time() + 30.0
-                while loop.time() < until:  # ignores cancellation, then finishes anyway
-                    try:
-                        await asyncio.sleep(until - loop.time())
-                    except asyncio.CancelledError:
-                        continue
+                await ignore_cancellation_for(30.0)  # swallows cancellation
                 yield "a reply nobody may see"
                 return
             async for delta in super().stream(request):

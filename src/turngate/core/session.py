@@ -190,13 +190,7 @@ class SessionCore:
         if lease.state is LeaseState.HELD:
             lease.revoke(AbortReason.USER_ABORT, now)
             effects.append(CancelRun(active.run_id, lease.epoch, AbortReason.USER_ABORT))
-        lease.fence()
-        self.active = None
-        reason = lease.revoke_reason or AbortReason.USER_ABORT
-        outcomes = tuple(
-            self._aborted(turn, active, reason, fenced=True) for turn in active.batch.turns
-        )
-        effects.append(EndRun(active.run_id, lease.epoch, outcomes, fenced=True))
+        effects.append(self._fence(active))
         effects.extend(self._start_next(now))
         return effects, [turn.turn_id for turn in active.batch.turns]
 
@@ -212,17 +206,22 @@ class SessionCore:
                 lease.revoke(reason, now)
                 effects.append(CancelRun(active.run_id, lease.epoch, reason))
             elif lease.state is LeaseState.REVOKING and deadline is not None and deadline <= now:
-                lease.fence()
-                self.active = None
-                reason = lease.revoke_reason or AbortReason.STALLED
-                outcomes = tuple(
-                    self._aborted(turn, active, reason, fenced=True) for turn in active.batch.turns
-                )
-                effects.append(EndRun(active.run_id, lease.epoch, outcomes, fenced=True))
+                effects.append(self._fence(active))
         effects.extend(self._start_next(now))
         return effects
 
     # -- internals ------------------------------------------------------------------------
+
+    def _fence(self, active: ActiveRun) -> EndRun:
+        """End a revoked run that has not ended by itself: its epoch is dead from now on."""
+        lease = active.lease
+        lease.fence()
+        self.active = None
+        reason = lease.revoke_reason or AbortReason.STALLED
+        outcomes = tuple(
+            self._aborted(turn, active, reason, fenced=True) for turn in active.batch.turns
+        )
+        return EndRun(active.run_id, lease.epoch, outcomes, fenced=True)
 
     def _holds(self, run_id: RunId, epoch: Epoch) -> bool:
         active = self.active

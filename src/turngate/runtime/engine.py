@@ -392,6 +392,29 @@ class Engine:
         """Emit one event stamped with the engine's clock."""
         self.events.emit(Event(kind, self.clock.now(), session_key, **fields))
 
+    def _end_on_restart(self, record: TurnRecord, wall: float) -> Outcome | None:
+        """The outcome of an open turn that cannot resume after a restart, or None."""
+        key, turn_id = record.session_key, record.turn_id
+        try:
+            self.agents.get(record.agent_id)
+        except UnknownAgentError as exc:
+            state, code, message = TurnState.FAILED, exc.code, f"turn {turn_id}: {exc.message}"
+        else:
+            if record.attempts >= self.settings.restart_attempts_max:
+                state, code = TurnState.FAILED, ErrorCode.INTERRUPTED
+                message = (
+                    f"session {key}: turn {turn_id} was interrupted by {record.attempts}"
+                    " gateway restarts; giving up"
+                )
+            elif record.accepted_wall + record.timeout_s <= wall:
+                state, code = TurnState.EXPIRED, ErrorCode.TURN_EXPIRED
+                message = (
+                    f"session {key}: turn {turn_id} reached its deadline while the gateway was down"
+                )
+            else:
+                return None
+        return Outcome(turn_id, state, turn_id, code=code, message=message)
+
     # -- internals ------------------------------------------------------------------------
 
     async def _own(self, owner: SessionOwner) -> None:
@@ -452,70 +475,29 @@ class Engine:
         records = await self.store.recover()
         now = self.clock.now()
         wall = self.clock.wall()
-        given_up: list[tuple[str, Outcome]] = []
+        given_up: list[TurnRecord] = []
+        outcomes: list[Outcome] = []
         for record in records:
-            remaining = record.accepted_wall + record.timeout_s - wall
-            try:
-                self.agents.get(record.agent_id)
-            except UnknownAgentError as exc:
-                given_up.append(
-                    (
-                        record.session_key,
-                        Outcome(
-                            record.turn_id,
-                            TurnState.FAILED,
-                            record.turn_id,
-                            code=exc.code,
-                            message=f"turn {record.turn_id}: {exc.message}",
-                        ),
-                    )
-                )
+            ended = self._end_on_restart(record, wall)
+            if ended is not None:
+                given_up.append(record)
+                outcomes.append(ended)
                 continue
-            if record.attempts >= self.settings.restart_attempts_max:
-                given_up.append(
-                    (
-                        record.session_key,
-                        Outcome(
-                            record.turn_id,
-                            TurnState.FAILED,
-                            record.turn_id,
-                            code=ErrorCode.INTERRUPTED,
-                            message=f"session {record.session_key}: turn {record.turn_id} was"
-                            f" interrupted by {record.attempts} gateway restarts; giving up",
-                        ),
-                    )
-                )
-            elif remaining <= 0:
-                given_up.append(
-                    (
-                        record.session_key,
-                        Outcome(
-                            record.turn_id,
-                            TurnState.EXPIRED,
-                            record.turn_id,
-                            code=ErrorCode.TURN_EXPIRED,
-                            message=f"session {record.session_key}: turn {record.turn_id}"
-                            " reached its deadline while the gateway was down",
-                        ),
-                    )
-                )
-            else:
-                self._waiters[record.turn_id] = asyncio.get_running_loop().create_future()
-                turn = Turn(
-                    record.turn_id, record.session_key, record.message, now, now + remaining
-                )
-                self.emit(
-                    EventKind.RECOVERED,
-                    record.session_key,
-                    turn_id=record.turn_id,
-                    lane="recovery",
-                    detail=f"resumed after a restart (restarts so far: {record.attempts})",
-                )
-                self.route(record.session_key, Submit(turn, QueueMode.FOLLOWUP, "recovery"))
-        if given_up:
-            await self.store.end_turns([outcome for _, outcome in given_up], wall)
-            for session_key, outcome in given_up:
-                self.deliver(session_key, outcome, "recovery")
+            remaining = record.accepted_wall + record.timeout_s - wall
+            self._waiters[record.turn_id] = asyncio.get_running_loop().create_future()
+            turn = Turn(record.turn_id, record.session_key, record.message, now, now + remaining)
+            self.emit(
+                EventKind.RECOVERED,
+                record.session_key,
+                turn_id=record.turn_id,
+                lane="recovery",
+                detail=f"resumed after a restart (restarts so far: {record.attempts})",
+            )
+            self.route(record.session_key, Submit(turn, QueueMode.FOLLOWUP, "recovery"))
+        if outcomes:
+            await self.store.end_turns(outcomes, wall)
+            for record, outcome in zip(given_up, outcomes, strict=True):
+                self.deliver(record.session_key, outcome, "recovery")
         resumed = len(records) - len(given_up)
         if records:
             log.warning(

@@ -175,7 +175,7 @@ class SimProvider:
         if fault < params.p_hang:
             await asyncio.Event().wait()
         if fault < params.p_hang + params.p_stubborn:
-            await _ignore_cancellation_for(params.stubborn_s)
+            await ignore_cancellation_for(params.stubborn_s)
         chunks = rng.randint(1, params.chunks_max)
         total = rng.uniform(params.latency_min_s, params.latency_max_s)
         fail_at = (
@@ -192,7 +192,7 @@ class SimProvider:
             yield reply[index * size : (index + 1) * size]
 
 
-async def _ignore_cancellation_for(seconds: float) -> None:
+async def ignore_cancellation_for(seconds: float) -> None:
     """Model a provider that swallows cancellation for ``seconds``, then returns."""
     loop = asyncio.get_running_loop()
     until = loop.time() + seconds
