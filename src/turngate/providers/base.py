@@ -31,6 +31,15 @@ class ProviderRequest:
     run_id: str
     messages: Sequence[ChatMessage]
 
+    def new_user_messages(self) -> list[str]:
+        """The user messages after the last non-user message: what this turn asks."""
+        new: list[str] = []
+        for message in reversed(self.messages):
+            if message.role != "user":
+                break
+            new.append(message.content)
+        return new[::-1]
+
 
 class Provider(Protocol):
     """A model client."""

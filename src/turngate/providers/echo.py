@@ -27,12 +27,7 @@ class EchoProvider:
         self.chunks = max(1, chunks)
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-        new_messages: list[str] = []
-        for message in reversed(request.messages):
-            if message.role != "user":
-                break
-            new_messages.append(message.content)
-        reply = ECHO_PREFIX + "\n".join(reversed(new_messages))
+        reply = ECHO_PREFIX + "\n".join(request.new_user_messages())
         if self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
         size = -(-len(reply) // self.chunks)

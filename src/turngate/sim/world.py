@@ -165,12 +165,7 @@ class SimProvider:
     async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
         self.calls += 1
         rng, params = self.rng, self.params
-        new: list[str] = []
-        for message in reversed(request.messages):
-            if message.role != "user":
-                break
-            new.append(message.content)
-        reply = SIM_PREFIX + "\n".join(reversed(new))
+        reply = SIM_PREFIX + "\n".join(request.new_user_messages())
         fault = rng.random() if self.faults.on else 1.0
         if fault < params.p_hang:
             await asyncio.Event().wait()
