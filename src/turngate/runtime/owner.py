@@ -88,6 +88,7 @@ class SessionOwner:
     task: asyncio.Task[None] | None = None
     runs: dict[RunId, asyncio.Task[RunResult]] = field(default_factory=dict)
     lanes: dict[str, str] = field(default_factory=dict)
+    started_at: dict[RunId, MonotonicS] = field(default_factory=dict)
     free_since: MonotonicS = 0.0
     _inbox: deque[Command] = field(default_factory=deque)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -184,6 +185,7 @@ class SessionOwner:
                             wait_s=now - turn.accepted_at,
                             ready_wait_s=now - ready_at,
                         )
+                    self.started_at[run_id] = now
                     self._start(run_id, epoch, turns)
                 case CancelRun(run_id, epoch, reason):
                     engine.emit(
@@ -192,7 +194,7 @@ class SessionOwner:
                         run_id=run_id,
                         epoch=epoch,
                         code=reason.code,
-                        detail=f"cancelling run: {reason.value}",
+                        detail=f"cancelling run: {reason.value} ({self._ages(run_id, now)})",
                     )
                     task = self.runs.get(run_id)
                     if task is not None:
@@ -214,8 +216,10 @@ class SessionOwner:
                             key,
                             run_id=run_id,
                             epoch=epoch,
-                            detail="run ignored cancellation past abort_grace; epoch fenced",
+                            detail="run ignored cancellation past abort_grace; epoch fenced"
+                            f" ({self._ages(run_id, now)})",
                         )
+                    self.started_at.pop(run_id, None)
                     engine.emit(EventKind.LEASE_RELEASED, key, run_id=run_id, epoch=epoch)
                     self.free_since = now
                     ended.extend(outcomes)
@@ -232,6 +236,17 @@ class SessionOwner:
                     )
         for outcome in ended:
             engine.deliver(key, outcome, self.lanes.pop(outcome.turn_id, "direct"))
+
+    def _ages(self, run_id: RunId, now: MonotonicS) -> str:
+        """``run age 12.0s, no progress for 10.0s`` for a run of this session."""
+        parts = []
+        started = self.started_at.get(run_id)
+        if started is not None:
+            parts.append(f"run age {now - started:.1f}s")
+        active = self.core.active if self.core is not None else None
+        if active is not None and active.run_id == run_id:
+            parts.append(f"no progress for {now - active.lease.last_progress_at:.1f}s")
+        return ", ".join(parts) or "age unknown"
 
     def _lane(self, turn_id: str) -> str:
         return self.lanes.get(turn_id, "direct")
