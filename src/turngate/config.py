@@ -9,6 +9,7 @@ the environment variable of a key is ``TURNGATE_`` + the key in upper case
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -89,14 +91,55 @@ class CronJobConfig(BaseModel):
         return value
 
 
+class ProviderConfig(BaseModel):
+    """A model provider: where it is, how to authenticate, how long to wait for it.
+
+    Agents name its models as ``<provider id>/<model>``. The API key is read from the
+    environment variable ``api_key_env`` names, at start, and is never logged.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    kind: Literal["openai", "anthropic", "echo"]
+    base_url: str | None = None
+    api_key_env: str | None = None
+    connect_timeout: Duration = 10.0
+    first_token_timeout: Duration = 60.0
+    total_timeout: Duration = 600.0
+    max_retries: int = Field(default=2, ge=0, le=10)
+    """Retries on the same model for rate limits, 5xx, timeouts, before the next model."""
+    retry_backoff: Duration = 0.5
+    """Base of the exponential backoff (with full jitter) between those retries."""
+    max_tokens: int = Field(default=4096, ge=1)
+    """Output budget sent with each call (the Anthropic API requires one)."""
+
+
+BUILTIN_ECHO = ProviderConfig(id="echo", kind="echo")
+"""Always there: the offline echo model, ``echo/echo``."""
+
+
+def _model_ref(value: str) -> str:
+    provider, sep, model = value.partition("/")
+    if not sep or not provider or not model:
+        raise ValueError(f"{value!r}: a model is named '<provider id>/<model>', e.g. 'echo/echo'")
+    return value
+
+
+ModelRef = Annotated[str, AfterValidator(_model_ref)]
+"""``<provider id>/<model>``."""
+
+
 class AgentConfig(BaseModel):
     """One agent: its model, its prompt, its queue and timeouts, and its lanes."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
-    provider: Literal["echo"] = "echo"
-    model: str | None = None
+    model: ModelRef | None = None
+    """Default: the gateway's ``provider``/``model``."""
+    fallbacks: tuple[ModelRef, ...] = ()
+    """Models tried in order when the one before fails with a provider error."""
     echo_latency_ms: float | None = Field(default=None, ge=0, le=600_000)
     system_prompt: str | None = None
     queue_mode: QueueMode | None = None
@@ -126,7 +169,11 @@ class GatewayConfig(BaseModel):
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     state_dir: Path = Path("~/.turngate")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    provider: Literal["echo"] = "echo"
+    provider: str = "echo"
+    """The default agent's provider id (``echo`` is built in; others come from ``providers``)."""
+    model: str = "echo"
+    """The default agent's model at that provider."""
+    fallbacks: tuple[ModelRef, ...] = ()
     echo_latency_ms: float = Field(default=0.0, ge=0, le=600_000)
     queue_mode: QueueMode = QueueMode.FOLLOWUP
     queue_turns_max: int = Field(default=100, ge=1, le=100_000)
@@ -141,12 +188,40 @@ class GatewayConfig(BaseModel):
     message_chars_max: int = Field(default=65_536, ge=1)
     sqlite_durability: Literal["normal", "full"] = "normal"
     log_format: Literal["text", "json"] = "text"
+    token: str | None = Field(default=None, min_length=16, repr=False)
+    """The gateway's shared secret (or ``TURNGATE_TOKEN``). Clients send it as
+    ``Authorization: Bearer <token>`` or in the WebSocket ``connect`` frame. Required when
+    ``host`` is not a loopback address."""
+    ws_frames_per_s_max: float = Field(default=50.0, gt=0)
+    """Per WebSocket connection: sustained request frames per second (a burst of twice that
+    is allowed); past it, frames are refused with ``rate_limited``."""
+    ws_frame_bytes_max: int = Field(default=1_048_576, ge=1024)
+    providers: tuple[ProviderConfig, ...] = ()
     agents: tuple[AgentConfig, ...] = ()
     """Configured agents. With none, any agent id is served with the defaults above; with
     some, only those (and ``main``) are, and any other agent id is refused."""
 
     @model_validator(mode="after")
+    def _token_when_exposed(self) -> GatewayConfig:
+        if self.token is None and not is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host!r} is not a loopback address: set a gateway token"
+                " (token in the config file, or TURNGATE_TOKEN) so that strangers cannot use"
+                " this gateway"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _agents_are_unique(self) -> GatewayConfig:
+        providers = {p.id for p in self.all_providers}
+        refs = [f"{self.provider}/{self.model}", *self.fallbacks]
+        refs += [ref for agent in self.agents for ref in (agent.model, *agent.fallbacks) if ref]
+        for ref in refs:
+            if ref.partition("/")[0] not in providers:
+                raise ValueError(
+                    f"model {ref!r}: no provider {ref.partition('/')[0]!r};"
+                    f" configured: {', '.join(sorted(providers))}"
+                )
         seen: set[str] = set()
         jobs: set[str] = set()
         for agent in self.agents:
@@ -160,9 +235,26 @@ class GatewayConfig(BaseModel):
         return self
 
     @property
+    def all_providers(self) -> tuple[ProviderConfig, ...]:
+        """The configured providers, plus the built-in ``echo`` unless one replaces it."""
+        if any(p.id == BUILTIN_ECHO.id for p in self.providers):
+            return self.providers
+        return (*self.providers, BUILTIN_ECHO)
+
+    @property
     def state_path(self) -> Path:
         """The state directory, with ``~`` expanded."""
         return self.state_dir.expanduser()
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_config(

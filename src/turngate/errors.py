@@ -13,12 +13,16 @@ Tree::
     │   ├── UnknownAgentError     the session key names an agent this gateway does not serve
     │   ├── PayloadTooLargeError  body or message over its limit
     │   ├── IdempotencyConflictError  key reused for a different message
-    │   └── NotFoundError         no such turn / session
+    │   ├── NotFoundError         no such turn / session
+    │   └── UnauthorizedError     the gateway token is missing or wrong
     ├── UnavailableError          the gateway cannot take the turn now (shutting down)
     ├── StoreError                the store refused or failed a write
     │   └── StaleEpochError       a write carried a fencing epoch that is no longer current
-    ├── ProviderError             the model provider failed a call
-    │   └── ProviderTimeoutError
+    ├── ProviderError             the model provider failed a call (retry, then next model)
+    │   ├── ProviderTimeoutError  no answer (or no first token) in time (retry)
+    │   ├── ProviderAuthError     the provider refused our credentials (next model at once)
+    │   └── ProviderRejectedError the request itself was refused: context too long, content
+    │                             refused, bad request (the turn fails; never retried)
     └── IllegalTransitionError    a state machine was asked for a transition it does not have
                                   (always a bug in turngate, never the user's fault)
 
@@ -59,6 +63,14 @@ class ErrorCode(enum.StrEnum):
     INTERRUPTED = "interrupted"
     PROVIDER_ERROR = "provider_error"
     PROVIDER_TIMEOUT = "provider_timeout"
+    PROVIDER_AUTH = "provider_auth"
+    PROVIDER_REJECTED = "provider_rejected"
+    CONTEXT_TOO_LONG = "context_too_long"
+    CONTENT_REFUSED = "content_refused"
+    ALL_MODELS_FAILED = "all_models_failed"
+    UNAUTHORIZED = "unauthorized"
+    RATE_LIMITED = "rate_limited"
+    FRAME_TOO_LARGE = "frame_too_large"
     # Coordination and internals.
     STALE_EPOCH = "stale_epoch"
     ILLEGAL_TRANSITION = "illegal_transition"
@@ -153,15 +165,45 @@ class StaleEpochError(StoreError):
 
 
 class ProviderError(TurngateError):
-    """A model provider failed a call."""
+    """A model provider failed a call (rate limit, 5xx, overloaded, connection lost).
+
+    ``retry_after_s`` is the provider's own hint (``Retry-After``), when it gave one.
+    """
 
     code = ErrorCode.PROVIDER_ERROR
+
+    def __init__(
+        self, message: str, *, code: ErrorCode | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
 
 
 class ProviderTimeoutError(ProviderError):
     """A model provider did not answer within its deadline."""
 
     code = ErrorCode.PROVIDER_TIMEOUT
+
+
+class ProviderAuthError(ProviderError):
+    """A model provider refused the gateway's credentials (401/403)."""
+
+    code = ErrorCode.PROVIDER_AUTH
+
+
+class ProviderRejectedError(ProviderError):
+    """A model provider refused the request itself; retrying it anywhere would not help.
+
+    ``code`` is ``context_too_long``, ``content_refused`` or ``provider_rejected``.
+    """
+
+    code = ErrorCode.PROVIDER_REJECTED
+
+
+class UnauthorizedError(RequestError):
+    """A client presented no gateway token, or a wrong one."""
+
+    code = ErrorCode.UNAUTHORIZED
 
 
 class IllegalTransitionError(TurngateError):

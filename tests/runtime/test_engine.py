@@ -281,3 +281,23 @@ def test_a_free_session_starts_its_next_turn_without_delay(tmp_path: Path) -> No
     waits = [e.ready_wait_s for e in events if e.kind is EventKind.STARTED]
     assert len(waits) == 20
     assert max(w for w in waits if w is not None) == 0.0
+
+
+def test_a_streaming_client_receives_the_reply_as_deltas_then_the_outcome(
+    tmp_path: Path,
+) -> None:
+    async def scenario(engine: Engine, events: list[Event]) -> None:
+        ticket = await engine.submit(SubmitRequest(KEY, "hello there", stream=True))
+        assert ticket.deltas is not None
+        chunks = [text async for _, text in ticket.deltas]
+        outcome = await ticket.outcome
+        assert len(chunks) == 3
+        assert "".join(chunks) == outcome.reply == "echo: hello there"
+        again = await engine.submit(
+            SubmitRequest(KEY, "hello there", turn_id=ticket.turn_id, stream=True)
+        )
+        assert again.deltas is not None
+        assert [text async for _, text in again.deltas] == []
+        assert (await again.outcome).reply == "echo: hello there"
+
+    run_engine(tmp_path, RecordingProvider(0.1), scenario)

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -17,6 +18,7 @@ from turngate.config import GatewayConfig
 from turngate.errors import ErrorCode, TurngateError
 from turngate.gateway import chat_http
 from turngate.gateway.assembly import build_agents, build_lanes, engine_settings
+from turngate.gateway.auth import TokenMiddleware
 from turngate.gateway.frames import ERROR_HTTP_STATUS, error_body
 from turngate.gateway.metrics import GatewayMetrics
 from turngate.providers.base import Provider
@@ -92,11 +94,12 @@ def create_app(
         Route("/cron", chat_http.cron_list, methods=["GET"]),
         Route("/cron/run", chat_http.cron_run, methods=["POST"]),
         Route("/health", chat_http.health, methods=["GET"]),
-        Route("/healthz", chat_http.health, methods=["GET"]),
+        Route("/healthz", chat_http.liveness, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(TokenMiddleware, token=config.token)],
         exception_handlers={TurngateError: on_turngate_error, Exception: on_unexpected},
     )

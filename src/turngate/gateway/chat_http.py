@@ -143,6 +143,12 @@ async def get_turn(request: Request) -> Response:
     return JSONResponse(body)
 
 
+async def liveness(request: Request) -> Response:
+    """``/healthz``: the process answers (open without a token; reveals nothing)."""
+    del request
+    return JSONResponse({"ok": True, "status": "live"})
+
+
 async def health(request: Request) -> Response:
     """Liveness plus the figures an operator looks at first: stalled and slow sessions."""
     engine = _engine(request)

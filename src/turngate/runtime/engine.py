@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -31,6 +31,7 @@ from turngate.errors import (
 from turngate.providers.base import Provider
 from turngate.runtime.agents import AgentRegistry, AgentSpec
 from turngate.runtime.clock import LoopClock
+from turngate.runtime.deltas import DeltaStream
 from turngate.runtime.events import Event, EventBus, EventKind
 from turngate.runtime.owner import Abort, Command, SessionOwner, Submit, Unstick
 from turngate.store.base import Store, TurnRecord
@@ -88,6 +89,8 @@ class SubmitRequest:
     mode: QueueMode = QueueMode.FOLLOWUP
     timeout_s: float | None = None
     lane: str = "direct"
+    stream: bool = False
+    """Also hand back the run's deltas as they come (:attr:`Ticket.deltas`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,8 @@ class Ticket:
     duplicate: bool
     deadline: MonotonicS
     outcome: asyncio.Future[Outcome]
+    deltas: DeltaStream | None = None
+    """The run's text as it is produced, when the request asked to stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +168,7 @@ class Engine:
         )
         self._owners: dict[str, SessionOwner] = {}
         self._waiters: dict[TurnId, asyncio.Future[Outcome]] = {}
+        self._streams: dict[TurnId, list[DeltaStream]] = {}
         self._runs: set[asyncio.Task[Any]] = set()
         self._tg: asyncio.TaskGroup | None = None
         self._accepting = False
@@ -211,6 +217,10 @@ class Engine:
             await self.store.close()
 
     def _fail_all_waiters(self) -> None:
+        for streams in self._streams.values():
+            for stream in streams:
+                stream.close()
+        self._streams.clear()
         for turn_id, waiter in self._waiters.items():
             if not waiter.done():
                 waiter.set_exception(
@@ -259,8 +269,10 @@ class Engine:
             return self._duplicate(request, existing, waiter, fresh, now)
         self.emit(EventKind.ACCEPTED, key, turn_id=turn_id, lane=request.lane)
         turn = Turn(turn_id, key, request.message, accepted_at=now, deadline=now + timeout_s)
+        deltas = self._open_stream(turn_id) if request.stream else None
         self.route(key, Submit(turn, request.mode, request.lane))
-        return Ticket(turn_id, key, False, turn.deadline + self.settings.abort_grace_s, waiter)
+        deadline = turn.deadline + self.settings.abort_grace_s
+        return Ticket(turn_id, key, False, deadline, waiter, deltas)
 
     async def abort(self, session_key: SessionKey, run_id: RunId | None = None) -> list[RunId]:
         """Abort the running turn of a session (or one queued turn); returns the ids aborted."""
@@ -372,10 +384,23 @@ class Engine:
             lane=lane,
             detail=outcome.message,
         )
+        for stream in self._streams.pop(outcome.turn_id, ()):
+            stream.close()
         waiter = self._waiters.pop(outcome.turn_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(outcome)
         self.emit(EventKind.DELIVERED, session_key, run_id=outcome.run_id, turn_id=outcome.turn_id)
+
+    def publish_delta(self, turns: Iterable[Turn], run_id: RunId, text: str) -> None:
+        """Hand a run's delta to every client streaming one of the turns it serves."""
+        for turn in turns:
+            for stream in self._streams.get(turn.turn_id, ()):
+                stream.put(run_id, text)
+
+    def _open_stream(self, turn_id: TurnId) -> DeltaStream:
+        stream = DeltaStream()
+        self._streams.setdefault(turn_id, []).append(stream)
+        return stream
 
     def stale_write_refused(self, error: StaleEpochError) -> None:
         """A run tried to write after losing its lease; the store refused it."""
@@ -469,7 +494,12 @@ class Engine:
             if not waiter.done():
                 waiter.set_result(outcome)
         deadline = now + existing.timeout_s + self.settings.abort_grace_s
-        return Ticket(existing.turn_id, existing.session_key, True, deadline, waiter)
+        deltas = None
+        if request.stream:
+            deltas = DeltaStream() if outcome is not None else self._open_stream(existing.turn_id)
+            if outcome is not None:
+                deltas.close()
+        return Ticket(existing.turn_id, existing.session_key, True, deadline, waiter, deltas)
 
     async def _recover(self) -> None:
         records = await self.store.recover()

@@ -131,8 +131,12 @@ class SessionOwner:
             case Submit(turn, mode, lane):
                 self.lanes[turn.turn_id] = lane
                 return core.submit(turn, mode, now)
-            case RunProgress(run_id, epoch):
-                return core.progress(run_id, epoch, now)
+            case RunProgress(run_id, epoch, text):
+                effects = core.progress(run_id, epoch, now)
+                active = core.active
+                if text and not effects and active is not None:
+                    self.engine.publish_delta(active.batch.turns, run_id, text)
+                return effects
             case RunDone(run_id, epoch, result):
                 return core.run_ended(run_id, epoch, result, now)
             case Abort(run_id, done):

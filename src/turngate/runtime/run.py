@@ -30,6 +30,7 @@ class RunProgress:
 
     run_id: RunId
     epoch: Epoch
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,7 @@ async def _call_model(
     chunks: list[str] = []
     async for delta in provider.stream(request):
         chunks.append(delta)
-        on_progress(RunProgress(spec.run_id, spec.epoch))
+        on_progress(RunProgress(spec.run_id, spec.epoch, delta))
     return RunReplied("".join(chunks))
 
 
