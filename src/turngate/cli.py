@@ -175,6 +175,10 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
             # they follow log_format too.
             log_config=None,
             access_log=False,
+            ws="websockets",
+            ws_max_size=config.ws_frame_bytes_max * 4,
+            ws_ping_interval=config.ws_ping_interval_s,
+            ws_ping_timeout=config.ws_ping_timeout_s,
             lifespan="on",
             timeout_graceful_shutdown=10,
         )

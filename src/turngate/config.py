@@ -196,6 +196,12 @@ class GatewayConfig(BaseModel):
     """Per WebSocket connection: sustained request frames per second (a burst of twice that
     is allowed); past it, frames are refused with ``rate_limited``."""
     ws_frame_bytes_max: int = Field(default=1_048_576, ge=1024)
+    ws_tick_interval_ms: int = Field(default=30_000, ge=10)
+    """A ``tick`` event goes to every WebSocket client this often."""
+    ws_ping_interval_s: float = Field(default=20.0, gt=0)
+    """The server pings each WebSocket this often; one that does not answer within
+    ``ws_ping_timeout_s`` is dropped (its turns go on)."""
+    ws_ping_timeout_s: float = Field(default=20.0, gt=0)
     providers: tuple[ProviderConfig, ...] = ()
     agents: tuple[AgentConfig, ...] = ()
     """Configured agents. With none, any agent id is served with the defaults above; with

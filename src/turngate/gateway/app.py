@@ -12,11 +12,11 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from turngate.config import GatewayConfig
 from turngate.errors import ErrorCode, TurngateError
-from turngate.gateway import chat_http
+from turngate.gateway import chat_http, chat_ws
 from turngate.gateway.assembly import build_agents, build_lanes, engine_settings
 from turngate.gateway.auth import TokenMiddleware
 from turngate.gateway.frames import ERROR_HTTP_STATUS, error_body
@@ -96,6 +96,8 @@ def create_app(
         Route("/health", chat_http.health, methods=["GET"]),
         Route("/healthz", chat_http.liveness, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        WebSocketRoute("/", chat_ws.websocket_endpoint),
+        WebSocketRoute("/ws", chat_ws.websocket_endpoint),
     ]
     return Starlette(
         routes=routes,
