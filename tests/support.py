@@ -37,9 +37,18 @@ def serve(app: Starlette) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False, loop="asyncio")
+    config: GatewayConfig | None = getattr(app.state, "config", None)
+    server_config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        loop="asyncio",
+        ws="websockets-sansio",
+        ws_ping_interval=config.ws_ping_interval_s if config else 20.0,
+        ws_ping_timeout=config.ws_ping_timeout_s if config else 20.0,
     )
+    server = uvicorn.Server(server_config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

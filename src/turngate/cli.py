@@ -175,7 +175,7 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
             # they follow log_format too.
             log_config=None,
             access_log=False,
-            ws="websockets",
+            ws="websockets-sansio",
             ws_max_size=config.ws_frame_bytes_max * 4,
             ws_ping_interval=config.ws_ping_interval_s,
             ws_ping_timeout=config.ws_ping_timeout_s,

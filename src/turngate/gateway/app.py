@@ -16,7 +16,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from turngate.config import GatewayConfig
 from turngate.errors import ErrorCode, TurngateError
-from turngate.gateway import chat_http, chat_ws
+from turngate.gateway import chat_http, chat_ws, openai_api
 from turngate.gateway.assembly import build_agents, build_lanes, engine_settings
 from turngate.gateway.auth import TokenMiddleware
 from turngate.gateway.frames import ERROR_HTTP_STATUS, error_body
@@ -96,12 +96,15 @@ def create_app(
         Route("/health", chat_http.health, methods=["GET"]),
         Route("/healthz", chat_http.liveness, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *openai_api.routes(),
         WebSocketRoute("/", chat_ws.websocket_endpoint),
         WebSocketRoute("/ws", chat_ws.websocket_endpoint),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(TokenMiddleware, token=config.token)],
         exception_handlers={TurngateError: on_turngate_error, Exception: on_unexpected},
     )
+    app.state.config = config
+    return app
