@@ -58,12 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     gw.add_argument("--host", help="address to bind (default 127.0.0.1)")
     gw.add_argument("--port", type=int, help=f"port to bind, 0 for any (default {DEFAULT_PORT})")
     gw.add_argument("--state-dir", type=Path, help="state directory (default ~/.turngate)")
-    gw.add_argument("--provider", choices=["echo"], help="model provider (default echo)")
+    gw.add_argument("--provider", help="the default agent's provider id (default echo)")
     gw.add_argument("--echo-latency-ms", type=float, help="echo provider latency")
     gw.add_argument("--queue-mode", help="default queue mode (default followup)")
     gw.add_argument("--stall-timeout-s", type=float, help="abort a run with no progress for this")
     gw.add_argument("--run-timeout-s", type=float, help="abort a run older than this")
     gw.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    gw.add_argument("--model", help="the default agent's model at --provider")
+    gw.add_argument(
+        "--token", help="gateway token clients must present (or TURNGATE_TOKEN; prefer the env)"
+    )
     gw.set_defaults(func=_cmd_gateway)
 
     send = sub.add_parser("send", help="send one message to a running gateway, print the reply")
@@ -150,6 +154,8 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
             "stall_timeout_s": args.stall_timeout_s,
             "run_timeout_s": args.run_timeout_s,
             "log_level": args.log_level,
+            "model": args.model,
+            "token": args.token,
         },
     )
     configure_logging(config.log_level, config.log_format)
