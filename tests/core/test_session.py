@@ -15,6 +15,7 @@ from turngate.core.effects import (
     Enqueued,
     IgnoredStale,
     StartRun,
+    Steered,
 )
 from turngate.core.lease import LeaseTerms
 from turngate.core.queue import QueueMode
@@ -325,3 +326,30 @@ def test_any_schedule_ends_every_turn_exactly_once_with_one_run_at_a_time(
         apply(session.tick(now))
     assert session.is_idle
     assert set(ended) == set(submitted)
+
+
+def test_steer_joins_the_running_turn_when_nothing_waits() -> None:
+    session = new_session()
+    session.submit(turn("a"), QueueMode.FOLLOWUP, 0.0)
+    steer = turn("b")
+    effects = session.submit(steer, QueueMode.STEER, 0.1)
+    assert effects == [Enqueued(("b",)), Steered("a", 1, steer)]
+    assert steer.state is TurnState.RUNNING
+    ended = outcomes(session.run_ended("a", 1, RunReplied("A\n\nB"), 1.0))
+    assert [(o.turn_id, o.run_id, o.reply) for o in ended] == [
+        ("a", "a", "A\n\nB"),
+        ("b", "a", "A\n\nB"),
+    ]
+
+
+def test_steer_behind_waiting_turns_or_a_cancelled_run_queues_instead() -> None:
+    session = new_session()
+    session.submit(turn("a"), QueueMode.FOLLOWUP, 0.0)
+    session.submit(turn("b"), QueueMode.FOLLOWUP, 0.0)
+    effects = session.submit(turn("c"), QueueMode.STEER, 0.1)
+    assert not any(isinstance(e, Steered) for e in effects)
+    assert [t.turn_id for t in session.queue.turns()] == ["b", "c"]
+    session.abort(None, 0.2)
+    session.queue.take_all()
+    effects = session.submit(turn("d"), QueueMode.STEER, 0.3)
+    assert not any(isinstance(e, Steered) for e in effects)

@@ -105,11 +105,13 @@ class ContextTooLong:
 
 
 class GatedEcho:
-    """Echoes, but no call answers before the test calls :meth:`open` (thread-safe)."""
+    """Echoes, but holds every call at a gate until the test calls :meth:`open`
+    (thread-safe); the first ``ahead`` deltas of a reply come before the gate."""
 
     name = "gated-echo"
 
-    def __init__(self) -> None:
+    def __init__(self, ahead: int = 0) -> None:
+        self.ahead = ahead
         self._echo = EchoProvider(chunks=4)
         self._lock = threading.Lock()
         self._is_open = False
@@ -129,15 +131,18 @@ class GatedEcho:
                 gate.set()
             else:
                 self._waiting.append((asyncio.get_running_loop(), gate))
+        deltas = [delta async for delta in self._echo.stream(request)]
+        for delta in deltas[: self.ahead]:
+            yield delta
         await gate.wait()
-        async for delta in self._echo.stream(request):
+        for delta in deltas[self.ahead :]:
             yield delta
 
 
 @contextmanager
-def gated_gateway(state_dir: Path) -> Iterator[tuple[str, GatedEcho, EventWaiter]]:
+def gated_gateway(state_dir: Path, ahead: int = 0) -> Iterator[tuple[str, GatedEcho, EventWaiter]]:
     """A gateway whose model waits at a gate, with its events recorded."""
-    provider = GatedEcho()
+    provider = GatedEcho(ahead)
     events = EventBus()
     waiter = EventWaiter()
     events.subscribe(waiter.record)
@@ -404,6 +409,36 @@ async def test_idempotency_key_returns_the_first_outcome_instead_of_a_second_tur
     assert streamed_text(again) == ECHO_PREFIX + "once"
     assert again[-1].choices[0].finish_reason == "stop"
     assert len(provider.requests) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_retry_that_joins_a_stream_under_way_still_gets_the_whole_reply(
+    tmp_path: Path,
+) -> None:
+    message = "a reply that is half streamed when the retry arrives"
+    headers = {"Idempotency-Key": "joins-late"}
+    with gated_gateway(tmp_path, ahead=2) as (url, provider, events):
+        async with asyncio.timeout(TEST_TIMEOUT_S), openai_client(url) as client:
+            stream = await client.chat.completions.create(
+                model="turngate/main",
+                messages=[{"role": "user", "content": message}],
+                stream=True,
+                extra_headers=headers,
+            )
+            async with stream:
+                first = [await anext(aiter(stream)) for _ in range(3)]  # role, then 2 deltas
+                async with asyncio.TaskGroup() as tasks:
+                    retry = tasks.create_task(stream_chunks(client, message, extra_headers=headers))
+                    await events.until("duplicate")
+                    provider.open()
+                    first += [chunk async for chunk in stream]
+            again = retry.result()
+
+    reply = ECHO_PREFIX + message
+    assert streamed_text(first) == reply
+    assert streamed_text(again) == reply
+    assert again[-1].choices[0].finish_reason == "stop"
+    assert {c.id for c in first + again} == {"chatcmpl-joins-late"}
 
 
 # -- refusals ---------------------------------------------------------------------------------

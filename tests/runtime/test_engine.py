@@ -301,3 +301,35 @@ def test_a_streaming_client_receives_the_reply_as_deltas_then_the_outcome(
         assert (await again.outcome).reply == "echo: hello there"
 
     run_engine(tmp_path, RecordingProvider(0.1), scenario)
+
+
+def test_a_steered_message_reaches_the_running_turn_at_its_next_model_call(
+    tmp_path: Path,
+) -> None:
+    provider = RecordingProvider(1.0)
+
+    async def scenario(engine: Engine, events: list[Event]) -> None:
+        first = await engine.submit(SubmitRequest(KEY, "plan a trip"))
+        started = asyncio.Event()
+        engine.events.subscribe(lambda e: started.set() if e.kind is EventKind.STARTED else None)
+        await started.wait()
+        steer = await engine.submit(SubmitRequest(KEY, "make it Lisbon", mode=QueueMode.STEER))
+        one, two = await first.outcome, await steer.outcome
+        assert one.reply == two.reply == "echo: plan a trip\n\necho: make it Lisbon"
+        assert two.merged
+        assert two.run_id == one.turn_id
+        assert engine.clock.now() == 2.0
+        transcript = await engine.store.transcript(str(KEY), 10)
+        assert [(e.role, e.text) for e in transcript] == [
+            ("user", "plan a trip"),
+            ("assistant", "echo: plan a trip"),
+            ("user", "make it Lisbon"),
+            ("assistant", "echo: make it Lisbon"),
+        ]
+
+    run_engine(tmp_path, provider, scenario)
+    assert [m.content for m in provider.requests[1].messages] == [
+        "plan a trip",
+        "echo: plan a trip",
+        "make it Lisbon",
+    ]

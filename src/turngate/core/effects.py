@@ -31,6 +31,16 @@ class StartRun:
 
 
 @dataclass(frozen=True, slots=True)
+class Steered:
+    """``turn`` joins the running run ``run_id`` (queue mode ``steer``): hand its message to
+    the run for its next model call, and persist the turn as running under ``epoch``."""
+
+    run_id: RunId
+    epoch: Epoch
+    turn: Turn
+
+
+@dataclass(frozen=True, slots=True)
 class CancelRun:
     """Cancel the task of a run; it will report back, or be fenced after the grace period."""
 
@@ -73,5 +83,5 @@ class IgnoredStale:
     what: str
 
 
-Effect = Enqueued | StartRun | CancelRun | EndRun | EndTurns | IgnoredStale
+Effect = Enqueued | StartRun | Steered | CancelRun | EndRun | EndTurns | IgnoredStale
 """Everything the core can ask for."""

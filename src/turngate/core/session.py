@@ -26,6 +26,7 @@ from turngate.core.effects import (
     Enqueued,
     IgnoredStale,
     StartRun,
+    Steered,
 )
 from turngate.core.lease import Lease, LeaseState, LeaseTerms
 from turngate.core.queue import Batch, QueueMode, SessionQueue
@@ -44,9 +45,14 @@ class SessionPolicy:
 
 @dataclass(frozen=True, slots=True)
 class RunReplied:
-    """The run produced its reply."""
+    """The run produced its reply.
+
+    ``exchange`` is the transcript the run produced, when it is more than its turns' messages
+    followed by the reply (a steered run: question, answer, steered message, answer).
+    """
 
     reply: str
+    exchange: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +119,20 @@ class SessionCore:
             return [self._end_unstarted(turn, TurnEvent.REJECT, ErrorCode.BUSY, self._busy_text())]
         if mode is QueueMode.INTERRUPT and self.is_busy:
             effects.extend(self._supersede_all(now))
+        active = self.active
+        if (
+            mode is QueueMode.STEER
+            and active is not None
+            and active.lease.state is LeaseState.HELD
+            and not self.queue
+        ):
+            # Into the running turn, at its next model call. Only when nothing waits, so that
+            # turns still start in acceptance order; the caller has checked that the run
+            # still takes messages (otherwise it asks for followup).
+            turn.advance(TurnEvent.ENQUEUE)
+            turn.advance(TurnEvent.START)
+            active.batch.turns.append(turn)
+            return [Enqueued((turn.turn_id,)), Steered(active.run_id, active.lease.epoch, turn)]
         if self.queue.is_full:
             message = (
                 f"session {self.session_key}: queue is full"
@@ -147,7 +167,9 @@ class SessionCore:
         active.lease.release()
         outcomes = tuple(self._outcome(turn, active, result) for turn in active.batch.turns)
         exchange: tuple[tuple[str, str], ...] = ()
-        if isinstance(result, RunReplied):
+        if isinstance(result, RunReplied) and result.exchange:
+            exchange = result.exchange
+        elif isinstance(result, RunReplied):
             exchange = (
                 *(("user", turn.message) for turn in active.batch.turns),
                 ("assistant", result.reply),

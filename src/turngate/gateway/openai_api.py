@@ -70,6 +70,9 @@ SESSION_HEADERS = ("x-turngate-session", "x-openclaw-session-key")
 MODEL_NOT_FOUND = "model_not_found"
 """The OpenAI code for an unknown ``model`` (this surface's own; not a turngate ErrorCode)."""
 MESSAGES_MAX = 10_000
+NO_RETRY = {"x-should-retry": "false"}
+"""Tells OpenAI SDKs not to retry: the message was accepted, and a retry would resend it."""
+DONE = "data: [DONE]\n\n"
 
 _AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _OUTSIDE_SEGMENT = re.compile(r"[^A-Za-z0-9_.@+=-]")
@@ -165,7 +168,8 @@ async def _chat_completions(request: Request) -> Response:
     try:
         outcome = await _outcome(ticket)
     except TurngateError as exc:
-        return _error_response(ERROR_HTTP_STATUS[exc.code], exc.code, exc.message, retry=False)
+        status = ERROR_HTTP_STATUS[exc.code]
+        return _error_response(status, exc.code, exc.message, headers=NO_RETRY)  # turn is kept
     if outcome.state is not TurnState.REPLIED:
         return _outcome_error(outcome)
     assert outcome.reply is not None
@@ -305,26 +309,28 @@ def _text_of(content: Any, field: str) -> str:
 async def _outcome(ticket: Ticket) -> Outcome:
     """The ticket's outcome, waited for up to its deadline plus a margin.
 
-    Raises :class:`UnavailableError` (shutdown, store failure) or a ``turn_expired`` error
+    Raises :class:`UnavailableError`: ``shutdown`` (or a store failure), or ``turn_expired``
     if the engine gave no outcome in time (a backstop: the engine ends turns by then).
     """
-    if ticket.outcome.done():
-        return ticket.outcome.result()
     try:
         async with asyncio.timeout_at(ticket.deadline + WAIT_MARGIN_S):
             return await asyncio.shield(ticket.outcome)
     except TimeoutError:
-        log.warning(
-            "session %s: turn %s has no outcome past its deadline; answering an error",
-            ticket.session_key,
-            ticket.turn_id,
-            extra={"session_key": ticket.session_key, "run_id": ticket.turn_id},
-        )
-        raise UnavailableError(
-            f"session {ticket.session_key}: turn {ticket.turn_id} has no outcome past its"
-            f" deadline; GET /turns/{ticket.turn_id} will show it",
-            code=ErrorCode.TURN_EXPIRED,
-        ) from None
+        raise _no_outcome(ticket) from None
+
+
+def _no_outcome(ticket: Ticket) -> UnavailableError:
+    log.warning(
+        "session %s: turn %s has no outcome past its deadline; answering an error",
+        ticket.session_key,
+        ticket.turn_id,
+        extra={"session_key": ticket.session_key, "run_id": ticket.turn_id},
+    )
+    return UnavailableError(
+        f"session {ticket.session_key}: turn {ticket.turn_id} has no outcome past its"
+        f" deadline; GET /turns/{ticket.turn_id} will show it",
+        code=ErrorCode.TURN_EXPIRED,
+    )
 
 
 async def _sse(ticket: Ticket, model: str, created: int) -> AsyncIterator[str]:
@@ -346,14 +352,13 @@ async def _sse(ticket: Ticket, model: str, created: int) -> AsyncIterator[str]:
 
     yield chunk({"role": "assistant"})
     streamed: list[str] = []
-    deadline = ticket.deadline + WAIT_MARGIN_S
-    outcome: Outcome | None = None
-    error: dict[str, Any] | None = None
     try:
-        if ticket.deltas is not None:
+        # A retry (same Idempotency-Key) of a turn under way joins its stream late, having
+        # missed the deltas before: it waits and sends the whole reply at the end instead.
+        if ticket.deltas is not None and not ticket.duplicate:
             deltas = aiter(ticket.deltas)
             while True:
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout_at(ticket.deadline + WAIT_MARGIN_S):
                     item = await anext(deltas, None)
                 if item is None:
                     break
@@ -361,20 +366,17 @@ async def _sse(ticket: Ticket, model: str, created: int) -> AsyncIterator[str]:
                     streamed.append(item[1])
                     yield chunk({"content": item[1]})
         outcome = await _outcome(ticket)
-    except TimeoutError:
-        message = (
-            f"session {ticket.session_key}: turn {ticket.turn_id} has no reply by its deadline"
-        )
-        error = _error_body(504, ErrorCode.TURN_EXPIRED, message)
-    except TurngateError as exc:
-        error = _error_body(ERROR_HTTP_STATUS[exc.code], exc.code, exc.message)
-    if outcome is None or outcome.reply is None:
-        assert error is not None or outcome is not None
-        yield _event(error or _outcome_error_body(outcome))
-        yield "data: [DONE]\n\n"
+    except (TimeoutError, TurngateError) as exc:
+        failure = exc if isinstance(exc, TurngateError) else _no_outcome(ticket)
+        yield _event(_error_body(ERROR_HTTP_STATUS[failure.code], failure.code, failure.message))
+        yield DONE
         return
-    # Deltas can be dropped (a client far behind) or absent (a retried key whose turn had
-    # already ended): the recorded reply is the truth, so send whatever is missing.
+    if outcome.reply is None:
+        yield _event(_outcome_error_body(outcome))
+        yield DONE
+        return
+    # Deltas can be dropped (a client far behind) or not streamed (a retry): the recorded
+    # reply is the truth, so send whatever the client has not had.
     sent = "".join(streamed)
     if not outcome.reply.startswith(sent):
         log.warning(
@@ -386,15 +388,14 @@ async def _sse(ticket: Ticket, model: str, created: int) -> AsyncIterator[str]:
     elif len(outcome.reply) > len(sent):
         yield chunk({"content": outcome.reply[len(sent) :]})
     yield chunk({}, "stop")
-    yield "data: [DONE]\n\n"
+    yield DONE
 
 
 def _event(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def _outcome_error_body(outcome: Outcome | None) -> dict[str, Any]:
-    assert outcome is not None
+def _outcome_error_body(outcome: Outcome) -> dict[str, Any]:
     code = outcome.code or ErrorCode.INTERNAL
     message = outcome.message or f"turn {outcome.turn_id} ended {outcome.state}"
     return _error_body(TERMINAL_HTTP_STATUS[outcome.state], code, message)
@@ -406,7 +407,7 @@ def _outcome_error(outcome: Outcome) -> Response:
     return JSONResponse(
         _outcome_error_body(outcome),
         TERMINAL_HTTP_STATUS[outcome.state],
-        headers={} if outcome.state is TurnState.REJECTED else {"x-should-retry": "false"},
+        headers={} if outcome.state is TurnState.REJECTED else NO_RETRY,
     )
 
 
@@ -426,9 +427,8 @@ def _error_body(status: int, code: str, message: str, param: str | None = None) 
 
 
 def _error_response(
-    status: int, code: str, message: str, *, param: str | None = None, retry: bool | None = None
+    status: int, code: str, message: str, *, param: str | None = None, headers: Any = None
 ) -> Response:
-    headers = {} if retry is None else {"x-should-retry": "true" if retry else "false"}
     return JSONResponse(_error_body(status, code, message, param), status, headers=headers)
 
 

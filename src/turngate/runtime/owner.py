@@ -27,6 +27,7 @@ from turngate.core.effects import (
     Enqueued,
     IgnoredStale,
     StartRun,
+    Steered,
 )
 from turngate.core.queue import QueueMode
 from turngate.core.session import RunCancelled, RunFailed, RunResult, SessionCore
@@ -34,7 +35,7 @@ from turngate.core.turn import Outcome, Turn
 from turngate.errors import ErrorCode, StaleEpochError
 from turngate.runtime.agents import AgentSpec
 from turngate.runtime.events import EventKind
-from turngate.runtime.run import RunProgress, RunSpec, execute_run
+from turngate.runtime.run import RunInbox, RunProgress, RunSpec, execute_run
 from turngate.types import Epoch, MonotonicS, RunId
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ class SessionOwner:
     runs: dict[RunId, asyncio.Task[RunResult]] = field(default_factory=dict)
     lanes: dict[str, str] = field(default_factory=dict)
     started_at: dict[RunId, MonotonicS] = field(default_factory=dict)
+    inboxes: dict[RunId, RunInbox] = field(default_factory=dict)
     free_since: MonotonicS = 0.0
     _inbox: deque[Command] = field(default_factory=deque)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -130,7 +132,14 @@ class SessionOwner:
         match command:
             case Submit(turn, mode, lane):
                 self.lanes[turn.turn_id] = lane
-                return core.submit(turn, mode, now)
+                if mode is QueueMode.STEER and not self._steerable(core):
+                    mode = QueueMode.FOLLOWUP
+                effects = core.submit(turn, mode, now)
+                for effect in effects:
+                    if isinstance(effect, Steered):
+                        taken = self.inboxes[effect.run_id].offer(effect.turn)
+                        assert taken, "checked by _steerable with no await in between"
+                return effects
             case RunProgress(run_id, epoch, text):
                 effects = core.progress(run_id, epoch, now)
                 active = core.active
@@ -191,6 +200,19 @@ class SessionOwner:
                         )
                     self.started_at[run_id] = now
                     self._start(run_id, epoch, turns)
+                case Steered(run_id, epoch, turn):
+                    await store.join_run(key, turn.turn_id, run_id, epoch, engine.clock.wall())
+                    engine.emit(
+                        EventKind.STARTED,
+                        key,
+                        run_id=run_id,
+                        turn_id=turn.turn_id,
+                        epoch=epoch,
+                        lane=self._lane(turn.turn_id),
+                        wait_s=now - turn.accepted_at,
+                        ready_wait_s=0.0,
+                        detail="steered into the running turn",
+                    )
                 case CancelRun(run_id, epoch, reason):
                     engine.emit(
                         EventKind.CANCEL_REQUESTED,
@@ -224,6 +246,7 @@ class SessionOwner:
                             f" ({self._ages(run_id, now)})",
                         )
                     self.started_at.pop(run_id, None)
+                    self.inboxes.pop(run_id, None)
                     engine.emit(EventKind.LEASE_RELEASED, key, run_id=run_id, epoch=epoch)
                     self.free_since = now
                     ended.extend(outcomes)
@@ -241,6 +264,14 @@ class SessionOwner:
         for outcome in ended:
             engine.deliver(key, outcome, self.lanes.pop(outcome.turn_id, "direct"))
 
+    def _steerable(self, core: SessionCore) -> bool:
+        """Whether the running run still takes steered messages."""
+        active = core.active
+        if active is None:
+            return False
+        inbox = self.inboxes.get(active.run_id)
+        return inbox is not None and inbox.open
+
     def _ages(self, run_id: RunId, now: MonotonicS) -> str:
         """``run age 12.0s, no progress for 10.0s`` for a run of this session."""
         parts = []
@@ -257,6 +288,7 @@ class SessionOwner:
 
     def _start(self, run_id: RunId, epoch: Epoch, turns: tuple[Turn, ...]) -> None:
         engine = self.engine
+        inbox = self.inboxes[run_id] = RunInbox()
         spec = RunSpec(
             self.session_key,
             run_id,
@@ -264,6 +296,7 @@ class SessionOwner:
             turns,
             engine.settings.history_entries_max,
             self.agent.system_prompt,
+            inbox,
         )
         task = engine.spawn_run(
             execute_run(

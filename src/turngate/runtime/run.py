@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from turngate.core.session import RunFailed, RunReplied, RunResult
 from turngate.core.turn import Turn
@@ -23,6 +23,9 @@ from turngate.types import Epoch, RunId
 
 log = logging.getLogger("turngate.runtime")
 
+STEER_SEPARATOR = "\n\n"
+"""Between the answers of a steered run's model calls, in its reply."""
+
 
 @dataclass(frozen=True, slots=True)
 class RunProgress:
@@ -31,6 +34,33 @@ class RunProgress:
     run_id: RunId
     epoch: Epoch
     text: str = ""
+
+
+class RunInbox:
+    """Messages steered into a running run, taken at its next model call.
+
+    Offering and the run's last look happen on the event loop's thread with no await in
+    between, so a message is either taken by the run or refused (and then queued as a
+    followup): never accepted and then silently missed.
+    """
+
+    def __init__(self) -> None:
+        self._turns: list[Turn] = []
+        self.open = True
+
+    def offer(self, turn: Turn) -> bool:
+        """Hand ``turn`` to the run; False once the run takes no more messages."""
+        if not self.open:
+            return False
+        self._turns.append(turn)
+        return True
+
+    def take_or_close(self) -> list[Turn]:
+        """The messages offered since the last look; when there are none, close."""
+        taken, self._turns = self._turns, []
+        if not taken:
+            self.open = False
+        return taken
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +73,7 @@ class RunSpec:
     turns: tuple[Turn, ...]
     history_entries_max: int
     system_prompt: str | None = None
+    inbox: RunInbox = field(default_factory=RunInbox)
 
 
 async def execute_run(
@@ -71,6 +102,8 @@ async def execute_run(
             ErrorCode.INTERNAL,
             f"session {spec.session_key}: run {spec.run_id} failed: {type(exc).__name__}",
         )
+    finally:
+        spec.inbox.open = False  # however it ends, a finished run takes no more messages
 
 
 async def _call_model(
@@ -89,12 +122,26 @@ async def _call_model(
         messages.append(ChatMessage("system", spec.system_prompt))
     messages.extend(ChatMessage(_role(entry.role), entry.text) for entry in history)
     messages.extend(ChatMessage("user", turn.message) for turn in spec.turns)
-    request = ProviderRequest(spec.session_key, spec.run_id, messages)
-    chunks: list[str] = []
-    async for delta in provider.stream(request):
-        chunks.append(delta)
-        on_progress(RunProgress(spec.run_id, spec.epoch, delta))
-    return RunReplied("".join(chunks))
+    exchange = [("user", turn.message) for turn in spec.turns]
+    replies: list[str] = []
+    while True:
+        request = ProviderRequest(spec.session_key, spec.run_id, tuple(messages))
+        chunks: list[str] = []
+        async for delta in provider.stream(request):
+            chunks.append(delta)
+            on_progress(RunProgress(spec.run_id, spec.epoch, delta))
+        reply = "".join(chunks)
+        replies.append(reply)
+        exchange.append(("assistant", reply))
+        steered = spec.inbox.take_or_close()
+        if not steered:
+            break
+        # A steered message goes into the next model call, after the answer so far.
+        messages.append(ChatMessage("assistant", reply))
+        messages.extend(ChatMessage("user", turn.message) for turn in steered)
+        exchange.extend(("user", turn.message) for turn in steered)
+        on_progress(RunProgress(spec.run_id, spec.epoch, STEER_SEPARATOR))
+    return RunReplied(STEER_SEPARATOR.join(replies), tuple(exchange))
 
 
 def _role(role: str) -> Role:

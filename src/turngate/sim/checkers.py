@@ -327,12 +327,11 @@ class Checker:
 
 
 def _is_own_reply(reply: str | None, message: str) -> bool:
-    """A real reply of the sim model names the turn's own message on a line of its own."""
-    return (
-        reply is not None
-        and reply.startswith(SIM_PREFIX)
-        and message in reply.removeprefix(SIM_PREFIX).split("\n")
-    )
+    """A real reply of the sim model names the turn's own message on a line of its own (a
+    merged or steered reply has one line per message it answers)."""
+    if reply is None or not reply.startswith(SIM_PREFIX):
+        return False
+    return message in (line.removeprefix(SIM_PREFIX) for line in reply.split("\n"))
 
 
 _HANDLERS: dict[EventKind, Callable[[Checker, Event], None]] = {

@@ -136,6 +136,12 @@ class Store(Protocol):
         """Take the lease at ``epoch`` and mark the turns running."""
         ...
 
+    async def join_run(
+        self, session_key: str, turn_id: TurnId, run_id: RunId, epoch: Epoch, at: WallS
+    ) -> None:
+        """A steered turn joins the run holding the lease at ``epoch``; fenced."""
+        ...
+
     async def end_run(
         self,
         session_key: str,

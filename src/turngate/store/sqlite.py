@@ -255,6 +255,23 @@ class SqliteStore:
             )
         await self._durable()
 
+    async def join_run(
+        self, session_key: str, turn_id: TurnId, run_id: RunId, epoch: Epoch, at: WallS
+    ) -> None:
+        with self._op() as db:
+            holds = db.execute(
+                "SELECT 1 FROM sessions WHERE key = ? AND lease_run_id = ? AND epoch = ?",
+                (session_key, run_id, epoch),
+            ).fetchone()
+            if holds is None:
+                raise StaleEpochError(session_key, run_id, epoch)
+            db.execute(
+                "UPDATE turns SET state = 'running', run_id = ?, epoch = ?, started_wall = ?"
+                " WHERE turn_id = ? AND state IN ('accepted', 'queued')",
+                (run_id, epoch, at, turn_id),
+            )
+        await self._durable()
+
     async def end_run(
         self,
         session_key: str,
