@@ -25,7 +25,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# OpenClaw's own CLI, for the compatibility test (from the npm registry, into .cache/).
+OPENCLAW := .cache/openclaw/.installed-2026.9.6
+$(OPENCLAW): scripts/install-openclaw-cli.sh
+	scripts/install-openclaw-cli.sh
+
+pytest: $(STAMP) $(OPENCLAW)
 	$(BIN)/python -m pytest -q
 
 # 2,000 seeded schedules of the real runtime on virtual time (about 25 s on 2 cores).
@@ -42,4 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/http_turns.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .cache build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

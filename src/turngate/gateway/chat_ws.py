@@ -37,6 +37,7 @@ from turngate.gateway.frames import WIRE_STATUS, check_message, parse_queue_mode
 from turngate.gateway.ws_frames import (
     PRE_HANDSHAKE_BYTES_MAX,
     PROTOCOL_VERSION,
+    AgentParams,
     ChatSendParams,
     ConnectParams,
     ListParams,
@@ -285,6 +286,9 @@ class Connection:
                 refused["error"]["retryAfterMs"] = max(1, int(wait_s * 1000))
                 self.send(refused)
                 continue
+            log.debug(
+                "%s: request %s %s %s", self.conn_id, request.id, request.method, request.params
+            )
             handler = self._handlers.get(request.method)
             if handler is None:
                 self.send(
@@ -314,7 +318,9 @@ class Connection:
     # -- methods ------------------------------------------------------------------------
 
     async def _submit(self, request: RequestFrame, *, stream: bool) -> tuple[Ticket, str]:
-        params = ChatSendParams.model_validate(request.params)
+        agent_method = request.method == "agent"
+        model = AgentParams if agent_method else ChatSendParams
+        params = model.model_validate(request.params)
         key = parse_session_key(params.sessionKey)
         if params.agentId is not None and params.agentId != key.agent_id:
             raise InvalidFieldError(
@@ -324,6 +330,8 @@ class Connection:
         mode = parse_queue_mode(params.queueMode, agent.queue_mode)
         check_message(params.message, self.config.message_chars_max)
         timeout_s = None if params.timeoutMs is None else params.timeoutMs / 1000
+        if isinstance(params, AgentParams) and params.timeout is not None:
+            timeout_s = float(params.timeout)
         submitted = SubmitRequest(
             key, params.message, params.idempotencyKey, mode, timeout_s, LANE, stream=stream
         )

@@ -88,6 +88,15 @@ class ChatSendParams(BaseModel):
     expectFinal: Any = None
 
 
+class AgentParams(ChatSendParams):
+    """``agent`` params, as OpenClaw's CLI sends them (``timeout`` in seconds). The method
+    has many options turngate does not act on; they are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    timeout: StrictInt | None = Field(default=None, ge=1, le=86_400)
+
+
 class SessionParams(BaseModel):
     """Params naming a session, with optional paging (``chat.history``, ``chat.abort``)."""
 
