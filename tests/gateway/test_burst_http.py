@@ -129,14 +129,26 @@ async def turn_records(client: httpx.AsyncClient, run_ids: list[str]) -> list[di
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(
-    "mode",
-    [
-        "followup",
-        # The echo model cannot take a message mid-run, so steer falls back to followup.
-        "steer",
-    ],
-)
+async def test_steer_burst_joins_the_running_turn_and_every_sender_gets_its_reply(
+    tmp_path: Path,
+) -> None:
+    key = "agent:test:burst-steer"
+    messages = burst_messages(key)
+    with gated_gateway(tmp_path) as gateway:
+        async with gateway.client() as client:
+            responses = await send_burst(gateway, client, key, messages, "steer")
+    bodies = [r.json() for r in responses]
+    assert [r.status_code for r in responses] == [200] * BURST
+    first = bodies[0]["runId"]
+    for message, body in zip(messages, bodies, strict=True):
+        assert body["status"] == "ok"
+        assert message in body["reply"]
+        assert body.get("mergedInto", body["runId"]) == first
+    assert len({b["reply"] for b in bodies}) == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mode", ["followup"])
 async def test_followup_burst_gives_each_message_its_own_reply_in_acceptance_order(
     tmp_path: Path, mode: str
 ) -> None:

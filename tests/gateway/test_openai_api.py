@@ -350,6 +350,19 @@ async def test_session_header_routes_the_turn_to_that_session(tmp_path: Path, he
 
 
 @pytest.mark.asyncio
+async def test_a_bare_session_name_in_the_header_is_a_session_of_the_models_agent(
+    tmp_path: Path,
+) -> None:
+    with running_gateway(tmp_path) as url:
+        async with asyncio.timeout(TEST_TIMEOUT_S), openai_client(url) as client:
+            completion = await complete(
+                client, "hi", extra_headers={"x-openclaw-session-key": "linkedin invitations"}
+            )
+            record = await turn_record(url, run_id_of(completion.id))
+    assert record["sessionKey"] == "agent:main:linkedin-invitations"
+
+
+@pytest.mark.asyncio
 async def test_session_header_of_another_agent_is_refused_naming_the_header(
     tmp_path: Path,
 ) -> None:
@@ -463,7 +476,7 @@ BAD_REQUESTS: list[tuple[str, dict[str, str], bytes | dict[str, Any], int, str, 
      {"role": "user", "content": "x"}]}, 400, "invalid_field", "stream"),
     ("bad idempotency key", {"Idempotency-Key": "has spaces"}, {"model": "turngate",
      "messages": [{"role": "user", "content": "x"}]}, 400, "invalid_field", "Idempotency-Key"),
-    ("bad session header", {"X-Turngate-Session": "main"}, {"model": "turngate",
+    ("bad session header", {"X-Turngate-Session": "agent:main:a b"}, {"model": "turngate",
      "messages": [{"role": "user", "content": "x"}]}, 400, "invalid_session_key",
      "x-turngate-session"),
     ("message too long", {}, {"model": "turngate", "messages": [{"role": "user",

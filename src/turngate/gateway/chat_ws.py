@@ -49,6 +49,7 @@ from turngate.gateway.ws_frames import (
     response,
     terminal_chat,
 )
+from turngate.runtime.deltas import DeltaStream
 from turngate.runtime.engine import Engine, SubmitRequest, Ticket
 
 log = logging.getLogger("turngate.gateway")
@@ -349,22 +350,9 @@ class Connection:
             status = WIRE_STATUS[ticket.outcome.result().state]
         self.send(response(request.id, {"runId": ticket.turn_id, "status": status}))
         seq = 0
-        text = ""
         if ticket.deltas is not None:
-            async for _, delta in ticket.deltas:
-                seq += 1
-                text += delta
-                self.event(
-                    "chat",
-                    {
-                        "runId": ticket.turn_id,
-                        "sessionKey": ticket.session_key,
-                        "seq": seq,
-                        "state": "delta",
-                        "deltaText": delta,
-                        "message": assistant_message(text, _now_ms()),
-                    },
-                )
+            async with asyncio.timeout_at(ticket.deadline + WAIT_MARGIN_S):
+                seq = await self._stream_deltas(ticket, ticket.deltas)
         try:
             outcome = await self._outcome(ticket)
         except (TimeoutError, UnavailableError) as exc:
@@ -382,6 +370,26 @@ class Connection:
             payload = terminal_chat(outcome, ticket.session_key, _now_ms())
         payload["seq"] = seq + 1
         self.event("chat", payload)
+
+    async def _stream_deltas(self, ticket: Ticket, deltas: DeltaStream) -> int:
+        """Send each delta as a ``chat`` event; return how many were sent."""
+        seq = 0
+        text = ""
+        async for _, delta in deltas:
+            seq += 1
+            text += delta
+            self.event(
+                "chat",
+                {
+                    "runId": ticket.turn_id,
+                    "sessionKey": ticket.session_key,
+                    "seq": seq,
+                    "state": "delta",
+                    "deltaText": delta,
+                    "message": assistant_message(text, _now_ms()),
+                },
+            )
+        return seq
 
     async def _agent(self, request: RequestFrame) -> None:
         ticket, agent_id = await self._submit(request, stream=False)

@@ -235,6 +235,9 @@ def _session(request: Request, agent_id: str, user: str | None) -> SessionKey:
         )
     if given:
         header, text = given[0]
+        if not text.startswith("agent:"):
+            # OpenClaw clients send bare names ("linkedin-invitations"): a session of the agent.
+            return parse_session_key(f"agent:{agent_id}:{user_session_segment(text)}")
         try:
             key = parse_session_key(text)
         except TurngateError as exc:

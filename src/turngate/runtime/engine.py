@@ -496,9 +496,10 @@ class Engine:
         deadline = now + existing.timeout_s + self.settings.abort_grace_s
         deltas = None
         if request.stream:
-            deltas = DeltaStream() if outcome is not None else self._open_stream(existing.turn_id)
-            if outcome is not None:
-                deltas.close()
+            # A retry joins mid-reply at best; its deltas would be a tail. It gets the whole
+            # reply with the outcome instead.
+            deltas = DeltaStream()
+            deltas.close()
         return Ticket(existing.turn_id, existing.session_key, True, deadline, waiter, deltas)
 
     async def _recover(self) -> None:
