@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +18,12 @@ from starlette.routing import Route, WebSocketRoute
 from turngate.config import GatewayConfig
 from turngate.errors import ErrorCode, TurngateError
 from turngate.gateway import chat_http, chat_ws, openai_api
-from turngate.gateway.assembly import build_agents, build_lanes, engine_settings
+from turngate.gateway.assembly import (
+    build_agents,
+    build_lanes,
+    close_providers,
+    engine_settings,
+)
 from turngate.gateway.auth import TokenMiddleware
 from turngate.gateway.frames import ERROR_HTTP_STATUS, error_body
 from turngate.gateway.metrics import GatewayMetrics
@@ -56,7 +62,9 @@ def create_app(
         app.state.config = config
         app.state.engine = engine
         app.state.metrics = metrics
-        async with engine:
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(close_providers, agents)
+            await stack.enter_async_context(engine)
             heartbeats, cron = build_lanes(config, engine)
             app.state.heartbeats = heartbeats
             app.state.cron = cron

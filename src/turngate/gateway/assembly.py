@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import replace
 
 from turngate.config import AgentConfig, GatewayConfig
@@ -10,7 +12,7 @@ from turngate.core.session import SessionPolicy
 from turngate.lanes.cron import CronJob, CronLane
 from turngate.lanes.heartbeat import HeartbeatLane
 from turngate.providers.base import Provider
-from turngate.providers.echo import EchoProvider
+from turngate.providers.registry import build_chain
 from turngate.runtime.agents import AgentRegistry, AgentSpec
 from turngate.runtime.engine import Engine, EngineSettings
 
@@ -29,26 +31,45 @@ def engine_settings(config: GatewayConfig) -> EngineSettings:
     )
 
 
-def build_agents(config: GatewayConfig, provider: Provider | None = None) -> AgentRegistry:
+def build_agents(
+    config: GatewayConfig,
+    provider: Provider | None = None,
+    env: Mapping[str, str] | None = None,
+) -> AgentRegistry:
     """The agent registry: open with no ``[[agents]]``, strict (plus ``main``) with some.
 
-    ``provider`` replaces every agent's configured model (tests inject fakes this way).
+    Each agent's model is a fallback chain over its model and fallbacks, API keys read from
+    ``env`` (the process environment by default). ``provider`` replaces every agent's model
+    (tests inject fakes this way).
     """
     settings = engine_settings(config)
+    env = os.environ if env is None else env
+    providers = {p.id: p for p in config.all_providers}
+
+    def model(refs: list[str], echo_latency_ms: float) -> Provider:
+        if provider is not None:
+            return provider
+        return build_chain(refs, providers, env=env, echo_latency_s=echo_latency_ms / 1000)
+
+    default_refs = [f"{config.provider}/{config.model}", *config.fallbacks]
     default = AgentSpec(
         "main",
         settings.policy(),
-        provider or EchoProvider(latency_s=config.echo_latency_ms / 1000),
+        model(default_refs, config.echo_latency_ms),
         config.system_prompt,
         config.queue_mode,
     )
-    agents = [_agent(agent, default, config, provider) for agent in config.agents]
+    agents = []
+    for agent in config.agents:
+        refs = [agent.model, *agent.fallbacks] if agent.model else default_refs
+        latency_ms = (
+            config.echo_latency_ms if agent.echo_latency_ms is None else agent.echo_latency_ms
+        )
+        agents.append(_agent(agent, default, model(refs, latency_ms)))
     return AgentRegistry(default, agents, strict=bool(config.agents))
 
 
-def _agent(
-    agent: AgentConfig, default: AgentSpec, config: GatewayConfig, provider: Provider | None
-) -> AgentSpec:
+def _agent(agent: AgentConfig, default: AgentSpec, provider: Provider) -> AgentSpec:
     terms = default.policy.lease_terms
     policy = SessionPolicy(
         queue_turns_max=agent.max_queue or default.policy.queue_turns_max,
@@ -58,17 +79,24 @@ def _agent(
             abort_grace_s=terms.abort_grace_s,
         ),
     )
-    latency_ms = config.echo_latency_ms if agent.echo_latency_ms is None else agent.echo_latency_ms
     return replace(
         default,
         agent_id=agent.id,
         policy=policy,
-        provider=provider or EchoProvider(latency_s=latency_ms / 1000),
+        provider=provider,
         system_prompt=agent.system_prompt
         if agent.system_prompt is not None
         else default.system_prompt,
         queue_mode=agent.queue_mode or default.queue_mode,
     )
+
+
+async def close_providers(agents: AgentRegistry) -> None:
+    """Close every model client's connections (at shutdown)."""
+    for spec in agents.specs():
+        aclose = getattr(spec.provider, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def build_lanes(config: GatewayConfig, engine: Engine) -> tuple[list[HeartbeatLane], CronLane]:

@@ -42,6 +42,10 @@ class AgentRegistry:
         """The configured agent ids, sorted."""
         return sorted(self._agents)
 
+    def specs(self) -> list[AgentSpec]:
+        """The default agent and every configured one."""
+        return [self.default, *self._agents.values()]
+
     def get(self, agent_id: str) -> AgentSpec:
         """The agent ``agent_id``, or :class:`UnknownAgentError` naming the ones there are."""
         agent = self._agents.get(agent_id)

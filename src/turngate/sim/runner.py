@@ -21,6 +21,7 @@ from pathlib import Path
 from turngate.config import HeartbeatConfig
 from turngate.core.keys import parse_session_key
 from turngate.lanes.heartbeat import HeartbeatLane
+from turngate.providers.fallback import ChainLink, FallbackChain
 from turngate.runtime.clock import LoopClock
 from turngate.runtime.engine import Engine, EngineSettings
 from turngate.runtime.events import Event, EventBus
@@ -73,13 +74,20 @@ def run_seed(seed: int, profile: Profile | None = None) -> SimResult:
     """Run the schedule of ``seed`` (its profile drawn from the seed unless given)."""
     rng = random.Random(seed)
     chosen = profile or rng.choice(list(Profile))
-    params = SimParams.draw(rng, chosen).with_lanes(random.Random(f"lanes-{seed}"))
+    params = (
+        SimParams.draw(rng, chosen)
+        .with_lanes(random.Random(f"lanes-{seed}"))
+        .with_models(random.Random(f"models-{seed}"))
+    )
     result = SimResult(seed, params)
     shm = Path("/dev/shm")
     workdir = Path(tempfile.mkdtemp(prefix="turngate-sim-", dir=shm if shm.is_dir() else None))
     logger = logging.getLogger("turngate.runtime")
     counter = WarningCounter()
     logger.addHandler(counter)
+    # Retries and fallbacks log at WARNING too; a simulation keeps them out of the terminal.
+    quiet = logging.NullHandler()
+    logging.getLogger("turngate.providers").addHandler(quiet)
     loop = VirtualTimeLoop()
     try:
         loop.run_until_complete(_simulate(rng, params, workdir / "turngate.db", result, counter))
@@ -91,6 +99,7 @@ def run_seed(seed: int, profile: Profile | None = None) -> SimResult:
         result.error = traceback.format_exc()
     finally:
         logger.removeHandler(counter)
+        logging.getLogger("turngate.providers").removeHandler(quiet)
         _drain(loop)
         loop.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -112,7 +121,18 @@ async def _simulate(
 ) -> None:
     loop = asyncio.get_running_loop()
     faults = Faults()
-    provider = SimProvider(rng, params, faults)
+    provider = FallbackChain(
+        [
+            ChainLink(
+                f"sim/m{index}",
+                SimProvider(rng, params, faults),
+                params.model_retries,
+                params.retry_backoff_s,
+            )
+            for index in range(params.models)
+        ],
+        rng,
+    )
     gateway = Gateway()
     record = ClientRecord()
     trace = result.trace

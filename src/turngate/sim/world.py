@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from turngate.core.queue import QueueMode
-from turngate.errors import ProviderError
+from turngate.errors import ErrorCode, ProviderError, ProviderRejectedError
 from turngate.providers.base import ProviderRequest
 
 SIM_PREFIX = "sim: "
@@ -62,6 +62,12 @@ class SimParams:
     safety_s: float
     heartbeat_every_s: float | None = None
     heartbeat_isolated: bool = True
+    models: int = 1
+    """Models in the fallback chain (each its own simulated model)."""
+    model_retries: int = 0
+    retry_backoff_s: float = 0.1
+    p_reject: float = 0.0
+    """Chance a call is refused outright (context too long): never retried."""
 
     @classmethod
     def draw(cls, rng: random.Random, profile: Profile) -> SimParams:
@@ -121,6 +127,18 @@ class SimParams:
             heartbeat_isolated=rng.random() < 0.5,
         )
 
+    def with_models(self, rng: random.Random) -> SimParams:
+        """The same schedule with a fallback chain drawn from ``rng`` (its own Random)."""
+        if rng.random() < 0.5:
+            return self
+        return replace(
+            self,
+            models=rng.randint(1, 3),
+            model_retries=rng.randint(0, 2),
+            retry_backoff_s=rng.choice([0.05, 0.5, 2.0]),
+            p_reject=rng.choice([0.0, 0.02]),
+        )
+
     def line(self) -> str:
         """The parameters on one line."""
         modes = ",".join(mode.value for mode in self.modes)
@@ -136,6 +154,8 @@ class SimParams:
             f" grace={self.abort_grace_s}s turn_timeout={self.turn_timeout_s}s"
             f" queue_max={self.queue_turns_max} safety={self.safety_s:.1f}s"
             f" heartbeat={self.heartbeat_every_s or '-'}"
+            f" models={self.models} retries={self.model_retries}"
+            f" backoff={self.retry_backoff_s}s p_reject={self.p_reject}"
             f"{'' if self.heartbeat_isolated else ' (shared)'}"
         )
 
@@ -167,6 +187,10 @@ class SimProvider:
         rng, params = self.rng, self.params
         reply = SIM_PREFIX + "\n".join(request.new_user_messages())
         fault = rng.random() if self.faults.on else 1.0
+        if self.faults.on and params.p_reject and rng.random() < params.p_reject:
+            raise ProviderRejectedError(
+                "sim model: context too long (injected)", code=ErrorCode.CONTEXT_TOO_LONG
+            )
         if fault < params.p_hang:
             await asyncio.Event().wait()
         if fault < params.p_hang + params.p_stubborn:
