@@ -1,14 +1,16 @@
 """The :class:`Provider` protocol: a model call that streams its reply as text deltas.
 
-A provider never sets its own overall deadline: the runtime runs it under the turn's lease and
-cancels it to abort. Providers raise :class:`~turngate.errors.ProviderError` (or a subclass)
+The runtime runs a provider under the turn's lease and cancels it to abort; HTTP providers
+also apply their own per-call deadlines (``first_token_timeout``, ``total_timeout``), always
+within that lease. Providers raise :class:`~turngate.errors.ProviderError` (or a subclass)
 for anything that went wrong on their side; any other exception is a bug and is reported as
 ``internal``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -49,3 +51,13 @@ class Provider(Protocol):
     def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
         """Yield the reply's text in order, as it is produced."""
         ...
+
+
+@asynccontextmanager
+async def closing(deltas: AsyncIterator[str]) -> AsyncIterator[AsyncIterator[str]]:
+    """Close an abandoned model call's stream here and now, not whenever it is collected."""
+    try:
+        yield deltas
+    finally:
+        if isinstance(deltas, AsyncGenerator):
+            await deltas.aclose()

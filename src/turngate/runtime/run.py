@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from turngate.core.session import RunFailed, RunReplied, RunResult
 from turngate.core.turn import Turn
 from turngate.errors import ErrorCode, ProviderError
-from turngate.providers.base import ChatMessage, Provider, ProviderRequest, Role
+from turngate.providers.base import ChatMessage, Provider, ProviderRequest, Role, closing
 from turngate.store.base import Store
 from turngate.types import Epoch, RunId
 
@@ -127,9 +127,11 @@ async def _call_model(
     while True:
         request = ProviderRequest(spec.session_key, spec.run_id, tuple(messages))
         chunks: list[str] = []
-        async for delta in provider.stream(request):
-            chunks.append(delta)
-            on_progress(RunProgress(spec.run_id, spec.epoch, delta))
+        # aclosing: the model call is closed here and now on every exit, not at collection.
+        async with closing(provider.stream(request)) as deltas:
+            async for delta in deltas:
+                chunks.append(delta)
+                on_progress(RunProgress(spec.run_id, spec.epoch, delta))
         reply = "".join(chunks)
         replies.append(reply)
         exchange.append(("assistant", reply))

@@ -1,0 +1,400 @@
+"""Fake model servers for the provider tests: OpenAI chat completions and Anthropic Messages.
+
+One Starlette app serves both APIs (``POST /v1/chat/completions``, ``POST /v1/messages``) on
+loopback. Each model name has a script: the steps its successive calls take (a status code,
+or a named behaviour from :data:`STEPS`); once the script is used up, calls reply ``ok``. The
+server records every call and sets :attr:`FakeModelServer.disconnected` when a client hangs
+up before its response is complete, so a test can wait on it with a deadline.
+
+The endpoints are raw ASGI so that they see the disconnect as it happens: between two chunks
+they wait on ``receive()`` (which returns ``http.disconnect`` when the client goes away)
+instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from tests.support import serve
+from turngate.config import ProviderConfig
+from turngate.providers.base import ChatMessage, Provider, ProviderRequest
+from turngate.providers.fallback import FallbackChain
+from turngate.providers.registry import build_chain
+
+REPLY = ("Hello", " there", ",", " friend", ".")
+"""The deltas of an ``ok`` reply, in order."""
+SLOW_CHUNK_INTERVAL_S = 0.05
+SLOW_CHUNKS_MAX = 200
+"""A ``slow`` stream ends by itself after this many chunks (10 s): every wait is bounded."""
+RETRY_AFTER_HEADER = "0.02"
+"""What a 429 asks the client to wait, in seconds."""
+HANG_MAX_S = 10.0
+"""A ``hang`` gives up on its own after this long, if the client never hangs up."""
+
+STEPS = (
+    "ok",  # stream REPLY, then end the stream properly
+    "slow",  # stream a chunk every SLOW_CHUNK_INTERVAL_S until the client hangs up
+    "hang",  # accept the request and never answer
+    "context_too_long",  # 400, in each API's own words
+    "content_filter",  # OpenAI: finish_reason content_filter; Anthropic: stop_reason refusal
+    "echo_key",  # 401 whose message quotes the credentials the client sent
+    "overloaded_in_stream",  # Anthropic: 200, then an overloaded_error event
+)
+Step = int | str
+
+
+@dataclass
+class Call:
+    """One request the fake server received."""
+
+    api: str
+    model: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    step: Step
+
+
+@dataclass
+class FakeModelServer:
+    """Scripted OpenAI- and Anthropic-compatible endpoints; see the module docstring."""
+
+    scripts: dict[str, list[Step]] = field(default_factory=dict)
+    url: str = ""
+    disconnected: threading.Event = field(default_factory=threading.Event)
+    """Set when a client hung up before its response was complete."""
+    _calls: list[Call] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def script(self, model: str, steps: Sequence[Step]) -> None:
+        """The steps the next calls for ``model`` take, in order."""
+        for step in steps:
+            assert isinstance(step, int) or step in STEPS, step
+        with self._lock:
+            self.scripts[model] = list(steps)
+
+    def calls(self, model: str | None = None) -> list[Call]:
+        """The calls received so far (for ``model`` only, if given)."""
+        with self._lock:
+            return [c for c in self._calls if model is None or c.model == model]
+
+    def app(self) -> Starlette:
+        """The ASGI app to serve."""
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", _Endpoint(self, "openai"), methods=["POST"]),
+                Route("/v1/messages", _Endpoint(self, "anthropic"), methods=["POST"]),
+            ]
+        )
+
+    def _next_call(self, api: str, body: dict[str, Any], headers: dict[str, str]) -> Call:
+        model = str(body.get("model"))
+        with self._lock:
+            script = self.scripts.get(model, [])
+            step = script.pop(0) if script else "ok"
+            call = Call(api, model, body, headers, step)
+            self._calls.append(call)
+        return call
+
+
+@contextmanager
+def running(server: FakeModelServer) -> Iterator[FakeModelServer]:
+    """Serve ``server`` on an ephemeral loopback port for the duration of the block."""
+    with serve(server.app()) as url:
+        server.url = url
+        yield server
+
+
+class _Endpoint:
+    """A raw ASGI endpoint (Starlette routes to instances as ASGI apps, not as handlers)."""
+
+    def __init__(self, server: FakeModelServer, api: str) -> None:
+        self.server = server
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = b""
+        while True:
+            message = await receive()
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        call = self.server._next_call(self.api, json.loads(raw), headers)
+        wire = _OpenAIWire() if self.api == "openai" else _AnthropicWire()
+        try:
+            complete = await self._respond(call, wire, receive, send)
+        except OSError:  # uvicorn's ClientDisconnected: a send after the client left
+            complete = False
+        if not complete:
+            self.server.disconnected.set()
+
+    async def _respond(self, call: Call, wire: _Wire, receive: Receive, send: Send) -> bool:
+        """Answer ``call``; False if the client hung up first."""
+        step = call.step
+        if isinstance(step, int):
+            hint = {"retry-after": RETRY_AFTER_HEADER} if step == 429 else {}
+            await _json(send, step, wire.error(step, f"scripted HTTP {step}"), hint)
+            return True
+        if step == "hang":
+            return not await _disconnect_within(receive, HANG_MAX_S)
+        if step == "context_too_long":
+            await _json(send, 400, wire.context_too_long())
+            return True
+        if step == "echo_key":
+            sent = call.headers.get("authorization") or call.headers.get("x-api-key", "")
+            await _json(send, 401, wire.error(401, f"Incorrect API key provided: {sent}"))
+            return True
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        if step == "slow":
+            await _chunk(send, wire.start())
+            for index in range(SLOW_CHUNKS_MAX):
+                await _chunk(send, wire.text(f"tick {index} "))
+                if await _disconnect_within(receive, SLOW_CHUNK_INTERVAL_S):
+                    return False
+        elif step == "content_filter":
+            await _chunk(send, wire.refusal())
+        elif step == "overloaded_in_stream":
+            await _chunk(send, wire.start())
+            await _chunk(send, wire.error_event(529, "Overloaded"))
+            await send({"type": "http.response.body", "body": b""})
+            return True
+        else:
+            await _chunk(send, wire.start())
+            for text in REPLY:
+                await _chunk(send, wire.text(text))
+        await _chunk(send, wire.end())
+        await send({"type": "http.response.body", "body": b""})
+        return True
+
+
+class _Wire:
+    """How one API words its stream and its errors."""
+
+    def start(self) -> bytes:
+        raise NotImplementedError
+
+    def text(self, text: str) -> bytes:
+        raise NotImplementedError
+
+    def refusal(self) -> bytes:
+        raise NotImplementedError
+
+    def end(self) -> bytes:
+        raise NotImplementedError
+
+    def error(self, status: int, message: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def error_event(self, status: int, message: str) -> bytes:
+        raise NotImplementedError
+
+    def context_too_long(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class _OpenAIWire(_Wire):
+    """``data: {chat.completion.chunk}`` lines, then ``data: [DONE]``."""
+
+    def _chunk(self, delta: Mapping[str, Any], finish_reason: str | None = None) -> bytes:
+        chunk = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "fake",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+        return f"data: {json.dumps(chunk)}\n\n".encode()
+
+    def start(self) -> bytes:
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def text(self, text: str) -> bytes:
+        return self._chunk({"content": text})
+
+    def refusal(self) -> bytes:
+        return self._chunk({}, finish_reason="content_filter")
+
+    def end(self) -> bytes:
+        return self._chunk({}, finish_reason="stop") + b"data: [DONE]\n\n"
+
+    def error(self, status: int, message: str) -> dict[str, Any]:
+        kind = "rate_limit_exceeded" if status == 429 else "server_error"
+        return {"error": {"message": message, "type": kind, "code": None}}
+
+    def context_too_long(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": "This model's maximum context length is 8192 tokens. However, your"
+                " messages resulted in 9000 tokens. Please reduce the length of the messages.",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        }
+
+
+class _AnthropicWire(_Wire):
+    """``event: <type>`` / ``data: {...}`` pairs, message_start to message_stop."""
+
+    def _event(self, kind: str, data: Mapping[str, Any]) -> bytes:
+        return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+
+    def start(self) -> bytes:
+        message: dict[str, Any] = {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": "fake",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": 1},
+        }
+        return self._event("message_start", {"message": message}) + self._event(
+            "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
+        )
+
+    def text(self, text: str) -> bytes:
+        delta = {"type": "text_delta", "text": text}
+        return self._event("content_block_delta", {"index": 0, "delta": delta})
+
+    def _stop(self, reason: str) -> bytes:
+        delta = {"stop_reason": reason, "stop_sequence": None}
+        return self._event("message_delta", {"delta": delta, "usage": {"output_tokens": 5}})
+
+    def refusal(self) -> bytes:
+        return self.start() + self._stop("refusal")
+
+    def end(self) -> bytes:
+        return (
+            self._event("content_block_stop", {"index": 0})
+            + self._stop("end_turn")
+            + self._event("message_stop", {})
+        )
+
+    def error(self, status: int, message: str) -> dict[str, Any]:
+        kinds = {401: "authentication_error", 429: "rate_limit_error", 529: "overloaded_error"}
+        return {
+            "type": "error",
+            "error": {"type": kinds.get(status, "api_error"), "message": message},
+        }
+
+    def error_event(self, status: int, message: str) -> bytes:
+        return self._event("error", {"error": self.error(status, message)["error"]})
+
+    def context_too_long(self) -> dict[str, Any]:
+        return {
+            "type": "error",
+            "error": {
+                "type": "invalid_request_error",
+                "message": "prompt is too long: 210000 tokens > 200000 maximum",
+            },
+        }
+
+
+async def _json(
+    send: Send, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+) -> None:
+    raw = [(b"content-type", b"application/json")]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+async def _chunk(send: Send, data: bytes) -> None:
+    await send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+async def _disconnect_within(receive: Receive, limit_s: float) -> bool:
+    """True as soon as the client hangs up; False if it is still there after ``limit_s``."""
+    try:
+        async with asyncio.timeout(limit_s):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return True
+    except TimeoutError:
+        return False
+
+
+SECRET_KEY = "sk-test-" + "c0ffee" * 8
+"""The API key every test chain is given; it must never show in an error or a log."""
+KEY_ENV = "FAKE_API_KEY"
+CALL_TIMEOUT_S = 10.0
+"""Bound on any whole exchange a test waits for."""
+REQUEST = ProviderRequest(
+    "agent:main:main",
+    "run-1",
+    (ChatMessage("system", "Be brief."), ChatMessage("user", "hi")),
+)
+
+
+def fake_provider(
+    server: FakeModelServer, kind: str = "openai", **overrides: Any
+) -> ProviderConfig:
+    """A provider at the fake server with test-sized timeouts and backoff."""
+    settings: dict[str, Any] = {
+        "id": "fake",
+        "kind": kind,
+        "base_url": f"{server.url}/v1" if kind == "openai" else server.url,
+        "api_key_env": KEY_ENV,
+        "connect_timeout": 1.0,
+        "first_token_timeout": 0.3,
+        "total_timeout": 3.0,
+        "max_retries": 2,
+        "retry_backoff": 0.01,
+        "max_tokens": 256,
+    }
+    return ProviderConfig.model_validate({**settings, **overrides})
+
+
+@asynccontextmanager
+async def chain_of(
+    config: ProviderConfig, *models: str, env: Mapping[str, str] | None = None
+) -> AsyncIterator[FallbackChain]:
+    """A chain over ``models`` of ``config``'s provider, closed at the end of the block."""
+    chain = build_chain(
+        [f"{config.id}/{model}" for model in models],
+        {config.id: config},
+        env={KEY_ENV: SECRET_KEY} if env is None else env,
+        echo_latency_s=0.0,
+        rng=random.Random(0),
+    )
+    try:
+        yield chain
+    finally:
+        await chain.aclose()
+
+
+async def collect(
+    provider: Provider, request: ProviderRequest = REQUEST, *, into: list[str] | None = None
+) -> list[str]:
+    """Every delta of one call, within :data:`CALL_TIMEOUT_S`; also appended to ``into`` as
+    they arrive, for a test that expects the call to fail after some output."""
+    deltas = [] if into is None else into
+    async with asyncio.timeout(CALL_TIMEOUT_S):
+        async for delta in provider.stream(request):
+            deltas.append(delta)
+    return deltas
+
+
+async def until_set(event: threading.Event) -> bool:
+    """Wait, off the loop, for a flag the server thread sets; False after the deadline."""
+    return await asyncio.to_thread(event.wait, CALL_TIMEOUT_S)

@@ -1,0 +1,281 @@
+"""An OpenAI-compatible model behind a fallback chain, against a fake server on loopback.
+
+Each test scripts what the fake answers to each call of each model and checks what a user of
+the gateway would notice: the reply, which model gave it, how failures end the turn, and that
+an abort hangs up on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncGenerator
+
+import pytest
+
+from tests.providers.fakes import (
+    CALL_TIMEOUT_S,
+    REPLY,
+    REQUEST,
+    SECRET_KEY,
+    FakeModelServer,
+    chain_of,
+    collect,
+    fake_provider,
+    until_set,
+)
+from turngate.errors import (
+    ErrorCode,
+    ProviderError,
+    ProviderRejectedError,
+    ProviderTimeoutError,
+)
+from turngate.providers.openai_compat import OpenAICompatProvider
+
+
+@pytest.mark.asyncio
+async def test_streamed_deltas_arrive_in_order(server: FakeModelServer) -> None:
+    async with chain_of(fake_provider(server), "primary") as chain:
+        deltas = await collect(chain)
+    assert deltas == list(REPLY)
+    [call] = server.calls()
+    assert call.body["model"] == "primary"
+    assert call.body["stream"] is True
+    assert call.body["max_completion_tokens"] == 256
+    assert call.body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+    ]
+    assert call.headers["authorization"] == f"Bearer {SECRET_KEY}"
+    assert call.headers["x-stainless-retry-count"] == "0"
+
+
+@pytest.mark.asyncio
+async def test_a_rate_limited_call_is_retried_once_and_the_reply_delivered(
+    server: FakeModelServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.script("primary", [429, "ok"])
+    with caplog.at_level(logging.WARNING, logger="turngate.providers"):
+        async with chain_of(fake_provider(server), "primary") as chain:
+            deltas = await collect(chain)
+    assert "".join(deltas) == "".join(REPLY)
+    assert [c.step for c in server.calls("primary")] == [429, "ok"]
+    [retry] = caplog.records
+    assert retry.run_id == REQUEST.run_id  # type: ignore[attr-defined]
+    assert retry.session_key == REQUEST.session_key  # type: ignore[attr-defined]
+    assert retry.getMessage() == (
+        "run run-1: fake/primary failed: rate limited (429): scripted HTTP 429;"
+        " retry 1 of 2 in 0.020s"
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_rate_limit_carries_the_provider_s_retry_after(server: FakeModelServer) -> None:
+    server.script("primary", [429])
+    provider = OpenAICompatProvider(fake_provider(server), "primary", SECRET_KEY)
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await collect(provider)
+    finally:
+        await provider.aclose()
+    assert type(caught.value) is ProviderError
+    assert caught.value.retry_after_s == pytest.approx(0.02)
+    assert caught.value.message == "fake/primary: rate limited (429): scripted HTTP 429"
+
+
+@pytest.mark.asyncio
+async def test_a_model_failing_with_500_three_times_falls_back_to_the_next_model(
+    server: FakeModelServer,
+) -> None:
+    server.script("primary", [500, 500, 500])
+    async with chain_of(fake_provider(server, max_retries=2), "primary", "backup") as chain:
+        deltas = await collect(chain)
+    assert "".join(deltas) == "".join(REPLY)
+    assert [c.model for c in server.calls()] == ["primary"] * 3 + ["backup"]
+
+
+@pytest.mark.asyncio
+async def test_a_model_that_sends_no_first_token_in_time_falls_back_to_the_next_model(
+    server: FakeModelServer,
+) -> None:
+    server.script("primary", ["hang"])
+    config = fake_provider(server, max_retries=0, first_token_timeout=0.3)
+    async with chain_of(config, "primary", "backup") as chain:
+        deltas = await collect(chain)
+        # Giving up on the hung call hung up on the server, too.
+        assert await until_set(server.disconnected)
+    assert "".join(deltas) == "".join(REPLY)
+    assert [c.model for c in server.calls()] == ["primary", "backup"]
+
+
+@pytest.mark.asyncio
+async def test_the_first_token_timeout_names_the_model_and_the_timeout(
+    server: FakeModelServer,
+) -> None:
+    server.script("primary", ["hang"])
+    provider = OpenAICompatProvider(fake_provider(server), "primary", SECRET_KEY)
+    try:
+        with pytest.raises(ProviderTimeoutError) as caught:
+            await collect(provider)
+    finally:
+        await provider.aclose()
+    assert caught.value.message == (
+        "fake/primary: no first token within 0.3s (first_token_timeout)"
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_stream_that_outlasts_the_total_timeout_fails_after_its_output(
+    server: FakeModelServer,
+) -> None:
+    server.script("primary", ["slow"])
+    config = fake_provider(server, first_token_timeout=0.3, total_timeout=0.4)
+    deltas: list[str] = []
+    async with chain_of(config, "primary", "backup") as chain:
+        with pytest.raises(ProviderTimeoutError) as caught:
+            await collect(chain, into=deltas)
+        assert await until_set(server.disconnected)
+    assert caught.value.message == "fake/primary: not finished within 0.4s (total_timeout)"
+    assert deltas[0] == "tick 0 "
+    # Output had gone out: no retry, no fallback.
+    assert [c.model for c in server.calls()] == ["primary"]
+
+
+@pytest.mark.asyncio
+async def test_aborting_mid_stream_hangs_up_on_the_server(server: FakeModelServer) -> None:
+    server.script("primary", ["slow"])
+    first_delta = asyncio.Event()
+
+    async with chain_of(fake_provider(server, total_timeout=30.0), "primary") as chain:
+
+        async def consume() -> None:
+            async for _ in chain.stream(REQUEST):
+                first_delta.set()
+
+        task = asyncio.create_task(consume())
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            await first_delta.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await until_set(server.disconnected)
+    assert len(server.calls()) == 1  # an abort is never retried
+
+
+@pytest.mark.asyncio
+async def test_a_reply_abandoned_mid_stream_hangs_up_on_the_server(
+    server: FakeModelServer,
+) -> None:
+    server.script("primary", ["slow"])
+    async with chain_of(fake_provider(server, total_timeout=30.0), "primary") as chain:
+        deltas = chain.stream(REQUEST)
+        assert isinstance(deltas, AsyncGenerator)
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            assert await anext(deltas) == "tick 0 "
+            await deltas.aclose()
+        assert await until_set(server.disconnected)
+
+
+@pytest.mark.asyncio
+async def test_a_context_too_long_refusal_fails_the_turn_without_any_retry(
+    server: FakeModelServer,
+) -> None:
+    server.script("primary", ["context_too_long"])
+    async with chain_of(fake_provider(server), "primary", "backup") as chain:
+        with pytest.raises(ProviderRejectedError) as caught:
+            await collect(chain)
+    assert caught.value.code is ErrorCode.CONTEXT_TOO_LONG
+    assert caught.value.message.startswith("fake/primary: context too long (HTTP 400): ")
+    assert "maximum context length is 8192 tokens" in caught.value.message
+    assert len(server.calls()) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_content_filtered_reply_is_refused_without_any_retry(
+    server: FakeModelServer,
+) -> None:
+    server.script("primary", ["content_filter"])
+    async with chain_of(fake_provider(server), "primary", "backup") as chain:
+        with pytest.raises(ProviderRejectedError) as caught:
+            await collect(chain)
+    assert caught.value.code is ErrorCode.CONTENT_REFUSED
+    assert len(server.calls()) == 1
+
+
+@pytest.mark.asyncio
+async def test_when_every_model_fails_the_error_names_each_model_and_why(
+    server: FakeModelServer,
+) -> None:
+    server.script("primary", [429, 429, 429])
+    server.script("backup", [500, 500, 500])
+    config = fake_provider(server, max_retries=2)
+    async with chain_of(config, "primary", "backup") as chain:
+        with pytest.raises(ProviderError) as caught:
+            await collect(chain)
+    assert caught.value.code is ErrorCode.ALL_MODELS_FAILED
+    assert caught.value.message == (
+        "all models failed: fake/primary: rate limited (429): scripted HTTP 429 x3;"
+        " fake/backup: HTTP 500: scripted HTTP 500 x3"
+    )
+
+
+@pytest.mark.asyncio
+async def test_the_api_key_never_appears_in_any_error_or_log(
+    server: FakeModelServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.script("primary", ["echo_key"])
+    server.script("backup", ["echo_key"])
+    with caplog.at_level(logging.DEBUG):
+        async with chain_of(fake_provider(server), "primary", "backup") as chain:
+            with pytest.raises(ProviderError) as caught:
+                await collect(chain)
+    # The server did quote the key back: the redaction is what kept it out.
+    assert [c.step for c in server.calls()] == ["echo_key", "echo_key"]
+    assert caught.value.code is ErrorCode.ALL_MODELS_FAILED
+    assert "credentials refused (HTTP 401): Incorrect API key provided: Bearer [redacted]" in (
+        caught.value.message
+    )
+    assert SECRET_KEY not in f"{caught.value} {caught.value!r}"
+    assert caplog.records, "the fallback was logged"
+    for record in caplog.records:
+        assert SECRET_KEY not in record.getMessage(), record.name
+    assert SECRET_KEY not in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_a_refused_key_moves_to_the_next_model_at_once(server: FakeModelServer) -> None:
+    server.script("primary", [401])
+    async with chain_of(fake_provider(server, max_retries=2), "primary", "backup") as chain:
+        assert "".join(await collect(chain)) == "".join(REPLY)
+    assert [c.model for c in server.calls()] == ["primary", "backup"]
+
+
+@pytest.mark.asyncio
+async def test_a_provider_without_a_key_sends_a_placeholder_not_the_environment_s_key(
+    server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://192.0.2.1/v1")  # never reached
+    async with chain_of(fake_provider(server, api_key_env=None), "local") as chain:
+        assert "".join(await collect(chain)) == "".join(REPLY)
+    [call] = server.calls()
+    assert call.headers["authorization"] == "Bearer no-key"
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_server_is_a_retryable_connection_failure(
+    server: FakeModelServer,
+) -> None:
+    # A port bound but not listening refuses connections at once, and stays ours meanwhile.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        config = fake_provider(server, base_url=f"http://127.0.0.1:{port}/v1", max_retries=1)
+        async with chain_of(config, "primary") as chain:
+            with pytest.raises(ProviderError) as caught:
+                await collect(chain)
+    assert caught.value.code is ErrorCode.ALL_MODELS_FAILED
+    assert caught.value.message.startswith("all models failed: fake/primary: connection failed")
+    assert caught.value.message.endswith(" x2")
+    assert server.calls() == []
