@@ -191,3 +191,90 @@ def test_unstick_forces_a_wedged_session_free_and_is_audited(tmp_path: Path) -> 
     [audit] = waiter.of("unstuck")
     assert accepted["runId"] in audit.detail
     assert again == {"ok": True, "sessionKey": "agent:main:main", "unstuck": False, "runIds": []}
+
+
+def test_a_heartbeat_reply_goes_to_the_sessions_last_client_while_it_is_connected(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    import websockets
+
+    class Chatty:
+        name = "chatty"
+
+        async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+            yield f"news about: {request.messages[-1].content}"
+
+    bus = EventBus()
+    waiter = EventWaiter()
+    bus.subscribe(waiter.record)
+    heartbeat_agent = (
+        AgentConfig(
+            id="main",
+            heartbeat=HeartbeatConfig(every=0.3, isolated=False, prompt="Heartbeat: anything new?"),
+        ),
+    )
+
+    async def client(url: str) -> list[dict[str, object]]:
+        frames: list[dict[str, object]] = []
+        async with websockets.connect(url.replace("http://", "ws://") + "/ws") as ws:
+            await ws.recv()
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "req",
+                        "id": "c",
+                        "method": "connect",
+                        "params": {"minProtocol": 4, "maxProtocol": 4},
+                    }
+                )
+            )
+            await ws.recv()
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "req",
+                        "id": "s",
+                        "method": "chat.send",
+                        "params": {
+                            "sessionKey": "agent:main:main",
+                            "message": "hello",
+                            "idempotencyKey": "u1",
+                        },
+                    }
+                )
+            )
+            async with asyncio.timeout(CALL_TIMEOUT_S):
+                while not any(
+                    f.get("event") == "chat" and str(f["payload"]["runId"]).startswith("heartbeat.")  # type: ignore[index]
+                    for f in frames
+                ):
+                    frames.append(json.loads(await ws.recv()))
+        return frames
+
+    with running_gateway(tmp_path, provider=Chatty(), events=bus, agents=heartbeat_agent) as url:
+        frames = asyncio.run(client(url))
+        ended_before = len(waiter.of("ended"))
+        while len(waiter.of("ended")) < ended_before + 2:  # two more heartbeats, client gone
+            waiter.wait_for("ended", len(waiter.of("ended")) + 1)
+        with httpx.Client(base_url=url, timeout=CALL_TIMEOUT_S) as http:
+            beats = [
+                http.get(f"/turns/{e.turn_id}").json()
+                for e in waiter.of("ended")
+                if str(e.turn_id).startswith("heartbeat.")
+            ]
+    [heard] = [f for f in frames if str(f["payload"]["runId"]).startswith("heartbeat.")]  # type: ignore[index]
+    assert heard["payload"]["state"] == "final"  # type: ignore[index]
+    assert "news about: Heartbeat" in json.dumps(heard)
+    assert [b["status"] for b in beats] == ["ok"] * len(beats)
+    assert len(beats) >= 2
+    stored = tmp_path / "turngate.db"
+    import sqlite3
+
+    with sqlite3.connect(stored) as db:
+        deliveries = dict(
+            db.execute("SELECT turn_id, delivery FROM turns WHERE lane = 'heartbeat'")
+        )
+    assert "delivered" in deliveries.values()
+    assert list(deliveries.values())[-1] == "stored"  # after the client left: kept, not sent

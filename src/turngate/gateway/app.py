@@ -27,6 +27,7 @@ from turngate.gateway.assembly import (
 from turngate.gateway.auth import TokenMiddleware
 from turngate.gateway.frames import ERROR_HTTP_STATUS, error_body
 from turngate.gateway.metrics import GatewayMetrics
+from turngate.lanes.delivery import DeliveryTargets
 from turngate.providers.base import Provider
 from turngate.runtime.engine import Engine
 from turngate.runtime.events import EventBus
@@ -65,7 +66,7 @@ def create_app(
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(close_providers, agents)
             await stack.enter_async_context(engine)
-            heartbeats, cron = build_lanes(config, engine)
+            heartbeats, cron = build_lanes(config, engine, app.state.targets)
             app.state.heartbeats = heartbeats
             app.state.cron = cron
             async with asyncio.TaskGroup() as lanes:
@@ -115,4 +116,5 @@ def create_app(
         exception_handlers={TurngateError: on_turngate_error, Exception: on_unexpected},
     )
     app.state.config = config
+    app.state.targets = DeliveryTargets()
     return app

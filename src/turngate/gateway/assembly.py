@@ -10,6 +10,7 @@ from turngate.config import AgentConfig, GatewayConfig
 from turngate.core.lease import LeaseTerms
 from turngate.core.session import SessionPolicy
 from turngate.lanes.cron import CronJob, CronLane
+from turngate.lanes.delivery import DeliveryTargets
 from turngate.lanes.heartbeat import HeartbeatLane
 from turngate.providers.base import Provider
 from turngate.providers.registry import build_chain
@@ -99,12 +100,14 @@ async def close_providers(agents: AgentRegistry) -> None:
             await aclose()
 
 
-def build_lanes(config: GatewayConfig, engine: Engine) -> tuple[list[HeartbeatLane], CronLane]:
+def build_lanes(
+    config: GatewayConfig, engine: Engine, targets: DeliveryTargets
+) -> tuple[list[HeartbeatLane], CronLane]:
     """The heartbeat lanes and the cron lane the configuration asks for."""
     heartbeats = [
-        HeartbeatLane(engine, agent.id, agent.heartbeat)
+        HeartbeatLane(engine, agent.id, agent.heartbeat, targets)
         for agent in config.agents
         if agent.heartbeat is not None
     ]
     jobs = [CronJob.of(agent, job) for agent in config.agents for job in agent.cron]
-    return heartbeats, CronLane(engine, jobs)
+    return heartbeats, CronLane(engine, jobs, targets)

@@ -49,6 +49,7 @@ from turngate.gateway.ws_frames import (
     response,
     terminal_chat,
 )
+from turngate.lanes.delivery import DeliveryTargets
 from turngate.runtime.deltas import DeltaStream
 from turngate.runtime.engine import Engine, SubmitRequest, Ticket
 
@@ -96,10 +97,18 @@ class TokenBucket:
 class Connection:
     """One client socket, from challenge to close."""
 
-    def __init__(self, websocket: WebSocket, engine: Engine, config: GatewayConfig) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        engine: Engine,
+        config: GatewayConfig,
+        targets: DeliveryTargets,
+    ) -> None:
         self.ws = websocket
         self.engine = engine
         self.config = config
+        self.targets = targets
+        self.closed = False
         self.generation = next(_generations)
         self.conn_id = f"conn-{self.generation}-{uuid.uuid4().hex[:8]}"
         self._outbox: asyncio.Queue[str] = asyncio.Queue(OUTBOX_FRAMES_MAX)
@@ -129,6 +138,7 @@ class Connection:
                         self._spawn(self._ticker())
                         await self._read()
                 finally:
+                    self.closed = True  # this generation is over: nothing may act through it
                     for task in list(self._tasks):
                         task.cancel()
         except* (_Closed, WebSocketDisconnect):
@@ -336,7 +346,9 @@ class Connection:
         submitted = SubmitRequest(
             key, params.message, params.idempotencyKey, mode, timeout_s, LANE, stream=stream
         )
-        return await self.engine.submit(submitted), key.agent_id
+        ticket = await self.engine.submit(submitted)
+        self.targets.register(str(key), self.deliver_lane_outcome)
+        return ticket, key.agent_id
 
     async def _outcome(self, ticket: Ticket) -> Outcome:
         async with asyncio.timeout_at(ticket.deadline + WAIT_MARGIN_S):
@@ -370,6 +382,18 @@ class Connection:
             payload = terminal_chat(outcome, ticket.session_key, _now_ms())
         payload["seq"] = seq + 1
         self.event("chat", payload)
+
+    def deliver_lane_outcome(self, session_key: str, outcome: Outcome) -> bool:
+        """A heartbeat's or cron job's reply for a session this client last used."""
+        if self.closed:
+            return False
+        try:
+            payload = terminal_chat(outcome, session_key, _now_ms())
+            payload["seq"] = 1
+            self.event("chat", payload)
+        except _Closed:
+            return False
+        return True
 
     async def _stream_deltas(self, ticket: Ticket, deltas: DeltaStream) -> int:
         """Send each delta as a ``chat`` event; return how many were sent."""
@@ -499,4 +523,5 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     """Starlette endpoint for ``/`` and ``/ws``."""
     engine: Engine = websocket.app.state.engine
     config: GatewayConfig = websocket.app.state.config
-    await Connection(websocket, engine, config).serve()
+    targets: DeliveryTargets = websocket.app.state.targets
+    await Connection(websocket, engine, config, targets).serve()

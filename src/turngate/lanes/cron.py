@@ -18,7 +18,7 @@ from turngate.config import AgentConfig, CronJobConfig
 from turngate.core.keys import SessionKey, parse_session_key
 from turngate.core.queue import QueueMode
 from turngate.errors import NotFoundError, TurngateError
-from turngate.lanes.delivery import follow
+from turngate.lanes.delivery import DeliveryTargets, follow
 from turngate.runtime.engine import Engine, SubmitRequest, Ticket
 from turngate.runtime.events import EventKind
 from turngate.store.base import CronJobState
@@ -59,8 +59,11 @@ def next_fire(schedule: str, after: WallS) -> WallS:
 class CronLane:
     """All cron jobs of a gateway. Run :meth:`run` as a task; cancel it to stop."""
 
-    def __init__(self, engine: Engine, jobs: list[CronJob]) -> None:
+    def __init__(
+        self, engine: Engine, jobs: list[CronJob], targets: DeliveryTargets | None = None
+    ) -> None:
         self.engine = engine
+        self.targets = targets
         self.jobs = {job.job_id: job for job in jobs}
         self.states: dict[str, CronJobState] = {}
         self.fired = 0
@@ -150,4 +153,4 @@ class CronLane:
 
     def _follow(self, ticket: Ticket) -> None:
         if self._followers is not None:
-            self._followers.create_task(follow(self.engine, ticket, None))
+            self._followers.create_task(follow(self.engine, ticket, None, self.targets))

@@ -1,26 +1,60 @@
 """What becomes of a lane turn's reply.
 
 A reply that carries the agent's "nothing to report" token is recorded but not delivered
-(``suppressed``). Any other outcome is delivered to the lane's target; with no target
-configured it is kept in the store (``stored``), where ``turngate sessions show`` lists it.
+(``suppressed``). Any other outcome goes to the session's last active client connection, if
+it is still open (``delivered``); otherwise it is kept in the store (``stored``), where
+``turngate sessions show`` lists it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
-from turngate.core.turn import TurnState
+from turngate.core.turn import Outcome, TurnState
 from turngate.errors import TurngateError
 from turngate.runtime.engine import Engine, Ticket
 
 log = logging.getLogger("turngate.lanes")
 
 FOLLOW_MARGIN_S = 5.0
+TARGETS_MAX = 10_000
+
+Sink = Callable[[str, Outcome], bool]
+"""Hands a lane outcome to a client; False when that client is gone."""
 
 
-async def follow(engine: Engine, ticket: Ticket, ok_token: str | None) -> str:
-    """Wait for a lane turn's outcome (bounded by its deadline) and record its delivery."""
+class DeliveryTargets:
+    """The last active client connection of each session (bounded, most recent kept)."""
+
+    def __init__(self) -> None:
+        self._sinks: dict[str, Sink] = {}
+
+    def register(self, session_key: str, sink: Sink) -> None:
+        """``sink`` is now the session's last active client."""
+        self._sinks.pop(session_key, None)
+        self._sinks[session_key] = sink
+        if len(self._sinks) > TARGETS_MAX:
+            del self._sinks[next(iter(self._sinks))]
+
+    def deliver(self, session_key: str, outcome: Outcome) -> bool:
+        """Hand ``outcome`` to the session's last client; False if there is none (any more)."""
+        sink = self._sinks.get(session_key)
+        if sink is None:
+            return False
+        if sink(session_key, outcome):
+            return True
+        # That connection's generation is over: forget it, never act through it.
+        if self._sinks.get(session_key) is sink:
+            del self._sinks[session_key]
+        return False
+
+
+async def follow(
+    engine: Engine, ticket: Ticket, ok_token: str | None, targets: DeliveryTargets | None
+) -> str:
+    """Wait for a lane turn's outcome (bounded by its deadline) and deliver or record it."""
     try:
         async with asyncio.timeout_at(ticket.deadline + FOLLOW_MARGIN_S):
             outcome = await asyncio.shield(ticket.outcome)
@@ -39,6 +73,11 @@ async def follow(engine: Engine, ticket: Ticket, ok_token: str | None) -> str:
         and outcome.reply is not None
         and ok_token in outcome.reply
     )
-    delivery = "suppressed" if suppressed else "stored"
+    if suppressed:
+        delivery = "suppressed"
+    elif targets is not None and targets.deliver(ticket.session_key, outcome):
+        delivery = "delivered"
+    else:
+        delivery = "stored"
     await engine.store.set_delivery(ticket.turn_id, delivery)
     return delivery

@@ -15,7 +15,7 @@ from turngate.config import HeartbeatConfig
 from turngate.core.keys import parse_session_key
 from turngate.core.queue import QueueMode
 from turngate.errors import TurngateError
-from turngate.lanes.delivery import follow
+from turngate.lanes.delivery import DeliveryTargets, follow
 from turngate.runtime.engine import Engine, SubmitRequest, Ticket
 from turngate.runtime.events import EventKind
 
@@ -30,8 +30,15 @@ def heartbeat_session(agent_id: str, config: HeartbeatConfig) -> str:
 class HeartbeatLane:
     """One agent's heartbeat. Run :meth:`run` as a task; cancel it to stop."""
 
-    def __init__(self, engine: Engine, agent_id: str, config: HeartbeatConfig) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        agent_id: str,
+        config: HeartbeatConfig,
+        targets: DeliveryTargets | None = None,
+    ) -> None:
         self.engine = engine
+        self.targets = targets
         self.agent_id = agent_id
         self.config = config
         self.session_key = parse_session_key(heartbeat_session(agent_id, config))
@@ -61,7 +68,9 @@ class HeartbeatLane:
                     continue
                 previous = await self._fire(tick)
                 if previous is not None:
-                    followers.create_task(follow(engine, previous, self.config.ok_token))
+                    followers.create_task(
+                        follow(engine, previous, self.config.ok_token, self.targets)
+                    )
 
     async def _fire(self, tick: int) -> Ticket | None:
         request = SubmitRequest(
