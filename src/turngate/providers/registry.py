@@ -11,11 +11,9 @@ from collections.abc import Mapping, Sequence
 
 from turngate.config import ProviderConfig
 from turngate.errors import InvalidFieldError
-from turngate.providers.anthropic_messages import AnthropicProvider
 from turngate.providers.base import Provider
 from turngate.providers.echo import EchoProvider
 from turngate.providers.fallback import ChainLink, FallbackChain
-from turngate.providers.openai_compat import OpenAICompatProvider
 
 
 def build_chain(
@@ -75,8 +73,14 @@ def _api_key(config: ProviderConfig, ref: str, env: Mapping[str, str]) -> str | 
 def _provider(
     config: ProviderConfig, model: str, api_key: str | None, echo_latency_s: float
 ) -> Provider:
+    # The vendors' SDKs are imported only when a provider of theirs is configured: together
+    # they cost about 55 MB of memory that an echo-only gateway does not need.
     if config.kind == "echo":
         return EchoProvider(latency_s=echo_latency_s)
     if config.kind == "openai":
+        from turngate.providers.openai_compat import OpenAICompatProvider
+
         return OpenAICompatProvider(config, model, api_key)
+    from turngate.providers.anthropic_messages import AnthropicProvider
+
     return AnthropicProvider(config, model, api_key)
