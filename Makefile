@@ -27,8 +27,9 @@ typecheck: $(STAMP)
 
 # OpenClaw's own CLI, for the compatibility test (from the npm registry, into .cache/).
 OPENCLAW := .cache/openclaw/.installed-2026.9.6
+# A registry outage must not fail the whole suite: the test then says it was skipped, and why.
 $(OPENCLAW): scripts/install-openclaw-cli.sh
-	scripts/install-openclaw-cli.sh
+	scripts/install-openclaw-cli.sh || echo "warning: OpenClaw CLI not installed; its test is skipped"
 
 pytest: $(STAMP) $(OPENCLAW)
 	$(BIN)/python -m pytest -q
