@@ -98,9 +98,9 @@ def run_seed(seed: int, profile: Profile | None = None) -> SimResult:
         result.failure = FailureClass.CRASH
         result.error = traceback.format_exc()
     finally:
+        _drain(loop)  # while the handlers are still there: leftovers log too
         logger.removeHandler(counter)
         logging.getLogger("turngate.providers").removeHandler(quiet)
-        _drain(loop)
         loop.close()
         shutil.rmtree(workdir, ignore_errors=True)
     if result.failure is None and result.violations:
