@@ -138,3 +138,38 @@ class HangOnceProvider:
             await asyncio.Event().wait()
         async for delta in self._echo.stream(request):
             yield delta
+
+
+class GatedEchoProvider:
+    """Echoes, but holds every call at a gate until the test calls :meth:`open`
+    (thread-safe); the first ``ahead`` deltas of a reply come before the gate."""
+
+    name = "gated-echo"
+
+    def __init__(self, ahead: int = 0) -> None:
+        self.ahead = ahead
+        self._echo = EchoProvider(chunks=4)
+        self._lock = threading.Lock()
+        self._is_open = False
+        self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    def open(self) -> None:
+        with self._lock:
+            self._is_open = True
+            waiting, self._waiting = self._waiting, []
+        for loop, gate in waiting:
+            loop.call_soon_threadsafe(gate.set)
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+        gate = asyncio.Event()
+        with self._lock:
+            if self._is_open:
+                gate.set()
+            else:
+                self._waiting.append((asyncio.get_running_loop(), gate))
+        deltas = [delta async for delta in self._echo.stream(request)]
+        for delta in deltas[: self.ahead]:
+            yield delta
+        await gate.wait()
+        for delta in deltas[self.ahead :]:
+            yield delta

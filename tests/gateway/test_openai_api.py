@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import EventWaiter, running_gateway
+from tests.support import EventWaiter, GatedEchoProvider, running_gateway
 from turngate.cli import main as cli_main
 from turngate.config import AgentConfig
 from turngate.errors import ErrorCode, ProviderRejectedError
@@ -104,45 +103,12 @@ class ContextTooLong:
         yield ""  # unreachable; makes this an async generator like every provider
 
 
-class GatedEcho:
-    """Echoes, but holds every call at a gate until the test calls :meth:`open`
-    (thread-safe); the first ``ahead`` deltas of a reply come before the gate."""
-
-    name = "gated-echo"
-
-    def __init__(self, ahead: int = 0) -> None:
-        self.ahead = ahead
-        self._echo = EchoProvider(chunks=4)
-        self._lock = threading.Lock()
-        self._is_open = False
-        self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
-
-    def open(self) -> None:
-        with self._lock:
-            self._is_open = True
-            waiting, self._waiting = self._waiting, []
-        for loop, gate in waiting:
-            loop.call_soon_threadsafe(gate.set)
-
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-        gate = asyncio.Event()
-        with self._lock:
-            if self._is_open:
-                gate.set()
-            else:
-                self._waiting.append((asyncio.get_running_loop(), gate))
-        deltas = [delta async for delta in self._echo.stream(request)]
-        for delta in deltas[: self.ahead]:
-            yield delta
-        await gate.wait()
-        for delta in deltas[self.ahead :]:
-            yield delta
-
-
 @contextmanager
-def gated_gateway(state_dir: Path, ahead: int = 0) -> Iterator[tuple[str, GatedEcho, EventWaiter]]:
+def gated_gateway(
+    state_dir: Path, ahead: int = 0
+) -> Iterator[tuple[str, GatedEchoProvider, EventWaiter]]:
     """A gateway whose model waits at a gate, with its events recorded."""
-    provider = GatedEcho(ahead)
+    provider = GatedEchoProvider(ahead)
     events = EventBus()
     waiter = EventWaiter()
     events.subscribe(waiter.record)
