@@ -23,6 +23,7 @@ CALL_TIMEOUT_S = 20.0
 WEDGED_CALL = 4
 WEDGED_FOR_S = 3.0
 ABORT_GRACE_S = 2.0
+MODEL_LATENCY_S = 0.01
 
 
 class Model:
@@ -42,7 +43,7 @@ class Model:
         last = request.messages[-1].content
         if call == WEDGED_CALL:
             await ignore_cancellation_for(WEDGED_FOR_S)  # swallows cancellation
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(MODEL_LATENCY_S)  # the model at work, not a wait for the test
         yield "HEARTBEAT_OK" if last.startswith("Heartbeat") else f"echo: {last}"
 
 

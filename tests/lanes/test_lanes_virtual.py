@@ -22,6 +22,7 @@ from turngate.store.sqlite import SqliteStore
 
 DAY_S = 86_400.0
 HOUR_S = 3_600.0
+USER_PAUSE_S = 37.0
 # 2027-01-15 08:00:00 UTC: an exact hour, so half-hourly ticks fall on round times.
 WALL_AT_ZERO = 1_800_000_000.0 - HOUR_S
 
@@ -145,7 +146,7 @@ def test_a_shared_heartbeat_queues_with_the_users_turns_never_beside_them(tmp_pa
             ticket = await engine.submit(SubmitRequest(key, f"user message {index}"))
             outcome = await ticket.outcome
             assert outcome.reply == f"echo: user message {index}"
-            await asyncio.sleep(37.0)
+            await asyncio.sleep(USER_PAUSE_S)  # virtual time: the user reads, then writes
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

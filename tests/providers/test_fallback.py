@@ -33,6 +33,7 @@ from turngate.providers.fallback import (
 from turngate.sim.loop import run_virtual
 
 HANG = "hang"
+CANCEL_AFTER_S = 5.0
 """A step that waits until cancelled."""
 Step = str | BaseException | tuple[str, BaseException]
 """A reply, a failure before any output, or some output and then a failure."""
@@ -191,7 +192,7 @@ def test_cancelling_the_turn_is_never_caught_and_never_retried() -> None:
 
     async def main() -> None:
         task = asyncio.create_task(collect(chain(primary, backup)))
-        await asyncio.sleep(5.0)
+        await asyncio.sleep(CANCEL_AFTER_S)  # virtual time: mid-backoff
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
