@@ -188,30 +188,13 @@ class SessionOwner:
                     engine.emit(EventKind.LEASE_ACQUIRED, key, run_id=run_id, epoch=epoch)
                     for turn in turns:
                         ready_at = max(turn.accepted_at, self.free_since)
-                        engine.emit(
-                            EventKind.STARTED,
-                            key,
-                            run_id=run_id,
-                            turn_id=turn.turn_id,
-                            epoch=epoch,
-                            lane=self._lane(turn.turn_id),
-                            wait_s=now - turn.accepted_at,
-                            ready_wait_s=now - ready_at,
-                        )
+                        self._started(run_id, epoch, turn, now, ready_wait_s=now - ready_at)
                     self.started_at[run_id] = now
                     self._start(run_id, epoch, turns)
                 case Steered(run_id, epoch, turn):
                     await store.join_run(key, turn.turn_id, run_id, epoch, engine.clock.wall())
-                    engine.emit(
-                        EventKind.STARTED,
-                        key,
-                        run_id=run_id,
-                        turn_id=turn.turn_id,
-                        epoch=epoch,
-                        lane=self._lane(turn.turn_id),
-                        wait_s=now - turn.accepted_at,
-                        ready_wait_s=0.0,
-                        detail="steered into the running turn",
+                    self._started(
+                        run_id, epoch, turn, now, 0.0, detail="steered into the running turn"
                     )
                 case CancelRun(run_id, epoch, reason):
                     engine.emit(
@@ -263,6 +246,27 @@ class SessionOwner:
                     )
         for outcome in ended:
             engine.deliver(key, outcome, self.lanes.pop(outcome.turn_id, "direct"))
+
+    def _started(
+        self,
+        run_id: RunId,
+        epoch: Epoch,
+        turn: Turn,
+        now: MonotonicS,
+        ready_wait_s: float,
+        detail: str = "",
+    ) -> None:
+        self.engine.emit(
+            EventKind.STARTED,
+            self.session_key,
+            run_id=run_id,
+            turn_id=turn.turn_id,
+            epoch=epoch,
+            lane=self._lane(turn.turn_id),
+            wait_s=now - turn.accepted_at,
+            ready_wait_s=ready_wait_s,
+            detail=detail,
+        )
 
     def _steerable(self, core: SessionCore) -> bool:
         """Whether the running run still takes steered messages."""
