@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 
 from turngate.config import GatewayConfig
 from turngate.gateway.app import create_app
+from turngate.gateway.server import GatewayServer, listening_socket, uvicorn_config
 from turngate.providers.base import ProviderRequest
 from turngate.providers.echo import EchoProvider
 from turngate.runtime.events import Event, EventBus
@@ -31,24 +30,10 @@ def serve(app: Starlette) -> Iterator[str]:
     once: its connection waits in the backlog until the app's startup is complete. No
     polling, no sleeping.
     """
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
+    sock = listening_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    config: GatewayConfig | None = getattr(app.state, "config", None)
-    server_config = uvicorn.Config(
-        app,
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-        loop="asyncio",
-        ws="websockets-sansio",
-        ws_ping_interval=config.ws_ping_interval_s if config else 20.0,
-        ws_ping_timeout=config.ws_ping_timeout_s if config else 20.0,
-    )
-    server = uvicorn.Server(server_config)
+    config: GatewayConfig = app.state.config
+    server = GatewayServer(uvicorn_config(app, config, loop="asyncio", log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -138,9 +137,8 @@ def _client_args(parser: argparse.ArgumentParser, default_session: str = "agent:
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from turngate.gateway.app import create_app
+    from turngate.gateway.server import GatewayServer, listening_socket, uvicorn_config
 
     config = load_config(
         args.config,
@@ -159,35 +157,10 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         },
     )
     configure_logging(config.log_level, config.log_format)
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so.
-    sock = socket.socket(
-        socket.AF_INET6 if ":" in config.host else socket.AF_INET,
-        socket.SOCK_STREAM,
-        socket.IPPROTO_TCP,
-    )
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((config.host, config.port))
-    # Listen before announcing: a client that connects after the line below waits in the
-    # backlog until startup is complete, instead of being refused.
-    sock.listen(2048)
+    sock = listening_socket(config.host, config.port)
     host, port = sock.getsockname()[:2]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config),
-            loop="uvloop" if _has_uvloop() else "asyncio",
-            http="httptools",
-            log_level=config.log_level,
-            # uvicorn's loggers propagate to the handler configure_logging installed, so
-            # they follow log_format too.
-            log_config=None,
-            access_log=False,
-            ws="websockets-sansio",
-            ws_max_size=config.ws_frame_bytes_max * 4,
-            ws_ping_interval=config.ws_ping_interval_s,
-            ws_ping_timeout=config.ws_ping_timeout_s,
-            lifespan="on",
-            timeout_graceful_shutdown=10,
-        )
+    server = GatewayServer(
+        uvicorn_config(create_app(config), config, loop="uvloop" if _has_uvloop() else "asyncio")
     )
     print(f"turngate listening on http://{host}:{port} (state in {config.state_path})", flush=True)
     server.run(sockets=[sock])
