@@ -145,6 +145,11 @@ class GatedEchoProvider:
         for loop, gate in waiting:
             loop.call_soon_threadsafe(gate.set)
 
+    def close(self) -> None:
+        """Hold calls that start from now on at the gate again."""
+        with self._lock:
+            self._is_open = False
+
     async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
         gate = asyncio.Event()
         with self._lock:

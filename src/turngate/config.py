@@ -202,6 +202,19 @@ class GatewayConfig(BaseModel):
     """The server pings each WebSocket this often; one that does not answer within
     ``ws_ping_timeout_s`` is dropped (its turns go on)."""
     ws_ping_timeout_s: float = Field(default=20.0, gt=0)
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    """A client must send a request's headers within this long of starting it (or of the
+    connection opening); a slower one is answered ``408`` and dropped."""
+    http_body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """A request's whole body must arrive within this long of its headers."""
+    http_keepalive_timeout_s: float = Field(default=5.0, gt=0, le=3600)
+    """An idle keep-alive connection is closed after this long."""
+    connections_max: int = Field(default=1000, ge=1, le=1_000_000)
+    """Open client connections (HTTP and WebSocket) at once; past it, a new connection is
+    answered ``503 too_many_connections`` and closed."""
+    shutdown_drain_s: float = Field(default=5.0, ge=0, le=3600)
+    """On SIGTERM: how long turns already running get to finish before every client still
+    waiting is answered ``503 pending`` (the turn is kept and resumes on restart)."""
     providers: tuple[ProviderConfig, ...] = ()
     agents: tuple[AgentConfig, ...] = ()
     """Configured agents. With none, any agent id is served with the defaults above; with

@@ -13,14 +13,20 @@ Tree::
     │   ├── UnknownAgentError     the session key names an agent this gateway does not serve
     │   ├── PayloadTooLargeError  body or message over its limit
     │   ├── IdempotencyConflictError  key reused for a different message
-    │   ├── NotFoundError         no such turn / session
-    │   └── UnauthorizedError     the gateway token is missing or wrong
-    ├── UnavailableError          the gateway cannot take the turn now (shutting down)
+    │   ├── NotFoundError         no such turn / session, no such route
+    │   ├── UnauthorizedError     the gateway token is missing or wrong
+    │   └── SlowClientError       headers or body not sent in time (408)
+    ├── UnavailableError          the gateway cannot take the turn now (shutting down,
+    │                             too many connections)
     ├── StoreError                the store refused or failed a write
-    │   └── StaleEpochError       a write carried a fencing epoch that is no longer current
+    │   ├── StaleEpochError       a write carried a fencing epoch that is no longer current
+    │   └── StorageUnavailableError  the disk is full or failing: nothing was written (503)
+    ├── StateDirError             the state directory cannot be used (in use by another
+    │                             gateway, not writable)
     ├── ProviderError             the model provider failed a call (retry, then next model)
     │   ├── ProviderTimeoutError  no answer (or no first token) in time (retry)
     │   ├── ProviderAuthError     the provider refused our credentials (next model at once)
+    │   ├── ProviderResponseError the answer was cut off, empty or unreadable (retry)
     │   └── ProviderRejectedError the request itself was refused: context too long, content
     │                             refused, bad request (the turn fails; never retried)
     └── IllegalTransitionError    a state machine was asked for a transition it does not have
@@ -51,6 +57,12 @@ class ErrorCode(enum.StrEnum):
     INVALID_QUEUE_MODE = "invalid_queue_mode"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    BAD_REQUEST = "bad_request"
+    """The HTTP request itself could not be parsed."""
+    REQUEST_TIMEOUT = "request_timeout"
+    """The client did not send its headers or body in time."""
+    TOO_MANY_CONNECTIONS = "too_many_connections"
     # Turn outcomes other than a reply.
     BUSY = "busy"
     QUEUE_FULL = "queue_full"
@@ -68,6 +80,12 @@ class ErrorCode(enum.StrEnum):
     CONTEXT_TOO_LONG = "context_too_long"
     CONTENT_REFUSED = "content_refused"
     ALL_MODELS_FAILED = "all_models_failed"
+    INCOMPLETE_RESPONSE = "incomplete_response"
+    """The model's answer stopped before the provider said it was finished."""
+    EMPTY_RESPONSE = "empty_response"
+    """The model finished without any content."""
+    BAD_RESPONSE = "bad_response"
+    """The provider's answer could not be read (not a stream, malformed, wrong shape)."""
     UNAUTHORIZED = "unauthorized"
     RATE_LIMITED = "rate_limited"
     FRAME_TOO_LARGE = "frame_too_large"
@@ -75,6 +93,9 @@ class ErrorCode(enum.StrEnum):
     STALE_EPOCH = "stale_epoch"
     ILLEGAL_TRANSITION = "illegal_transition"
     STORE_ERROR = "store_error"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
+    STATE_DIR_IN_USE = "state_dir_in_use"
+    STATE_DIR_UNUSABLE = "state_dir_unusable"
     INTERNAL = "internal"
 
 
@@ -137,6 +158,12 @@ class NotFoundError(RequestError):
     code = ErrorCode.NOT_FOUND
 
 
+class SlowClientError(RequestError):
+    """A client did not finish sending its request in time; the connection is dropped."""
+
+    code = ErrorCode.REQUEST_TIMEOUT
+
+
 class UnavailableError(TurngateError):
     """The gateway cannot accept turns right now (it is starting or shutting down)."""
 
@@ -164,6 +191,22 @@ class StaleEpochError(StoreError):
         self.epoch = epoch
 
 
+class StorageUnavailableError(StoreError):
+    """The store cannot write (disk full, I/O error, read-only file): nothing was written.
+
+    Transient by nature: a turn that was not accepted may be sent again; turns already
+    accepted stay owed and run once writes succeed again.
+    """
+
+    code = ErrorCode.STORAGE_UNAVAILABLE
+
+
+class StateDirError(TurngateError):
+    """The state directory cannot be used: another gateway holds it, or it is not writable."""
+
+    code = ErrorCode.STATE_DIR_UNUSABLE
+
+
 class ProviderError(TurngateError):
     """A model provider failed a call (rate limit, 5xx, overloaded, connection lost).
 
@@ -189,6 +232,14 @@ class ProviderAuthError(ProviderError):
     """A model provider refused the gateway's credentials (401/403)."""
 
     code = ErrorCode.PROVIDER_AUTH
+
+
+class ProviderResponseError(ProviderError):
+    """The provider answered, but not with a finished reply: the stream was cut off
+    (``incomplete_response``), had no content (``empty_response``), or could not be read
+    (``bad_response``). Retried, then the next model, like a 5xx."""
+
+    code = ErrorCode.BAD_RESPONSE
 
 
 class ProviderRejectedError(ProviderError):

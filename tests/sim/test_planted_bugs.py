@@ -1,4 +1,5 @@
-"""Proof that the simulator can fail: four bugs of the field reports, planted one at a time.
+"""Proof that the simulator can fail: four bugs of the field reports, and two of a full disk,
+planted one at a time.
 
 Each fixture patches the real runtime the way a plausible mistake would, for this test only.
 The simulator must find a violating seed within 1,000 seeds, and name the invariant the bug
@@ -7,6 +8,10 @@ breaks. The seed found is printed (``pytest -s``) so it can be replayed.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import pytest
 
 from turngate.core.effects import Effect, EndRun
@@ -14,7 +19,10 @@ from turngate.core.lease import Lease, LeaseState
 from turngate.core.session import SessionCore
 from turngate.runtime.owner import SessionOwner
 from turngate.sim.runner import SimResult, run_seed
+from turngate.store.sqlite import SqliteStore, _GroupCommit
 from turngate.types import Epoch, MonotonicS, RunId
+
+T = TypeVar("T")
 
 SEEDS_MAX = 1000
 
@@ -78,6 +86,54 @@ def callback_without_generation_check(monkeypatch: pytest.MonkeyPatch) -> None:
         return self.active is not None
 
     monkeypatch.setattr(SessionCore, "_holds", holds)
+
+
+@pytest.fixture
+def failed_commit_acknowledged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk: the group commit acknowledges its writers even when COMMIT failed (the
+    issue's "ROLLBACK inside the callback" class: waiters told the wrong thing)."""
+
+    def commit(self: SqliteStore, group: _GroupCommit) -> None:
+        if group.lost is not None:
+            return
+        if self._group is group:
+            self._group = None
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error:
+            pass
+        for waiter in group.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    monkeypatch.setattr(SqliteStore, "_commit", commit)
+
+
+@pytest.fixture
+def storage_failure_ends_the_owner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk: the session's owner gives up on a failed write instead of trying again
+    (seed 002's silent session: its turns wait for a restart)."""
+
+    async def durably(
+        self: SessionOwner, what: str, run_id: RunId | None, attempt: Callable[[], Awaitable[T]]
+    ) -> T:
+        del what, run_id
+        return await attempt()
+
+    monkeypatch.setattr(SessionOwner, "_durably", durably)
+
+
+@pytest.mark.usefixtures("failed_commit_acknowledged")
+def test_the_simulator_finds_writes_acknowledged_that_a_full_disk_lost() -> None:
+    # Its state and the store's part ways: a lease the store still shows (I5), a turn
+    # acknowledged but not stored (I7), or an outcome the store does not have (I1).
+    assert first_failure().violations[0].invariant in {"I1", "I5", "I7"}
+
+
+@pytest.mark.usefixtures("storage_failure_ends_the_owner")
+def test_the_simulator_finds_a_session_silenced_by_a_full_disk() -> None:
+    invariants = {violation.invariant for violation in first_failure().violations}
+    assert invariants & {"I1", "I4"}
 
 
 @pytest.mark.usefixtures("reply_before_release")

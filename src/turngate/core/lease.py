@@ -112,6 +112,14 @@ class Lease:
             return self.revoked_at + self.terms.abort_grace_s
         return None
 
+    def restart(self, now: MonotonicS) -> None:
+        """The run really started at ``now`` (its start waited for storage): both its clocks
+        start from there. The turn's own deadline does not move."""
+        if self.state is LeaseState.HELD:
+            self._move(LeaseEvent.RENEW)
+            self.granted_at = max(self.granted_at, now)
+            self.last_progress_at = max(self.last_progress_at, now)
+
     def renew(self, now: MonotonicS) -> None:
         """Record progress: the stall deadline moves, the run deadline does not."""
         if self.state is LeaseState.HELD:

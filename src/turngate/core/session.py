@@ -148,6 +148,13 @@ class SessionCore:
         effects.extend(self._start_next(now))
         return effects
 
+    def run_started(self, run_id: RunId, epoch: Epoch, now: MonotonicS) -> None:
+        """The run's start is durable and its task begins now: its lease clocks start here,
+        not when the start was decided (the write may have waited for storage)."""
+        if self._holds(run_id, epoch):
+            assert self.active is not None
+            self.active.lease.restart(now)
+
     def progress(self, run_id: RunId, epoch: Epoch, now: MonotonicS) -> list[Effect]:
         """The run made progress (a streamed delta): its stall deadline moves."""
         if not self._holds(run_id, epoch):

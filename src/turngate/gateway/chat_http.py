@@ -16,7 +16,13 @@ from starlette.responses import JSONResponse, Response
 
 from turngate import __version__
 from turngate.config import GatewayConfig
-from turngate.errors import NotFoundError, PayloadTooLargeError, UnavailableError
+from turngate.errors import (
+    ErrorCode,
+    NotFoundError,
+    PayloadTooLargeError,
+    StoreError,
+    UnavailableError,
+)
 from turngate.gateway.frames import (
     TERMINAL_HTTP_STATUS,
     WIRE_STATUS,
@@ -100,6 +106,16 @@ async def chat_send(request: Request) -> Response:
             ticket.turn_id,
             extra={"session_key": ticket.session_key, "run_id": ticket.turn_id},
         )
+        storage = engine.store.health()
+        if not storage.writable:
+            # The turn ran, or will, but its end cannot be written down yet.
+            error = error_body(
+                ErrorCode.STORAGE_UNAVAILABLE,
+                f"session {ticket.session_key}: turn {ticket.turn_id} is kept, but its outcome"
+                f" cannot be stored yet ({storage.reason}); ask GET /turns/{ticket.turn_id}"
+                " or retry with the same idempotencyKey",
+            )
+            return JSONResponse({**pending, "status": "pending", **error}, status_code=503)
         return JSONResponse({**pending, "status": "pending"}, status_code=202)
     return JSONResponse(
         outcome_body(outcome, ticket.session_key),
@@ -150,17 +166,30 @@ async def liveness(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    """Liveness plus the figures an operator looks at first: stalled and slow sessions."""
+    """Liveness plus the figures an operator looks at first: storage, stalled and slow
+    sessions. ``503`` with ``"status": "degraded"`` while storage refuses writes."""
     engine = _engine(request)
     snapshot = engine.snapshot()
     heartbeats = getattr(request.app.state, "heartbeats", [])
     cron = getattr(request.app.state, "cron", None)
+    storage = snapshot.storage
+    ok = not snapshot.degraded
+    try:
+        sessions: int | None = await engine.store.count_sessions()
+    except StoreError:
+        sessions = None
     return JSONResponse(
         {
-            "ok": True,
-            "status": "live",
+            "ok": ok,
+            "status": "live" if ok else "degraded",
             "version": __version__,
-            "sessions": await engine.store.count_sessions(),
+            "storage": {
+                "writable": storage.writable,
+                "reason": storage.reason or None,
+                "writeFailures": storage.write_failures,
+                "waitingSessions": list(snapshot.storage_blocked),
+            },
+            "sessions": sessions,
             "activeSessions": snapshot.active_sessions,
             "runningTurns": snapshot.running_turns,
             "queuedTurns": snapshot.queued_turns,
@@ -180,7 +209,8 @@ async def health(request: Request) -> Response:
                 ],
                 "cron": {"jobs": len(cron.jobs) if cron else 0, "fired": cron.fired if cron else 0},
             },
-        }
+        },
+        status_code=200 if ok else 503,
     )
 
 

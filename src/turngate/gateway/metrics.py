@@ -111,6 +111,16 @@ class GatewayMetrics:
         self.owner_failures = Counter(
             "turngate_owner_failures", "Session owners that failed (store errors).", registry=r
         )
+        self.storage_failures = Counter(
+            "turngate_storage_write_failures",
+            "Writes that storage refused (disk full, I/O error); each retry counts.",
+            registry=r,
+        )
+        Gauge(
+            "turngate_storage_writable",
+            "1 while the store takes writes, 0 while they fail (then /health is degraded).",
+            registry=r,
+        ).set_function(lambda: float(engine.store.health().writable))
         Gauge("turngate_queue_depth", "Turns queued across sessions.", registry=r).set_function(
             lambda: engine.snapshot().queued_turns
         )
@@ -167,5 +177,7 @@ class GatewayMetrics:
                 self.unstuck.inc()
             case EventKind.LANE_FAILED:
                 self.lane_failures.labels(event.lane).inc()
+            case EventKind.STORAGE_FAILED:
+                self.storage_failures.inc()
             case _:
                 pass

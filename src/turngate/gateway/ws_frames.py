@@ -23,11 +23,19 @@ WS_ERROR_CLASS: dict[ErrorCode, str] = {
     ErrorCode.SHUTDOWN: "UNAVAILABLE",
     ErrorCode.RATE_LIMITED: "UNAVAILABLE",
     ErrorCode.STORE_ERROR: "UNAVAILABLE",
+    ErrorCode.STORAGE_UNAVAILABLE: "UNAVAILABLE",
     ErrorCode.INTERNAL: "UNAVAILABLE",
 }
 """OpenClaw's error class for a code; anything not listed is ``INVALID_REQUEST``."""
 
-RETRYABLE = frozenset({ErrorCode.SHUTDOWN, ErrorCode.RATE_LIMITED, ErrorCode.STORE_ERROR})
+RETRYABLE = frozenset(
+    {
+        ErrorCode.SHUTDOWN,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.STORE_ERROR,
+        ErrorCode.STORAGE_UNAVAILABLE,
+    }
+)
 
 ERROR_KIND: dict[ErrorCode, str] = {
     ErrorCode.CONTEXT_TOO_LONG: "context_length",

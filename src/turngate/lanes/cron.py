@@ -17,7 +17,7 @@ from croniter import croniter
 from turngate.config import AgentConfig, CronJobConfig
 from turngate.core.keys import SessionKey, parse_session_key
 from turngate.core.queue import QueueMode
-from turngate.errors import NotFoundError, TurngateError
+from turngate.errors import NotFoundError, StorageUnavailableError, StoreError, TurngateError
 from turngate.lanes.delivery import DeliveryTargets, follow
 from turngate.runtime.engine import Engine, SubmitRequest, Ticket
 from turngate.runtime.events import EventKind
@@ -27,6 +27,8 @@ from turngate.types import WallS
 LANE = "cron"
 IDLE_WAIT_S = 3600.0
 """With no job configured the lane still wakes hourly; every wait has a deadline."""
+STORAGE_RETRY_S = 5.0
+"""A slot that could not be stored (storage unavailable) is tried again after this long."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +98,9 @@ class CronLane:
                         await asyncio.sleep(wait)
                         continue
                     for state in list(self.states.values()):
-                        if state.next_fire_wall <= now:
-                            await self._fire_slot(state, now)
+                        if state.next_fire_wall <= now and not await self._fire_slot(state, now):
+                            await asyncio.sleep(STORAGE_RETRY_S)
+                            break
             finally:
                 self._followers = None
 
@@ -112,28 +115,41 @@ class CronLane:
         self._follow(ticket)
         return ticket
 
-    async def _fire_slot(self, state: CronJobState, now: WallS) -> None:
+    async def _fire_slot(self, state: CronJobState, now: WallS) -> bool:
+        """Fire one due slot and move the job to its next one; False if storage could not
+        take it (the slot stays due and is tried again: its turn id makes that safe)."""
         job = self.jobs[state.job_id]
         slot = state.next_fire_wall
         try:
-            ticket = await self._submit(job, f"cron.{job.job_id}.{int(slot)}", slot)
+            ticket: Ticket | None = await self._submit(job, f"cron.{job.job_id}.{int(slot)}", slot)
+        except StorageUnavailableError as exc:
+            self._failed(job, slot, exc, "; the slot will be tried again")
+            return False
         except TurngateError as exc:
-            self.engine.emit(
-                EventKind.LANE_FAILED,
-                str(job.session_key),
-                lane=LANE,
-                code=exc.code,
-                detail=f"cron job {job.job_id}: slot {slot:.0f} could not be submitted:"
-                f" {exc.message}",
-            )
+            self._failed(job, slot, exc)
             ticket = None
         updated = CronJobState(
             job.job_id, job.agent_id, job.schedule, next_fire(job.schedule, max(now, slot)), slot
         )
-        await self.engine.store.save_cron_job(updated)
+        try:
+            await self.engine.store.save_cron_job(updated)
+        except StoreError as exc:
+            self._failed(job, slot, exc, "; its next slot was not saved, so it is tried again")
+            return False
         self.states[job.job_id] = updated
         if ticket is not None:
             self._follow(ticket)
+        return True
+
+    def _failed(self, job: CronJob, slot: WallS, exc: TurngateError, then: str = "") -> None:
+        self.engine.emit(
+            EventKind.LANE_FAILED,
+            str(job.session_key),
+            lane=LANE,
+            code=exc.code,
+            detail=f"cron job {job.job_id}: slot {slot:.0f} could not be submitted:"
+            f" {exc.message}{then}",
+        )
 
     async def _submit(self, job: CronJob, turn_id: str, slot: WallS) -> Ticket:
         ticket = await self.engine.submit(

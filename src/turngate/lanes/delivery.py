@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 
 from turngate.core.turn import Outcome, TurnState
-from turngate.errors import TurngateError
+from turngate.errors import StoreError, TurngateError
 from turngate.runtime.engine import Engine, Ticket
 
 log = logging.getLogger("turngate.lanes")
@@ -79,5 +79,16 @@ async def follow(
         delivery = "delivered"
     else:
         delivery = "stored"
-    await engine.store.set_delivery(ticket.turn_id, delivery)
+    try:
+        await engine.store.set_delivery(ticket.turn_id, delivery)
+    except StoreError as exc:
+        # The outcome itself is stored; only this note on it is lost.
+        log.warning(
+            "session %s: lane turn %s: could not record its delivery (%s): %s",
+            ticket.session_key,
+            ticket.turn_id,
+            delivery,
+            exc.message,
+            extra={"session_key": ticket.session_key, "run_id": ticket.turn_id},
+        )
     return delivery

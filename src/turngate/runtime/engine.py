@@ -25,6 +25,7 @@ from turngate.errors import (
     ErrorCode,
     IdempotencyConflictError,
     StaleEpochError,
+    StorageUnavailableError,
     UnavailableError,
     UnknownAgentError,
 )
@@ -34,12 +35,19 @@ from turngate.runtime.clock import LoopClock
 from turngate.runtime.deltas import DeltaStream
 from turngate.runtime.events import Event, EventBus, EventKind
 from turngate.runtime.owner import Abort, Command, SessionOwner, Submit, Unstick
-from turngate.store.base import Store, TurnRecord
+from turngate.store.base import Store, StoreHealth, TurnRecord
 from turngate.types import MonotonicS, RunId, TurnId
 
 log = logging.getLogger("turngate.runtime")
 
 T = TypeVar("T")
+
+STORAGE_PROBE_FIRST_S = 0.5
+STORAGE_PROBE_MAX_S = 5.0
+"""While storage refuses writes, the engine tries a small write this often (doubling up to
+the cap), so that /health says when it works again even if nothing else writes."""
+COMMAND_MARGIN_S = 5.0
+"""An abort or unstick waits for the session's owner up to the abort grace plus this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +146,19 @@ class EngineSnapshot:
     running_turns: int
     queued_turns: int
     leases: tuple[LeaseView, ...]
+    storage: StoreHealth
+    storage_blocked: tuple[str, ...] = ()
+    """Sessions whose next write waits for storage to take writes again."""
+
+    @property
+    def degraded(self) -> bool:
+        """Storage refuses writes, or a session still waits for it to take one."""
+        return not self.storage.writable or bool(self.storage_blocked)
+
+    @property
+    def settled(self) -> bool:
+        """Nothing running, queued, or waiting to be written down."""
+        return not (self.running_turns or self.queued_turns or self.storage_blocked)
 
     @property
     def oldest_lease_age_s(self) -> float:
@@ -172,6 +193,7 @@ class Engine:
         self._runs: set[asyncio.Task[Any]] = set()
         self._tg: asyncio.TaskGroup | None = None
         self._accepting = False
+        self._storage_watch: asyncio.Task[None] | None = None
 
     # -- lifetime -------------------------------------------------------------------------
 
@@ -180,7 +202,13 @@ class Engine:
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         self._accepting = True
-        await self._recover()
+        try:
+            await self._recover()
+        except BaseException:
+            # Nothing is left running when start-up fails (storage refusing the recovery,
+            # say): the caller gets the error and a closed engine.
+            await self.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(
@@ -193,6 +221,8 @@ class Engine:
         # Tell waiting clients first: they are not kept waiting while runs unwind.
         self._fail_all_waiters()
         tg, self._tg = self._tg, None
+        if self._storage_watch is not None:
+            self._storage_watch.cancel(msg="shutdown")
         for owner in list(self._owners.values()):
             if owner.task is not None:
                 owner.task.cancel(msg="shutdown")
@@ -261,9 +291,13 @@ class Engine:
         )
         try:
             existing = await self.store.accept_turn(record)
-        except BaseException:
+        except BaseException as exc:
             if fresh:
                 self._waiters.pop(turn_id, None)
+            if isinstance(exc, StorageUnavailableError):
+                self.storage_failed(
+                    key, f"turn not accepted (the client is told): {exc.message}", turn_id=turn_id
+                )
             raise
         if existing is not None:
             return self._duplicate(request, existing, waiter, fresh, now)
@@ -279,10 +313,10 @@ class Engine:
         owner = self._owners.get(str(session_key))
         if owner is None:
             return []
+        self._refuse_if_storage_blocked(owner, "abort a turn")
         done: asyncio.Future[list[RunId]] = asyncio.get_running_loop().create_future()
         owner.post(Abort(run_id, done))
-        async with asyncio.timeout(self.settings.abort_grace_s + 5.0):
-            return await asyncio.shield(done)
+        return await self._answer(owner.session_key, done, "abort a turn")
 
     async def unstick(self, session_key: SessionKey) -> list[RunId]:
         """Force a session free now (operator action, audited); returns the turns ended."""
@@ -290,10 +324,10 @@ class Engine:
         owner = self._owners.get(key)
         if owner is None:
             return []
+        self._refuse_if_storage_blocked(owner, "unstick it")
         done: asyncio.Future[list[RunId]] = asyncio.get_running_loop().create_future()
         owner.post(Unstick(done))
-        async with asyncio.timeout(self.settings.abort_grace_s + 5.0):
-            ended = await asyncio.shield(done)
+        ended = await self._answer(key, done, "unstick it")
         self.emit(
             EventKind.UNSTUCK,
             key,
@@ -301,12 +335,89 @@ class Engine:
         )
         return ended
 
+    def _refuse_if_storage_blocked(self, owner: SessionOwner, what: str) -> None:
+        """A session whose owner waits for storage cannot act before storage is back."""
+        if owner.storage_blocked_since is not None:
+            raise StorageUnavailableError(
+                f"session {owner.session_key}: cannot {what} now: the session is waiting for"
+                f" storage to take writes again ({self.store.health().reason}); its turns are"
+                " kept and go on by themselves once it does"
+            )
+
+    async def _answer(
+        self, session_key: str, done: asyncio.Future[list[RunId]], what: str
+    ) -> list[RunId]:
+        """An owner's answer to a command, or an error that says why it did not come."""
+        try:
+            async with asyncio.timeout(self.settings.abort_grace_s + COMMAND_MARGIN_S):
+                return await asyncio.shield(done)
+        except TimeoutError:
+            storage = self.store.health()
+            if not storage.writable:
+                raise StorageUnavailableError(
+                    f"session {session_key}: cannot {what} now: the session is waiting for"
+                    f" storage to take writes again ({storage.reason}); try again later"
+                ) from None
+            raise UnavailableError(
+                f"session {session_key}: cannot {what} now: its owner did not answer in time;"
+                " try again"
+            ) from None
+
+    def storage_failed(
+        self,
+        session_key: str,
+        detail: str,
+        *,
+        run_id: RunId | None = None,
+        turn_id: TurnId | None = None,
+    ) -> None:
+        """A write for ``session_key`` could not be made durable (WARNING, event, metric);
+        the engine then watches storage until it takes writes again."""
+        self.emit(
+            EventKind.STORAGE_FAILED,
+            session_key,
+            run_id=run_id,
+            turn_id=turn_id,
+            code=ErrorCode.STORAGE_UNAVAILABLE,
+            detail=detail,
+        )
+        if self._tg is not None and self._storage_watch is None:
+            self._storage_watch = self._tg.create_task(self._watch_storage(), name="storage")
+
+    async def _watch_storage(self) -> None:
+        """Probe storage until a write commits again, then say so."""
+        pause_s = STORAGE_PROBE_FIRST_S
+        try:
+            while True:
+                await asyncio.sleep(pause_s)
+                pause_s = min(pause_s * 2, STORAGE_PROBE_MAX_S)
+                if any(o.storage_blocked_since is not None for o in self._owners.values()):
+                    continue  # their own retries are the real test; wait for them
+                if self.store.health().writable:
+                    break
+                try:
+                    await self.store.probe()
+                except StorageUnavailableError:
+                    continue
+                break
+        finally:
+            self._storage_watch = None
+        failures = self.store.health().write_failures
+        self.emit(
+            EventKind.STORAGE_RECOVERED,
+            "-",
+            detail=f"storage takes writes again ({failures} writes failed since start)",
+        )
+
     def snapshot(self) -> EngineSnapshot:
         """The current figures of every active session."""
         now = self.clock.now()
         running = queued = 0
         leases: list[LeaseView] = []
+        blocked: list[str] = []
         for owner in self._owners.values():
+            if owner.storage_blocked_since is not None:
+                blocked.append(owner.session_key)
             core = owner.core
             if core is None:
                 continue
@@ -326,7 +437,14 @@ class Engine:
                         lease.terms.run_timeout_s,
                     )
                 )
-        return EngineSnapshot(len(self._owners), running, queued, tuple(leases))
+        return EngineSnapshot(
+            len(self._owners),
+            running,
+            queued,
+            tuple(leases),
+            self.store.health(),
+            tuple(blocked),
+        )
 
     # -- used by owners -------------------------------------------------------------------
 

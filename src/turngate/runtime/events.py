@@ -40,6 +40,8 @@ class EventKind(enum.StrEnum):
     HEARTBEAT_SKIPPED = "heartbeat_skipped"
     CRON_FIRED = "cron_fired"
     LANE_FAILED = "lane_failed"
+    STORAGE_FAILED = "storage_failed"
+    STORAGE_RECOVERED = "storage_recovered"
 
 
 ABNORMAL = frozenset(
@@ -53,6 +55,8 @@ ABNORMAL = frozenset(
         EventKind.UNSTUCK,
         EventKind.HEARTBEAT_SKIPPED,
         EventKind.LANE_FAILED,
+        EventKind.STORAGE_FAILED,
+        EventKind.STORAGE_RECOVERED,
     }
 )
 """Kinds that are always logged at WARNING. ``ended`` is too, when its state is not replied."""

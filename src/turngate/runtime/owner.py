@@ -10,14 +10,19 @@ periodic sweep.
 
 Outcomes are delivered only after every effect of a step is applied, so when a client holds
 turn N's outcome, the lease of turn N is already released in the store (I5).
+
+A write the store cannot make durable (disk full, I/O error) is tried again, with a growing
+pause, until it is: the session waits, nothing it owes is dropped, and it carries on by
+itself once storage works again. Each failed attempt is a WARNING naming the session.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from turngate.core.effects import (
     CancelRun,
@@ -31,15 +36,22 @@ from turngate.core.effects import (
 )
 from turngate.core.queue import QueueMode
 from turngate.core.session import RunCancelled, RunFailed, RunResult, SessionCore
-from turngate.core.turn import Outcome, Turn
-from turngate.errors import ErrorCode, StaleEpochError
+from turngate.core.turn import AbortReason, Outcome, Turn
+from turngate.errors import ErrorCode, StaleEpochError, StorageUnavailableError
 from turngate.runtime.agents import AgentSpec
 from turngate.runtime.events import EventKind
 from turngate.runtime.run import RunInbox, RunProgress, RunSpec, execute_run
-from turngate.types import Epoch, MonotonicS, RunId
+from turngate.types import Epoch, MonotonicS, RunId, TurnId
 
 if TYPE_CHECKING:
     from turngate.runtime.engine import Engine
+
+T = TypeVar("T")
+
+STORAGE_RETRY_FIRST_S = 0.05
+STORAGE_RETRY_MAX_S = 2.0
+"""Pauses between attempts at a write while storage is unavailable: doubling, capped, so a
+session carries on within this long of storage coming back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +104,8 @@ class SessionOwner:
     started_at: dict[RunId, MonotonicS] = field(default_factory=dict)
     inboxes: dict[RunId, RunInbox] = field(default_factory=dict)
     free_since: MonotonicS = 0.0
+    storage_blocked_since: MonotonicS | None = None
+    """Set while a write of this session waits for storage to take writes again."""
     _inbox: deque[Command] = field(default_factory=deque)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -103,7 +117,9 @@ class SessionOwner:
     async def run(self) -> None:
         """The owner task: process commands until the session is idle."""
         engine = self.engine
-        epoch = await engine.store.session_epoch(self.session_key)
+        epoch = await self._durably(
+            "read the session's epoch", None, lambda: engine.store.session_epoch(self.session_key)
+        )
         core = self.core = SessionCore(self.session_key, epoch, self.agent.policy)
         self.free_since = engine.clock.now()
         while True:
@@ -160,92 +176,172 @@ class SessionOwner:
                 return effects
 
     async def _apply(self, effects: list[Effect]) -> None:
-        engine = self.engine
-        store = engine.store
-        key = self.session_key
+        """Carry out one step's effects in order, then deliver the outcomes they ended."""
         ended: list[Outcome] = []
         # A turn enqueued and started in the same step goes straight to running.
         started_now = {t.turn_id for e in effects if isinstance(e, StartRun) for t in e.turns}
         for effect in effects:
-            now = engine.clock.now()
             match effect:
                 case Enqueued(turn_ids):
-                    waiting = [turn_id for turn_id in turn_ids if turn_id not in started_now]
-                    if waiting:
-                        await store.mark_queued(waiting)
-                    for turn_id in turn_ids:
-                        engine.emit(
-                            EventKind.QUEUED, key, turn_id=turn_id, lane=self._lane(turn_id)
-                        )
+                    await self._enqueued(turn_ids, started_now)
                 case StartRun(run_id, epoch, turns):
-                    try:
-                        await store.start_run(
-                            key, run_id, epoch, [t.turn_id for t in turns], engine.clock.wall()
-                        )
-                    except StaleEpochError as exc:
-                        engine.stale_write_refused(exc)
-                        raise
-                    engine.emit(EventKind.LEASE_ACQUIRED, key, run_id=run_id, epoch=epoch)
-                    for turn in turns:
-                        ready_at = max(turn.accepted_at, self.free_since)
-                        self._started(run_id, epoch, turn, now, ready_wait_s=now - ready_at)
-                    self.started_at[run_id] = now
-                    self._start(run_id, epoch, turns)
+                    await self._start_run(run_id, epoch, turns)
                 case Steered(run_id, epoch, turn):
-                    await store.join_run(key, turn.turn_id, run_id, epoch, engine.clock.wall())
-                    self._started(
-                        run_id, epoch, turn, now, 0.0, detail="steered into the running turn"
-                    )
+                    await self._steered(run_id, epoch, turn)
                 case CancelRun(run_id, epoch, reason):
-                    engine.emit(
-                        EventKind.CANCEL_REQUESTED,
-                        key,
-                        run_id=run_id,
-                        epoch=epoch,
-                        code=reason.code,
-                        detail=f"cancelling run: {reason.value} ({self._ages(run_id, now)})",
-                    )
-                    task = self.runs.get(run_id)
-                    if task is not None:
-                        task.cancel(msg=reason.value)
-                case EndRun(run_id, epoch, outcomes, fenced, exchange):
-                    try:
-                        await store.end_run(
-                            key, run_id, epoch, outcomes, exchange, engine.clock.wall()
-                        )
-                    except StaleEpochError as exc:
-                        # Another owner took the session (only possible with a shared store):
-                        # this owner's view is stale, so it must stop.
-                        engine.stale_write_refused(exc)
-                        raise
-                    self.runs.pop(run_id, None)
-                    if fenced:
-                        engine.emit(
-                            EventKind.FENCED,
-                            key,
-                            run_id=run_id,
-                            epoch=epoch,
-                            detail="run ignored cancellation past abort_grace; epoch fenced"
-                            f" ({self._ages(run_id, now)})",
-                        )
-                    self.started_at.pop(run_id, None)
-                    self.inboxes.pop(run_id, None)
-                    engine.emit(EventKind.LEASE_RELEASED, key, run_id=run_id, epoch=epoch)
-                    self.free_since = now
-                    ended.extend(outcomes)
+                    self._cancel_run(run_id, epoch, reason)
+                case EndRun():
+                    await self._end_run(effect)
+                    ended.extend(effect.outcomes)
                 case EndTurns(outcomes):
-                    await store.end_turns(outcomes, engine.clock.wall())
+                    await self._durably(
+                        "record turn outcomes",
+                        None,
+                        lambda: self.engine.store.end_turns(outcomes, self.engine.clock.wall()),
+                    )
                     ended.extend(outcomes)
                 case IgnoredStale(run_id, epoch, what):
-                    engine.emit(
+                    self.engine.emit(
                         EventKind.STALE_IGNORED,
-                        key,
+                        self.session_key,
                         run_id=run_id,
                         epoch=epoch,
                         detail=f"ignored {what} from a run that no longer holds the session",
                     )
         for outcome in ended:
-            engine.deliver(key, outcome, self.lanes.pop(outcome.turn_id, "direct"))
+            self.engine.deliver(
+                self.session_key, outcome, self.lanes.pop(outcome.turn_id, "direct")
+            )
+
+    async def _enqueued(self, turn_ids: tuple[TurnId, ...], started_now: set[TurnId]) -> None:
+        waiting = [turn_id for turn_id in turn_ids if turn_id not in started_now]
+        if waiting:
+            await self._durably(
+                "mark turns queued", None, lambda: self.engine.store.mark_queued(waiting)
+            )
+        for turn_id in turn_ids:
+            self.engine.emit(
+                EventKind.QUEUED, self.session_key, turn_id=turn_id, lane=self._lane(turn_id)
+            )
+
+    async def _start_run(self, run_id: RunId, epoch: Epoch, turns: tuple[Turn, ...]) -> None:
+        engine = self.engine
+        turn_ids = [turn.turn_id for turn in turns]
+        try:
+            await self._durably(
+                "start a run",
+                run_id,
+                lambda: engine.store.start_run(
+                    self.session_key, run_id, epoch, turn_ids, engine.clock.wall()
+                ),
+            )
+        except StaleEpochError as exc:
+            engine.stale_write_refused(exc)
+            raise
+        now = engine.clock.now()
+        if self.core is not None:
+            # The run starts now, however long the write waited for storage: its clocks too.
+            self.core.run_started(run_id, epoch, now)
+        engine.emit(EventKind.LEASE_ACQUIRED, self.session_key, run_id=run_id, epoch=epoch)
+        for turn in turns:
+            ready_at = max(turn.accepted_at, self.free_since)
+            self._started(run_id, epoch, turn, now, ready_wait_s=now - ready_at)
+        self.started_at[run_id] = now
+        self._start(run_id, epoch, turns)
+
+    async def _steered(self, run_id: RunId, epoch: Epoch, turn: Turn) -> None:
+        engine = self.engine
+        await self._durably(
+            "steer a turn into the run",
+            run_id,
+            lambda: engine.store.join_run(
+                self.session_key, turn.turn_id, run_id, epoch, engine.clock.wall()
+            ),
+        )
+        self._started(
+            run_id,
+            epoch,
+            turn,
+            engine.clock.now(),
+            0.0,
+            detail="steered into the running turn",
+        )
+
+    def _cancel_run(self, run_id: RunId, epoch: Epoch, reason: AbortReason) -> None:
+        self.engine.emit(
+            EventKind.CANCEL_REQUESTED,
+            self.session_key,
+            run_id=run_id,
+            epoch=epoch,
+            code=reason.code,
+            detail=f"cancelling run: {reason.value}"
+            f" ({self._ages(run_id, self.engine.clock.now())})",
+        )
+        task = self.runs.get(run_id)
+        if task is not None:
+            task.cancel(msg=reason.value)
+
+    async def _end_run(self, effect: EndRun) -> None:
+        engine = self.engine
+        run_id, epoch = effect.run_id, effect.epoch
+        try:
+            await self._durably(
+                "end a run",
+                run_id,
+                lambda: engine.store.end_run(
+                    self.session_key,
+                    run_id,
+                    epoch,
+                    effect.outcomes,
+                    effect.exchange,
+                    engine.clock.wall(),
+                ),
+            )
+        except StaleEpochError as exc:
+            # Another owner took the session (only possible with a shared store): this
+            # owner's view is stale, so it must stop.
+            engine.stale_write_refused(exc)
+            raise
+        now = engine.clock.now()
+        self.runs.pop(run_id, None)
+        if effect.fenced:
+            engine.emit(
+                EventKind.FENCED,
+                self.session_key,
+                run_id=run_id,
+                epoch=epoch,
+                detail="run ignored cancellation past abort_grace; epoch fenced"
+                f" ({self._ages(run_id, now)})",
+            )
+        self.started_at.pop(run_id, None)
+        self.inboxes.pop(run_id, None)
+        engine.emit(EventKind.LEASE_RELEASED, self.session_key, run_id=run_id, epoch=epoch)
+        self.free_since = now
+
+    async def _durably(
+        self, what: str, run_id: RunId | None, attempt: Callable[[], Awaitable[T]]
+    ) -> T:
+        """``attempt()``, tried again while storage is unavailable (see the module docstring).
+
+        Each attempt is a fresh call: a failed write left nothing behind, so it is safe.
+        """
+        pause_s = STORAGE_RETRY_FIRST_S
+        while True:
+            try:
+                result = await attempt()
+            except StorageUnavailableError as exc:
+                if self.storage_blocked_since is None:
+                    self.storage_blocked_since = self.engine.clock.now()
+                self.engine.storage_failed(
+                    self.session_key,
+                    f"{what} failed, trying again in {pause_s:g}s: {exc.message}",
+                    run_id=run_id,
+                )
+            else:
+                self.storage_blocked_since = None
+                return result
+            await asyncio.sleep(pause_s)
+            pause_s = min(pause_s * 2, STORAGE_RETRY_MAX_S)
 
     def _started(
         self,

@@ -88,8 +88,10 @@ class Checker:
         abort_grace_s: float,
         lease_of: Callable[[str], tuple[str | None, int]],
         wall_at_zero: float,
+        storage_excuses: Callable[[float, float], bool] | None = None,
     ) -> None:
         self.abort_grace_s = abort_grace_s
+        self.storage_excuses = storage_excuses
         self.wall_at_zero = wall_at_zero
         self.lease_of = lease_of
         self.violations: list[Violation] = []
@@ -263,7 +265,7 @@ class Checker:
             # A deadline that passed while the gateway was down is enforced at the restart.
             at_restart = any(e.lane == "recovery" for e in self.ended[turn_id])
             ended_wall = stored.ended_wall if stored.ended_wall is not None else limit
-            if ended_wall > limit + EPSILON_S and not at_restart:
+            if ended_wall > limit + EPSILON_S and not at_restart and not self._storage_late(limit):
                 self.fail(
                     "I4",
                     end_at,
@@ -285,6 +287,14 @@ class Checker:
                 end_at,
                 f"{self.abnormal} abnormal events but only {warnings_logged} WARNING lines",
             )
+
+    def _storage_late(self, limit_wall: float) -> bool:
+        """Whether a storage outage excuses a turn for ending after ``limit_wall``: its end
+        could not be written down until storage came back (and the run it ended was given
+        its abort grace after that)."""
+        if self.storage_excuses is None:
+            return False
+        return self.storage_excuses(limit_wall - self.wall_at_zero, self.abort_grace_s)
 
     def _check_order(self, turns: dict[str, TurnRecord], end_at: float) -> None:
         for (life, session_key), started in self.starts.items():

@@ -20,12 +20,14 @@ from pathlib import Path
 
 from turngate.config import HeartbeatConfig
 from turngate.core.keys import parse_session_key
+from turngate.errors import StorageUnavailableError
 from turngate.lanes.heartbeat import HeartbeatLane
 from turngate.providers.fallback import ChainLink, FallbackChain
 from turngate.runtime.clock import LoopClock
 from turngate.runtime.engine import Engine, EngineSettings
 from turngate.runtime.events import Event, EventBus
 from turngate.sim.checkers import Checker, Violation, WarningCounter
+from turngate.sim.disk import Outages
 from turngate.sim.loop import VirtualDeadlockError, VirtualTimeLoop
 from turngate.sim.trace import Trace
 from turngate.sim.workload import ClientRecord, Gateway, client, crash_times
@@ -36,6 +38,12 @@ WALL_AT_ZERO = 1_800_000_000.0
 """The simulated wall clock at virtual time 0 (fixed, so that a seed replays exactly)."""
 LIVENESS_SLACK_S = 3600.0
 HISTORY_ENTRIES_MAX = 10
+QUIET_LOGGERS = ("turngate.providers", "turngate.lanes")
+"""Loggers whose WARNING lines (retries, fallbacks, lane notes) a simulation keeps off the
+terminal; the runtime's own are counted for I8."""
+STARTS_MAX = 100
+RESTART_PAUSE_S = 1.0
+"""A gateway that cannot start (its disk is full) is started again this much later."""
 
 
 class FailureClass(enum.StrEnum):
@@ -78,6 +86,7 @@ def run_seed(seed: int, profile: Profile | None = None) -> SimResult:
         SimParams.draw(rng, chosen)
         .with_lanes(random.Random(f"lanes-{seed}"))
         .with_models(random.Random(f"models-{seed}"))
+        .with_storage(random.Random(f"storage-{seed}"))
     )
     result = SimResult(seed, params)
     shm = Path("/dev/shm")
@@ -85,12 +94,15 @@ def run_seed(seed: int, profile: Profile | None = None) -> SimResult:
     logger = logging.getLogger("turngate.runtime")
     counter = WarningCounter()
     logger.addHandler(counter)
-    # Retries and fallbacks log at WARNING too; a simulation keeps them out of the terminal.
     quiet = logging.NullHandler()
-    logging.getLogger("turngate.providers").addHandler(quiet)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).addHandler(quiet)
     loop = VirtualTimeLoop()
     try:
-        loop.run_until_complete(_simulate(rng, params, workdir / "turngate.db", result, counter))
+        disk = Outages(params.storage_outages, random.Random(f"disk-{seed}"))
+        loop.run_until_complete(
+            _simulate(rng, params, workdir / "turngate.db", result, counter, disk)
+        )
     except VirtualDeadlockError as exc:
         result.failure = FailureClass.LIVENESS
         result.error = str(exc)
@@ -100,7 +112,8 @@ def run_seed(seed: int, profile: Profile | None = None) -> SimResult:
     finally:
         _drain(loop)  # while the handlers are still there: leftovers log too
         logger.removeHandler(counter)
-        logging.getLogger("turngate.providers").removeHandler(quiet)
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).removeHandler(quiet)
         loop.close()
         shutil.rmtree(workdir, ignore_errors=True)
     if result.failure is None and result.violations:
@@ -117,7 +130,12 @@ class _Life:
 
 
 async def _simulate(
-    rng: random.Random, params: SimParams, path: Path, result: SimResult, counter: WarningCounter
+    rng: random.Random,
+    params: SimParams,
+    path: Path,
+    result: SimResult,
+    counter: WarningCounter,
+    disk: Outages,
 ) -> None:
     loop = asyncio.get_running_loop()
     faults = Faults()
@@ -133,7 +151,7 @@ async def _simulate(
         ],
         rng,
     )
-    gateway = Gateway()
+    gateway = Gateway(excuses=disk.excuses)
     record = ClientRecord()
     trace = result.trace
     settings = EngineSettings(
@@ -154,11 +172,21 @@ async def _simulate(
         )
         return (None, 0) if row is None else (row[0], int(row[1]))
 
-    checker = Checker(params.abort_grace_s, lease_of, WALL_AT_ZERO)
+    checker = Checker(params.abort_grace_s, lease_of, WALL_AT_ZERO, disk.excuses)
     dying: list[asyncio.Task[None]] = []
     heartbeats: list[asyncio.Task[None]] = []
 
     async def start(number: int) -> _Life:
+        # A gateway cannot start while its disk refuses writes: its supervisor tries again.
+        for _ in range(STARTS_MAX):
+            life = await try_start(number)
+            if life is not None:
+                return life
+            trace.mark(loop.time(), f"gateway life {number} could not start (storage)")
+            await asyncio.sleep(RESTART_PAUSE_S)
+        raise RuntimeError(f"gateway life {number} did not start in {STARTS_MAX} attempts")
+
+    async def try_start(number: int) -> _Life | None:
         checker.new_life(number)
         trace.mark(loop.time(), f"gateway life {number} starts")
         bus = EventBus()
@@ -168,7 +196,7 @@ async def _simulate(
             checker.on_event(event)
 
         bus.subscribe(observe)
-        store = SqliteStore(path)
+        store = SqliteStore(path, connection_factory=disk.connection_factory())
         current.append(store)
         engine = Engine(
             store, provider, settings=settings, clock=LoopClock(WALL_AT_ZERO), events=bus
@@ -188,8 +216,14 @@ async def _simulate(
                 await stop.wait()
 
         task = loop.create_task(live(), name=f"gateway life {number}")
+        readiness = loop.create_task(ready.wait())
         async with asyncio.timeout(60.0):
-            await ready.wait()
+            await asyncio.wait({task, readiness}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.is_set():
+            readiness.cancel()
+            if not isinstance(task.exception(), StorageUnavailableError):
+                task.result()  # anything else is a crash of the simulation
+            return None
         gateway.engine = engine
         gateway.up.set()
         return _Life(number, engine, task, stop)
@@ -205,6 +239,7 @@ async def _simulate(
         life.task.cancel()
         dying.append(life.task)
 
+    storage = loop.create_task(_storage_outages(disk, trace), name="storage outages")
     life = await start(1)
     result.lives = 1
     # Session 0 is the agent's main session, which a shared heartbeat also uses.
@@ -224,6 +259,7 @@ async def _simulate(
         life = await start(life.number + 1)
         result.lives = life.number
     await asyncio.sleep(max(0.0, params.safety_s - loop.time()))
+    await storage
     faults.on = False
     for task in heartbeats:
         task.cancel()
@@ -241,8 +277,7 @@ async def _simulate(
     settled = asyncio.Event()
 
     def check_settled(event: Event | None = None) -> None:
-        snapshot = life.engine.snapshot()
-        if not snapshot.running_turns and not snapshot.queued_turns:
+        if life.engine.snapshot().settled:
             settled.set()
 
     life.engine.events.subscribe(check_settled)
@@ -290,6 +325,18 @@ async def _all_turns(store: SqliteStore) -> list:  # type: ignore[type-arg]
         if record is not None:
             found.append(record)
     return found
+
+
+async def _storage_outages(disk: Outages, trace: Trace) -> None:
+    """Fill and free the disk at the times the schedule drew."""
+    loop = asyncio.get_running_loop()
+    for outage in disk.outages:
+        await asyncio.sleep(max(0.0, outage.start - loop.time()))
+        disk.current = outage
+        trace.mark(loop.time(), f"disk full: writes fail with p={outage.p_fail:g}")
+        await asyncio.sleep(max(0.0, outage.end - loop.time()))
+        disk.current = None
+        trace.mark(loop.time(), f"disk has room again ({disk.failed} writes failed so far)")
 
 
 def _drain(loop: VirtualTimeLoop) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from turngate.core.queue import QueueMode
 from turngate.errors import ErrorCode, ProviderError, ProviderRejectedError
 from turngate.providers.base import ProviderRequest
+from turngate.sim.disk import Outage, draw_outages
 
 SIM_PREFIX = "sim: "
 
@@ -68,6 +69,8 @@ class SimParams:
     retry_backoff_s: float = 0.1
     p_reject: float = 0.0
     """Chance a call is refused outright (context too long): never retried."""
+    storage_outages: tuple[Outage, ...] = ()
+    """When the disk is full (writes fail) during the safety phase."""
 
     @classmethod
     def draw(cls, rng: random.Random, profile: Profile) -> SimParams:
@@ -139,6 +142,10 @@ class SimParams:
             p_reject=rng.choice([0.0, 0.02]),
         )
 
+    def with_storage(self, rng: random.Random) -> SimParams:
+        """The same schedule with storage outages drawn from ``rng`` (its own Random)."""
+        return replace(self, storage_outages=draw_outages(rng, self.safety_s))
+
     def line(self) -> str:
         """The parameters on one line."""
         modes = ",".join(mode.value for mode in self.modes)
@@ -157,7 +164,12 @@ class SimParams:
             f" models={self.models} retries={self.model_retries}"
             f" backoff={self.retry_backoff_s}s p_reject={self.p_reject}"
             f"{'' if self.heartbeat_isolated else ' (shared)'}"
+            f" storage_outages={_outages_text(self.storage_outages)}"
         )
+
+
+def _outages_text(outages: tuple[Outage, ...]) -> str:
+    return ",".join(f"{o.start:.1f}-{o.end:.1f}s@{o.p_fail:g}" for o in outages) if outages else "-"
 
 
 class Faults:

@@ -2,6 +2,9 @@
 
 Rules every implementation keeps:
 
+- A write that cannot be made durable (disk full, I/O error) raises
+  :class:`~turngate.errors.StorageUnavailableError` and leaves nothing behind; the caller
+  may try it again. A write returns only once it is durable.
 - ``accept_turn`` is atomic and idempotent: a turn id is stored once; a second call returns
   the stored record instead of storing again. The gateway acknowledges a turn only after it
   returns (DESIGN: acknowledge only what is written down).
@@ -65,6 +68,17 @@ class TurnRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """Whether the store takes writes, as of its last attempt."""
+
+    writable: bool
+    reason: str = ""
+    """Why the last write failed (empty while writable)."""
+    write_failures: int = 0
+    """Writes that failed since the store was opened."""
+
+
+@dataclass(frozen=True, slots=True)
 class CronJobState:
     """Where a scheduled job stands; kept in the store so restarts neither skip nor repeat."""
 
@@ -112,6 +126,15 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Flush and release every resource."""
+        ...
+
+    def health(self) -> StoreHealth:
+        """Whether the last write committed, and why not."""
+        ...
+
+    async def probe(self) -> None:
+        """Write something small, to learn whether storage takes writes again; raises
+        :class:`~turngate.errors.StorageUnavailableError` if not."""
         ...
 
     async def accept_turn(self, record: TurnRecord) -> TurnRecord | None:

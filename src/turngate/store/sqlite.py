@@ -11,14 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
 from turngate.core.turn import Outcome, TurnState
-from turngate.errors import ErrorCode, StaleEpochError, StoreError
-from turngate.store.base import CronJobState, SessionRecord, TranscriptEntry, TurnRecord
+from turngate.errors import (
+    ErrorCode,
+    StaleEpochError,
+    StateDirError,
+    StorageUnavailableError,
+    StoreError,
+)
+from turngate.store.base import (
+    CronJobState,
+    SessionRecord,
+    StoreHealth,
+    TranscriptEntry,
+    TurnRecord,
+)
 from turngate.types import Epoch, RunId, TurnId, WallS
 
 SCHEMA_VERSION = 1
@@ -66,6 +78,10 @@ CREATE TABLE IF NOT EXISTS transcript (
     at_wall REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS transcript_by_session ON transcript(session_key, seq);
+CREATE TABLE IF NOT EXISTS probe (
+    id INTEGER PRIMARY KEY,
+    n INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS cron_jobs (
     job_id TEXT PRIMARY KEY,
     agent_id TEXT NOT NULL,
@@ -82,14 +98,42 @@ _TURN_COLUMNS = (
 _OPEN_STATES = ("accepted", "queued", "running")
 
 
-class SqliteStore:
-    """The :class:`~turngate.store.base.Store` on one SQLite file."""
+class _GroupCommit:
+    """One group transaction: the writes of one loop iteration, committed together, and who
+    waits for that commit. ``lost`` is set when the transaction is gone before its commit
+    (SQLite rolls a whole transaction back on ``SQLITE_FULL`` and some I/O errors)."""
 
-    def __init__(self, path: Path, *, durability: Literal["normal", "full"] = "normal") -> None:
+    __slots__ = ("lost", "waiters")
+
+    def __init__(self) -> None:
+        self.waiters: list[asyncio.Future[None]] = []
+        self.lost: StoreError | None = None
+
+
+class SqliteStore:
+    """The :class:`~turngate.store.base.Store` on one SQLite file.
+
+    ``readonly`` opens the file for reading only (the ``sessions`` commands beside a running
+    gateway): no schema change, no write. ``connection_factory`` replaces
+    :class:`sqlite3.Connection` (the simulator's failing disk).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        durability: Literal["normal", "full"] = "normal",
+        readonly: bool = False,
+        connection_factory: type[sqlite3.Connection] = sqlite3.Connection,
+    ) -> None:
         self.path = path
         self._durability = durability
+        self._readonly = readonly
+        self._factory = connection_factory
         self._db: sqlite3.Connection | None = None
-        self._commit_waiters: list[asyncio.Future[None]] = []
+        self._group: _GroupCommit | None = None
+        self._write_failure: str | None = None
+        self._write_failures = 0
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -97,71 +141,205 @@ class SqliteStore:
             raise StoreError(f"store {self.path}: used before open() or after close()")
         return self._db
 
+    def health(self) -> StoreHealth:
+        """Whether the last write committed, and why not."""
+        return StoreHealth(
+            self._write_failure is None, self._write_failure or "", self._write_failures
+        )
+
+    # -- writing: savepoints inside one group transaction per loop iteration ---------------
+
+    @asynccontextmanager
+    async def _write(self, doing: str) -> AsyncIterator[sqlite3.Connection]:
+        """One atomic write; returns once it is committed, or raises
+        :class:`~turngate.errors.StorageUnavailableError` when it was not."""
+        with self._op(doing) as (db, group):
+            yield db
+        await self._durable(group)
+
     @contextmanager
-    def _op(self) -> Iterator[sqlite3.Connection]:
+    def _op(self, doing: str) -> Iterator[tuple[sqlite3.Connection, _GroupCommit]]:
         """One atomic operation inside the current group transaction (a savepoint)."""
         db = self.db
-        if not db.in_transaction:
-            db.execute("BEGIN IMMEDIATE")
-            asyncio.get_running_loop().call_soon(self._commit)
-        db.execute("SAVEPOINT op")
+        group = self._group
+        if group is None:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._failed(exc, doing) from None
+            group = self._group = _GroupCommit()
+            asyncio.get_running_loop().call_soon(self._commit, group)
         try:
-            yield db
+            db.execute("SAVEPOINT op")
+        except sqlite3.Error as exc:
+            error = self._failed(exc, doing)
+            self._lose(group, error)
+            raise error from None
+        try:
+            yield db, group
+        except sqlite3.Error as exc:
+            error = self._failed(exc, doing)
+            self._undo(group, error)
+            raise error from None
         except BaseException:
-            db.execute("ROLLBACK TO op")
-            db.execute("RELEASE op")
+            self._undo(group, None)
             raise
-        db.execute("RELEASE op")
+        try:
+            db.execute("RELEASE op")
+        except sqlite3.Error as exc:
+            error = self._failed(exc, doing)
+            self._lose(group, error)
+            raise error from None
 
-    async def _durable(self) -> None:
-        """Return once everything written so far is committed (group commit)."""
-        if self._db is None or not self._db.in_transaction:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._commit_waiters.append(waiter)
-        await waiter
+    def _undo(self, group: _GroupCommit, error: StoreError | None) -> None:
+        """Roll one operation back, keeping the rest of its group if SQLite kept it."""
+        db = self.db
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK TO op")
+                db.execute("RELEASE op")
+                return
+            except sqlite3.Error as exc:
+                error = self._failed(exc, "undo a write")
+        # SQLite rolled the whole transaction back (SQLITE_FULL does): every write of the
+        # group is gone, so none of them may be acknowledged.
+        self._lose(group, error or StorageUnavailableError(f"storage {self.path}: lost a write"))
 
-    def _commit(self) -> None:
-        waiters, self._commit_waiters = self._commit_waiters, []
-        error: BaseException | None = None
+    def _lose(self, group: _GroupCommit, error: StoreError) -> None:
+        """The group's transaction is gone: fail everyone waiting on it, start afresh."""
+        group.lost = error
+        if self._group is group:
+            self._group = None
         db = self._db
         if db is not None and db.in_transaction:
-            try:
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
+            with suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-                error = StoreError(f"store {self.path}: commit failed ({exc})")
-        for waiter in waiters:
-            if waiter.done():
-                continue
-            if error is None:
+        _fail(group.waiters, error)
+
+    async def _durable(self, group: _GroupCommit) -> None:
+        """Return once ``group`` is committed; raise if it was lost."""
+        if group.lost is not None:
+            raise _copy(group.lost)
+        waiter = asyncio.get_running_loop().create_future()
+        group.waiters.append(waiter)
+        await waiter
+
+    def _commit(self, group: _GroupCommit) -> None:
+        if group.lost is not None:
+            return
+        if self._group is group:
+            self._group = None
+        db = self._db
+        try:
+            if db is None:
+                raise sqlite3.OperationalError("the store was closed before its commit")
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # A failed COMMIT may or may not have rolled back already (SQLITE_FULL does):
+            # finish the job without raising, so that every waiter below hears of it.
+            if db is not None and db.in_transaction:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            group.lost = self._failed(exc, "commit")
+            _fail(group.waiters, group.lost)
+            return
+        self._write_failure = None
+        for waiter in group.waiters:
+            if not waiter.done():
                 waiter.set_result(None)
-            else:
-                waiter.set_exception(error)
+
+    def _failed(self, exc: sqlite3.Error, doing: str) -> StoreError:
+        """The turngate error for a failed SQLite call; a write failure marks the store
+        unhealthy until a commit succeeds again."""
+        error = storage_error(self.path, exc, doing)
+        if isinstance(error, StorageUnavailableError):
+            self._write_failure = error.message
+            self._write_failures += 1
+        return error
+
+    @contextmanager
+    def _reading(self, doing: str) -> Iterator[sqlite3.Connection]:
+        """A read; a failing disk is reported as :class:`StorageUnavailableError`."""
+        try:
+            yield self.db
+        except sqlite3.Error as exc:
+            raise storage_error(self.path, exc, doing) from None
+
+    def _rows(self, doing: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._reading(doing) as db:
+            return db.execute(sql, params).fetchall()
+
+    def _row(self, doing: str, sql: str, params: Sequence[Any] = ()) -> Any:
+        with self._reading(doing) as db:
+            return db.execute(sql, params).fetchone()
+
+    async def probe(self) -> None:
+        """Write one small row, to learn whether storage takes writes again."""
+        async with self._write("probe storage") as db:
+            db.execute(
+                "INSERT INTO probe (id, n) VALUES (1, 1) ON CONFLICT(id) DO UPDATE SET n = n + 1"
+            )
+
+    # -- lifetime -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._readonly:
+            self._db = self._connect(f"{self.path.as_uri()}?mode=ro", uri=True)
+            self._check_version(self._db)
+            return
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateDirError(
+                f"state dir {self.path.parent}: cannot create it ({exc.strerror})"
+            ) from None
+        db = self._connect(str(self.path))
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self._durability.upper()}")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._check_version(db)
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except StoreError:
+            db.close()
+            raise
         except sqlite3.Error as exc:
-            raise StoreError(f"store {self.path}: cannot open ({exc})") from exc
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={self._durability.upper()}")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA busy_timeout=5000")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+            db.close()
+            raise storage_error(self.path, exc, "create its schema") from None
+        self._db = db
+
+    def _connect(self, target: str, *, uri: bool = False) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(
+                target,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=uri,
+                factory=self._factory,
+            )
+            db.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error as exc:
+            raise storage_error(self.path, exc, "open the database") from None
+        return db
+
+    def _check_version(self, db: sqlite3.Connection) -> None:
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            db.close()
+            raise storage_error(self.path, exc, "read the schema version") from None
         if version > SCHEMA_VERSION:
             db.close()
             raise StoreError(
                 f"store {self.path}: schema version {version} is newer than this turngate"
                 f" understands ({SCHEMA_VERSION})"
             )
-        db.executescript(_SCHEMA)
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._db = db
 
     async def close(self) -> None:
-        self._commit()
+        group = self._group
+        if group is not None:
+            self._commit(group)
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -170,11 +348,11 @@ class SqliteStore:
         """Drop the connection as a killed process would: uncommitted writes are lost, and
         whoever waits for them gets an error instead of an acknowledgement. For crash
         simulation only."""
+        group, self._group = self._group, None
         db, self._db = self._db, None
-        waiters, self._commit_waiters = self._commit_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_exception(StoreError(f"store {self.path}: the process went away"))
+        if group is not None:
+            group.lost = StoreError(f"store {self.path}: the process went away")
+            _fail(group.waiters, group.lost)
         if db is not None:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -183,7 +361,7 @@ class SqliteStore:
     # -- turns ----------------------------------------------------------------------------
 
     async def accept_turn(self, record: TurnRecord) -> TurnRecord | None:
-        with self._op() as db:
+        async with self._write("store the turn") as db:
             row = db.execute(
                 f"SELECT {_TURN_COLUMNS} FROM turns WHERE turn_id = ?", (record.turn_id,)
             ).fetchone()
@@ -216,31 +394,31 @@ class SqliteStore:
                         record.lane,
                     ),
                 )
-        await self._durable()
         return existing
 
     async def get_turn(self, turn_id: TurnId) -> TurnRecord | None:
-        row = self.db.execute(
-            f"SELECT {_TURN_COLUMNS} FROM turns WHERE turn_id = ?", (turn_id,)
-        ).fetchone()
+        row = self._row(
+            "read a turn", f"SELECT {_TURN_COLUMNS} FROM turns WHERE turn_id = ?", (turn_id,)
+        )
         return None if row is None else self._turn(row)
 
     async def mark_queued(self, turn_ids: Sequence[TurnId]) -> None:
-        with self._op() as db:
+        async with self._write("mark turns queued") as db:
             db.executemany(
                 "UPDATE turns SET state = 'queued' WHERE turn_id = ? AND state = 'accepted'",
                 [(turn_id,) for turn_id in turn_ids],
             )
-        await self._durable()
 
     async def session_epoch(self, session_key: str) -> Epoch:
-        row = self.db.execute("SELECT epoch FROM sessions WHERE key = ?", (session_key,)).fetchone()
+        row = self._row(
+            "read a session's epoch", "SELECT epoch FROM sessions WHERE key = ?", (session_key,)
+        )
         return 0 if row is None else int(row[0])
 
     async def start_run(
         self, session_key: str, run_id: RunId, epoch: Epoch, turn_ids: Sequence[TurnId], at: WallS
     ) -> None:
-        with self._op() as db:
+        async with self._write("start a run") as db:
             taken = db.execute(
                 "UPDATE sessions SET epoch = ?, lease_run_id = ?, lease_granted_wall = ?,"
                 " updated_wall = ? WHERE key = ? AND epoch = ? AND lease_run_id IS NULL",
@@ -253,12 +431,11 @@ class SqliteStore:
                 " WHERE turn_id = ? AND state IN ('accepted', 'queued')",
                 [(run_id, epoch, at, turn_id) for turn_id in turn_ids],
             )
-        await self._durable()
 
     async def join_run(
         self, session_key: str, turn_id: TurnId, run_id: RunId, epoch: Epoch, at: WallS
     ) -> None:
-        with self._op() as db:
+        async with self._write("join a run") as db:
             holds = db.execute(
                 "SELECT 1 FROM sessions WHERE key = ? AND lease_run_id = ? AND epoch = ?",
                 (session_key, run_id, epoch),
@@ -270,7 +447,6 @@ class SqliteStore:
                 " WHERE turn_id = ? AND state IN ('accepted', 'queued')",
                 (run_id, epoch, at, turn_id),
             )
-        await self._durable()
 
     async def end_run(
         self,
@@ -281,7 +457,7 @@ class SqliteStore:
         exchange: Sequence[tuple[str, str]],
         at: WallS,
     ) -> None:
-        with self._op() as db:
+        async with self._write("end a run") as db:
             released = db.execute(
                 "UPDATE sessions SET lease_run_id = NULL, lease_granted_wall = NULL,"
                 " updated_wall = ? WHERE key = ? AND lease_run_id = ? AND epoch = ?",
@@ -295,12 +471,10 @@ class SqliteStore:
                 [(session_key, role, text, run_id, epoch, at) for role, text in exchange],
             )
             self._record_outcomes(db, outcomes, at)
-        await self._durable()
 
     async def end_turns(self, outcomes: Sequence[Outcome], at: WallS) -> None:
-        with self._op() as db:
+        async with self._write("record turn outcomes") as db:
             self._record_outcomes(db, outcomes, at)
-        await self._durable()
 
     @staticmethod
     def _record_outcomes(db: sqlite3.Connection, outcomes: Sequence[Outcome], at: WallS) -> None:
@@ -323,7 +497,7 @@ class SqliteStore:
         )
 
     async def recover(self) -> list[TurnRecord]:
-        with self._op() as db:
+        async with self._write("recover open turns") as db:
             db.execute(
                 "UPDATE sessions SET lease_run_id = NULL, lease_granted_wall = NULL"
                 " WHERE lease_run_id IS NOT NULL"
@@ -336,23 +510,22 @@ class SqliteStore:
                 f"SELECT {_TURN_COLUMNS} FROM turns WHERE state IN (?, ?, ?) ORDER BY seq",
                 _OPEN_STATES,
             ).fetchall()
-        await self._durable()
         return [self._turn(row) for row in rows]
 
     async def set_delivery(self, turn_id: TurnId, delivery: str) -> None:
-        with self._op() as db:
+        async with self._write("record a delivery") as db:
             db.execute("UPDATE turns SET delivery = ? WHERE turn_id = ?", (delivery, turn_id))
-        await self._durable()
 
     async def cron_jobs(self) -> list[CronJobState]:
-        rows = self.db.execute(
+        rows = self._rows(
+            "read cron jobs",
             "SELECT job_id, agent_id, schedule, next_fire_wall, last_fire_wall FROM cron_jobs"
-            " ORDER BY job_id"
-        ).fetchall()
+            " ORDER BY job_id",
+        )
         return [CronJobState(*row) for row in rows]
 
     async def save_cron_job(self, state: CronJobState) -> None:
-        with self._op() as db:
+        async with self._write("save a cron job") as db:
             db.execute(
                 "INSERT INTO cron_jobs (job_id, agent_id, schedule, next_fire_wall,"
                 " last_fire_wall) VALUES (?, ?, ?, ?, ?) ON CONFLICT(job_id) DO UPDATE SET"
@@ -367,38 +540,40 @@ class SqliteStore:
                     state.last_fire_wall,
                 ),
             )
-        await self._durable()
 
     # -- reading --------------------------------------------------------------------------
 
     async def transcript(self, session_key: str, limit: int) -> list[TranscriptEntry]:
-        rows = self.db.execute(
+        rows = self._rows(
+            "read a transcript",
             "SELECT seq, session_key, role, text, run_id, epoch, at_wall FROM transcript"
             " WHERE session_key = ? ORDER BY seq DESC LIMIT ?",
             (session_key, limit),
-        ).fetchall()
+        )
         return [TranscriptEntry(*row) for row in reversed(rows)]
 
     async def sessions(self, limit: int, offset: int = 0) -> list[SessionRecord]:
-        rows = self.db.execute(
+        rows = self._rows(
+            "list sessions",
             f"{_SESSION_SELECT} ORDER BY s.updated_wall DESC, s.key LIMIT ? OFFSET ?",
             (limit, offset),
-        ).fetchall()
+        )
         return [SessionRecord(*row) for row in rows]
 
     async def session(self, session_key: str) -> SessionRecord | None:
-        row = self.db.execute(f"{_SESSION_SELECT} WHERE s.key = ?", (session_key,)).fetchone()
+        row = self._row("read a session", f"{_SESSION_SELECT} WHERE s.key = ?", (session_key,))
         return None if row is None else SessionRecord(*row)
 
     async def session_turns(self, session_key: str, limit: int) -> list[TurnRecord]:
-        rows = self.db.execute(
+        rows = self._rows(
+            "read a session's turns",
             f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_key = ? ORDER BY seq DESC LIMIT ?",
             (session_key, limit),
-        ).fetchall()
+        )
         return [self._turn(row) for row in reversed(rows)]
 
     async def count_sessions(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
+        return int(self._row("count sessions", "SELECT COUNT(*) FROM sessions")[0])
 
     @staticmethod
     def _turn(row: tuple[Any, ...]) -> TurnRecord:
@@ -453,3 +628,35 @@ _SESSION_SELECT = (
     "  AND t.state IN ('accepted', 'queued', 'running'))"
     " FROM sessions s"
 )
+
+
+_BUG_CLASSES = (
+    sqlite3.IntegrityError,
+    sqlite3.ProgrammingError,
+    sqlite3.InterfaceError,
+    sqlite3.DataError,
+    sqlite3.NotSupportedError,
+)
+"""SQLite errors that say the statement was wrong, not that the disk failed."""
+
+
+def storage_error(path: Path, exc: sqlite3.Error, doing: str) -> StoreError:
+    """The one translation of a SQLite error: a full, failing, read-only, locked or corrupt
+    database is :class:`StorageUnavailableError`; anything else is a turngate bug."""
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    if isinstance(exc, _BUG_CLASSES):
+        return StoreError(f"store {path}: could not {doing}: {exc} [{name}]")
+    return StorageUnavailableError(f"storage {path}: could not {doing}: {exc} [{name}]")
+
+
+def _copy(error: StoreError) -> StoreError:
+    """A fresh exception like ``error``: one raised object per waiter, so that tracebacks
+    do not pile up on a shared instance."""
+    return type(error)(error.message)
+
+
+def _fail(waiters: list[asyncio.Future[None]], error: StoreError) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_exception(_copy(error))
+    waiters.clear()
