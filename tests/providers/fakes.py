@@ -6,6 +6,9 @@ or a named behaviour from :data:`STEPS`); once the script is used up, calls repl
 server records every call and sets :attr:`FakeModelServer.disconnected` when a client hangs
 up before its response is complete, so a test can wait on it with a deadline.
 
+Besides the named steps, a step may be a :class:`RawReply`: a ``200`` whose body is sent as
+given, for the malformed answers a named step does not cover.
+
 The endpoints are raw ASGI so that they see the disconnect as it happens: between two chunks
 they wait on ``receive()`` (which returns ``http.disconnect`` when the client goes away)
 instead of sleeping.
@@ -26,8 +29,9 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from tests.secrets import PROVIDER_KEY
 from tests.support import serve
-from turngate.config import ProviderConfig
+from turngate.config import GatewayConfig, ProviderConfig
 from turngate.providers.base import ChatMessage, Provider, ProviderRequest
 from turngate.providers.fallback import FallbackChain
 from turngate.providers.registry import build_chain
@@ -50,8 +54,35 @@ STEPS = (
     "content_filter",  # OpenAI: finish_reason content_filter; Anthropic: stop_reason refusal
     "echo_key",  # 401 whose message quotes the credentials the client sent
     "overloaded_in_stream",  # Anthropic: 200, then an overloaded_error event
+    # Broken answers, all with status 200:
+    "cut_off",  # the first CUT_OFF_DELTAS of REPLY, then the body ends: no finish_reason and
+    # no [DONE] (OpenAI), no message_stop (Anthropic)
+    "cut_off_before_text",  # the stream's opening only, then the body ends
+    "only_done",  # OpenAI: `data: [DONE]` alone; Anthropic: a message_stop event alone
+    "html_page",  # a text/html page (a proxy's or a captive portal's), not an event stream
+    "bad_sse",  # before any text, an event whose data is not JSON; then REPLY, properly ended
+    "wrong_shape",  # before any text, valid JSON of the wrong shape (OpenAI: a chunk without
+    # choices; Anthropic: a text delta that is a string); then REPLY, properly ended
+    "empty_finish",  # the opening, then a proper end (finish_reason stop / message_stop), no text
+    "truncated",  # REPLY, ended by the output budget: finish_reason length / stop_reason max_tokens
 )
-Step = int | str
+CUT_OFF_DELTAS = 2
+"""How many of REPLY's deltas a ``cut_off`` stream sends before its body ends."""
+HTML_PAGE = (
+    b"<html>\n<head><title>502 Bad Gateway</title></head>\n"
+    b"<body><center><h1>502 Bad Gateway</h1></center></body>\n</html>\n"
+)
+
+
+@dataclass(frozen=True)
+class RawReply:
+    """A scripted ``200`` whose body is ``body``, sent as one chunk under ``content_type``."""
+
+    body: bytes
+    content_type: str = "text/event-stream"
+
+
+Step = int | str | RawReply
 
 
 @dataclass
@@ -79,7 +110,7 @@ class FakeModelServer:
     def script(self, model: str, steps: Sequence[Step]) -> None:
         """The steps the next calls for ``model`` take, in order."""
         for step in steps:
-            assert isinstance(step, int) or step in STEPS, step
+            assert not isinstance(step, str) or step in STEPS, step
         with self._lock:
             self.scripts[model] = list(steps)
 
@@ -90,12 +121,15 @@ class FakeModelServer:
 
     def app(self) -> Starlette:
         """The ASGI app to serve."""
-        return Starlette(
+        app = Starlette(
             routes=[
                 Route("/v1/chat/completions", _Endpoint(self, "openai"), methods=["POST"]),
                 Route("/v1/messages", _Endpoint(self, "anthropic"), methods=["POST"]),
             ]
         )
+        # `serve` configures uvicorn from the app's gateway config; the defaults suit a fake.
+        app.state.config = GatewayConfig()
+        return app
 
     def _next_call(self, api: str, body: dict[str, Any], headers: dict[str, str]) -> Call:
         model = str(body.get("model"))
@@ -146,6 +180,9 @@ class _Endpoint:
             hint = {"retry-after": RETRY_AFTER_HEADER} if step == 429 else {}
             await _json(send, step, wire.error(step, f"scripted HTTP {step}"), hint)
             return True
+        if isinstance(step, RawReply):
+            await _raw(send, step.content_type, step.body)
+            return True
         if step == "hang":
             return not await _disconnect_within(receive, HANG_MAX_S)
         if step == "context_too_long":
@@ -155,6 +192,9 @@ class _Endpoint:
             sent = call.headers.get("authorization") or call.headers.get("x-api-key", "")
             await _json(send, 401, wire.error(401, f"Incorrect API key provided: {sent}"))
             return True
+        if step == "html_page":
+            await _raw(send, "text/html; charset=utf-8", HTML_PAGE)
+            return True
         await send(
             {
                 "type": "http.response.start",
@@ -163,22 +203,19 @@ class _Endpoint:
             }
         )
         if step == "slow":
-            await _chunk(send, wire.start())
-            for index in range(SLOW_CHUNKS_MAX):
-                await _chunk(send, wire.text(f"tick {index} "))
-                if await _disconnect_within(receive, SLOW_CHUNK_INTERVAL_S):
-                    return False
-        elif step == "content_filter":
-            await _chunk(send, wire.refusal())
-        elif step == "overloaded_in_stream":
-            await _chunk(send, wire.start())
-            await _chunk(send, wire.error_event(529, "Overloaded"))
-            await send({"type": "http.response.body", "body": b""})
-            return True
-        else:
-            await _chunk(send, wire.start())
-            for text in REPLY:
-                await _chunk(send, wire.text(text))
+            return await self._slow(wire, receive, send)
+        for chunk in wire.stream(step):
+            await _chunk(send, chunk)
+        await send({"type": "http.response.body", "body": b""})
+        return True
+
+    @staticmethod
+    async def _slow(wire: _Wire, receive: Receive, send: Send) -> bool:
+        await _chunk(send, wire.start())
+        for index in range(SLOW_CHUNKS_MAX):
+            await _chunk(send, wire.text(f"tick {index} "))
+            if await _disconnect_within(receive, SLOW_CHUNK_INTERVAL_S):
+                return False
         await _chunk(send, wire.end())
         await send({"type": "http.response.body", "body": b""})
         return True
@@ -186,6 +223,23 @@ class _Endpoint:
 
 class _Wire:
     """How one API words its stream and its errors."""
+
+    def stream(self, step: str) -> list[bytes]:
+        """The chunks of a ``200`` event stream for a named step (see :data:`STEPS`)."""
+        reply = [self.text(text) for text in REPLY]
+        chunks = {
+            "ok": [self.start(), *reply, self.end()],
+            "content_filter": [self.refusal(), self.end()],
+            "overloaded_in_stream": [self.start(), self.error_event(529, "Overloaded")],
+            "cut_off": [self.start(), *reply[:CUT_OFF_DELTAS]],
+            "cut_off_before_text": [self.start()],
+            "only_done": [self.done_only()],
+            "bad_sse": [self.start(), self.not_json(), *reply, self.end()],
+            "wrong_shape": [self.start(), self.wrong_shape(), *reply, self.end()],
+            "empty_finish": [self.start(), self.end()],
+            "truncated": [self.start(), *reply, self.end(truncated=True)],
+        }
+        return chunks[step]
 
     def start(self) -> bytes:
         raise NotImplementedError
@@ -196,7 +250,16 @@ class _Wire:
     def refusal(self) -> bytes:
         raise NotImplementedError
 
-    def end(self) -> bytes:
+    def end(self, *, truncated: bool = False) -> bytes:
+        raise NotImplementedError
+
+    def done_only(self) -> bytes:
+        raise NotImplementedError
+
+    def not_json(self) -> bytes:
+        raise NotImplementedError
+
+    def wrong_shape(self) -> bytes:
         raise NotImplementedError
 
     def error(self, status: int, message: str) -> dict[str, Any]:
@@ -213,14 +276,9 @@ class _OpenAIWire(_Wire):
     """``data: {chat.completion.chunk}`` lines, then ``data: [DONE]``."""
 
     def _chunk(self, delta: Mapping[str, Any], finish_reason: str | None = None) -> bytes:
-        chunk = {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": "fake",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        }
-        return f"data: {json.dumps(chunk)}\n\n".encode()
+        return openai_event(
+            openai_chunk([{"index": 0, "delta": delta, "finish_reason": finish_reason}])
+        )
 
     def start(self) -> bytes:
         return self._chunk({"role": "assistant", "content": ""})
@@ -231,8 +289,21 @@ class _OpenAIWire(_Wire):
     def refusal(self) -> bytes:
         return self._chunk({}, finish_reason="content_filter")
 
-    def end(self) -> bytes:
-        return self._chunk({}, finish_reason="stop") + b"data: [DONE]\n\n"
+    def end(self, *, truncated: bool = False) -> bytes:
+        reason = "length" if truncated else "stop"
+        return self._chunk({}, finish_reason=reason) + self.done_only()
+
+    def done_only(self) -> bytes:
+        return b"data: [DONE]\n\n"
+
+    def not_json(self) -> bytes:
+        return b'data: {"id": "chatcmpl-fake", "choices": [{"index": 0, "delta": \n\n'
+
+    def wrong_shape(self) -> bytes:
+        return openai_event({"id": "chatcmpl-fake", "object": "chat.completion.chunk"})
+
+    def error_event(self, status: int, message: str) -> bytes:
+        return openai_event(self.error(status, message))
 
     def error(self, status: int, message: str) -> dict[str, Any]:
         kind = "rate_limit_exceeded" if status == 429 else "server_error"
@@ -254,7 +325,7 @@ class _AnthropicWire(_Wire):
     """``event: <type>`` / ``data: {...}`` pairs, message_start to message_stop."""
 
     def _event(self, kind: str, data: Mapping[str, Any]) -> bytes:
-        return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+        return anthropic_event(kind, {"type": kind, **data})
 
     def start(self) -> bytes:
         message: dict[str, Any] = {
@@ -282,12 +353,21 @@ class _AnthropicWire(_Wire):
     def refusal(self) -> bytes:
         return self.start() + self._stop("refusal")
 
-    def end(self) -> bytes:
+    def end(self, *, truncated: bool = False) -> bytes:
         return (
             self._event("content_block_stop", {"index": 0})
-            + self._stop("end_turn")
-            + self._event("message_stop", {})
+            + self._stop("max_tokens" if truncated else "end_turn")
+            + self.done_only()
         )
+
+    def done_only(self) -> bytes:
+        return self._event("message_stop", {})
+
+    def not_json(self) -> bytes:
+        return b'event: content_block_delta\ndata: {"type": "content_block_delta", "delta": \n\n'
+
+    def wrong_shape(self) -> bytes:
+        return self._event("content_block_delta", {"index": 0, "delta": "Hello"})
 
     def error(self, status: int, message: str) -> dict[str, Any]:
         kinds = {401: "authentication_error", 429: "rate_limit_error", 529: "overloaded_error"}
@@ -309,6 +389,27 @@ class _AnthropicWire(_Wire):
         }
 
 
+def openai_chunk(choices: Any) -> dict[str, Any]:
+    """A ``chat.completion.chunk`` with ``choices`` as given (of any shape)."""
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "fake",
+        "choices": choices,
+    }
+
+
+def openai_event(data: Any) -> bytes:
+    """One OpenAI stream event: a ``data:`` line carrying ``data`` as JSON."""
+    return f"data: {json.dumps(data)}\n\n".encode()
+
+
+def anthropic_event(kind: str, data: Any) -> bytes:
+    """One Anthropic stream event: ``event: <kind>`` and ``data`` as JSON."""
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
 async def _json(
     send: Send, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
 ) -> None:
@@ -316,6 +417,12 @@ async def _json(
     raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+async def _raw(send: Send, content_type: str, body: bytes) -> None:
+    headers = [(b"content-type", content_type.encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _chunk(send: Send, data: bytes) -> None:
@@ -334,7 +441,7 @@ async def _disconnect_within(receive: Receive, limit_s: float) -> bool:
         return False
 
 
-SECRET_KEY = "sk-test-" + "c0ffee" * 8
+SECRET_KEY = PROVIDER_KEY
 """The API key every test chain is given; it must never show in an error or a log."""
 KEY_ENV = "FAKE_API_KEY"
 CALL_TIMEOUT_S = 10.0

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 import pytest
 
 from tests.providers.fakes import REQUEST
+from turngate import errors
 from turngate.errors import (
     ErrorCode,
     ProviderAuthError,
@@ -35,6 +36,10 @@ from turngate.sim.loop import run_virtual
 HANG = "hang"
 CANCEL_AFTER_S = 5.0
 """A step that waits until cancelled."""
+NOTHING = "nothing"
+"""A step that ends without yielding anything."""
+EMPTY_STRINGS = "empty strings"
+"""A step that yields only empty strings, then ends."""
 Step = str | BaseException | tuple[str, BaseException]
 """A reply, a failure before any output, or some output and then a failure."""
 
@@ -60,6 +65,12 @@ class Scripted:
             raise step[1]
         if step == HANG:
             await asyncio.Event().wait()
+        if step == NOTHING:
+            return
+        if step == EMPTY_STRINGS:
+            yield ""
+            yield ""
+            return
         try:
             yield step
             yield "!"
@@ -95,6 +106,7 @@ def test_disposition_covers_every_provider_error_class_and_never_catches_cancell
         ProviderTimeoutError: Disposition.RETRY,
         ProviderAuthError: Disposition.NEXT,
         ProviderRejectedError: Disposition.FAIL,
+        errors.ProviderResponseError: Disposition.RETRY,
     }
     # A new subclass must be classified here before this passes.
     assert {ProviderError} | _subclasses(ProviderError) == set(expected)
@@ -102,6 +114,10 @@ def test_disposition_covers_every_provider_error_class_and_never_catches_cancell
         assert disposition(cls("x")) is verdict, cls
     for code in (ErrorCode.CONTEXT_TOO_LONG, ErrorCode.CONTENT_REFUSED):
         assert disposition(ProviderRejectedError("x", code=code)) is Disposition.FAIL
+    # A cut-off, empty or unreadable answer is retried like a 5xx.
+    for name in ("incomplete_response", "empty_response", "bad_response"):
+        broken = errors.ProviderResponseError("x", code=ErrorCode(name))
+        assert disposition(broken) is Disposition.RETRY
     # A nested chain already retried its models.
     assert disposition(ProviderError("x", code=ErrorCode.ALL_MODELS_FAILED)) is Disposition.NEXT
     for other in (asyncio.CancelledError(), ValueError("bug"), KeyboardInterrupt()):
@@ -184,6 +200,80 @@ def test_a_failure_after_output_fails_the_turn_without_retry_or_fallback() -> No
     run_virtual(main())
     assert seen == ["partial"]
     assert (primary.calls, backup.calls) == ([0.0], [])
+
+
+def test_a_failure_after_output_is_logged_at_warning_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cut = ProviderError("p/a: connection lost mid-answer")
+    primary = Scripted("a", [("partial", cut)])
+
+    async def main() -> None:
+        with pytest.raises(ProviderError) as caught:
+            await collect(chain(primary, Scripted("b")))
+        assert caught.value is cut
+
+    with caplog.at_level(logging.WARNING, logger="turngate.providers"):
+        run_virtual(main())
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert record.exc_info is None
+    assert record.getMessage() == (
+        "run run-1: p/a failed after part of its answer went out:"
+        " connection lost mid-answer; not retried"
+    )
+
+
+def test_a_model_that_answers_no_text_is_retried_then_the_next_model_replies(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    primary = Scripted("a", [NOTHING, EMPTY_STRINGS])
+    backup = Scripted("b")
+
+    async def main() -> None:
+        # The empty strings pass through, but they are not an answer.
+        assert await collect(chain(primary, backup, max_retries=1)) == ["", "", "ok", "!"]
+
+    with caplog.at_level(logging.WARNING, logger="turngate.providers"):
+        run_virtual(main())
+    delay_s = random.Random(7).uniform(0, 0.5)
+    assert primary.calls == pytest.approx([0.0, delay_s], abs=1e-9)
+    assert backup.calls == pytest.approx([delay_s], abs=1e-9)
+    why = "p/a failed: the model finished without any text"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"run run-1: {why}; retry 1 of 1 in {delay_s:.3f}s",
+        f"run run-1: {why}; falling back to p/b",
+    ]
+    assert all(r.levelno == logging.WARNING and r.exc_info is None for r in caplog.records)
+
+
+def test_when_no_model_gives_any_text_the_turn_fails_with_each_model_named() -> None:
+    primary = Scripted("a", [NOTHING])
+    backup = Scripted("b", [EMPTY_STRINGS])
+
+    async def main() -> None:
+        seen: list[str] = []
+        with pytest.raises(ProviderError) as caught:
+            await collect(chain(primary, backup, max_retries=0), into=seen)
+        assert seen == ["", ""]  # passed on, but no answer
+        assert caught.value.code is ErrorCode.ALL_MODELS_FAILED
+        assert caught.value.message == (
+            "all models failed: p/a: the model finished without any text;"
+            " p/b: the model finished without any text"
+        )
+
+    run_virtual(main())
+
+
+def test_a_model_that_fails_after_only_empty_strings_is_still_retried() -> None:
+    # An empty delta is no output: the client saw nothing, so nothing would be spliced.
+    primary = Scripted("a", [("", ProviderError("p/a: HTTP 500"))])
+
+    async def main() -> None:
+        assert await collect(chain(primary, max_retries=1)) == ["", "ok", "!"]
+
+    run_virtual(main())
+    assert len(primary.calls) == 2
 
 
 def test_cancelling_the_turn_is_never_caught_and_never_retried() -> None:

@@ -9,6 +9,7 @@ import httpx2
 import openai
 import pytest
 
+from tests.secrets import LIVE_LOOKING_KEY as KEY
 from turngate.config import ProviderConfig
 from turngate.errors import (
     ErrorCode,
@@ -26,7 +27,6 @@ from turngate.providers.http_call import (
 )
 from turngate.providers.openai_compat import OpenAICompatProvider
 
-KEY = "sk-live-abcdefghijklmnop"
 REQUEST = httpx2.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
 
 # (status, provider message, codes) -> (error class, code)

@@ -16,13 +16,17 @@ import pytest
 
 from tests.providers.fakes import (
     CALL_TIMEOUT_S,
+    CUT_OFF_DELTAS,
     REPLY,
     REQUEST,
     SECRET_KEY,
     FakeModelServer,
+    RawReply,
     chain_of,
     collect,
     fake_provider,
+    openai_chunk,
+    openai_event,
     until_set,
 )
 from turngate.errors import (
@@ -279,3 +283,183 @@ async def test_an_unreachable_server_is_a_retryable_connection_failure(
     assert caught.value.message.startswith("all models failed: fake/primary: connection failed")
     assert caught.value.message.endswith(" x2")
     assert server.calls() == []
+
+
+# -- answers that are not a reply ------------------------------------------------------------
+
+NOT_FINISHED = "the answer stopped before the model finished it (no finish_reason)"
+NO_TEXT = "the model finished without any text"
+BROKEN_BEFORE_ANY_TEXT = [
+    ("cut_off_before_text", "incomplete_response", NOT_FINISHED),
+    ("only_done", "incomplete_response", NOT_FINISHED),
+    ("empty_finish", "empty_response", NO_TEXT),
+    ("bad_sse", "bad_response", "an event's data is not JSON (Expecting value)"),
+    ("wrong_shape", "bad_response", "a chunk without a list of choices"),
+    (
+        "html_page",
+        "bad_response",
+        "the answer is not an event stream (HTTP 200, content-type text/html; charset=utf-8):"
+        " <html> <head><title>502 Bad Gateway</title></head>",
+    ),
+]
+"""(step, code, the start of the message after the model's name)."""
+START = openai_event(openai_chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}}]))
+HELLO = openai_event(openai_chunk([{"index": 0, "delta": {"content": "Hello"}}]))
+STOP = openai_event(openai_chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+DONE = b"data: [DONE]\n\n"
+NO_CHOICES = "a chunk without a list of choices"
+NO_DELTA = "a choice without a delta"
+
+
+async def broken_answer(server: FakeModelServer) -> tuple[ProviderError, list[str]]:
+    """Call ``primary`` once, straight (no chain); the error it raised and its deltas."""
+    provider = OpenAICompatProvider(fake_provider(server), "primary", SECRET_KEY)
+    deltas: list[str] = []
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await collect(provider, into=deltas)
+    finally:
+        await provider.aclose()
+    return caught.value, deltas
+
+
+@pytest.mark.asyncio
+async def test_a_stream_cut_off_before_its_finish_reason_is_incomplete_not_a_reply(
+    server: FakeModelServer,
+) -> None:
+    server.script("primary", ["cut_off"])
+    error, deltas = await broken_answer(server)
+    assert deltas == list(REPLY[:CUT_OFF_DELTAS])
+    assert error.code == "incomplete_response"
+    assert error.message == f"fake/primary: {NOT_FINISHED}"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("step", "code", "why"), BROKEN_BEFORE_ANY_TEXT, ids=[s for s, _, _ in BROKEN_BEFORE_ANY_TEXT]
+)
+async def test_a_broken_answer_is_a_provider_error_with_its_own_code(
+    server: FakeModelServer, step: str, code: str, why: str
+) -> None:
+    server.script("primary", [step])
+    error, deltas = await broken_answer(server)
+    assert deltas == []
+    assert (error.code, error.retry_after_s) == (code, None)
+    assert error.message.startswith(f"fake/primary: {why}"), error.message
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        pytest.param({"id": "chatcmpl-fake"}, NO_CHOICES, id="no-choices"),
+        pytest.param(openai_chunk("Hello"), NO_CHOICES, id="choices-a-string"),
+        pytest.param(openai_chunk(["Hello"]), NO_DELTA, id="choice-a-string"),
+        pytest.param(openai_chunk([{"index": 0, "finish_reason": None}]), NO_DELTA, id="no-delta"),
+        pytest.param(openai_chunk([{"index": 0, "delta": "Hello"}]), NO_DELTA, id="delta-a-string"),
+        pytest.param(
+            openai_chunk([{"index": 0, "delta": {"content": 42}}]),
+            "a choice whose content is not text",
+            id="content-a-number",
+        ),
+        pytest.param(
+            openai_chunk([{"index": 0, "delta": {}, "finish_reason": ["stop"]}]),
+            "a choice whose finish_reason is not text",
+            id="finish-reason-a-list",
+        ),
+        pytest.param([1, 2], NO_CHOICES, id="a-list"),
+        pytest.param(None, NO_CHOICES, id="null"),
+    ],
+)
+async def test_a_chunk_of_the_wrong_shape_is_a_bad_response_not_a_crash(
+    server: FakeModelServer, data: object, why: str
+) -> None:
+    server.script("primary", [RawReply(START + openai_event(data) + HELLO + STOP + DONE)])
+    error, deltas = await broken_answer(server)
+    assert deltas == []
+    assert error.code == "bad_response"
+    assert error.message == f"fake/primary: {why}"
+
+
+@pytest.mark.asyncio
+async def test_an_event_that_is_not_utf8_is_a_bad_response(server: FakeModelServer) -> None:
+    server.script("primary", [RawReply(START + b"data: \xff\xfe\n\n" + HELLO + STOP + DONE)])
+    error, _ = await broken_answer(server)
+    assert (error.code, error.message) == (
+        "bad_response",
+        "fake/primary: an event is not UTF-8 text",
+    )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("step", [step for step, _, _ in BROKEN_BEFORE_ANY_TEXT])
+async def test_a_broken_answer_is_retried_then_the_next_model_s_reply_is_delivered(
+    server: FakeModelServer, caplog: pytest.LogCaptureFixture, step: str
+) -> None:
+    server.script("primary", [step, step])
+    config = fake_provider(server, max_retries=1)
+    with caplog.at_level(logging.DEBUG):
+        async with chain_of(config, "primary", "backup") as chain:
+            deltas = await collect(chain)
+    assert "".join(deltas) == "".join(REPLY)
+    assert [c.model for c in server.calls()] == ["primary", "primary", "backup"]
+    warnings = [r for r in caplog.records if r.name == "turngate.providers"]
+    assert [r.levelno for r in warnings] == [logging.WARNING, logging.WARNING]
+    assert "; retry 1 of 1 in " in warnings[0].getMessage()
+    assert warnings[1].getMessage().endswith("; falling back to fake/backup")
+    assert all(r.levelno < logging.ERROR and r.exc_info is None for r in caplog.records)
+
+
+@pytest.mark.asyncio
+async def test_a_stream_cut_off_after_its_text_fails_the_turn_and_no_second_answer_is_spliced(
+    server: FakeModelServer,
+) -> None:
+    server.script("primary", ["cut_off"])
+    deltas: list[str] = []
+    async with chain_of(fake_provider(server), "primary", "backup") as chain:
+        with pytest.raises(ProviderError) as caught:
+            await collect(chain, into=deltas)
+    assert deltas == list(REPLY[:CUT_OFF_DELTAS])
+    assert caught.value.code == "incomplete_response"
+    assert caught.value.message == f"fake/primary: {NOT_FINISHED}"
+    assert [c.model for c in server.calls()] == ["primary"]
+
+
+@pytest.mark.asyncio
+async def test_an_answer_cut_by_the_output_budget_is_delivered(server: FakeModelServer) -> None:
+    server.script("primary", ["truncated"])
+    async with chain_of(fake_provider(server), "primary", "backup") as chain:
+        assert await collect(chain) == list(REPLY)
+    assert [c.model for c in server.calls()] == ["primary"]
+
+
+@pytest.mark.asyncio
+async def test_a_last_choice_with_a_finish_reason_and_no_delta_ends_the_answer(
+    server: FakeModelServer,
+) -> None:
+    last = openai_event(openai_chunk([{"index": 0, "finish_reason": "stop"}]))
+    usage = openai_event(openai_chunk([]))  # what a server sends with usage
+    server.script("primary", [RawReply(START + HELLO + last + usage + DONE)])
+    async with chain_of(fake_provider(server), "primary") as chain:
+        assert await collect(chain) == ["Hello"]
+
+
+@pytest.mark.asyncio
+async def test_a_finished_answer_without_done_is_still_a_reply(server: FakeModelServer) -> None:
+    server.script("primary", [RawReply(START + HELLO + STOP)])
+    async with chain_of(fake_provider(server), "primary") as chain:
+        assert await collect(chain) == ["Hello"]
+
+
+@pytest.mark.asyncio
+async def test_an_error_page_quoting_the_api_key_is_reported_without_it(
+    server: FakeModelServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    page = f"<html><body>Bad key: Bearer {SECRET_KEY}</body></html>".encode()
+    server.script("primary", [RawReply(page, "text/html")])
+    with caplog.at_level(logging.DEBUG):
+        async with chain_of(fake_provider(server, max_retries=0), "primary", "backup") as chain:
+            assert "".join(await collect(chain)) == "".join(REPLY)
+    [fallback] = [r for r in caplog.records if r.name == "turngate.providers"]
+    assert "Bad key: Bearer [redacted]" in fallback.getMessage()
+    assert SECRET_KEY not in caplog.text

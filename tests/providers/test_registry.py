@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.providers.fakes import REQUEST, collect
+from tests.secrets import REGISTRY_KEYS
 from turngate.config import BUILTIN_ECHO, ProviderConfig
 from turngate.errors import InvalidFieldError
 from turngate.providers.anthropic_messages import AnthropicProvider
@@ -19,7 +20,7 @@ OPENAI = ProviderConfig(
 LOCAL = ProviderConfig(id="local", kind="openai", base_url="http://127.0.0.1:1/v1")
 CLAUDE = ProviderConfig(id="claude", kind="anthropic", api_key_env="CLAUDE_KEY", max_retries=0)
 PROVIDERS = {p.id: p for p in (OPENAI, LOCAL, CLAUDE, BUILTIN_ECHO)}
-ENV = {"OPENAI_KEY": "sk-openai-0123456789", "CLAUDE_KEY": "sk-ant-0123456789"}
+ENV = {"OPENAI_KEY": REGISTRY_KEYS[0], "CLAUDE_KEY": REGISTRY_KEYS[1]}
 
 
 @pytest.mark.asyncio

@@ -3,11 +3,17 @@
 System messages go to the ``system`` parameter (the API takes the conversation's instructions
 there, not as a turn). The SDK's own retries are off: retrying, and moving to another model,
 is the :class:`~turngate.providers.fallback.FallbackChain`'s job.
+
+A reply counts only when the stream reached ``message_stop`` and had text; a stream that just
+ends, an answer that is not an event stream, and events of the wrong shape are provider
+errors (see :mod:`~turngate.providers.http_call`). The SDK builds events without validating
+them, so the fields read here are checked one by one.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import anthropic
 import httpx2
@@ -17,9 +23,14 @@ from turngate.config import ProviderConfig
 from turngate.errors import ProviderError
 from turngate.providers.base import ChatMessage, ProviderRequest
 from turngate.providers.http_call import (
+    END,
     CallDeadlines,
+    bad_response,
+    check_finished,
+    next_event,
     provider_text,
     refused_error,
+    require_event_stream,
     retry_after_s,
     status_error,
     transport_error,
@@ -74,19 +85,20 @@ class AnthropicProvider:
                 )
             # Closed on every way out, cancellation included: an aborted turn hangs up.
             async with events:
+                async with deadlines.bounded():
+                    await require_event_stream(self.name, events.response, self._api_key)
+                answer = _Answer()
                 while True:
                     async with deadlines.bounded():
-                        event = await anext(events, None)
-                    if event is None:
+                        event = await next_event(self.name, events)
+                    if event is END:
                         # Read to the end of the body, past message_stop, like the OpenAI
                         # SDK past [DONE]: a connection left mid-body cannot be reused.
                         break
-                    if event.type == "content_block_delta" and event.delta.type == "text_delta":
-                        if event.delta.text:
-                            deadlines.token_arrived()
-                            yield event.delta.text
-                    elif event.type == "message_delta" and event.delta.stop_reason == "refusal":
-                        raise refused_error(self.name, "the model declined (stop_reason refusal)")
+                    if text := answer.take(self.name, event):
+                        deadlines.token_arrived()
+                        yield text
+                answer.check(self.name)
         except (anthropic.AnthropicError, httpx2.RequestError) as exc:
             # `from None`: the SDK's exception may carry what the server echoed; the
             # translated message is the one that travels.
@@ -119,9 +131,68 @@ class AnthropicProvider:
                 timed_out=isinstance(exc, anthropic.APITimeoutError),
                 api_key=self._api_key,
             )
+        if isinstance(exc, anthropic.APIResponseValidationError):
+            # Only with strict validation on (it is off): an event the SDK itself refused.
+            return bad_response(self.name, "an event of the wrong shape")
         if isinstance(exc, anthropic.APIError):
             return ProviderError(f"{self.name}: {provider_text(exc.message, self._api_key)}")
         return ProviderError(f"{self.name}: {provider_text(str(exc), self._api_key)}")
+
+
+_NO_FIELD = object()
+"""What ``getattr`` gives for a field an event does not have at all."""
+
+
+@dataclass
+class _Answer:
+    """What the stream has said so far: whether it had text, and whether it stopped."""
+
+    has_text: bool = False
+    stopped: bool = False
+
+    def take(self, label: str, event: object) -> str | None:
+        """Note ``event``; its text, if any, to pass on.
+
+        Event types this code does not know are skipped: Anthropic adds new ones and asks
+        clients to ignore them. An event without a type, or a known one with fields of the
+        wrong type, is ``bad_response``.
+        """
+        kind = getattr(event, "type", None)
+        if not isinstance(kind, str):
+            raise bad_response(label, "an event without a type")
+        if kind == "content_block_delta":
+            text = _text(label, getattr(event, "delta", None))
+            self.has_text = self.has_text or bool(text)
+            return text
+        if kind == "message_delta":
+            stop_reason = getattr(getattr(event, "delta", None), "stop_reason", _NO_FIELD)
+            if stop_reason is _NO_FIELD or not isinstance(stop_reason, str | None):
+                raise bad_response(label, "a message_delta without a stop_reason")
+            if stop_reason == "refusal":
+                raise refused_error(label, "the model declined (stop_reason refusal)")
+        elif kind == "message_stop":
+            # After "max_tokens" too: an answer cut by the output budget is finished.
+            self.stopped = True
+        return None
+
+    def check(self, label: str) -> None:
+        """At the end of the stream: refuse a cut-off or an empty answer."""
+        check_finished(
+            label, finished=self.stopped, has_text=self.has_text, stop_signal="message_stop"
+        )
+
+
+def _text(label: str, delta: object) -> str | None:
+    """The text of a content block's delta; None for other deltas (thinking, tool input)."""
+    delta_type = getattr(delta, "type", None)
+    if not isinstance(delta_type, str):
+        raise bad_response(label, "a content_block_delta without a typed delta")
+    if delta_type != "text_delta":
+        return None
+    text = getattr(delta, "text", None)
+    if not isinstance(text, str):
+        raise bad_response(label, "a text_delta whose text is not text")
+    return text
 
 
 def _message(message: ChatMessage) -> MessageParam:

@@ -5,8 +5,9 @@ One function, :func:`disposition`, classifies every failure:
 ================================  ===========  ============================================
 failure                           disposition  what the chain does
 ================================  ===========  ============================================
-ProviderError, ProviderTimeout    RETRY        same model again, up to its ``max_retries``,
-                                               after a backoff; then the next model
+ProviderError, ProviderTimeout,   RETRY        same model again, up to its ``max_retries``,
+ProviderResponseError (cut off,                after a backoff; then the next model
+empty, unreadable answer)
 ProviderAuthError                 NEXT         the next model at once
 ALL_MODELS_FAILED (a nested       NEXT         the next model at once (it already retried)
 chain)
@@ -14,6 +15,11 @@ ProviderRejectedError             FAIL         the turn fails with the provider'
 anything else, CancelledError     PROPAGATE    never caught: a bug, or an abort / fence /
                                                shutdown, which are never retried
 ================================  ===========  ============================================
+
+A model whose answer had no text at all (nothing, or only empty strings) failed too: the
+chain raises ``empty_response`` for it, a ProviderResponseError, whatever kind of provider it
+is. Once a model's text has gone out, though, no failure is retried or handed to the next
+model: that would splice a second answer onto the first, so the turn fails with the error.
 
 The backoff is exponential with full jitter, ``uniform(0, retry_backoff_s * 2**attempt)``,
 or the provider's own ``Retry-After`` when it sent one, capped at :data:`BACKOFF_MAX_S`. The
@@ -36,6 +42,7 @@ from turngate.errors import (
     ProviderAuthError,
     ProviderError,
     ProviderRejectedError,
+    ProviderResponseError,
 )
 from turngate.providers.base import Provider, ProviderRequest, closing
 
@@ -112,7 +119,11 @@ class FallbackChain:
                 await link.provider.aclose()
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-        """Yield the reply of the first model that gives one; see the module docstring."""
+        """Yield the reply of the first model that gives one; see the module docstring.
+
+        An empty delta is passed on (the run may count it as progress) but is no output: it
+        neither counts as an answer nor stops a retry, since a retry splices nothing onto it.
+        """
         failures: list[tuple[str, str]] = []
         for index, link in enumerate(self.links):
             for attempt in range(link.max_retries + 1):
@@ -120,43 +131,68 @@ class FallbackChain:
                 try:
                     async with closing(link.provider.stream(request)) as deltas:
                         async for delta in deltas:
-                            streamed = True
+                            streamed = streamed or bool(delta)
                             yield delta
+                    if not streamed:
+                        raise ProviderResponseError(
+                            f"{link.ref}: the model finished without any text",
+                            code=ErrorCode.EMPTY_RESPONSE,
+                        )
                     return
                 except ProviderError as exc:
                     if streamed:
                         # Output already went out: the client saw it, and the run reported
                         # it as progress. Another attempt would splice a second, different
                         # reply onto the first; so the turn fails with this error instead.
-                        raise
-                    verdict = disposition(exc)
-                    if verdict is Disposition.FAIL:
-                        raise
-                    reason = _reason(link.ref, exc)
-                    failures.append((link.ref, reason))
-                    if verdict is Disposition.RETRY and attempt < link.max_retries:
-                        delay_s = self._backoff_s(link, attempt, exc)
                         self._warn(
                             request,
-                            "%s failed: %s; retry %d of %d in %.3fs",
+                            "%s failed after part of its answer went out: %s; not retried",
                             link.ref,
-                            reason,
-                            attempt + 1,
-                            link.max_retries,
-                            delay_s,
+                            _reason(link.ref, exc),
                         )
-                        await asyncio.sleep(delay_s)
-                        continue
-                    if index + 1 < len(self.links):
-                        self._warn(
-                            request,
-                            "%s failed: %s; falling back to %s",
-                            link.ref,
-                            reason,
-                            self.links[index + 1].ref,
-                        )
-                    break
+                        raise
+                    if disposition(exc) is Disposition.FAIL:
+                        raise
+                    delay_s = self._after_failure(request, index, attempt, exc, failures)
+                    if delay_s is None:
+                        break
+                    await asyncio.sleep(delay_s)
         raise ProviderError(_summary(failures), code=ErrorCode.ALL_MODELS_FAILED)
+
+    def _after_failure(
+        self,
+        request: ProviderRequest,
+        index: int,
+        attempt: int,
+        exc: ProviderError,
+        failures: list[tuple[str, str]],
+    ) -> float | None:
+        """Record a failed attempt of link ``index`` and say so; the wait before retrying
+        the same model, or None to move on to the next one."""
+        link = self.links[index]
+        reason = _reason(link.ref, exc)
+        failures.append((link.ref, reason))
+        if disposition(exc) is Disposition.RETRY and attempt < link.max_retries:
+            delay_s = self._backoff_s(link, attempt, exc)
+            self._warn(
+                request,
+                "%s failed: %s; retry %d of %d in %.3fs",
+                link.ref,
+                reason,
+                attempt + 1,
+                link.max_retries,
+                delay_s,
+            )
+            return delay_s
+        if index + 1 < len(self.links):
+            self._warn(
+                request,
+                "%s failed: %s; falling back to %s",
+                link.ref,
+                reason,
+                self.links[index + 1].ref,
+            )
+        return None
 
     def _backoff_s(self, link: ChainLink, attempt: int, exc: ProviderError) -> float:
         if exc.retry_after_s is not None:

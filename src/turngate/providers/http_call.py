@@ -15,7 +15,16 @@ failure                                     turngate error
 4xx saying the context is too long          ProviderRejectedError ``context_too_long``
 4xx content policy                          ProviderRejectedError ``content_refused``
 any other 4xx                               ProviderRejectedError ``provider_rejected``
+a 200 that is not an event stream           ProviderResponseError ``bad_response``
+an event that is not JSON, or of the        ProviderResponseError ``bad_response``
+wrong shape
+a stream that ends before the provider      ProviderResponseError
+said it was finished                        ``incomplete_response``
+a finished answer without any text          ProviderResponseError ``empty_response``
 ==========================================  =====================================
+
+The last four are the answers a provider calls successful but that are not a reply: each is
+retried, then the next model, like a 5xx, and never delivered as ``ok``.
 
 Every message starts with ``<provider id>/<model>: `` and carries the provider's own words,
 cut to :data:`PROVIDER_TEXT_CHARS_MAX` and with the API key blanked out: some servers echo
@@ -25,17 +34,25 @@ the key they were given, and these messages reach logs and clients.
 from __future__ import annotations
 
 import asyncio
+import enum
+import json
 import math
 from collections.abc import AsyncIterator, Collection, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
+from typing import Literal, TypeVar
+
+import httpx2
 
 from turngate.errors import (
     ErrorCode,
     ProviderAuthError,
     ProviderError,
     ProviderRejectedError,
+    ProviderResponseError,
     ProviderTimeoutError,
 )
+
+T = TypeVar("T")
 
 PROVIDER_TEXT_CHARS_MAX = 300
 """A provider's own message is cut to this many characters (error pages can be huge)."""
@@ -72,6 +89,18 @@ ERROR_TYPE_STATUS: Mapping[str, int] = {
 }
 """An error sent inside a 200 stream has no status of its own: its type stands for one."""
 OVERLOADED_STATUS = 529
+EVENT_STREAM = "text/event-stream"
+PEEK_BYTES_MAX = 2048
+"""Of an answer that is not an event stream, this much is read to quote in the error."""
+
+
+class _End(enum.Enum):
+    END = "end"
+
+
+END = _End.END
+"""What :func:`next_event` returns at the end of the stream (``None`` is a possible event:
+the SDKs turn ``data: null`` into it)."""
 
 
 def provider_text(text: str, api_key: str | None) -> str:
@@ -166,6 +195,66 @@ def transport_error(
 def refused_error(label: str, why: str) -> ProviderRejectedError:
     """The model declined to answer (a refusal stop, or the provider's content filter)."""
     return ProviderRejectedError(f"{label}: content refused: {why}", code=ErrorCode.CONTENT_REFUSED)
+
+
+def response_error(label: str, why: str, code: ErrorCode) -> ProviderResponseError:
+    """An answer that is not a reply: cut off, empty, or unreadable (see the table above)."""
+    return ProviderResponseError(f"{label}: {why}", code=code)
+
+
+def bad_response(label: str, why: str) -> ProviderResponseError:
+    """An answer that cannot be read: not an event stream, or an event of the wrong shape."""
+    return response_error(label, why, ErrorCode.BAD_RESPONSE)
+
+
+def check_finished(label: str, *, finished: bool, has_text: bool, stop_signal: str) -> None:
+    """Refuse an answer that ended without the provider's ``stop_signal`` or without text.
+
+    A reply is delivered only when the provider said it was complete: a body that just ends
+    (a proxy's timeout, a crashed server) would otherwise pass part of an answer, or none,
+    for the whole of it.
+    """
+    if not finished:
+        why = f"the answer stopped before the model finished it (no {stop_signal})"
+        raise response_error(label, why, ErrorCode.INCOMPLETE_RESPONSE)
+    if not has_text:
+        why = "the model finished without any text"
+        raise response_error(label, why, ErrorCode.EMPTY_RESPONSE)
+
+
+async def require_event_stream(label: str, response: httpx2.Response, api_key: str | None) -> None:
+    """Refuse a ``200`` that is not an event stream, quoting the start of what it was.
+
+    The SDKs would read, say, an HTML error page as a stream with no events in it: an empty
+    answer that looks finished. The caller bounds this call (it may read the body).
+    """
+    content_type = response.headers.get("content-type", "")
+    if content_type.partition(";")[0].strip().lower() == EVENT_STREAM:
+        return
+    peek = bytearray()
+    async with aclosing(response.aiter_bytes()) as parts:
+        async for part in parts:
+            peek += part
+            if len(peek) >= PEEK_BYTES_MAX:
+                break
+    text = provider_text(peek[:PEEK_BYTES_MAX].decode("utf-8", errors="replace"), api_key)
+    kind = provider_text(content_type, api_key) if content_type else "none"
+    why = f"the answer is not an event stream (HTTP {response.status_code}, content-type {kind})"
+    raise bad_response(label, f"{why}: {text}")
+
+
+async def next_event(label: str, events: AsyncIterator[T]) -> T | Literal[_End.END]:
+    """The stream's next event as the SDK parsed it, or :data:`END`.
+
+    The SDKs parse each event's data with ``json.loads`` and let its error through: that is
+    the provider's malformed answer, not a bug of ours, so it becomes ``bad_response``.
+    """
+    try:
+        return await anext(events, END)
+    except json.JSONDecodeError as exc:
+        raise bad_response(label, f"an event's data is not JSON ({exc.msg})") from None
+    except UnicodeDecodeError:
+        raise bad_response(label, "an event is not UTF-8 text") from None
 
 
 class CallDeadlines:

@@ -3,23 +3,35 @@
 Works with OpenAI itself and with servers that speak its API (llama.cpp, Ollama, vLLM,
 Groq, ...). The SDK's own retries are off: retrying, and moving to another model, is the
 :class:`~turngate.providers.fallback.FallbackChain`'s job, with one policy for every provider.
+
+A reply counts only when a ``finish_reason`` says the model finished it and it has text; a
+stream that just ends, an answer that is not an event stream, and chunks of the wrong shape
+are provider errors (see :mod:`~turngate.providers.http_call`). The SDK builds chunks without
+validating them, so each is read field by field here rather than trusted.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import httpx2
 import openai
 from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
 from turngate.config import ProviderConfig
 from turngate.errors import ProviderError
 from turngate.providers.base import ChatMessage, ProviderRequest
 from turngate.providers.http_call import (
+    END,
     CallDeadlines,
+    bad_response,
+    check_finished,
+    next_event,
     provider_text,
     refused_error,
+    require_event_stream,
     retry_after_s,
     status_error,
     transport_error,
@@ -58,7 +70,11 @@ class OpenAICompatProvider:
         await self._client.close()
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-        """Send the request's messages; yield each non-empty ``delta.content`` in order."""
+        """Send the request's messages; yield each non-empty ``delta.content`` in order.
+
+        Raise :class:`~turngate.errors.ProviderResponseError` for an answer that is not a
+        finished reply (after its text so far, if the stream was cut off).
+        """
         deadlines = CallDeadlines(
             self.name, self.config.first_token_timeout, self.config.total_timeout
         )
@@ -75,22 +91,19 @@ class OpenAICompatProvider:
             # The stream is closed on every way out, cancellation included, so that an
             # aborted turn hangs up on the server instead of leaving it generating.
             async with chunks:
-                refusal: list[str] = []
+                async with deadlines.bounded():
+                    await require_event_stream(self.name, chunks.response, self._api_key)
+                answer = _Answer()
                 while True:
                     async with deadlines.bounded():
-                        chunk = await anext(chunks, None)
-                    if chunk is None:
+                        chunk = await next_event(self.name, chunks)
+                    if chunk is END:
                         break
-                    for choice in chunk.choices:
-                        if choice.delta.refusal:
-                            refusal.append(choice.delta.refusal)
-                        if choice.finish_reason == "content_filter":
-                            raise refused_error(self.name, "stopped by the content filter")
-                        if choice.delta.content:
+                    for choice in _choices(self.name, chunk):
+                        if text := answer.take(self.name, choice):
                             deadlines.token_arrived()
-                            yield choice.delta.content
-                if refusal:
-                    raise refused_error(self.name, provider_text("".join(refusal), self._api_key))
+                            yield text
+                answer.check(self.name, self._api_key)
         except (openai.OpenAIError, httpx2.RequestError) as exc:
             # `from None`: the SDK's exception may carry what the server echoed (a key, the
             # prompt); the translated message is the one that travels.
@@ -121,6 +134,9 @@ class OpenAICompatProvider:
                 timed_out=isinstance(exc, openai.APITimeoutError),
                 api_key=self._api_key,
             )
+        if isinstance(exc, openai.APIResponseValidationError):
+            # Only with strict validation on (it is off): a chunk the SDK itself refused.
+            return bad_response(self.name, "a chunk of the wrong shape")
         if isinstance(exc, openai.APIError):
             # An error event inside a 200 stream: no status, but a type such as server_error.
             return status_error(
@@ -129,6 +145,77 @@ class OpenAICompatProvider:
         if isinstance(exc, openai.ContentFilterFinishReasonError):
             return refused_error(self.name, "stopped by the content filter")
         return ProviderError(f"{self.name}: {provider_text(str(exc), self._api_key)}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Choice:
+    """What one choice of one chunk says, its fields checked."""
+
+    content: str | None
+    refusal: str | None
+    finish_reason: str | None
+
+
+@dataclass
+class _Answer:
+    """What the stream has said so far: whether it had text, its refusal, how it finished."""
+
+    has_text: bool = False
+    refusal: str = ""
+    finish_reason: str | None = None
+
+    def take(self, label: str, choice: _Choice) -> str | None:
+        """Note ``choice``; its text, if any, to pass on."""
+        if choice.refusal:
+            self.refusal += choice.refusal
+        if choice.finish_reason == "content_filter":
+            raise refused_error(label, "stopped by the content filter")
+        if choice.finish_reason is not None:
+            # "length" too: an answer cut by the output budget is finished, and delivered.
+            self.finish_reason = choice.finish_reason
+        if choice.content:
+            self.has_text = True
+        return choice.content
+
+    def check(self, label: str, api_key: str | None) -> None:
+        """At the end of the stream: refuse a refusal, a cut-off or an empty answer."""
+        if self.refusal:
+            raise refused_error(label, provider_text(self.refusal, api_key))
+        check_finished(
+            label,
+            finished=self.finish_reason is not None,
+            has_text=self.has_text,
+            stop_signal="finish_reason",
+        )
+
+
+def _choices(label: str, chunk: object) -> list[_Choice]:
+    """The choices of one chunk; ``bad_response`` if it is not shaped like one.
+
+    A chunk with an empty list is fine (usage and content-filter results come that way).
+    """
+    choices = getattr(chunk, "choices", None)
+    if not isinstance(choices, list):
+        raise bad_response(label, "a chunk without a list of choices")
+    return [_choice(label, choice) for choice in choices]
+
+
+def _choice(label: str, choice: object) -> _Choice:
+    finish_reason = getattr(choice, "finish_reason", None)
+    delta = getattr(choice, "delta", None)
+    # Some servers end with a choice that has a finish_reason and no delta at all.
+    if not isinstance(delta, ChoiceDelta) and not (delta is None and finish_reason):
+        raise bad_response(label, "a choice without a delta")
+    content = getattr(delta, "content", None)
+    refusal = getattr(delta, "refusal", None)
+    for name, value in (
+        ("finish_reason", finish_reason),
+        ("content", content),
+        ("refusal", refusal),
+    ):
+        if value is not None and not isinstance(value, str):
+            raise bad_response(label, f"a choice whose {name} is not text")
+    return _Choice(content, refusal, finish_reason)
 
 
 def _own_message(exc: openai.APIError) -> str:

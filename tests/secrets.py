@@ -1,0 +1,26 @@
+"""Every credential the test suite uses, in one place, so that the suite can check that none
+of them ever reached a log line (``tests/conftest.py``)."""
+
+from __future__ import annotations
+
+GATEWAY_TOKEN = "a-long-enough-gateway-token"
+"""The gateway token of the protocol and auth tests."""
+OPENAI_SURFACE_TOKEN = "openai-test-token-0123456789"
+"""The gateway token the OpenAI-compatible surface tests present as their API key."""
+FUZZ_TOKEN = "fuzz-gateway-token-0123456789"
+PROVIDER_KEY = "sk-test-" + "c0ffee" * 8
+"""The API key the fake model servers are called with (and that some of them echo back)."""
+LIVE_LOOKING_KEY = "sk-live-abcdefghijklmnop"
+REGISTRY_KEYS = ("sk-openai-0123456789", "sk-ant-0123456789")
+LOG_TEST_TOKEN = "log-test-token-9f8e7d6c5b4a"
+"""The token of the test that provokes every logging path at debug level."""
+
+ALL_SECRETS = (
+    GATEWAY_TOKEN,
+    OPENAI_SURFACE_TOKEN,
+    FUZZ_TOKEN,
+    PROVIDER_KEY,
+    LIVE_LOOKING_KEY,
+    *REGISTRY_KEYS,
+    LOG_TEST_TOKEN,
+)
