@@ -47,7 +47,9 @@ def serve(app: Starlette) -> Iterator[str]:
 
 
 def gateway_config(state_dir: Path, **overrides: Any) -> GatewayConfig:
-    """A config for tests: state in ``state_dir``, everything else default unless given."""
+    """A config for tests: state in ``state_dir``, everything else default unless given, but
+    for the shutdown drain: a test's gateway stops at once unless the test says otherwise."""
+    overrides.setdefault("shutdown_drain_s", 0.0)
     return GatewayConfig(state_dir=state_dir, **overrides)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Literal
 
 import pytest
 
-from turngate.logs import JsonFormatter, configure_logging
+from turngate.logs import JsonFormatter, configure_logging, redact
 from turngate.runtime.events import Event, EventBus, EventKind
 
 
@@ -55,6 +56,51 @@ def test_configure_logging_switches_between_text_and_json(
         configure_logging("warning", "text")
         logging.getLogger("turngate.test").warning("plain")
         assert capsys.readouterr().err.rstrip().endswith("WARNING turngate.test plain")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        ('127.0.0.1:5 - "WebSocket /ws?token=s3cr3t-value" [accepted]', "token=[redacted]"),
+        ("GET /x?a=1&api_key=s3cr3t-value&b=2", "api_key=[redacted]&b=2"),
+        ("headers: Authorization: Bearer s3cr3t-value", "Bearer [redacted]"),
+        ('params {"auth": {"token": "s3cr3t-value"}}', '"token": "[redacted]"'),
+        ("{'password': 's3cr3t-value'}", "'password': '[redacted]'"),
+        ("the configured one: the-gateway-secret-token", "the configured one: [redacted]"),
+    ],
+)
+def test_credentials_are_blanked_by_their_shape_or_their_value(line: str, shown: str) -> None:
+    redacted = redact(line, ["the-gateway-secret-token"])
+    assert shown in redacted
+    assert "s3cr3t-value" not in redacted
+    assert "the-gateway-secret-token" not in redacted
+
+
+def test_words_that_merely_end_in_key_are_left_alone() -> None:
+    line = "session_key=agent:main:main idempotencyKey=abc monkey=banana"
+    assert redact(line) == line
+
+
+@pytest.mark.parametrize("form", ["text", "json"])
+def test_no_handler_output_carries_the_secret_not_even_a_traceback(
+    capsys: pytest.CaptureFixture[str], form: Literal["text", "json"]
+) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("warning", form, secrets=["the-gateway-secret-token"])
+        log = logging.getLogger("turngate.test")
+        log.warning("connect from %s", "ws://h/?token=the-gateway-secret-token")
+        try:
+            raise ValueError("bad token the-gateway-secret-token")
+        except ValueError:
+            log.exception("failed")
+        err = capsys.readouterr().err
+        assert "the-gateway-secret-token" not in err
+        assert err.count("[redacted]") >= 2
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from turngate import __version__
-from turngate.config import DEFAULT_PORT, load_config
+from turngate.config import DEFAULT_PORT, GatewayConfig, load_config
 from turngate.errors import ErrorCode, TurngateError
 from turngate.logs import configure_logging
 
@@ -139,6 +140,7 @@ def _client_args(parser: argparse.ArgumentParser, default_session: str = "agent:
 def _cmd_gateway(args: argparse.Namespace) -> int:
     from turngate.gateway.app import create_app
     from turngate.gateway.server import GatewayServer, listening_socket, uvicorn_config
+    from turngate.store.statedir import StateDirLock
 
     config = load_config(
         args.config,
@@ -156,15 +158,45 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
             "token": args.token,
         },
     )
-    configure_logging(config.log_level, config.log_format)
-    sock = listening_socket(config.host, config.port)
+    configure_logging(config.log_level, config.log_format, secrets=config_secrets(config))
+    # The state directory first: a second gateway on it is told who holds it, even when the
+    # two also ask for the same port.
+    lock = StateDirLock(config.state_path)
+    lock.acquire()
+    try:
+        sock = listening_socket(config.host, config.port)
+    except OSError as exc:
+        lock.release()
+        raise TurngateError(_bind_error(config.host, config.port, exc)) from None
     host, port = sock.getsockname()[:2]
-    server = GatewayServer(
-        uvicorn_config(create_app(config), config, loop="uvloop" if _has_uvloop() else "asyncio")
-    )
-    print(f"turngate listening on http://{host}:{port} (state in {config.state_path})", flush=True)
-    server.run(sockets=[sock])
+    address = f"http://{host}:{port}"
+    lock.record(address)
+
+    def ready() -> None:
+        print(f"turngate listening on {address} (state in {config.state_path})", flush=True)
+
+    app = create_app(config, lock=lock)
+    loop = "uvloop" if _has_uvloop() else "asyncio"
+    GatewayServer(uvicorn_config(app, config, loop=loop), on_ready=ready).run(sockets=[sock])
     return 0
+
+
+def config_secrets(config: GatewayConfig) -> list[str]:
+    """The credentials this configuration uses: what the logs must never show."""
+    secrets = [config.token] if config.token else []
+    for provider in config.all_providers:
+        if provider.api_key_env and os.environ.get(provider.api_key_env):
+            secrets.append(os.environ[provider.api_key_env])
+    return secrets
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"port {port} on {host} is already in use (another turngate, or OpenClaw's own"
+            " gateway, whose default port is the same); stop it or choose --port"
+        )
+    return f"cannot listen on {host}:{port}: {exc.strerror}"
 
 
 def _has_uvloop() -> bool:
@@ -287,7 +319,8 @@ def _open_store(args: argparse.Namespace) -> Any:
         raise TurngateError(
             f"state dir {config.state_path}: no {DB_FILE} (has a gateway run here?)"
         )
-    return SqliteStore(path)
+    # Read-only: these commands work beside a running gateway and never write.
+    return SqliteStore(path, readonly=True)
 
 
 def _cmd_sessions_list(args: argparse.Namespace) -> int:

@@ -7,12 +7,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.secrets import GATEWAY_TOKEN as TOKEN
 from tests.support import running_gateway
 from turngate.cli import main
 from turngate.config import load_config
 from turngate.errors import InvalidFieldError
 
-TOKEN = "a-long-enough-gateway-token"
 SEND = {"sessionKey": "agent:main:main", "message": "hi"}
 
 

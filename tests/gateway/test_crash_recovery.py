@@ -8,134 +8,19 @@ client then resends each request with its ``idempotencyKey`` and waits for the o
 
 from __future__ import annotations
 
-import os
-import queue
-import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
 
-STARTUP_TIMEOUT_S = 20.0
-EXIT_TIMEOUT_S = 15.0
+from tests.gateway.process import gateway_process
+
 CALL_TIMEOUT_S = 10.0
 ECHO_LATENCY_BEFORE_CRASH_MS = 2000
 """Long enough that the first turns are still running when the process is killed."""
-LISTENING = re.compile(r"^turngate listening on (http://\S+) ")
-
-
-def is_listening_line(line: str) -> bool:
-    return LISTENING.match(line) is not None
-
-
-class GatewayProcess:
-    """A ``turngate gateway`` child process and the lines it prints, read as they come."""
-
-    def __init__(self, state_dir: Path, *, echo_latency_ms: int, log_level: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TURNGATE_")}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "turngate",
-                "gateway",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--state-dir",
-                str(state_dir),
-                "--echo-latency-ms",
-                str(echo_latency_ms),
-                "--log-level",
-                log_level,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.stderr_lines: list[str] = []
-        """Every line written to stderr so far (complete once :meth:`stop` returned)."""
-        self._lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
-        self._readers = [
-            threading.Thread(target=self._read, args=(name, stream), daemon=True)
-            for name, stream in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr))
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self, name: str, stream: IO[str] | None) -> None:
-        assert stream is not None
-        for line in stream:
-            if name == "stderr":
-                self.stderr_lines.append(line.rstrip("\n"))
-            self._lines.put((name, line.rstrip("\n")))
-        self._lines.put((name, None))
-
-    def wait_for_line(self, stream: str, matches: Callable[[str], bool], deadline: float) -> str:
-        """The next line of ``stream`` that ``matches``; fails at ``deadline`` or at EOF."""
-        while True:
-            try:
-                name, line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(self._why(f"no matching {stream} line in time")) from None
-            if name == stream and line is None:
-                raise AssertionError(self._why(f"{stream} closed (exit {self.proc.poll()})"))
-            if name == stream and line is not None and matches(line):
-                return line
-
-    def _why(self, what: str) -> str:
-        return f"gateway pid {self.proc.pid}: {what}; stderr so far: {self.stderr_lines[-20:]}"
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, as in a crash."""
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(EXIT_TIMEOUT_S)
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it does not exit in time; then release the pipes."""
-        try:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(EXIT_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(EXIT_TIMEOUT_S)
-        finally:
-            for reader in self._readers:
-                reader.join(EXIT_TIMEOUT_S)
-            for stream in (self.proc.stdout, self.proc.stderr):
-                if stream is not None:
-                    stream.close()
-
-
-@contextmanager
-def gateway_process(
-    state_dir: Path, *, echo_latency_ms: int
-) -> Iterator[tuple[str, GatewayProcess]]:
-    """A gateway child process; yields its URL, once it printed that it listens, and the
-    process. It is always stopped (or killed) on the way out."""
-    process = GatewayProcess(state_dir, echo_latency_ms=echo_latency_ms, log_level="warning")
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        line = process.wait_for_line("stdout", is_listening_line, deadline)
-        match = LISTENING.match(line)
-        assert match is not None
-        yield match[1], process
-    finally:
-        process.stop()
 
 
 @dataclass(frozen=True, slots=True)

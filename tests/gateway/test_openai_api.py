@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 
+from tests.secrets import OPENAI_SURFACE_TOKEN as TOKEN
 from tests.support import EventWaiter, GatedEchoProvider, running_gateway
 from turngate.cli import main as cli_main
 from turngate.config import AgentConfig
@@ -27,7 +28,7 @@ from turngate.runtime.events import EventBus
 
 CALL_TIMEOUT_S = 10.0
 TEST_TIMEOUT_S = 15.0
-TOKEN = "openai-test-token-0123456789"
+
 BURST = 20
 
 

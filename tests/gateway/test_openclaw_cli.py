@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.secrets import GATEWAY_TOKEN as TOKEN
 from tests.support import running_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = ROOT / ".cache" / "openclaw"
 NODE = PREFIX / "node"
 CLI = PREFIX / "node_modules" / "openclaw" / "openclaw.mjs"
-TOKEN = "a-long-enough-gateway-token"
+
 CLI_TIMEOUT_S = 120.0
 
 pytestmark = pytest.mark.skipif(

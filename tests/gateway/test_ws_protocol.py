@@ -22,10 +22,10 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from tests.secrets import GATEWAY_TOKEN as TOKEN
 from tests.support import EventWaiter, running_gateway
 from turngate.runtime.events import EventBus
 
-TOKEN = "a-long-enough-gateway-token"
 FRAME_TIMEOUT_S = 15.0
 
 

@@ -8,6 +8,7 @@ breaks. The seed found is printed (``pytest -s``) so it can be replayed.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -98,10 +99,8 @@ def failed_commit_acknowledged(monkeypatch: pytest.MonkeyPatch) -> None:
             return
         if self._group is group:
             self._group = None
-        try:
+        with contextlib.suppress(sqlite3.Error):
             self.db.execute("COMMIT")
-        except sqlite3.Error:
-            pass
         for waiter in group.waiters:
             if not waiter.done():
                 waiter.set_result(None)

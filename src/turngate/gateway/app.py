@@ -7,9 +7,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,6 +29,7 @@ from turngate.gateway.assembly import (
 )
 from turngate.gateway.auth import TokenMiddleware
 from turngate.gateway.frames import ERROR_HTTP_STATUS, error_body
+from turngate.gateway.http_limits import EdgeCounts
 from turngate.gateway.metrics import GatewayMetrics
 from turngate.lanes.delivery import DeliveryTargets
 from turngate.providers.base import Provider
@@ -33,10 +37,22 @@ from turngate.runtime.engine import Engine
 from turngate.runtime.events import EventBus
 from turngate.store.base import Store
 from turngate.store.sqlite import SqliteStore
+from turngate.store.statedir import StateDirLock
 
 log = logging.getLogger("turngate.gateway")
 
 DB_FILE = "turngate.db"
+
+
+@dataclass(frozen=True, slots=True)
+class AppParts:
+    """What a gateway app is built from: its config, and parts tests put in its place."""
+
+    config: GatewayConfig
+    provider: Provider | None = None
+    store: Store | None = None
+    events: EventBus | None = None
+    lock: StateDirLock | None = None
 
 
 def create_app(
@@ -45,76 +61,131 @@ def create_app(
     provider: Provider | None = None,
     store: Store | None = None,
     events: EventBus | None = None,
+    lock: StateDirLock | None = None,
 ) -> Starlette:
-    """A gateway app. ``provider``, ``store`` and ``events`` replace the configured ones (tests)."""
+    """A gateway app. ``provider``, ``store`` and ``events`` replace the configured ones (tests).
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        agents = build_agents(config, provider)
-        engine = Engine(
-            store or SqliteStore(config.state_path / DB_FILE, durability=config.sqlite_durability),
-            agents.default.provider,
-            settings=engine_settings(config),
-            events=events,
-            agents=agents,
-        )
-        metrics = GatewayMetrics(engine)
-        engine.events.subscribe(metrics.observe)
-        app.state.config = config
-        app.state.engine = engine
-        app.state.metrics = metrics
-        async with contextlib.AsyncExitStack() as stack:
-            stack.push_async_callback(close_providers, agents)
-            await stack.enter_async_context(engine)
-            heartbeats, cron = build_lanes(config, engine, app.state.targets)
-            app.state.heartbeats = heartbeats
-            app.state.cron = cron
-            async with asyncio.TaskGroup() as lanes:
-                tasks = [lanes.create_task(lane.run()) for lane in heartbeats]
-                tasks.append(lanes.create_task(cron.run()))
-                try:
-                    yield
-                finally:
-                    # Lanes stop before the engine, so none submits into a closing engine.
-                    for task in tasks:
-                        task.cancel()
-
-    async def on_turngate_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, TurngateError)
-        return JSONResponse(
-            error_body(exc.code, exc.message), status_code=ERROR_HTTP_STATUS[exc.code]
-        )
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            error_body(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}"), status_code=500
-        )
-
-    async def metrics_endpoint(request: Request) -> Response:
-        metrics: GatewayMetrics = request.app.state.metrics
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    routes = [
-        Route("/chat.send", chat_http.chat_send, methods=["POST"]),
-        Route("/chat.abort", chat_http.chat_abort, methods=["POST"]),
-        Route("/turns/{run_id:str}", chat_http.get_turn, methods=["GET"]),
-        Route("/sessions/unstick", chat_http.sessions_unstick, methods=["POST"]),
-        Route("/cron", chat_http.cron_list, methods=["GET"]),
-        Route("/cron/run", chat_http.cron_run, methods=["POST"]),
-        Route("/health", chat_http.health, methods=["GET"]),
-        Route("/healthz", chat_http.liveness, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        *openai_api.routes(),
-        WebSocketRoute("/", chat_ws.websocket_endpoint),
-        WebSocketRoute("/ws", chat_ws.websocket_endpoint),
-    ]
+    The app holds its state directory (:class:`StateDirLock`) from start-up to shutdown;
+    ``lock`` is one the caller already holds (the command takes it before binding its port).
+    """
+    parts = AppParts(config, provider, store, events, lock)
     app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
+        routes=ROUTES,
+        lifespan=partial(_lifespan, parts=parts),
         middleware=[Middleware(TokenMiddleware, token=config.token)],
-        exception_handlers={TurngateError: on_turngate_error, Exception: on_unexpected},
+        exception_handlers={
+            TurngateError: _on_turngate_error,
+            HTTPException: _on_http_error,
+            Exception: _on_unexpected,
+        },
     )
     app.state.config = config
     app.state.targets = DeliveryTargets()
+    app.state.connections = chat_ws.Connections()
+    app.state.edge_counts = EdgeCounts()
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: Starlette, parts: AppParts) -> AsyncIterator[None]:
+    """Hold the state directory, then run the gateway (see :func:`_running`)."""
+    lock = parts.lock or StateDirLock(parts.config.state_path)
+    lock.acquire()
+    try:
+        async with _running(app, parts):
+            yield
+    finally:
+        lock.release()
+
+
+@asynccontextmanager
+async def _running(app: Starlette, parts: AppParts) -> AsyncIterator[None]:
+    """The engine and the lanes, from start-up to shutdown."""
+    config = parts.config
+    agents = build_agents(config, parts.provider)
+    store = parts.store or SqliteStore(
+        config.state_path / DB_FILE, durability=config.sqlite_durability
+    )
+    engine = Engine(
+        store,
+        agents.default.provider,
+        settings=engine_settings(config),
+        events=parts.events,
+        agents=agents,
+    )
+    metrics = GatewayMetrics(engine, app.state.edge_counts)
+    engine.events.subscribe(metrics.observe)
+    app.state.engine = engine
+    app.state.metrics = metrics
+    connections: chat_ws.Connections = app.state.connections
+
+    async def drain() -> None:
+        await engine.drain(config.shutdown_drain_s)
+        await connections.close_all()
+
+    app.state.drain = drain
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(close_providers, agents)
+        await stack.enter_async_context(engine)
+        heartbeats, cron = build_lanes(config, engine, app.state.targets)
+        app.state.heartbeats = heartbeats
+        app.state.cron = cron
+        async with asyncio.TaskGroup() as lanes:
+            tasks = [lanes.create_task(lane.run()) for lane in heartbeats]
+            tasks.append(lanes.create_task(cron.run()))
+            try:
+                yield
+            finally:
+                # Lanes stop before the engine, so none submits into a closing engine.
+                for task in tasks:
+                    task.cancel()
+
+
+async def _on_turngate_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TurngateError)
+    return JSONResponse(error_body(exc.code, exc.message), status_code=ERROR_HTTP_STATUS[exc.code])
+
+
+HTTP_ERROR_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
+"""Starlette's own refusals (no such route, wrong method), in the error vocabulary."""
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = HTTP_ERROR_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
+    if exc.status_code == 405:
+        message = f"{request.method} {request.url.path}: method not allowed"
+    elif exc.status_code == 404:
+        message = f"{request.url.path}: no such route; see the API reference"
+    else:
+        message = str(exc.detail)
+    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        error_body(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}"), status_code=500
+    )
+
+
+async def _metrics(request: Request) -> Response:
+    metrics: GatewayMetrics = request.app.state.metrics
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+ROUTES = [
+    Route("/chat.send", chat_http.chat_send, methods=["POST"]),
+    Route("/chat.abort", chat_http.chat_abort, methods=["POST"]),
+    Route("/turns/{run_id:str}", chat_http.get_turn, methods=["GET"]),
+    Route("/sessions/unstick", chat_http.sessions_unstick, methods=["POST"]),
+    Route("/cron", chat_http.cron_list, methods=["GET"]),
+    Route("/cron/run", chat_http.cron_run, methods=["POST"]),
+    Route("/health", chat_http.health, methods=["GET"]),
+    Route("/healthz", chat_http.liveness, methods=["GET"]),
+    Route("/metrics", _metrics, methods=["GET"]),
+    *openai_api.routes(),
+    WebSocketRoute("/", chat_ws.websocket_endpoint),
+    WebSocketRoute("/ws", chat_ws.websocket_endpoint),
+]
+"""Every route of the gateway."""

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from turngate import __version__
@@ -20,6 +21,7 @@ from turngate.errors import (
     ErrorCode,
     NotFoundError,
     PayloadTooLargeError,
+    SlowClientError,
     StoreError,
     UnavailableError,
 )
@@ -43,6 +45,8 @@ from turngate.runtime.engine import Engine, LeaseView, SubmitRequest
 
 log = logging.getLogger("turngate.gateway")
 
+_DIGITS = re.compile(r"[0-9]{1,18}")
+"""A Content-Length worth reading as a number (longer ones are refused by httptools)."""
 # How long past a turn's own deadline a waiting request holds on before it gives up; the
 # engine ends every turn by its deadline plus the abort grace, so this is only a backstop.
 WAIT_MARGIN_S = 5.0
@@ -59,17 +63,24 @@ def _config(request: Request) -> GatewayConfig:
 
 
 async def read_body(request: Request, bytes_max: int) -> bytes:
-    """The request body, refused with ``body_too_large`` as soon as it passes ``bytes_max``."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > bytes_max:
+    """The request body, refused with ``body_too_large`` as soon as it passes ``bytes_max``.
+
+    A client that goes away mid-body (or is cut off by the body deadline, which has already
+    answered it ``408``) ends the request with :class:`SlowClientError`: nothing to log.
+    """
+    declared = request.headers.get("content-length", "")
+    if _DIGITS.fullmatch(declared) and int(declared) > bytes_max:
         raise PayloadTooLargeError(f"body: {declared} bytes, over the limit of {bytes_max}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > bytes_max:
-            raise PayloadTooLargeError(f"body: over the limit of {bytes_max} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > bytes_max:
+                raise PayloadTooLargeError(f"body: over the limit of {bytes_max} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise SlowClientError("body: the client went away before sending all of it") from None
     return b"".join(chunks)
 
 

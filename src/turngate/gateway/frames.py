@@ -94,7 +94,12 @@ WIRE_STATUS: dict[TurnState, str] = {
 M = TypeVar("M", bound=BaseModel)
 
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:@+=-]{1,128}$"
+"""What an ``idempotencyKey`` (HTTP or WebSocket) may be: it becomes the ``runId``."""
 TIMEOUT_MS_MAX = 86_400_000
+"""Longest turn deadline a request may ask for (a day), in ``timeoutMs``."""
+JSON_INT_DIGITS_MAX = 4300
+"""Longest integer a body or frame may spell. No field takes more than a few digits; this
+is Python's default int-string limit, made ours."""
 
 
 class ChatSendBody(BaseModel):
@@ -135,14 +140,28 @@ class CronRunBody(BaseModel):
     job: StrictStr
 
 
-def parse_json(raw: bytes) -> Any:
-    """Parse a request body; raise :class:`RequestError` with ``invalid_json`` if it is not."""
+def parse_json(raw: bytes | str, what: str = "body") -> Any:
+    """Parse an HTTP body or a WebSocket frame (``what`` names it in errors).
+
+    Every way the text can fail to be JSON we accept (bad syntax, not UTF-8, nested too
+    deeply, an integer over :data:`JSON_INT_DIGITS_MAX` digits) is a :class:`RequestError`
+    with ``invalid_json``; nothing else escapes.
+    """
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestError(f"body: not valid JSON ({exc})", code=ErrorCode.INVALID_JSON) from exc
+        return json.loads(raw, parse_int=_bounded_int)
     except RecursionError:
-        raise RequestError("body: JSON nested too deeply", code=ErrorCode.INVALID_JSON) from None
+        raise RequestError(f"{what}: JSON nested too deeply", code=ErrorCode.INVALID_JSON) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, _bounded_int's refusal
+        raise RequestError(f"{what}: not valid JSON ({exc})", code=ErrorCode.INVALID_JSON) from exc
+
+
+def _bounded_int(text: str) -> int:
+    # Our own limit, so the answer does not depend on the interpreter's int-string limit
+    # (PYTHONINTMAXSTRDIGITS may lift it, and then parsing gets quadratic).
+    digits = len(text) - text.startswith("-")
+    if digits > JSON_INT_DIGITS_MAX:
+        raise ValueError(f"an integer of {digits} digits; at most {JSON_INT_DIGITS_MAX}")
+    return int(text)
 
 
 def validate(model: type[M], data: Any) -> M:

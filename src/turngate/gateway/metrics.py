@@ -5,9 +5,14 @@ Each gateway app has its own registry, so several apps (tests) never share count
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from turngate.core.turn import AbortReason
+from turngate.gateway.http_limits import EdgeCounts
 from turngate.runtime.engine import Engine
 from turngate.runtime.events import Event, EventKind
 
@@ -38,9 +43,11 @@ _WATCHDOG_REASONS = frozenset({AbortReason.STALLED.value, AbortReason.RUN_TIMEOU
 class GatewayMetrics:
     """The collectors of one gateway; subscribe :meth:`observe` to the engine's events."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, edge: EdgeCounts | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        if edge is not None:
+            r.register(EdgeCollector(edge))
         self.turns_accepted = Counter(
             "turngate_turns_accepted",
             "Turns accepted (stored, then acknowledged).",
@@ -181,3 +188,31 @@ class GatewayMetrics:
                 self.storage_failures.inc()
             case _:
                 pass
+
+
+class EdgeCollector(Collector):
+    """What the HTTP server refused or cut off before any handler ran."""
+
+    def __init__(self, counts: EdgeCounts) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        """The counts as they are now."""
+        refused = CounterMetricFamily(
+            "turngate_connections_refused",
+            "Connections refused past connections_max (503 too_many_connections).",
+            value=self.counts.refused_connections,
+        )
+        timeouts = CounterMetricFamily(
+            "turngate_http_request_timeouts",
+            "Requests cut off (408) because their headers or body came too slowly.",
+            labels=["part"],
+        )
+        timeouts.add_metric(["headers"], self.counts.header_timeouts)
+        timeouts.add_metric(["body"], self.counts.body_timeouts)
+        bad = CounterMetricFamily(
+            "turngate_http_bad_requests",
+            "Requests that were not valid HTTP (400 bad_request).",
+            value=self.counts.bad_requests,
+        )
+        yield from (refused, timeouts, bad)

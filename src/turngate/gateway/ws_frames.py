@@ -2,21 +2,34 @@
 mapping from turngate's error codes to its error frames.
 
 Frames are JSON objects: ``req`` from the client, ``res`` and ``event`` from the server.
-See ../shared/openclaw-protocol.md. Where turngate differs, it is on purpose: every ``runId``
+See docs/openclaw-protocol.md. Where turngate differs, it is on purpose: every ``runId``
 a client sends gets exactly one terminal ``chat`` event, carrying the true outcome.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
 from turngate.core.turn import Outcome, TurnState
 from turngate.errors import ErrorCode
+from turngate.gateway.frames import IDEMPOTENCY_KEY_PATTERN, TIMEOUT_MS_MAX
 
 PROTOCOL_VERSION = 4
 PRE_HANDSHAKE_BYTES_MAX = 65_536
+PROTOCOL_NUMBER_MAX = 65_535
+"""Highest ``minProtocol``/``maxProtocol`` a client may name (turngate speaks 4)."""
+PAGE_ROWS_MAX = 1000
+"""Most rows one ``limit`` may ask for (``chat.history``, ``sessions.list``)."""
+SESSIONS_OFFSET_MAX = 1_000_000_000
+"""Furthest ``sessions.list`` may page: past any real session count, and well inside the
+store's 64-bit integers (an unbounded offset overflowed SQLite)."""
+AGENT_TIMEOUT_S_MAX = TIMEOUT_MS_MAX // 1000
+"""The ``agent`` method's ``timeout`` (seconds) has the same ceiling as ``timeoutMs``."""
+
+ProtocolNumber = Annotated[StrictInt, Field(ge=1, le=PROTOCOL_NUMBER_MAX)]
 
 WS_ERROR_CLASS: dict[ErrorCode, str] = {
     ErrorCode.UNAUTHORIZED: "FORBIDDEN",
@@ -60,17 +73,44 @@ class RequestFrame(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class ConnectAuth(BaseModel):
+    """``connect``'s ``auth``: the gateway's shared secret, as ``token`` or ``password``.
+
+    Typed, so that a secret that is not valid text (JSON can spell a lone surrogate) is
+    refused here, naming the field, rather than failing the comparison."""
+
+    model_config = ConfigDict(extra="allow")
+
+    token: StrictStr | None = None
+    password: StrictStr | None = None
+
+    @field_validator("token", "password")
+    @classmethod
+    def _unicode_text(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise ValueError("not valid Unicode text (an unpaired surrogate)") from None
+        return value
+
+    @property
+    def secret(self) -> str | None:
+        """The secret presented, if any."""
+        return self.token or self.password
+
+
 class ConnectParams(BaseModel):
     """The ``connect`` request's params (fields turngate does not use are accepted)."""
 
     model_config = ConfigDict(extra="allow")
 
-    minProtocol: StrictInt
-    maxProtocol: StrictInt
+    minProtocol: ProtocolNumber
+    maxProtocol: ProtocolNumber
     client: dict[str, Any] = Field(default_factory=dict)
     role: StrictStr = "operator"
     scopes: list[StrictStr] = Field(default_factory=list)
-    auth: dict[str, Any] = Field(default_factory=dict)
+    auth: ConnectAuth = Field(default_factory=ConnectAuth)
 
 
 class ChatSendParams(BaseModel):
@@ -80,9 +120,10 @@ class ChatSendParams(BaseModel):
 
     sessionKey: StrictStr = Field(min_length=1, max_length=512)
     message: StrictStr
-    idempotencyKey: StrictStr = Field(min_length=1, max_length=128)
+    idempotencyKey: StrictStr = Field(pattern=IDEMPOTENCY_KEY_PATTERN)
+    """Validated as HTTP's is: it becomes the ``runId``."""
     queueMode: StrictStr | None = None
-    timeoutMs: StrictInt | None = Field(default=None, ge=1, le=86_400_000)
+    timeoutMs: StrictInt | None = Field(default=None, ge=1, le=TIMEOUT_MS_MAX)
     agentId: StrictStr | None = None
     attachments: list[Any] | None = None
     thinking: Any = None
@@ -102,7 +143,7 @@ class AgentParams(ChatSendParams):
 
     model_config = ConfigDict(extra="ignore")
 
-    timeout: StrictInt | None = Field(default=None, ge=1, le=86_400)
+    timeout: StrictInt | None = Field(default=None, ge=1, le=AGENT_TIMEOUT_S_MAX)
 
 
 class SessionParams(BaseModel):
@@ -112,7 +153,7 @@ class SessionParams(BaseModel):
 
     sessionKey: StrictStr
     runId: StrictStr | None = None
-    limit: StrictInt | None = Field(default=None, ge=1, le=1000)
+    limit: StrictInt | None = Field(default=None, ge=1, le=PAGE_ROWS_MAX)
 
 
 class ListParams(BaseModel):
@@ -120,9 +161,22 @@ class ListParams(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    limit: StrictInt = Field(default=50, ge=1, le=1000)
-    offset: StrictInt = Field(default=0, ge=0)
+    limit: StrictInt = Field(default=50, ge=1, le=PAGE_ROWS_MAX)
+    offset: StrictInt = Field(default=0, ge=0, le=SESSIONS_OFFSET_MAX)
     activeOnly: bool = False
+
+
+def encode_frame(frame: dict[str, Any]) -> str:
+    """``frame`` as JSON text that can go on the wire. Text can hold a lone surrogate that
+    UTF-8 cannot carry (a model's stream may split a pair across two deltas; JSON can spell
+    one): such a frame is sent ASCII-escaped instead of failing the writer."""
+    text = json.dumps(frame, ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return json.dumps(frame)
+    return text
 
 
 def response(request_id: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -151,6 +205,20 @@ def assistant_message(text: str, timestamp_ms: int) -> dict[str, Any]:
         "role": "assistant",
         "content": [{"type": "text", "text": text}],
         "timestamp": timestamp_ms,
+    }
+
+
+def pending_chat(run_id: str, session_key: str, code: ErrorCode, message: str) -> dict[str, Any]:
+    """The terminal ``chat`` error payload of a run whose outcome this connection cannot
+    relay (shutting down, no outcome in time, a turngate bug); the turn itself goes on and
+    ``GET /turns/{runId}`` shows how it ends."""
+    return {
+        "runId": run_id,
+        "sessionKey": session_key,
+        "state": "error",
+        "errorMessage": message,
+        "errorKind": "unknown",
+        "errorDetail": {"code": code.value, "status": "pending"},
     }
 
 

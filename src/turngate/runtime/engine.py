@@ -246,6 +246,36 @@ class Engine:
             self._fail_all_waiters()
             await self.store.close()
 
+    async def drain(self, timeout_s: float) -> None:
+        """The first step of a graceful shutdown: take no new turns, give the turns in hand
+        up to ``timeout_s`` to end, then answer every client still waiting that its turn is
+        kept (``pending``) and resumes on the next start. The engine keeps running until it
+        is left; turns still running then are cancelled there."""
+        self._accepting = False
+        settled = asyncio.Event()
+
+        def check(event: Event | None = None) -> None:
+            if self.snapshot().settled:
+                settled.set()
+
+        unsubscribe = self.events.subscribe(check)
+        try:
+            check()
+            async with asyncio.timeout(timeout_s):
+                await settled.wait()
+        except TimeoutError:
+            snapshot = self.snapshot()
+            log.warning(
+                "shutting down: %d turns running and %d queued after %gs; their clients are"
+                " told they are kept, and they resume on the next start",
+                snapshot.running_turns,
+                snapshot.queued_turns,
+                timeout_s,
+            )
+        finally:
+            unsubscribe()
+        self._fail_all_waiters()
+
     def _fail_all_waiters(self) -> None:
         for streams in self._streams.values():
             for stream in streams:

@@ -1,0 +1,93 @@
+"""The gateway WebSocket handshake: the rules a ``connect`` request must meet, and the
+``hello-ok`` that answers it.
+
+Sans-I/O: :func:`check_connect` takes the first frame and returns :class:`Accepted` or a
+:class:`Refusal`; the connection reads the frame (under :data:`HANDSHAKE_TIMEOUT_S`), sends the
+answer, and closes with :data:`REFUSED_CLOSE_CODE` after a refusal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from turngate import __version__
+from turngate.config import GatewayConfig
+from turngate.errors import ErrorCode, UnauthorizedError
+from turngate.gateway.auth import token_matches
+from turngate.gateway.ws_frames import PROTOCOL_VERSION, ConnectParams, RequestFrame
+from turngate.gateway.ws_methods import METHODS
+from turngate.gateway.ws_receive import field_message
+
+HANDSHAKE_TIMEOUT_S = 10.0
+REFUSED_CLOSE_CODE = 1008
+"""Policy violation: the close code of a refused handshake."""
+EVENTS = ("connect.challenge", "chat", "tick", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A usable ``connect`` request: answer ``request_id`` with ``hello-ok``."""
+
+    request_id: str
+    params: ConnectParams
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why the handshake is refused: answered as a response to ``request_id`` if the frame
+    had one, else as an ``error`` event; then the socket is closed."""
+
+    request_id: str | None
+    code: ErrorCode
+    message: str
+
+
+def check_connect(frame: dict[str, Any], token: str | None) -> Accepted | Refusal:
+    """Check the first frame: a ``connect`` request, valid params, a protocol range that
+    holds turngate's, and the gateway's ``token`` (if one is set)."""
+    request_id = frame.get("id") if isinstance(frame.get("id"), str) else None
+    if frame.get("type") != "req" or frame.get("method") != "connect":
+        return Refusal(
+            request_id, ErrorCode.INVALID_FIELD, "the first frame must be a connect request"
+        )
+    try:
+        request = RequestFrame.model_validate(frame)
+        params = ConnectParams.model_validate(request.params)
+    except ValidationError as exc:
+        return Refusal(request_id, ErrorCode.INVALID_FIELD, field_message(exc))
+    if not params.minProtocol <= PROTOCOL_VERSION <= params.maxProtocol:
+        return Refusal(
+            request.id,
+            ErrorCode.INVALID_FIELD,
+            f"minProtocol/maxProtocol: this gateway speaks protocol {PROTOCOL_VERSION}",
+        )
+    if not token_matches(token, params.auth.secret):
+        error = UnauthorizedError("auth.token: missing or not this gateway's token")
+        return Refusal(request.id, error.code, error.message)
+    return Accepted(request.id, params)
+
+
+def hello(
+    params: ConnectParams, conn_id: str, config: GatewayConfig, snapshot: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``hello-ok`` payload: who this gateway is, what it serves, and its limits."""
+    return {
+        "type": "hello-ok",
+        "protocol": PROTOCOL_VERSION,
+        "server": {"version": __version__, "connId": conn_id, "name": "turngate"},
+        "features": {"methods": list(METHODS), "events": list(EVENTS)},
+        "snapshot": snapshot,
+        "auth": {
+            "method": "token" if config.token else "none",
+            "role": params.role,
+            "scopes": params.scopes,
+        },
+        "policy": {
+            "maxPayload": config.ws_frame_bytes_max,
+            "maxBufferedBytes": config.ws_frame_bytes_max * 4,
+            "tickIntervalMs": config.ws_tick_interval_ms,
+        },
+    }
