@@ -1,9 +1,9 @@
 """What the core asks the runtime to do. Frozen values; the runtime carries them out in order.
 
 The order inside one list matters: :class:`EndRun` (which releases the session) always comes
-before the :class:`StartRun` of the next turn, and the runtime delivers outcomes to waiting
-clients only after every effect of the list has been applied. That is how invariant I5
-(release before reply) holds by construction.
+before the :class:`StartRun` of the next turn, and the runtime delivers the outcomes of an
+:class:`EndRun` or :class:`EndTurns` to waiting clients only once that effect is durably
+applied. That is how invariant I5 (release before reply) holds by construction.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ out the effects in order. Between commands it waits with a deadline: the core's 
 deadline wait is the watchdog: a stalled run is noticed at its own deadline, not at the next
 periodic sweep.
 
-Outcomes are delivered only after every effect of a step is applied, so when a client holds
-turn N's outcome, the lease of turn N is already released in the store (I5).
+An outcome is delivered right after the write that records it: for a run, the one that also
+releases its lease, so when a client holds turn N's outcome, the lease of turn N is already
+released in the store (I5).
 
 A write the store cannot make durable (disk full, I/O error) is tried again, with a growing
 pause, until it is: the session waits, nothing it owes is dropped, and it carries on by
@@ -176,8 +177,9 @@ class SessionOwner:
                 return effects
 
     async def _apply(self, effects: list[Effect]) -> None:
-        """Carry out one step's effects in order, then deliver the outcomes they ended."""
-        ended: list[Outcome] = []
+        """Carry out one step's effects in order. Outcomes are delivered as soon as the write
+        that records them (and releases their session) is durable: a later effect of the
+        step waiting for storage must not hold back a reply that is already written down."""
         # A turn enqueued and started in the same step goes straight to running.
         started_now = {t.turn_id for e in effects if isinstance(e, StartRun) for t in e.turns}
         for effect in effects:
@@ -192,14 +194,14 @@ class SessionOwner:
                     self._cancel_run(run_id, epoch, reason)
                 case EndRun():
                     await self._end_run(effect)
-                    ended.extend(effect.outcomes)
+                    self._deliver(effect.outcomes)
                 case EndTurns(outcomes):
                     await self._durably(
                         "record turn outcomes",
                         None,
                         lambda: self.engine.store.end_turns(outcomes, self.engine.clock.wall()),
                     )
-                    ended.extend(outcomes)
+                    self._deliver(outcomes)
                 case IgnoredStale(run_id, epoch, what):
                     self.engine.emit(
                         EventKind.STALE_IGNORED,
@@ -208,7 +210,9 @@ class SessionOwner:
                         epoch=epoch,
                         detail=f"ignored {what} from a run that no longer holds the session",
                     )
-        for outcome in ended:
+
+    def _deliver(self, outcomes: tuple[Outcome, ...]) -> None:
+        for outcome in outcomes:
             self.engine.deliver(
                 self.session_key, outcome, self.lanes.pop(outcome.turn_id, "direct")
             )
