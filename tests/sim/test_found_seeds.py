@@ -15,6 +15,9 @@ FOUND = {
     397: "a run cancelled while its transcript write awaited the commit left an aborted turn"
     " with its exchange in the transcript",
     841: "a stopping engine kept clients waiting until runs that ignore cancellation unwound",
+    207: "on a full disk, a reply already written down waited for the next turn's start to be"
+    " written too, and a crash in between lost its ended event",
+    1135: "the same, with the disk full from the first second",
 }
 
 
