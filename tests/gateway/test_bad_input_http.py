@@ -360,3 +360,23 @@ def test_concurrent_sends_with_one_idempotency_key_share_one_turn(
     assert turn.json()["status"] == "ok"
     assert sessions[key]["turns_total"] == 1
     assert transcript == [("user", "only once"), ("assistant", "echo: only once")]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "/no/such/route", 404, "not_found"),
+        ("POST", "/v2/chat/completions", 404, "not_found"),
+        ("GET", "/chat.send", 405, "method_not_allowed"),
+        ("DELETE", "/health", 405, "method_not_allowed"),
+    ],
+)
+def test_unknown_routes_and_wrong_methods_answer_the_error_json(
+    client: httpx.Client, method: str, path: str, status: int, code: str
+) -> None:
+    response = client.request(method, path)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert path in error["message"]

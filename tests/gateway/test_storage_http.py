@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.gateway.test_ws_protocol import session
 from tests.support import EventWaiter, GatedEchoProvider, gateway_config, serve
 from turngate.gateway.app import DB_FILE, create_app
 from turngate.runtime.events import Event, EventBus
@@ -120,6 +121,14 @@ def gateway_with_disk(tmp_path: Path) -> Iterator[Gateway]:
         yield Gateway(url, events, provider, Disk(store, loops[0]))
 
 
+async def ws_send(url: str, message: str, key: str) -> dict[str, Any]:
+    """``chat.send`` over the WebSocket protocol; its response frame."""
+    async with session(url) as client:
+        request_id = await client.send_message(KEY, message, key)
+        [answer] = await client.response(request_id)
+        return answer
+
+
 def test_a_full_disk_refuses_new_turns_keeps_acknowledged_ones_and_recovers_without_restart(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -158,6 +167,10 @@ def test_a_full_disk_refuses_new_turns_keeps_acknowledged_ones_and_recovers_with
         assert refused.status_code == 503, refused.text
         assert refused.json()["error"]["code"] == "storage_unavailable"
         assert http.get(f"{gw.url}/turns/later").status_code == 404
+        ws_refusal = asyncio.run(ws_send(gw.url, BIG + "3", "later-ws"))
+        assert not ws_refusal["ok"]
+        assert ws_refusal["error"]["details"]["code"] == "storage_unavailable"
+        assert ws_refusal["error"]["retryable"] is True
         unstick = http.post(f"{gw.url}/sessions/unstick", json={"sessionKey": KEY})
         assert unstick.status_code == 503, unstick.text
         assert unstick.json()["error"]["code"] == "storage_unavailable"
