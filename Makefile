@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test lint typecheck pytest sim bench soak clean
+.PHONY: run test lint typecheck pytest sim bench soak fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ test: lint typecheck pytest sim
 # 100,000 seeds: the long run (about 20 min on 2 cores).
 soak: $(STAMP)
 	$(BIN)/turngate sim --seeds 100000 --start 1000000 --jobs 2
+
+# The gateway fuzz, long: >= 10,000 HTTP requests and >= 2,000 WebSocket frames (about 2 min).
+fuzz: $(STAMP)
+	TURNGATE_FUZZ_EXAMPLES=1000 TURNGATE_FUZZ_MIN_HTTP=10000 TURNGATE_FUZZ_MIN_WS=2000 \
+		$(BIN)/python -m pytest -q tests/fuzz
 
 bench: $(STAMP)
 	$(BIN)/python bench/http_turns.py

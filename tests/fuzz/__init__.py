@@ -1,0 +1,1 @@
+"""The gateway fuzz: generated requests and frames against a real gateway (issue 9)."""
