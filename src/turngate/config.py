@@ -188,6 +188,11 @@ class GatewayConfig(BaseModel):
     message_chars_max: int = Field(default=65_536, ge=1)
     sqlite_durability: Literal["normal", "full"] = "normal"
     log_format: Literal["text", "json"] = "text"
+    log_file: Path | None = None
+    """Also write the log to this file (rotated at ``log_file_bytes_max``, keeping
+    ``log_file_backups`` old files); stderr gets it either way."""
+    log_file_bytes_max: int = Field(default=10_485_760, ge=4096, le=1 << 40)
+    log_file_backups: int = Field(default=5, ge=0, le=1000)
     token: str | None = Field(default=None, min_length=16, repr=False)
     """The gateway's shared secret (or ``TURNGATE_TOKEN``). Clients send it as
     ``Authorization: Bearer <token>`` or in the WebSocket ``connect`` frame. Required when

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 7
@@ -39,17 +39,17 @@ class CallResult:
 async def run_probe(args: argparse.Namespace) -> int:
     """Run the probe described by ``args``; return the process exit code."""
     nonce = uuid.uuid4().hex[:8]
-    limits = httpx.Limits(max_connections=max(1, args.burst) + 1)
-    timeout = httpx.Timeout(CALL_TIMEOUT_S)
+    limits = httpx2.Limits(max_connections=max(1, args.burst) + 1)
+    timeout = httpx2.Timeout(CALL_TIMEOUT_S)
     try:
-        async with httpx.AsyncClient(base_url=args.url, timeout=timeout, limits=limits) as client:
+        async with httpx2.AsyncClient(base_url=args.url, timeout=timeout, limits=limits) as client:
             if args.burst > 0:
                 results = await _burst(client, args, nonce)
                 order_ok, order_detail = await _check_start_order(client, results)
             else:
                 results = await _sequential(client, args, nonce)
                 order_ok, order_detail = True, ""
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         print(f"probe: cannot reach {args.url}: {exc}")
         return EXIT_UNREACHABLE
     passed = sum(r.passed for r in results)
@@ -72,7 +72,7 @@ def _body(args: argparse.Namespace, message: str) -> dict[str, Any]:
 
 
 async def _call(
-    client: httpx.AsyncClient, args: argparse.Namespace, index: int, nonce: str
+    client: httpx2.AsyncClient, args: argparse.Namespace, index: int, nonce: str
 ) -> CallResult:
     token = f"ok-{index}-{nonce}"
     message = f"Reply containing literal: {token}"
@@ -103,7 +103,7 @@ def _print(result: CallResult) -> None:
 
 
 async def _sequential(
-    client: httpx.AsyncClient, args: argparse.Namespace, nonce: str
+    client: httpx2.AsyncClient, args: argparse.Namespace, nonce: str
 ) -> list[CallResult]:
     results: list[CallResult] = []
     for index in range(1, args.calls + 1):
@@ -116,7 +116,7 @@ async def _sequential(
 
 
 async def _burst(
-    client: httpx.AsyncClient, args: argparse.Namespace, nonce: str
+    client: httpx2.AsyncClient, args: argparse.Namespace, nonce: str
 ) -> list[CallResult]:
     results = await asyncio.gather(
         *(_call(client, args, index, nonce) for index in range(1, args.burst + 1))
@@ -127,7 +127,7 @@ async def _burst(
 
 
 async def _check_start_order(
-    client: httpx.AsyncClient, results: list[CallResult]
+    client: httpx2.AsyncClient, results: list[CallResult]
 ) -> tuple[bool, str]:
     """Turns of one session must start in acceptance order (by the gateway's own record)."""
     records = []

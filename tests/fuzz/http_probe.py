@@ -13,7 +13,7 @@ import asyncio
 import json
 from typing import NoReturn
 
-import httpx
+import httpx2
 
 from tests.fuzz.faults import TALLY, FaultKind, ServerErrors, error_problem, preview
 from tests.fuzz.strategies import HttpRequest
@@ -28,9 +28,9 @@ class HttpProbe:
         self.base_url = base_url
         self.errors = errors
         # No keep-alive: a connection the server drops after one answer never fails the next.
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(2 * REQUEST_DEADLINE_S),
-            limits=httpx.Limits(max_keepalive_connections=0),
+        self.client = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(2 * REQUEST_DEADLINE_S),
+            limits=httpx2.Limits(max_keepalive_connections=0),
         )
 
     async def check(self, route: str, request: HttpRequest) -> None:
@@ -48,11 +48,11 @@ class HttpProbe:
                     headers=[(name.encode(), value) for name, value in request.headers],
                     content=body,
                 )
-        except (TimeoutError, httpx.TimeoutException):
+        except (TimeoutError, httpx2.TimeoutException):
             self._fault(FaultKind.HANG, f"{route}: no answer in {REQUEST_DEADLINE_S:g} s", report)
-        except httpx.LocalProtocolError:
+        except httpx2.LocalProtocolError:
             raise  # the fuzz built a request HTTP does not allow: its own bug
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             self._fault(FaultKind.DROPPED, f"{route}: {type(exc).__name__}", report)
         sent = response.request.url.raw_path.decode("ascii")
         if sent != request.path:  # httpx normalises dot segments: say what went out
@@ -92,7 +92,7 @@ def error_code(content: bytes) -> str:
         return "(no JSON error body)"
 
 
-def answer_problem(status: int, response: httpx.Response) -> str | None:
+def answer_problem(status: int, response: httpx2.Response) -> str | None:
     """What is wrong with a (non-5xx) answer's body, if anything."""
     content_type = response.headers.get("content-type", "")
     if content_type.startswith("text/event-stream"):

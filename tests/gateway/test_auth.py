@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from tests.secrets import GATEWAY_TOKEN as TOKEN
@@ -17,7 +17,7 @@ SEND = {"sessionKey": "agent:main:main", "message": "hi"}
 
 
 def test_without_the_token_http_requests_are_refused_with_401(tmp_path: Path) -> None:
-    with running_gateway(tmp_path, token=TOKEN) as url, httpx.Client(base_url=url) as http:
+    with running_gateway(tmp_path, token=TOKEN) as url, httpx2.Client(base_url=url) as http:
         missing = http.post("/chat.send", json=SEND)
         wrong = http.post("/chat.send", json=SEND, headers={"Authorization": "Bearer nope"})
         metrics = http.get("/metrics")
@@ -50,4 +50,4 @@ def test_a_gateway_exposed_beyond_loopback_refuses_to_start_without_a_token(
 
 def test_loopback_needs_no_token(tmp_path: Path) -> None:
     with running_gateway(tmp_path, host="127.0.0.1") as url:
-        assert httpx.post(f"{url}/chat.send", json=SEND).json()["reply"] == "echo: hi"
+        assert httpx2.post(f"{url}/chat.send", json=SEND).json()["reply"] == "echo: hi"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from tests.support import running_gateway
@@ -143,16 +143,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def client(gateway: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway, timeout=CALL_TIMEOUT_S) as client:
+def client(gateway: str) -> Iterator[httpx2.Client]:
+    with httpx2.Client(base_url=gateway, timeout=CALL_TIMEOUT_S) as client:
         yield client
 
 
-def post_raw(client: httpx.Client, body: bytes) -> httpx.Response:
+def post_raw(client: httpx2.Client, body: bytes) -> httpx2.Response:
     return client.post("/chat.send", content=body, headers={"content-type": "application/json"})
 
 
-def assert_refused(response: httpx.Response, refusal: Refusal) -> None:
+def assert_refused(response: httpx2.Response, refusal: Refusal) -> None:
     """The response is a refusal with the expected status and code, naming the field first."""
     assert response.status_code == refusal.status, response.text
     body = response.json()
@@ -180,53 +180,53 @@ def export_transcript(
 
 
 @pytest.mark.parametrize("refusal", MALFORMED_JSON.values(), ids=MALFORMED_JSON.keys())
-def test_malformed_json_is_refused_as_invalid_json(client: httpx.Client, refusal: Refusal) -> None:
+def test_malformed_json_is_refused_as_invalid_json(client: httpx2.Client, refusal: Refusal) -> None:
     assert_refused(post_raw(client, refusal.body), refusal)
 
 
 @pytest.mark.parametrize("refusal", NOT_AN_OBJECT.values(), ids=NOT_AN_OBJECT.keys())
-def test_body_that_is_not_a_json_object_is_refused(client: httpx.Client, refusal: Refusal) -> None:
+def test_body_that_is_not_a_json_object_is_refused(client: httpx2.Client, refusal: Refusal) -> None:
     assert_refused(post_raw(client, refusal.body), refusal)
 
 
 @pytest.mark.parametrize("refusal", MISSING.values(), ids=MISSING.keys())
-def test_missing_field_is_refused_naming_the_field(client: httpx.Client, refusal: Refusal) -> None:
+def test_missing_field_is_refused_naming_the_field(client: httpx2.Client, refusal: Refusal) -> None:
     assert_refused(post_raw(client, refusal.body), refusal)
 
 
 @pytest.mark.parametrize("refusal", WRONG_TYPE.values(), ids=WRONG_TYPE.keys())
 def test_field_of_the_wrong_type_is_refused_naming_the_field(
-    client: httpx.Client, refusal: Refusal
+    client: httpx2.Client, refusal: Refusal
 ) -> None:
     assert_refused(post_raw(client, refusal.body), refusal)
 
 
 @pytest.mark.parametrize("refusal", OUT_OF_RANGE.values(), ids=OUT_OF_RANGE.keys())
 def test_field_value_out_of_its_range_is_refused_naming_the_field(
-    client: httpx.Client, refusal: Refusal
+    client: httpx2.Client, refusal: Refusal
 ) -> None:
     assert_refused(post_raw(client, refusal.body), refusal)
 
 
-def test_unknown_field_is_refused_naming_the_field(client: httpx.Client) -> None:
+def test_unknown_field_is_refused_naming_the_field(client: httpx2.Client) -> None:
     assert_refused(post_raw(client, UNKNOWN_FIELD.body), UNKNOWN_FIELD)
 
 
-def test_message_over_the_character_limit_is_refused_as_too_large(client: httpx.Client) -> None:
+def test_message_over_the_character_limit_is_refused_as_too_large(client: httpx2.Client) -> None:
     response = post_raw(client, MESSAGE_TOO_LARGE.body)
 
     assert_refused(response, MESSAGE_TOO_LARGE)
     assert str(MESSAGE_CHARS_MAX) in response.json()["error"]["message"]
 
 
-def test_body_over_the_byte_limit_is_refused_as_too_large(client: httpx.Client) -> None:
+def test_body_over_the_byte_limit_is_refused_as_too_large(client: httpx2.Client) -> None:
     response = post_raw(client, BODY_TOO_LARGE.body)
 
     assert_refused(response, BODY_TOO_LARGE)
     assert str(BODY_BYTES_MAX) in response.json()["error"]["message"]
 
 
-def test_streamed_body_over_the_byte_limit_is_refused_as_too_large(client: httpx.Client) -> None:
+def test_streamed_body_over_the_byte_limit_is_refused_as_too_large(client: httpx2.Client) -> None:
     """Without a Content-Length, the limit is enforced while the body is read."""
     chunk_bytes = 512
     body = BODY_TOO_LARGE.body
@@ -242,12 +242,12 @@ def test_streamed_body_over_the_byte_limit_is_refused_as_too_large(client: httpx
 
 @pytest.mark.parametrize("refusal", INVALID_SESSION.values(), ids=INVALID_SESSION.keys())
 def test_invalid_session_key_is_refused_naming_session_key(
-    client: httpx.Client, refusal: Refusal
+    client: httpx2.Client, refusal: Refusal
 ) -> None:
     assert_refused(post_raw(client, refusal.body), refusal)
 
 
-def test_unknown_queue_mode_is_refused_listing_the_modes(client: httpx.Client) -> None:
+def test_unknown_queue_mode_is_refused_listing_the_modes(client: httpx2.Client) -> None:
     response = post_raw(client, UNKNOWN_QUEUE_MODE.body)
 
     assert_refused(response, UNKNOWN_QUEUE_MODE)
@@ -256,12 +256,12 @@ def test_unknown_queue_mode_is_refused_listing_the_modes(client: httpx.Client) -
 
 
 @pytest.mark.parametrize("refusal", EMPTY_MESSAGE.values(), ids=EMPTY_MESSAGE.keys())
-def test_empty_message_is_refused_naming_the_field(client: httpx.Client, refusal: Refusal) -> None:
+def test_empty_message_is_refused_naming_the_field(client: httpx2.Client, refusal: Refusal) -> None:
     assert_refused(post_raw(client, refusal.body), refusal)
 
 
 def test_message_with_an_unpaired_surrogate_is_refused_naming_the_field(
-    client: httpx.Client,
+    client: httpx2.Client,
 ) -> None:
     """JSON can spell a lone UTF-16 surrogate (``"\\ud800"``); no transcript can store it."""
     assert_refused(post_raw(client, UNPAIRED_SURROGATE.body), UNPAIRED_SURROGATE)
@@ -273,7 +273,7 @@ def test_message_with_an_unpaired_surrogate_is_refused_naming_the_field(
     ids=["another-message", "another-session"],
 )
 def test_idempotency_key_reused_for_another_request_is_refused(
-    client: httpx.Client, change: dict[str, str]
+    client: httpx2.Client, change: dict[str, str]
 ) -> None:
     key = f"reused-for-{'-'.join(change)}"
     first = client.post("/chat.send", json={**GOOD, "idempotencyKey": key})
@@ -293,7 +293,7 @@ def test_bad_requests_change_nothing_for_any_session(
         running_gateway(
             tmp_path, body_bytes_max=BODY_BYTES_MAX, message_chars_max=MESSAGE_CHARS_MAX
         ) as url,
-        httpx.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
+        httpx2.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
     ):
         # Each refusal's exact code is the business of its own test; here, only its effects.
         statuses = [post_raw(client, refusal.body).status_code for refusal in ALL_REFUSALS]
@@ -317,7 +317,7 @@ def test_resent_idempotency_key_returns_the_first_turn_without_running_again(
     body = {"sessionKey": key, "message": "only once", "idempotencyKey": "resend-after-reply"}
     with (
         running_gateway(tmp_path) as url,
-        httpx.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
+        httpx2.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
     ):
         first = client.post("/chat.send", json=body)
         again = client.post("/chat.send", json=body)
@@ -340,8 +340,8 @@ def test_concurrent_sends_with_one_idempotency_key_share_one_turn(
     key = "agent:test:concurrent-resend"
     body = {"sessionKey": key, "message": "only once", "idempotencyKey": "sent-twice-at-once"}
 
-    async def send_twice(url: str) -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=url, timeout=CALL_TIMEOUT_S) as client:
+    async def send_twice(url: str) -> list[httpx2.Response]:
+        async with httpx2.AsyncClient(base_url=url, timeout=CALL_TIMEOUT_S) as client:
             return list(
                 await asyncio.gather(*(client.post("/chat.send", json=body) for _ in range(2)))
             )
@@ -349,7 +349,7 @@ def test_concurrent_sends_with_one_idempotency_key_share_one_turn(
     # The model takes 300 ms, so the second send arrives while the first turn runs.
     with running_gateway(tmp_path, echo_latency_ms=300) as url:
         first, second = asyncio.run(send_twice(url))
-        turn = httpx.get(f"{url}/turns/sent-twice-at-once", timeout=CALL_TIMEOUT_S)
+        turn = httpx2.get(f"{url}/turns/sent-twice-at-once", timeout=CALL_TIMEOUT_S)
         sessions = list_sessions(tmp_path, capsys)
         transcript = export_transcript(tmp_path, key, capsys)
 
@@ -372,7 +372,7 @@ def test_concurrent_sends_with_one_idempotency_key_share_one_turn(
     ],
 )
 def test_unknown_routes_and_wrong_methods_answer_the_error_json(
-    client: httpx.Client, method: str, path: str, status: int, code: str
+    client: httpx2.Client, method: str, path: str, status: int, code: str
 ) -> None:
     response = client.request(method, path)
     assert response.status_code == status

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from tests.providers.fakes import (
@@ -46,7 +46,7 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 def send(
     tmp_path: Path, server: FakeModelServer, message: str, *fallbacks: str, max_retries: int = 1
-) -> httpx.Response:
+) -> httpx2.Response:
     """One ``/chat.send`` to a gateway whose model is ``fake/primary``, then ``fallbacks``."""
     config = gateway_config(
         tmp_path,
@@ -59,7 +59,7 @@ def send(
     )
     with (
         serve(create_app(config)) as url,
-        httpx.Client(base_url=url, timeout=SEND_TIMEOUT_S) as client,
+        httpx2.Client(base_url=url, timeout=SEND_TIMEOUT_S) as client,
     ):
         return client.post("/chat.send", json={"sessionKey": "agent:main:main", "message": message})
 
@@ -74,7 +74,7 @@ def assert_logged_as_warnings_only(logs: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in logs.records if r.name.startswith("turngate")]
 
 
-def error_of(response: httpx.Response) -> dict[str, Any]:
+def error_of(response: httpx2.Response) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     assert body["status"] == "failed", body
     error: dict[str, Any] = body["error"]

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from tests.support import EventWaiter, GatedEchoProvider, running_gateway
@@ -35,8 +35,8 @@ class Gateway:
         self.provider = provider
         self.events = events
 
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=CALL_TIMEOUT_S)
+    def client(self) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(base_url=self.url, timeout=CALL_TIMEOUT_S)
 
 
 @contextmanager
@@ -59,8 +59,8 @@ def burst_messages(session_key: str) -> list[str]:
 
 
 async def send_burst(
-    gateway: Gateway, client: httpx.AsyncClient, session_key: str, messages: list[str], mode: str
-) -> list[httpx.Response]:
+    gateway: Gateway, client: httpx2.AsyncClient, session_key: str, messages: list[str], mode: str
+) -> list[httpx2.Response]:
     """Send every message at once; open the gate once all of them were queued."""
     async with asyncio.TaskGroup() as sends:
         posts = [
@@ -77,15 +77,15 @@ async def send_burst(
 
 
 async def send(
-    client: httpx.AsyncClient, session_key: str, message: str, **fields: Any
-) -> httpx.Response:
+    client: httpx2.AsyncClient, session_key: str, message: str, **fields: Any
+) -> httpx2.Response:
     """``POST /chat.send``."""
     return await client.post(
         "/chat.send", json={"sessionKey": session_key, "message": message, **fields}
     )
 
 
-async def turn_records(client: httpx.AsyncClient, run_ids: list[str]) -> list[dict[str, Any]]:
+async def turn_records(client: httpx2.AsyncClient, run_ids: list[str]) -> list[dict[str, Any]]:
     """``GET /turns/{runId}`` for each id."""
     records = []
     for run_id in run_ids:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from tests.gateway.process import gateway_process
@@ -65,7 +65,7 @@ def recovery(tmp_path_factory: pytest.TempPathFactory) -> Recovery:
     state_dir = tmp_path_factory.mktemp("crash")
     with (
         gateway_process(state_dir, echo_latency_ms=ECHO_LATENCY_BEFORE_CRASH_MS) as (url, first),
-        httpx.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
+        httpx2.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
     ):
         for key, session_key in SENDS:
             response = client.post(
@@ -93,7 +93,7 @@ def recovery(tmp_path_factory: pytest.TempPathFactory) -> Recovery:
     turns: dict[str, dict[str, Any]] = {}
     with (
         gateway_process(state_dir, echo_latency_ms=0) as (url, second),
-        httpx.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
+        httpx2.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
     ):
         for a in acked:
             response = client.post(
@@ -172,10 +172,10 @@ def test_gateway_accepts_connections_once_it_prints_listening(tmp_path: Path) ->
     it waits in the backlog until startup is complete, then gets its answer."""
     with gateway_process(tmp_path, echo_latency_ms=0) as (url, _):
         with socket.create_connection(
-            (httpx.URL(url).host, httpx.URL(url).port or 80), timeout=CALL_TIMEOUT_S
+            (httpx2.URL(url).host, httpx2.URL(url).port or 80), timeout=CALL_TIMEOUT_S
         ):
             pass
-        response = httpx.get(f"{url}/health", timeout=CALL_TIMEOUT_S)
+        response = httpx2.get(f"{url}/health", timeout=CALL_TIMEOUT_S)
 
     assert response.status_code == 200
     assert response.json()["ok"] is True

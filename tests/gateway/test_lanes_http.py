@@ -9,7 +9,7 @@ import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from tests.support import EventWaiter, running_gateway
 from turngate.cli import main
@@ -77,7 +77,7 @@ def test_heartbeats_users_and_a_recovered_wedged_run_share_a_session_safely(
     ) as url:
 
         async def client(name: str) -> list[dict[str, object]]:
-            async with httpx.AsyncClient(base_url=url, timeout=CALL_TIMEOUT_S) as http:
+            async with httpx2.AsyncClient(base_url=url, timeout=CALL_TIMEOUT_S) as http:
                 bodies = []
                 for index in range(6):
                     response = await http.post(
@@ -90,7 +90,7 @@ def test_heartbeats_users_and_a_recovered_wedged_run_share_a_session_safely(
         async def scenario() -> list[list[dict[str, object]]]:
             clients = [asyncio.ensure_future(client(name)) for name in ("ann", "bob", "cy")]
             await waiter.until("cancel_requested")
-            async with httpx.AsyncClient(base_url=url, timeout=CALL_TIMEOUT_S) as http:
+            async with httpx2.AsyncClient(base_url=url, timeout=CALL_TIMEOUT_S) as http:
                 health = (await http.get("/health")).json()
             stalled = health["stalled"]
             assert [s["sessionKey"] for s in stalled] == ["agent:main:main"]
@@ -99,7 +99,7 @@ def test_heartbeats_users_and_a_recovered_wedged_run_share_a_session_safely(
 
         results = asyncio.run(scenario())
         waiter.wait_for("fenced")
-        with httpx.Client(base_url=url, timeout=CALL_TIMEOUT_S) as http:
+        with httpx2.Client(base_url=url, timeout=CALL_TIMEOUT_S) as http:
             health = http.get("/health").json()
             metrics = http.get("/metrics").text
     assert store_path.exists()
@@ -128,12 +128,12 @@ def test_heartbeats_users_and_a_recovered_wedged_run_share_a_session_safely(
 
 def test_an_unknown_agent_is_refused_naming_the_agents_there_are(tmp_path: Path) -> None:
     with running_gateway(tmp_path, agents=agents()) as url:
-        response = httpx.post(
+        response = httpx2.post(
             f"{url}/chat.send",
             json={"sessionKey": "agent:sales:main", "message": "hi"},
             timeout=CALL_TIMEOUT_S,
         )
-        ops = httpx.post(
+        ops = httpx2.post(
             f"{url}/chat.send",
             json={"sessionKey": "agent:ops:main", "message": "disk?"},
             timeout=CALL_TIMEOUT_S,
@@ -152,7 +152,7 @@ def test_cron_jobs_are_listed_and_run_by_hand_from_the_command_line(
         assert main(["cron", "list", "--url", url]) == 0
         assert main(["cron", "run", "digest", "--url", url]) == 0
         assert main(["cron", "run", "nightly", "--url", url]) == 2
-        with httpx.Client(base_url=url, timeout=CALL_TIMEOUT_S) as http:
+        with httpx2.Client(base_url=url, timeout=CALL_TIMEOUT_S) as http:
             jobs = http.get("/cron").json()["jobs"]
     out = capsys.readouterr().out  # type: ignore[attr-defined]
     assert "digest" in out
@@ -176,7 +176,7 @@ def test_unstick_forces_a_wedged_session_free_and_is_audited(tmp_path: Path) -> 
     bus.subscribe(waiter.record)
     with (
         running_gateway(tmp_path, provider=Wedged(), events=bus, stall_timeout_s=60.0) as url,
-        httpx.Client(base_url=url, timeout=CALL_TIMEOUT_S) as http,
+        httpx2.Client(base_url=url, timeout=CALL_TIMEOUT_S) as http,
     ):
         accepted = http.post(
             "/chat.send",
@@ -259,7 +259,7 @@ def test_a_heartbeat_reply_goes_to_the_sessions_last_client_while_it_is_connecte
         ended_before = len(waiter.of("ended"))
         while len(waiter.of("ended")) < ended_before + 2:  # two more heartbeats, client gone
             waiter.wait_for("ended", len(waiter.of("ended")) + 1)
-        with httpx.Client(base_url=url, timeout=CALL_TIMEOUT_S) as http:
+        with httpx2.Client(base_url=url, timeout=CALL_TIMEOUT_S) as http:
             beats = [
                 http.get(f"/turns/{e.turn_id}").json()
                 for e in waiter.of("ended")

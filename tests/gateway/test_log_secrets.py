@@ -11,7 +11,7 @@ import asyncio
 import json
 from pathlib import Path
 
-import httpx
+import httpx2
 import websockets
 
 from tests.gateway.process import EXIT_TIMEOUT_S, gateway_process
@@ -45,7 +45,7 @@ def test_the_token_never_reaches_the_log_on_any_path_even_at_debug(tmp_path: Pat
         url,
         process,
     ):
-        with httpx.Client(base_url=url, timeout=CALL_TIMEOUT_S) as http:
+        with httpx2.Client(base_url=url, timeout=CALL_TIMEOUT_S) as http:
             bearer = {"Authorization": f"Bearer {LOG_TEST_TOKEN}"}
             assert http.get("/health", headers=bearer).status_code == 200
             assert http.get(f"/health?token={LOG_TEST_TOKEN}").status_code == 401

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import pytest
 
 from tests.support import running_gateway
@@ -44,12 +44,12 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def client(gateway: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway, timeout=CALL_TIMEOUT_S) as client:
+def client(gateway: str) -> Iterator[httpx2.Client]:
+    with httpx2.Client(base_url=gateway, timeout=CALL_TIMEOUT_S) as client:
         yield client
 
 
-def post_raw(client: httpx.Client, path: str, body: bytes) -> httpx.Response:
+def post_raw(client: httpx2.Client, path: str, body: bytes) -> httpx2.Response:
     return client.post(path, content=body, headers={"content-type": "application/json"})
 
 
@@ -67,7 +67,7 @@ def send_body(timeout_ms: str) -> bytes:
 
 @pytest.mark.parametrize(("path", "body"), ROUTE_BODIES.values(), ids=ROUTE_BODIES.keys())
 def test_an_integer_of_5000_digits_is_invalid_json_naming_the_body_on_every_post_route(
-    client: httpx.Client, caplog: pytest.LogCaptureFixture, path: str, body: bytes
+    client: httpx2.Client, caplog: pytest.LogCaptureFixture, path: str, body: bytes
 ) -> None:
     response = post_raw(client, path, body)
 
@@ -80,7 +80,7 @@ def test_an_integer_of_5000_digits_is_invalid_json_naming_the_body_on_every_post
 
 
 def test_an_integer_at_the_digit_limit_parses_and_is_refused_by_its_field(
-    client: httpx.Client,
+    client: httpx2.Client,
 ) -> None:
     at_limit = post_raw(client, "/chat.send", send_body("9" * JSON_INT_DIGITS_MAX))
     over = post_raw(client, "/chat.send", send_body("9" * (JSON_INT_DIGITS_MAX + 1)))
@@ -104,7 +104,7 @@ OUT_OF_RANGE = {
 
 @pytest.mark.parametrize("value", OUT_OF_RANGE.values(), ids=OUT_OF_RANGE.keys())
 def test_a_timeout_out_of_its_range_is_422_naming_the_field(
-    client: httpx.Client, caplog: pytest.LogCaptureFixture, value: str
+    client: httpx2.Client, caplog: pytest.LogCaptureFixture, value: str
 ) -> None:
     response = post_raw(client, "/chat.send", send_body(value))
 
@@ -115,7 +115,7 @@ def test_a_timeout_out_of_its_range_is_422_naming_the_field(
     assert errors_logged(caplog) == []
 
 
-def test_after_the_refusals_the_gateway_still_answers(client: httpx.Client) -> None:
+def test_after_the_refusals_the_gateway_still_answers(client: httpx2.Client) -> None:
     for path, body in ROUTE_BODIES.values():
         post_raw(client, path, body)
 

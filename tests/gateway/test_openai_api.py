@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -42,7 +42,7 @@ def openai_client(url: str, api_key: str = "unused") -> openai.AsyncOpenAI:
 async def turn_record(url: str, run_id: str, token: str | None = None) -> dict[str, Any]:
     """``GET /turns/{runId}`` of the turn behind a completion."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(base_url=url, timeout=CALL_TIMEOUT_S, headers=headers) as http:
+    async with httpx2.AsyncClient(base_url=url, timeout=CALL_TIMEOUT_S, headers=headers) as http:
         response = await http.get(f"/turns/{run_id}")
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
@@ -459,7 +459,7 @@ async def test_bad_requests_are_refused_in_the_openai_shape_naming_the_field(
     with running_gateway(tmp_path, message_chars_max=1000) as url:
         async with (
             asyncio.timeout(TEST_TIMEOUT_S),
-            httpx.AsyncClient(base_url=url, timeout=CALL_TIMEOUT_S) as http,
+            httpx2.AsyncClient(base_url=url, timeout=CALL_TIMEOUT_S) as http,
         ):
             for what, headers, body, *_ in BAD_REQUESTS:
                 if isinstance(body, bytes):

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from tests.support import running_gateway
@@ -42,7 +42,7 @@ class ProbeCall:
         return self.status == "ok" and self.reply is not None and self.token in self.reply
 
 
-async def probe(client: httpx.AsyncClient, session_key: str, gap_s: float) -> list[ProbeCall]:
+async def probe(client: httpx2.AsyncClient, session_key: str, gap_s: float) -> list[ProbeCall]:
     """Seed 000's loop: ``CALLS`` sends to one session, each after the previous answer."""
     nonce = uuid.uuid4().hex[:8]
     calls: list[ProbeCall] = []
@@ -73,7 +73,7 @@ async def test_sequential_sends_to_one_session_all_get_real_replies(tmp_path: Pa
         async with contextlib.AsyncExitStack() as clients_stack:
             clients = {
                 latency_ms: await clients_stack.enter_async_context(
-                    httpx.AsyncClient(base_url=url, timeout=CALL_TIMEOUT_S)
+                    httpx2.AsyncClient(base_url=url, timeout=CALL_TIMEOUT_S)
                 )
                 for latency_ms, url in urls.items()
             }

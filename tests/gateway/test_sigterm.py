@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import websockets
 
@@ -35,7 +35,7 @@ def ws_key(index: int) -> str:
     return f"ws-{index}"
 
 
-async def all_running(http: httpx.AsyncClient, count: int) -> None:
+async def all_running(http: httpx2.AsyncClient, count: int) -> None:
     """Until the gateway runs ``count`` turns (each poll is a real request; bounded)."""
     deadline = time.monotonic() + CALL_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -44,7 +44,7 @@ async def all_running(http: httpx.AsyncClient, count: int) -> None:
     pytest.fail(f"the gateway did not run {count} turns within {CALL_TIMEOUT_S}s")
 
 
-async def send_and_wait(http: httpx.AsyncClient, index: int) -> httpx.Response:
+async def send_and_wait(http: httpx2.AsyncClient, index: int) -> httpx2.Response:
     return await http.post(
         "/chat.send",
         json={
@@ -75,7 +75,7 @@ async def ws_until_closed(client: Client) -> int:
 
 
 async def sigterm_while_clients_wait(url: str, process: GatewayProcess) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=url, timeout=CALL_TIMEOUT_S) as http:
+    async with httpx2.AsyncClient(base_url=url, timeout=CALL_TIMEOUT_S) as http:
         waiting = [asyncio.create_task(send_and_wait(http, i)) for i in range(HTTP_CLIENTS)]
         async with (
             session(url) as ws0,
@@ -115,7 +115,7 @@ def test_sigterm_answers_every_waiting_client_pending_and_the_turns_resume(
     # The next process runs every one of those turns: a retry gets its real reply.
     with (
         gateway_process(tmp_path, echo_latency_ms=0) as (url, _),
-        httpx.Client(base_url=url, timeout=CALL_TIMEOUT_S) as http,
+        httpx2.Client(base_url=url, timeout=CALL_TIMEOUT_S) as http,
     ):
         for index in range(HTTP_CLIENTS):
             again = http.post(

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from tests.support import EventLog, HangOnceProvider, running_gateway
@@ -103,7 +103,7 @@ class LateResultWatch:
             self.turned_away.set()
 
 
-def send(client: httpx.Client, session_key: str, message: str) -> httpx.Response:
+def send(client: httpx2.Client, session_key: str, message: str) -> httpx2.Response:
     return client.post("/chat.send", json={"sessionKey": session_key, "message": message})
 
 
@@ -119,7 +119,7 @@ def test_stalled_run_is_aborted_and_its_session_answers_the_next_message(
             stall_timeout_s=STALL_TIMEOUT_S,
             abort_grace_s=ABORT_GRACE_S,
         ) as url,
-        httpx.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
+        httpx2.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
     ):
         stalled = send(client, key, "first, never answered")
         warnings = [
@@ -145,7 +145,7 @@ def test_run_past_its_turn_deadline_is_aborted_and_its_session_answers_the_next_
     key = "agent:test:deadline"
     with (
         running_gateway(tmp_path, provider=HangOnceProvider(), abort_grace_s=ABORT_GRACE_S) as url,
-        httpx.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
+        httpx2.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
     ):
         timed_out = client.post(
             "/chat.send", json={"sessionKey": key, "message": "in 300 ms", "timeoutMs": 300}
@@ -178,7 +178,7 @@ def test_run_that_ignores_cancellation_is_fenced_and_its_late_reply_is_turned_aw
             stall_timeout_s=STALL_TIMEOUT_S,
             abort_grace_s=ABORT_GRACE_S,
         ) as url,
-        httpx.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
+        httpx2.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
     ):
         started = time.monotonic()
         stalled = send(client, key, "first, answered too late")

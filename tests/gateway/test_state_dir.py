@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from tests.gateway.process import EXIT_TIMEOUT_S, clean_env, gateway_command, gateway_process
 from turngate.store.statedir import LOCK_FILE
@@ -56,7 +56,7 @@ def assert_one_line_refusal(result: subprocess.CompletedProcess[str]) -> str:
 def test_a_second_gateway_on_a_state_dir_in_use_refuses_naming_the_holder(tmp_path: Path) -> None:
     with (
         gateway_process(tmp_path) as (url, first),
-        httpx.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
+        httpx2.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
     ):
         sent = client.post("/chat.send", json={"sessionKey": "agent:main:a", "message": "one"})
         assert sent.status_code == 200
@@ -92,7 +92,7 @@ def test_a_killed_gateway_leaves_no_stale_lock(tmp_path: Path) -> None:
         first.kill()
     with (
         gateway_process(tmp_path) as (url, _),
-        httpx.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
+        httpx2.Client(base_url=url, timeout=CALL_TIMEOUT_S) as client,
     ):
         assert client.get("/health").status_code == 200
 

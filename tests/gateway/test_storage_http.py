@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from tests.gateway.test_ws_protocol import session
@@ -110,7 +110,7 @@ def gateway_with_disk(tmp_path: Path) -> Iterator[Gateway]:
     )
     with serve(app) as url:
         # The first event tells the test which loop the gateway runs on.
-        first = httpx.post(
+        first = httpx2.post(
             f"{url}/chat.send",
             json={"sessionKey": "agent:main:warmup", "message": "warm up", "wait": False},
         )
@@ -133,7 +133,7 @@ def test_a_full_disk_refuses_new_turns_keeps_acknowledged_ones_and_recovers_with
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    with gateway_with_disk(tmp_path) as gw, httpx.Client(timeout=CALL_TIMEOUT_S) as http:
+    with gateway_with_disk(tmp_path) as gw, httpx2.Client(timeout=CALL_TIMEOUT_S) as http:
         # Acknowledged while the disk has room; its run waits at the provider's gate.
         owed = http.post(
             f"{gw.url}/chat.send",

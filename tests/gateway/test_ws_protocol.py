@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -338,7 +338,7 @@ def test_a_client_whose_pongs_stop_is_dropped_and_its_turn_still_replies(tmp_pat
             # From here the client reads nothing and answers no ping: the server must drop it.
             closed = read_until_closed(sock)
         waiter.wait_for("delivered")
-        turn = httpx.get(f"{url}/turns/silent-1", timeout=FRAME_TIMEOUT_S).json()
+        turn = httpx2.get(f"{url}/turns/silent-1", timeout=FRAME_TIMEOUT_S).json()
     assert closed
     assert turn["status"] == "ok"
     assert turn["reply"] == "echo: are you there?"

@@ -220,7 +220,7 @@ def _send_body(args: argparse.Namespace, message: str, **extra: Any) -> dict[str
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
-    import httpx
+    import httpx2
 
     extra: dict[str, Any] = {}
     if args.idempotency_key:
@@ -228,9 +228,9 @@ def _cmd_send(args: argparse.Namespace) -> int:
     if args.no_wait:
         extra["wait"] = False
     try:
-        with httpx.Client(base_url=args.url, timeout=httpx.Timeout(10.0, read=None)) as client:
+        with httpx2.Client(base_url=args.url, timeout=httpx2.Timeout(10.0, read=None)) as client:
             response = client.post("/chat.send", json=_send_body(args, args.message, **extra))
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         print(f"turngate: cannot reach {args.url}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     body = response.json()
@@ -260,12 +260,12 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 def _call(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """One request to a running gateway; its JSON body, or an error raised as TurngateError."""
-    import httpx
+    import httpx2
 
     try:
-        with httpx.Client(base_url=url, timeout=30.0) as client:
+        with httpx2.Client(base_url=url, timeout=30.0) as client:
             response = client.request(method, path, json=body)
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         raise TurngateError(f"cannot reach {url}: {exc}") from exc
     payload = response.json()
     if response.status_code >= 400 and "error" in payload:
