@@ -1,28 +1,41 @@
 # Two entry points: `make run` and `make test`. Both create .venv on first use.
+# `make run` installs the runtime only; `make test` adds the dev tools (.[dev]). Each has its own
+# stamp, so `make run` after `make test` installs nothing and `make test` after `make run` only
+# adds the dev tools; editing pyproject.toml makes the next one reinstall.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+STAMP_RUN := $(VENV)/.installed-run
+STAMP_DEV := $(VENV)/.installed-dev
 ARGS ?=
 
-.PHONY: run test lint typecheck pytest sim bench soak fuzz clean
+# The lowest-versions environment: every dependency at the lower bound pyproject allows.
+LOWEST := .cache/venv-lowest
+LOWEST_STAMP := $(LOWEST)/.installed
+
+.PHONY: run test test-lowest lint typecheck pytest sim bench soak fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+$(STAMP_RUN): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(STAMP_RUN)
 
-run: $(STAMP)
+# The dev install includes the runtime, so it marks both.
+$(STAMP_DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP_RUN) $(STAMP_DEV)
+
+run: $(STAMP_RUN)
 	$(BIN)/turngate gateway $(ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP_DEV)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/ruff check src tests bench
 
-typecheck: $(STAMP)
+typecheck: $(STAMP_DEV)
 	$(BIN)/mypy
 
 # OpenClaw's own CLI, for the compatibility test (from the npm registry, into .cache/).
@@ -31,25 +44,42 @@ OPENCLAW := .cache/openclaw/.installed-2026.9.6
 $(OPENCLAW): scripts/install-openclaw-cli.sh
 	scripts/install-openclaw-cli.sh || echo "warning: OpenClaw CLI not installed; its test is skipped"
 
-pytest: $(STAMP) $(OPENCLAW)
+pytest: $(STAMP_DEV) $(OPENCLAW)
 	$(BIN)/python -m pytest -q
 
 # 2,000 seeded schedules of the real runtime on virtual time (about 25 s on 2 cores).
-sim: $(STAMP)
+sim: $(STAMP_RUN)
 	$(BIN)/turngate sim --seeds 2000 --jobs 2
 
-test: lint typecheck pytest sim
+# The dev install first (it marks the runtime stamp too), so that no step installs twice.
+test: $(STAMP_DEV)
+	$(MAKE) --no-print-directory lint typecheck pytest sim
+
+# The whole pytest suite in a fresh venv with every dependency (build, runtime, dev) at its
+# lowest allowed version: proves pyproject's lower bounds (about 3 min, plus the install).
+$(LOWEST_STAMP): pyproject.toml scripts/lowest-constraints.py
+	rm -rf $(LOWEST)
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip
+	$(PYTHON) scripts/lowest-constraints.py pyproject.toml > $(LOWEST)/constraints.txt
+	PIP_CONSTRAINT=$(CURDIR)/$(LOWEST)/constraints.txt \
+		$(LOWEST)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $(LOWEST_STAMP)
+
+test-lowest: $(LOWEST_STAMP) $(OPENCLAW)
+	$(LOWEST)/bin/python -m pip freeze --exclude-editable
+	$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider
 
 # 100,000 seeds: the long run (about 20 min on 2 cores).
-soak: $(STAMP)
+soak: $(STAMP_RUN)
 	$(BIN)/turngate sim --seeds 100000 --start 1000000 --jobs 2
 
 # The gateway fuzz, long: >= 10,000 HTTP requests and >= 2,000 WebSocket frames (about 2 min).
-fuzz: $(STAMP)
+fuzz: $(STAMP_DEV)
 	TURNGATE_FUZZ_EXAMPLES=1000 TURNGATE_FUZZ_MIN_HTTP=10000 TURNGATE_FUZZ_MIN_WS=2000 \
 		$(BIN)/python -m pytest -q tests/fuzz
 
-bench: $(STAMP)
+bench: $(STAMP_RUN)
 	$(BIN)/python bench/http_turns.py
 
 clean:
