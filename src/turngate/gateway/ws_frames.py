@@ -2,7 +2,7 @@
 mapping from turngate's error codes to its error frames.
 
 Frames are JSON objects: ``req`` from the client, ``res`` and ``event`` from the server.
-See docs/openclaw-protocol.md. Where turngate differs, it is on purpose: every ``runId``
+See docs/websocket-protocol.md. Where turngate differs, it is on purpose: every ``runId``
 a client sends gets exactly one terminal ``chat`` event, carrying the true outcome.
 """
 

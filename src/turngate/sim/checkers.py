@@ -1,6 +1,6 @@
 """Invariant checkers: they see every event of every gateway life, and the store at the end.
 
-Each check names the invariant of DESIGN.md it enforces:
+Each check names the invariant (docs/architecture.md) it enforces:
 
 - I1 one outcome: a turn ends at most once, every acknowledged turn ends, the client holds
   the outcome the store recorded, and a reply is real (it contains the turn's own message).
