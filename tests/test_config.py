@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from turngate.config import DEFAULT_PORT, load_config
+from tests.secrets import GATEWAY_TOKEN
+from turngate.config import (
+    DEFAULT_PORT,
+    ConfigError,
+    GatewayConfig,
+    load_config,
+    load_config_with_sources,
+)
+from turngate.config_sources import (
+    REDACTED,
+    Problem,
+    SourceKind,
+    effective_settings,
+    toml_key_lines,
+)
 from turngate.core.queue import QueueMode
 from turngate.errors import InvalidFieldError
 
@@ -34,26 +49,226 @@ def test_the_state_dir_config_file_is_read_when_no_file_is_named(tmp_path: Path)
     assert config.echo_latency_ms == 300
 
 
+PYDANTIC_WORDS = re.compile(
+    r"Value error|Assertion failed|Input should|Field required|Extra inputs|valid dictionary"
+    r"|instance of|_parsing|_type\b|literal_error|extra_forbidden|pydantic",
+)
+"""Pydantic's own wording and error type names, none of which a user should read."""
+
+NO_STATE_DIR = {"TURNGATE_STATE_DIR": "/nonexistent-turngate"}
+
+
+def problems_of(config_file: Path | None = None, **kwargs: object) -> list[Problem]:
+    """The problems load_config reports (it must report some)."""
+    kwargs.setdefault("env", NO_STATE_DIR)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file, **kwargs)  # type: ignore[arg-type]
+    assert caught.value.message == "\n".join(str(p) for p in caught.value.problems)
+    for problem in caught.value.problems:
+        assert not PYDANTIC_WORDS.search(str(problem)), problem
+    return list(caught.value.problems)
+
+
 @pytest.mark.parametrize(
-    ("text", "field"),
+    ("text", "field", "words"),
     [
-        ("port = 70000\n", "port"),
-        ('queue_mode = "sometimes"\n', "queue_mode"),
-        ("stall_timeout_s = 0\n", "stall_timeout_s"),
-        ("unknown_key = 1\n", "unknown_key"),
+        ("port = 70000\n", "port", "port must be <= 65535, got 70000"),
+        ('queue_mode = "sometimes"\n', "queue_mode", "must be one of 'followup', 'collect'"),
+        ("stall_timeout_s = 0\n", "stall_timeout_s", "must be > 0, got 0"),
+        ("unknown_key = 1\n", "unknown_key", "unknown_key is not a setting"),
+        ('port = "abc"\n', "port", "port must be a whole number, got 'abc'"),
+        ("history_entries_max = 1.5\n", "history_entries_max", "must be a whole number"),
+        ('log_format = "xml"\n', "log_format", "must be one of 'text' or 'json', got 'xml'"),
+        ('fallbacks = "echo/echo"\n', "fallbacks", "fallbacks must be a list"),
+        ("agents = [1]\n", "agents[0]", "agents[0] must be a table"),
+        ('[[agents]]\nid = "A"\n', "agents[0].id", "'A': an agent id is 1-64 characters"),
     ],
 )
-def test_a_bad_setting_is_refused_naming_it(tmp_path: Path, text: str, field: str) -> None:
+def test_a_bad_setting_is_refused_naming_it_its_file_and_line_in_plain_words(
+    tmp_path: Path, text: str, field: str, words: str
+) -> None:
     file = tmp_path / "bad.toml"
     file.write_text(text)
-    with pytest.raises(InvalidFieldError) as caught:
-        load_config(file, env={})
-    assert caught.value.field == field
-    assert "(from file)" in caught.value.message
+    [problem] = problems_of(file)
+    assert problem.key == field
+    assert (problem.source.kind, problem.source.name) == (SourceKind.FILE, str(file))
+    assert problem.source.line == text.count("\n")
+    assert str(problem).startswith(f"file {file} line {text.count(chr(10))}: {field} ")
+    assert words in str(problem)
 
 
-def test_a_file_that_is_not_toml_is_refused_naming_it(tmp_path: Path) -> None:
+THREE_ERRORS = """\
+port = 70000
+host = "127.0.0.1"
+
+[[agents]]
+id = "ops"
+
+[[agents]]
+id = "writer"
+stall_timout = "5m"
+
+[[agents.cron]]
+id = "digest"
+schedule = "every day"
+message = "hi"
+"""
+
+
+def test_a_file_with_three_errors_reports_all_three_with_key_source_and_line(
+    tmp_path: Path,
+) -> None:
+    file = tmp_path / "three.toml"
+    file.write_text(THREE_ERRORS)
+    problems = problems_of(file)
+    assert [(p.key, p.source.line) for p in problems] == [
+        ("port", 1),
+        ("agents[1].stall_timout", 9),
+        ("agents[1].cron[0].schedule", 13),
+    ]
+    assert all(p.source.name == str(file) for p in problems)
+    assert "did you mean stall_timeout?" in problems[1].message
+    assert "'every day' is not a cron expression" in problems[2].message
+
+
+def test_an_error_set_by_an_environment_variable_names_the_variable(tmp_path: Path) -> None:
+    file = tmp_path / "turngate.toml"
+    file.write_text("port = 1000\n")
+    [problem] = problems_of(file, env={**NO_STATE_DIR, "TURNGATE_PORT": "lots"})
+    assert str(problem) == "environment TURNGATE_PORT: port must be a whole number, got 'lots'"
+
+
+def test_an_error_set_by_a_flag_names_the_flag_and_never_the_file(tmp_path: Path) -> None:
+    file = tmp_path / "turngate.toml"
+    file.write_text("port = 1000\nstall_timeout_s = 5\n")
+    problems = problems_of(file, overrides={"port": 70000, "stall_timeout_s": -1, "host": None})
+    assert [str(p) for p in problems] == [
+        "flag --port: port must be <= 65535, got 70000",
+        "flag --stall-timeout-s: stall_timeout_s must be > 0, got -1",
+    ]
+
+
+def test_the_implicit_state_dir_file_is_named_as_such(tmp_path: Path) -> None:
+    (tmp_path / "turngate.toml").write_text('\nlog_level = "loud"\n')
+    [problem] = problems_of(env={"TURNGATE_STATE_DIR": str(tmp_path)})
+    assert problem.source.kind is SourceKind.STATE_DIR_FILE
+    assert str(problem).startswith(
+        f"the state dir's turngate.toml {tmp_path / 'turngate.toml'} line 2: log_level must be"
+    )
+
+
+def test_a_file_that_is_not_toml_is_one_problem_with_its_line_and_column(tmp_path: Path) -> None:
     file = tmp_path / "bad.toml"
-    file.write_text("port = = 1\n")
-    with pytest.raises(InvalidFieldError, match="not valid TOML"):
-        load_config(file, env={})
+    file.write_text("port = 1\nhost = = 1\n")
+    [problem] = problems_of(file)
+    assert problem.source.line == 2
+    assert str(problem) == f"file {file} line 2: is not valid TOML: invalid value (column 8)"
+
+
+def test_a_file_that_cannot_be_read_is_one_problem_naming_it(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path / "missing.toml")
+    assert (
+        str(problem)
+        == f"file {tmp_path / 'missing.toml'}: cannot be read (No such file or directory)"
+    )
+
+
+def test_problems_across_keys_are_all_reported_at_their_own_keys(tmp_path: Path) -> None:
+    file = tmp_path / "turngate.toml"
+    file.write_text(
+        '[[agents]]\nid = "a"\nmodel = "nowhere/m"\n'
+        '[[agents]]\nid = "a"\n[[agents.cron]]\nid = "j"\nschedule = "0 9 * * *"\nmessage = "x"\n'
+        '[[agents.cron]]\nid = "j"\nschedule = "0 9 * * *"\nmessage = "y"\n'
+    )
+    problems = problems_of(file, env={**NO_STATE_DIR, "TURNGATE_HOST": "0.0.0.0"})
+    assert [(p.key, str(p.source)) for p in problems] == [
+        ("host", "environment TURNGATE_HOST"),
+        ("agents[0].model", f"file {file} line 3"),
+        ("agents[1].id", f"file {file} line 5"),
+        ("agents[1].cron[1].id", f"file {file} line 11"),
+    ]
+    assert "set a gateway token" in problems[0].message
+    assert "no provider 'nowhere'; configured: echo" in problems[1].message
+
+
+def test_a_config_error_is_still_an_invalid_field_error_naming_its_first_key() -> None:
+    with pytest.raises(InvalidFieldError) as caught:
+        load_config(env=NO_STATE_DIR, overrides={"port": -1})
+    assert caught.value.field == "port"
+    assert caught.value.code == "invalid_field"
+
+
+def test_a_secret_s_value_is_never_quoted_in_a_problem() -> None:
+    short = "short-secret"
+    [problem] = problems_of(overrides={"token": short})
+    assert str(problem) == "flag --token: token must be at least 16 characters long"
+    assert short not in str(problem)
+
+
+def test_keys_are_located_in_array_tables_nested_tables_and_past_multi_line_values() -> None:
+    text = """\
+system_prompt = \"\"\"
+[[agents]]
+port = 1
+\"\"\"
+fallbacks = [
+  "echo/a",  # [[not a header]]
+]
+"quoted.key" = 1
+[[providers]]
+id = "p"
+[[agents]]
+id = "a"
+heartbeat = { every = "1m" }
+[agents.cron_defaults]
+x.y = 2
+[[agents]]
+id = "b"
+[[agents.cron]]
+id = "j"
+"""
+    assert toml_key_lines(text) == {
+        ("system_prompt",): 1,
+        ("fallbacks",): 5,
+        ("quoted.key",): 8,
+        ("providers",): 9,
+        ("providers", 0): 9,
+        ("providers", 0, "id"): 10,
+        ("agents",): 11,
+        ("agents", 0): 11,
+        ("agents", 0, "id"): 12,
+        ("agents", 0, "heartbeat"): 13,
+        ("agents", 0, "cron_defaults"): 14,
+        ("agents", 0, "cron_defaults", "x"): 15,
+        ("agents", 0, "cron_defaults", "x", "y"): 15,
+        ("agents", 1): 16,
+        ("agents", 1, "id"): 17,
+        ("agents", 1, "cron"): 18,
+        ("agents", 1, "cron", 0): 18,
+        ("agents", 1, "cron", 0, "id"): 19,
+    }
+
+
+def test_a_key_inside_an_inline_table_is_given_its_parent_key_s_line(tmp_path: Path) -> None:
+    file = tmp_path / "turngate.toml"
+    file.write_text('[[agents]]\nid = "a"\nheartbeat = { every = "soon" }\n')
+    [problem] = problems_of(file)
+    assert (problem.key, problem.source.line) == ("agents[0].heartbeat.every", 3)
+
+
+def test_effective_settings_name_each_value_s_source_and_redact_secrets(tmp_path: Path) -> None:
+    file = tmp_path / "turngate.toml"
+    file.write_text(f'port = 1000\ntoken = "{GATEWAY_TOKEN}"\n[[agents]]\nid = "ops"\n')
+    env = {**NO_STATE_DIR, "TURNGATE_ECHO_LATENCY_MS": "5"}
+    config, layers = load_config_with_sources(file, env=env, overrides={"queue_mode": "collect"})
+    rows = {s.key: (s.value, str(s.source)) for s in effective_settings(config, layers)}
+    assert rows["port"] == (1000, f"file {file} line 1")
+    assert rows["token"] == (REDACTED, f"file {file} line 2")
+    assert rows["echo_latency_ms"] == (5.0, "environment TURNGATE_ECHO_LATENCY_MS")
+    assert rows["queue_mode"] == ("collect", "flag --queue-mode")
+    assert rows["host"] == ("127.0.0.1", "default")
+    assert rows["agents[0]"][0]["id"] == "ops"
+    assert rows["agents[0]"][1] == f"file {file} line 3"
+    assert rows["providers"] == ([], "default")
+    assert set(rows) >= set(GatewayConfig.model_fields) - {"agents"}
+    assert GATEWAY_TOKEN not in repr(rows)

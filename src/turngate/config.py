@@ -12,8 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,15 +23,28 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from turngate.config_sources import ENV_PREFIX as ENV_PREFIX
+from turngate.config_sources import (
+    ConfigLayers,
+    Loc,
+    Problem,
+    in_reading_order,
+    key_path,
+    read_layers,
+    validation_problems,
+)
 from turngate.core.queue import QueueMode
-from turngate.errors import InvalidFieldError
+from turngate.errors import ErrorCode, InvalidFieldError, RequestError
 
 DEFAULT_PORT = 18789
-ENV_PREFIX = "TURNGATE_"
+CROSS_FIELD_SINK = "turngate.cross_field_problems"
+"""Validation context key: a list that collects :meth:`GatewayConfig.cross_field_problems`
+instead of failing on the first."""
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -226,37 +238,64 @@ class GatewayConfig(BaseModel):
     some, only those (and ``main``) are, and any other agent id is refused."""
 
     @model_validator(mode="after")
-    def _token_when_exposed(self) -> GatewayConfig:
-        if self.token is None and not is_loopback(self.host):
-            raise ValueError(
-                f"host {self.host!r} is not a loopback address: set a gateway token"
-                " (token in the config file, or TURNGATE_TOKEN) so that strangers cannot use"
-                " this gateway"
-            )
+    def _consistent(self, info: ValidationInfo) -> GatewayConfig:
+        problems = self.cross_field_problems()
+        sink = info.context.get(CROSS_FIELD_SINK) if isinstance(info.context, dict) else None
+        if isinstance(sink, list):
+            # load_config collects them all, each at its own key, to name where each came
+            # from; a model built directly refuses them at once, as one error.
+            sink.extend(problems)
+        elif problems:
+            raise ValueError("; ".join(f"{key_path(loc)} {text}" for loc, text in problems))
         return self
 
-    @model_validator(mode="after")
-    def _agents_are_unique(self) -> GatewayConfig:
-        providers = {p.id for p in self.all_providers}
-        refs = [f"{self.provider}/{self.model}", *self.fallbacks]
-        refs += [ref for agent in self.agents for ref in (agent.model, *agent.fallbacks) if ref]
-        for ref in refs:
-            if ref.partition("/")[0] not in providers:
-                raise ValueError(
-                    f"model {ref!r}: no provider {ref.partition('/')[0]!r};"
-                    f" configured: {', '.join(sorted(providers))}"
+    def cross_field_problems(self) -> list[tuple[Loc, str]]:
+        """What is wrong across keys (each key valid on its own): a missing token off
+        loopback, models of unknown providers, agent or cron job ids used twice."""
+        problems: list[tuple[Loc, str]] = []
+        if self.token is None and not is_loopback(self.host):
+            problems.append(
+                (
+                    ("host",),
+                    f"{self.host!r} is not a loopback address: set a gateway token (token in"
+                    " the config file, or TURNGATE_TOKEN) so that strangers cannot use this"
+                    " gateway",
                 )
-        seen: set[str] = set()
-        jobs: set[str] = set()
-        for agent in self.agents:
-            if agent.id in seen:
-                raise ValueError(f"agents: agent id {agent.id!r} is defined twice")
-            seen.add(agent.id)
-            for job in agent.cron:
-                if job.id in jobs:
-                    raise ValueError(f"agents.{agent.id}.cron: job id {job.id!r} is used twice")
-                jobs.add(job.id)
-        return self
+            )
+        known = {p.id for p in self.all_providers}
+        configured = ", ".join(sorted(known))
+        if self.provider not in known:
+            problems.append(
+                (("provider",), f"{self.provider!r} is not a provider; configured: {configured}")
+            )
+        refs: list[tuple[Loc, str]] = [(("fallbacks", i), r) for i, r in enumerate(self.fallbacks)]
+        for i, agent in enumerate(self.agents):
+            if agent.model is not None:
+                refs.append((("agents", i, "model"), agent.model))
+            refs += [(("agents", i, "fallbacks", j), r) for j, r in enumerate(agent.fallbacks)]
+        for loc, ref in refs:
+            if ref.partition("/")[0] not in known:
+                problems.append(
+                    (
+                        loc,
+                        f"{ref!r}: no provider {ref.partition('/')[0]!r}; configured: {configured}",
+                    )
+                )
+        agent_ids: dict[str, int] = {}
+        job_ids: set[str] = set()
+        for i, agent in enumerate(self.agents):
+            if agent.id in agent_ids:
+                problems.append(
+                    (("agents", i, "id"), f"{agent.id!r} is already agents[{agent_ids[agent.id]}]")
+                )
+            agent_ids.setdefault(agent.id, i)
+            for j, job in enumerate(agent.cron):
+                if job.id in job_ids:
+                    problems.append(
+                        (("agents", i, "cron", j, "id"), f"{job.id!r} is used by another cron job")
+                    )
+                job_ids.add(job.id)
+        return problems
 
     @property
     def all_providers(self) -> tuple[ProviderConfig, ...]:
@@ -281,39 +320,51 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class ConfigError(InvalidFieldError):
+    """The configuration is invalid: every problem found, one per line of the message, each
+    naming its source (file and line, variable or flag) and its key path."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        # Not InvalidFieldError.__init__, which prefixes one field: each line names its own.
+        RequestError.__init__(
+            self, "\n".join(str(p) for p in self.problems), code=ErrorCode.INVALID_FIELD
+        )
+        self.field = self.problems[0].key if self.problems and self.problems[0].key else "config"
+
+
 def load_config(
     config_file: Path | None = None,
     *,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> GatewayConfig:
-    """Merge defaults, file, environment and ``overrides`` (flags; None values are ignored)."""
-    env = os.environ if env is None else env
-    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
-    from_env = {
-        name: env[ENV_PREFIX + name.upper()]
-        for name in GatewayConfig.model_fields
-        if ENV_PREFIX + name.upper() in env
-    }
-    if config_file is None and ENV_PREFIX + "CONFIG" in env:
-        config_file = Path(env[ENV_PREFIX + "CONFIG"])
-    if config_file is None:
-        state_dir = flags.get("state_dir") or from_env.get("state_dir") or "~/.turngate"
-        candidate = Path(state_dir).expanduser() / "turngate.toml"
-        config_file = candidate if candidate.is_file() else None
-    from_file: dict[str, Any] = {}
-    if config_file is not None:
-        try:
-            from_file = tomllib.loads(config_file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise InvalidFieldError("config", f"cannot read {config_file}: {exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise InvalidFieldError("config", f"{config_file} is not valid TOML: {exc}") from exc
-    merged = {**from_file, **from_env, **flags}
+    """Merge defaults, file, environment and ``overrides`` (flags, keyed by field name; None
+    values are ignored). Raises :class:`ConfigError` listing every problem."""
+    return load_config_with_sources(config_file, env=env, overrides=overrides)[0]
+
+
+def load_config_with_sources(
+    config_file: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[GatewayConfig, ConfigLayers]:
+    """:func:`load_config`, and the layers it merged (to tell where each value came from)."""
+    layers, problems = read_layers(
+        config_file,
+        env=os.environ if env is None else env,
+        overrides=overrides or {},
+        fields=GatewayConfig.model_fields,
+    )
+    if problems:
+        raise ConfigError(problems)
+    cross: list[tuple[Loc, str]] = []
     try:
-        return GatewayConfig.model_validate(merged)
+        config = GatewayConfig.model_validate(layers.merged(), context={CROSS_FIELD_SINK: cross})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "config"
-        source = "flag" if field in flags else "environment" if field in from_env else "file"
-        raise InvalidFieldError(field, f"{first['msg']} (from {source})") from exc
+        problems = validation_problems(exc, layers, GatewayConfig)
+        raise ConfigError(in_reading_order(problems)) from exc
+    if cross:
+        raise ConfigError(in_reading_order(layers.problem(loc, text) for loc, text in cross))
+    return config, layers
