@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import pytest
 
+from turngate.errors import ErrorCode, TurngateError
 from turngate.logs import JsonFormatter, configure_logging, redact
 from turngate.runtime.events import Event, EventBus, EventKind
 
@@ -104,3 +107,102 @@ def test_no_handler_output_carries_the_secret_not_even_a_traceback(
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """The root logger's handlers and level as they were, and any handler a test's
+    configure_logging installed closed (so its file is released)."""
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in saved:
+                handler.close()
+        root.handlers[:] = saved
+        root.setLevel(level)
+
+
+@pytest.mark.usefixtures("root_logging")
+@pytest.mark.parametrize("form", ["text", "json"])
+def test_uvicorn_lines_are_named_turngate_and_redacted(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    form: Literal["text", "json"],
+) -> None:
+    # A gateway served earlier in this process turned uvicorn's access logger off (as it is
+    # in production, with access_log=False); this test wants its lines through.
+    for name in ("uvicorn.error", "uvicorn.access"):
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    configure_logging("info", form, secrets=["the-gateway-secret-token"])
+    logging.getLogger("uvicorn.error").warning("Invalid HTTP request: token=s3cr3t-value")
+    logging.getLogger("uvicorn.access").warning('"GET /health?token=the-gateway-secret-token"')
+    err = capsys.readouterr().err
+    assert "s3cr3t-value" not in err
+    assert "the-gateway-secret-token" not in err
+    assert "uvicorn" not in err
+    if form == "json":
+        lines = [json.loads(line) for line in err.splitlines()]
+        assert [line["logger"] for line in lines] == ["turngate.server", "turngate.access"]
+    else:
+        assert "WARNING turngate.server Invalid HTTP request: token=[redacted]" in err
+        assert "WARNING turngate.access" in err
+
+
+@pytest.mark.usefixtures("root_logging")
+def test_log_file_gets_the_same_redacted_lines_as_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "logs" / "new" / "gateway.log"  # its directory does not exist yet
+    configure_logging("info", "json", secrets=["the-gateway-secret-token"], file=path)
+    logging.getLogger("turngate.test").info("hello the-gateway-secret-token")
+    logging.getLogger("uvicorn.error").warning("server line")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    written = path.read_text(encoding="utf-8")
+    assert written == capsys.readouterr().err
+    lines = [json.loads(line) for line in written.splitlines()]
+    assert [(line["logger"], line["message"]) for line in lines] == [
+        ("turngate.test", "hello [redacted]"),
+        ("turngate.server", "server line"),
+    ]
+
+
+@pytest.mark.usefixtures("root_logging")
+def test_log_file_rotates_at_its_size_keeping_its_backups(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "gateway.log"
+    configure_logging("info", "text", file=path, file_bytes_max=4096, file_backups=2)
+    log = logging.getLogger("turngate.test")
+    for i in range(200):  # about 20 kB: past the limit several times
+        log.info("line %03d %s", i, "x" * 60)
+    capsys.readouterr()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["gateway.log", "gateway.log.1", "gateway.log.2"]
+    assert all((tmp_path / name).stat().st_size <= 4096 for name in files)
+    assert "line 199" in path.read_text(encoding="utf-8")
+
+
+@pytest.mark.usefixtures("root_logging")
+def test_a_log_file_that_cannot_be_opened_is_one_error_naming_log_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the log's directory should be", encoding="utf-8")
+    handlers = logging.getLogger().handlers[:]
+    with pytest.raises(TurngateError) as caught:
+        configure_logging("info", "text", file=blocker / "gateway.log")
+    assert caught.value.code is ErrorCode.INVALID_FIELD
+    assert caught.value.message.startswith(f"log_file: cannot open {blocker / 'gateway.log'}")
+    assert "\n" not in caught.value.message
+    assert logging.getLogger().handlers == handlers  # logging left as it was
+
+
+@pytest.mark.usefixtures("root_logging")
+def test_configuring_again_closes_the_log_file_opened_before(tmp_path: Path) -> None:
+    configure_logging("info", "text", file=tmp_path / "first.log")
+    (first,) = (h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler))
+    configure_logging("info", "text", file=tmp_path / "second.log")
+    assert first.stream is None  # closed

@@ -22,6 +22,7 @@ from tests.support import EventWaiter, GatedEchoProvider, running_gateway
 from turngate.cli import main as cli_main
 from turngate.config import AgentConfig
 from turngate.errors import ErrorCode, ProviderRejectedError
+from turngate.gateway import openai_api
 from turngate.providers.base import ProviderRequest
 from turngate.providers.echo import ECHO_PREFIX, EchoProvider
 from turngate.runtime.events import EventBus
@@ -549,3 +550,97 @@ async def test_a_client_that_leaves_mid_stream_does_not_cancel_its_turn(tmp_path
     assert (ended.state, ended.lane) == ("replied", "openai")
     assert record["status"] == "ok"
     assert record["reply"] == ECHO_PREFIX + "still wanted"
+
+
+# -- keep-alive -------------------------------------------------------------------------------
+
+KEEPALIVE_TEST_S = 0.05
+"""The keep-alive interval in these tests (15 s in a gateway)."""
+
+
+async def sse_lines_until_keepalives(lines: AsyncIterator[str], count: int) -> list[str]:
+    """The non-blank lines of a raw SSE stream, up to and including its ``count``th comment."""
+    seen: list[str] = []
+    async for line in lines:
+        if line:
+            seen.append(line)
+        if sum(1 for s in seen if s.startswith(":")) == count:
+            return seen
+    raise AssertionError(f"the stream ended before {count} keep-alives: {seen}")
+
+
+@pytest.mark.asyncio
+async def test_a_stream_queued_behind_a_held_turn_sends_keepalives_then_its_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(openai_api, "SSE_KEEPALIVE_S", KEEPALIVE_TEST_S)
+    body = {
+        "model": "turngate/main",
+        "user": "queue",
+        "stream": True,
+        "messages": [{"role": "user", "content": "raw, second in line"}],
+    }
+    with gated_gateway(tmp_path) as (url, provider, events):
+        async with (
+            asyncio.timeout(TEST_TIMEOUT_S),
+            openai_client(url) as client,
+            httpx2.AsyncClient(base_url=url, timeout=CALL_TIMEOUT_S) as http,
+            asyncio.TaskGroup() as tasks,
+        ):
+            held = tasks.create_task(complete(client, "held at the gate", user="queue"))
+            await events.until("started")
+            # The official client's stream, queued: it has begun (role chunk) and waits.
+            stream = await client.chat.completions.create(
+                model="turngate/main",
+                messages=[{"role": "user", "content": "parsed, first in line"}],
+                stream=True,
+                user="queue",
+            )
+            async with stream:
+                parsed = [await anext(aiter(stream))]
+                async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                    assert response.status_code == 200
+                    lines = aiter(response.aiter_lines())
+                    raw = await sse_lines_until_keepalives(lines, 2)
+                    # The official client's stream started waiting first, so its keep-alives
+                    # were sent before these two: it has had some to skip.
+                    provider.open()
+                    raw += [line async for line in lines if line]
+                parsed += [chunk async for chunk in stream]
+    assert held.result().choices[0].message.content == ECHO_PREFIX + "held at the gate"
+
+    assert streamed_text(parsed) == ECHO_PREFIX + "parsed, first in line"
+    assert parsed[-1].choices[0].finish_reason == "stop"
+    comments = [i for i, line in enumerate(raw) if line.startswith(":")]
+    assert {raw[i] for i in comments} == {": keep-alive"}
+    chunks = [json.loads(line.removeprefix("data: ")) for line in raw[:-1] if line[0] != ":"]
+    first_content = next(i for i, line in enumerate(raw) if '"content"' in line)
+    assert comments[:2] == [1, 2]  # after the role chunk, before any text
+    assert first_content > comments[1]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text == ECHO_PREFIX + "raw, second in line"
+    assert raw[-1] == "data: [DONE]"
+
+
+async def keepalives_until_timeout(waited: asyncio.Future[None], deadline: float) -> int:
+    """How many keep-alive turns a wait on ``waited`` takes before its deadline ends it."""
+    count = 0
+    try:
+        while not await openai_api._ready_or_keepalive(waited, deadline):
+            count += 1
+    except TimeoutError:
+        return count
+    raise AssertionError("the wait ended before its deadline")
+
+
+@pytest.mark.asyncio
+async def test_a_wait_that_sends_keepalives_still_ends_at_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(openai_api, "SSE_KEEPALIVE_S", 0.01)
+    loop = asyncio.get_running_loop()
+    never: asyncio.Future[None] = loop.create_future()
+    deadline = loop.time() + 0.1  # the wait's own deadline bounds this test
+    assert await keepalives_until_timeout(never, deadline) >= 1
+    assert loop.time() >= deadline
+    assert not never.done()  # the awaited thing is left alone; the caller decides

@@ -32,6 +32,7 @@ from turngate.gateway.frames import ERROR_HTTP_STATUS, error_body
 from turngate.gateway.http_limits import EdgeCounts
 from turngate.gateway.metrics import GatewayMetrics
 from turngate.lanes.delivery import DeliveryTargets
+from turngate.logs import startup_lines
 from turngate.providers.base import Provider
 from turngate.runtime.engine import Engine
 from turngate.runtime.events import EventBus
@@ -100,7 +101,12 @@ async def _lifespan(app: Starlette, parts: AppParts) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def _running(app: Starlette, parts: AppParts) -> AsyncIterator[None]:
-    """The engine and the lanes, from start-up to shutdown."""
+    """The engine and the lanes, from start-up to shutdown.
+
+    Once they are ready it logs what it started with, one INFO line each (see
+    :func:`~turngate.logs.startup_lines`); ``app.state.config_file``, when the command sets
+    it, names the configuration file there.
+    """
     config = parts.config
     agents = build_agents(config, parts.provider)
     store = parts.store or SqliteStore(
@@ -116,6 +122,7 @@ async def _running(app: Starlette, parts: AppParts) -> AsyncIterator[None]:
     metrics = GatewayMetrics(engine, app.state.edge_counts)
     engine.events.subscribe(metrics.observe)
     app.state.engine = engine
+    app.state.started_wall = engine.clock.wall()
     app.state.metrics = metrics
     connections: chat_ws.Connections = app.state.connections
 
@@ -130,6 +137,21 @@ async def _running(app: Starlette, parts: AppParts) -> AsyncIterator[None]:
         heartbeats, cron = build_lanes(config, engine, app.state.targets)
         app.state.heartbeats = heartbeats
         app.state.cron = cron
+        # Loaded here (the lane loads again, idempotently, when it runs) to log next fires.
+        await cron.load()
+        store_kind = (
+            f"{DB_FILE}, durability {config.sqlite_durability}"
+            if parts.store is None
+            else type(store).__name__
+        )
+        for line in startup_lines(
+            config,
+            config_file=getattr(app.state, "config_file", None),
+            store=store_kind,
+            model_override=None if parts.provider is None else parts.provider.name,
+            cron_next_wall={job: state.next_fire_wall for job, state in cron.states.items()},
+        ):
+            log.info("%s", line)
         async with asyncio.TaskGroup() as lanes:
             tasks = [lanes.create_task(lane.run()) for lane in heartbeats]
             tasks.append(lanes.create_task(cron.run()))

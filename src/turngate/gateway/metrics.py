@@ -1,13 +1,24 @@
 """Prometheus collectors, fed by the engine's event stream and its snapshot.
 
 Each gateway app has its own registry, so several apps (tests) never share counters.
+
+No ``*_created`` series: prometheus_client would add one per counter and histogram (and
+per label set), a start timestamp that doubles the output and that no dashboard reads.
+Turning them off is global to the process (prometheus_client has no per-registry switch),
+which is what the gateway process wants anyway.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -44,6 +55,8 @@ class GatewayMetrics:
     """The collectors of one gateway; subscribe :meth:`observe` to the engine's events."""
 
     def __init__(self, engine: Engine, edge: EdgeCounts | None = None) -> None:
+        # Global and idempotent (see the module docstring); prometheus_client leaves it untyped.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r = self.registry
         if edge is not None:

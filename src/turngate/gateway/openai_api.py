@@ -22,12 +22,16 @@ shapes differ. What a client should know:
   an unknown model is 404 ``model_not_found``, other statuses follow ``ERROR_HTTP_STATUS``.
 - ``"stream": true`` answers with server-sent ``chat.completion.chunk`` events, built from the
   run's deltas, then ``[DONE]``; a turn that ends without a reply ends the stream with an
-  ``error`` event. A client that disconnects does not cancel its turn.
+  ``error`` event. A client that disconnects does not cancel its turn. While a stream has
+  nothing to send (its turn is queued behind another, or the model is thinking), it sends an
+  SSE comment, ``: keep-alive``, every ``SSE_KEEPALIVE_S``, so that proxies and clients do
+  not time it out; clients ignore comments.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -73,6 +77,11 @@ MESSAGES_MAX = 10_000
 NO_RETRY = {"x-should-retry": "false"}
 """Tells OpenAI SDKs not to retry: the message was accepted, and a retry would resend it."""
 DONE = "data: [DONE]\n\n"
+SSE_KEEPALIVE_S = 15.0
+"""A stream with nothing to send for this long sends :data:`KEEPALIVE` (proxies commonly
+drop a response that is silent for 30 to 60 s)."""
+KEEPALIVE = ": keep-alive\n\n"
+"""An SSE comment: it keeps the connection alive, and clients skip it."""
 
 _AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _OUTSIDE_SEGMENT = re.compile(r"[^A-Za-z0-9_.@+=-]")
@@ -340,7 +349,8 @@ async def _sse(ticket: Ticket, model: str, created: int) -> AsyncIterator[str]:
     """The server-sent events of a streamed completion (see the module docstring).
 
     Each wait sits under the deadline on its own, never around a ``yield``, so the timeout
-    fires in a wait of this generator and never inside the response's send.
+    fires in a wait of this generator and never inside the response's send. A wait that
+    lasts :data:`SSE_KEEPALIVE_S` ends early to send :data:`KEEPALIVE`, then goes on.
     """
     frame: dict[str, Any] = {
         "id": f"chatcmpl-{ticket.turn_id}",
@@ -354,26 +364,38 @@ async def _sse(ticket: Ticket, model: str, created: int) -> AsyncIterator[str]:
         return _event({**frame, "choices": [choice]})
 
     yield chunk({"role": "assistant"})
+    deadline = ticket.deadline + WAIT_MARGIN_S
     streamed: list[str] = []
+    # The wait for the next delta outlives keep-alives (cancelling it would end the stream),
+    # so it is a task, and this generator cancels it however it ends.
+    pending: asyncio.Task[tuple[str, str] | None] | None = None
     try:
         # A retry (same Idempotency-Key) of a turn under way joins its stream late, having
         # missed the deltas before: it waits and sends the whole reply at the end instead.
         if ticket.deltas is not None and not ticket.duplicate:
             deltas = aiter(ticket.deltas)
             while True:
-                async with asyncio.timeout_at(ticket.deadline + WAIT_MARGIN_S):
-                    item = await anext(deltas, None)
+                pending = pending or asyncio.ensure_future(anext(deltas, None))
+                if not await _ready_or_keepalive(pending, deadline):
+                    yield KEEPALIVE
+                    continue
+                item, pending = pending.result(), None
                 if item is None:
                     break
                 if item[1]:
                     streamed.append(item[1])
                     yield chunk({"content": item[1]})
-        outcome = await _outcome(ticket)
+        while not await _ready_or_keepalive(ticket.outcome, deadline):
+            yield KEEPALIVE
+        outcome = ticket.outcome.result()
     except (TimeoutError, TurngateError) as exc:
         failure = exc if isinstance(exc, TurngateError) else _no_outcome(ticket)
         yield _event(_error_body(ERROR_HTTP_STATUS[failure.code], failure.code, failure.message))
         yield DONE
         return
+    finally:
+        if pending is not None:
+            await _cancelled(pending)
     if outcome.reply is None:
         yield _event(_outcome_error_body(outcome))
         yield DONE
@@ -392,6 +414,25 @@ async def _sse(ticket: Ticket, model: str, created: int) -> AsyncIterator[str]:
         yield chunk({"content": outcome.reply[len(sent) :]})
     yield chunk({}, "stop")
     yield DONE
+
+
+async def _ready_or_keepalive(waited: asyncio.Future[Any], deadline: float) -> bool:
+    """True once ``waited`` is done; False after :data:`SSE_KEEPALIVE_S` without it (time
+    for a keep-alive). Raises :class:`TimeoutError` at ``deadline``; never cancels ``waited``
+    (``asyncio.wait`` leaves it running, so the next call picks it up again)."""
+    async with asyncio.timeout_at(deadline):
+        done, _ = await asyncio.wait({waited}, timeout=SSE_KEEPALIVE_S)
+    return bool(done)
+
+
+async def _cancelled(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it to end; the wait is bounded by the task itself (it
+    only waits on a delta stream, which ends at once when cancelled)."""
+    if task.done():
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _event(data: dict[str, Any]) -> str:

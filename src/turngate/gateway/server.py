@@ -9,6 +9,7 @@ their connections.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -19,6 +20,8 @@ from starlette.applications import Starlette
 
 from turngate.config import GatewayConfig
 from turngate.gateway.http_protocol import http_protocol_for
+
+log = logging.getLogger("turngate.server")
 
 GRACEFUL_SHUTDOWN_S = 10.0
 """After the drain (see :class:`GatewayServer`), how long uvicorn waits for connections to
@@ -79,8 +82,8 @@ class GatewayServer(uvicorn.Server):
     """uvicorn's server for one gateway app, with turngate's start-up and shutdown.
 
     Start-up: the app's lifespan (state directory, store, recovery, lanes) runs before the
-    server listens; if it fails, :meth:`serve` raises its error. ``on_ready`` is called once
-    the gateway takes requests.
+    server listens; if it fails, :meth:`serve` raises its error. Once the gateway takes
+    requests it logs ``listening on http://host:port`` at INFO and calls ``on_ready``.
 
     Shutdown (SIGTERM, SIGINT, ``should_exit``): stop accepting connections; then the app's
     ``drain`` (turns in hand get ``shutdown_drain_s`` to end, then every client still waiting
@@ -107,8 +110,18 @@ class GatewayServer(uvicorn.Server):
         except BaseException:
             await self._end_lifespan()
             raise
-        if self.on_ready is not None and self.started:
-            self.on_ready()
+        if self.started:
+            log.info("listening on %s", self.address(sockets))
+            if self.on_ready is not None:
+                self.on_ready()
+
+    def address(self, sockets: list[socket.socket] | None = None) -> str:
+        """``http://host:port`` the server listens on (the first socket's, when given one)."""
+        if sockets:
+            host, port = sockets[0].getsockname()[:2]
+        else:
+            host, port = self.config.host, self.config.port
+        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         try:
