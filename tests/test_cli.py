@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
 
 from tests.support import running_gateway
-from turngate.cli import main
+from turngate.cli import build_parser, main
+from turngate.cli.common import ExitCode
 
 
 def test_send_prints_the_reply_and_exits_zero(
@@ -62,11 +64,43 @@ def test_sessions_list_show_and_export_read_the_state_directory(
         ("user", "two"),
         ("assistant", "echo: two"),
     ]
-    assert all(e["epoch"] >= 1 and e["run_id"] for e in lines)
+    assert all(e["epoch"] >= 1 and e["runId"] and e["at"].endswith("Z") for e in lines)
 
 
 def test_sessions_on_an_empty_state_directory_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["sessions", "--state-dir", str(tmp_path), "list"]) == 2
+    assert main(["sessions", "--state-dir", str(tmp_path), "list"]) == ExitCode.STATE_DIR
     assert "no turngate.db" in capsys.readouterr().err
+
+
+def every_parser() -> list[tuple[str, argparse.ArgumentParser]]:
+    """The ``turngate`` parser and every command's, by their ``prog``."""
+    found: list[tuple[str, argparse.ArgumentParser]] = []
+    pending = [build_parser()]
+    while pending:
+        parser = pending.pop()
+        found.append((parser.prog, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(action.choices.values())
+    return found
+
+
+@pytest.mark.parametrize(("prog", "parser"), every_parser(), ids=lambda v: str(v))
+def test_every_command_has_a_description_examples_and_clean_help(
+    prog: str, parser: argparse.ArgumentParser
+) -> None:
+    text = parser.format_help()
+    assert parser.description, prog
+    assert "examples:" in text, prog
+    assert "``" not in text, prog
+    for action in parser._actions:
+        if action.option_strings and action.help not in (None, argparse.SUPPRESS):
+            assert action.metavar or action.nargs == 0 or action.choices, (prog, action.dest)
+            help_text = str(action.help)
+            if action.nargs != 0 and action.dest not in ("help", "version"):
+                assert "default" in help_text or action.required, (prog, action.dest)
+    for option, env_var in (("--url", "TURNGATE_URL"), ("--token", "TURNGATE_TOKEN")):
+        if option in text:
+            assert env_var in text, (prog, option)

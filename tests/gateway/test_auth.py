@@ -39,7 +39,7 @@ def test_a_gateway_exposed_beyond_loopback_refuses_to_start_without_a_token(
     with pytest.raises(InvalidFieldError) as caught:
         load_config(env={"TURNGATE_HOST": "0.0.0.0", "TURNGATE_STATE_DIR": "/nonexistent"})
     assert "not a loopback address" in caught.value.message
-    assert main(["gateway", "--host", "0.0.0.0", "--state-dir", "/nonexistent"]) == 2
+    assert main(["gateway", "--host", "0.0.0.0", "--state-dir", "/nonexistent"]) == 8
     assert "set a gateway token" in capsys.readouterr().err
     config = load_config(
         env={"TURNGATE_HOST": "0.0.0.0", "TURNGATE_TOKEN": TOKEN, "TURNGATE_STATE_DIR": "/x"}

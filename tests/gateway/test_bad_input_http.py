@@ -166,7 +166,7 @@ def list_sessions(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> dict[s
     capsys.readouterr()
     assert main(["sessions", "--state-dir", str(state_dir), "list", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    return {row["key"]: row for row in rows}
+    return {row["sessionKey"]: row for row in rows}
 
 
 def export_transcript(
@@ -307,7 +307,7 @@ def test_bad_requests_change_nothing_for_any_session(
     assert other_session.status_code == 200
     assert other_session.json()["reply"] == "echo: and me?"
     # Refused requests stored nothing: one turn per good message, no session for a bad key.
-    assert {key: row["turns_total"] for key, row in sessions.items()} == {SESSION: 1, other: 1}
+    assert {key: row["turns"] for key, row in sessions.items()} == {SESSION: 1, other: 1}
 
 
 def test_resent_idempotency_key_returns_the_first_turn_without_running_again(
@@ -330,7 +330,7 @@ def test_resent_idempotency_key_returns_the_first_turn_without_running_again(
     assert first.json()["runId"] == "resend-after-reply"
     assert first.json()["reply"] == "echo: only once"
     assert turn.json()["status"] == "ok"
-    assert sessions[key]["turns_total"] == 1
+    assert sessions[key]["turns"] == 1
     assert transcript == [("user", "only once"), ("assistant", "echo: only once")]
 
 
@@ -358,7 +358,7 @@ def test_concurrent_sends_with_one_idempotency_key_share_one_turn(
     assert first.json()["runId"] == "sent-twice-at-once"
     assert first.json()["reply"] == "echo: only once"
     assert turn.json()["status"] == "ok"
-    assert sessions[key]["turns_total"] == 1
+    assert sessions[key]["turns"] == 1
     assert transcript == [("user", "only once"), ("assistant", "echo: only once")]
 
 

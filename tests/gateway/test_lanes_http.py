@@ -151,7 +151,7 @@ def test_cron_jobs_are_listed_and_run_by_hand_from_the_command_line(
     with running_gateway(tmp_path, agents=agents()) as url:
         assert main(["cron", "list", "--url", url]) == 0
         assert main(["cron", "run", "digest", "--url", url]) == 0
-        assert main(["cron", "run", "nightly", "--url", url]) == 2
+        assert main(["cron", "run", "nightly", "--url", url]) == 6
         with httpx2.Client(base_url=url, timeout=CALL_TIMEOUT_S) as http:
             jobs = http.get("/cron").json()["jobs"]
     out = capsys.readouterr().out  # type: ignore[attr-defined]

@@ -81,7 +81,8 @@ def test_a_second_gateway_on_a_state_dir_in_use_refuses_naming_the_holder(tmp_pa
         # Read-only commands work beside it.
         listed = run_command("sessions", "--state-dir", str(tmp_path), "list", "--json")
         assert listed.returncode == 0, listed.stderr
-        assert [json.loads(row)["key"] for row in listed.stdout.splitlines()] == ["agent:main:a"]
+        keys = [json.loads(row)["sessionKey"] for row in listed.stdout.splitlines()]
+        assert keys == ["agent:main:a"]
         shown = run_command("sessions", "--state-dir", str(tmp_path), "show", "agent:main:a")
         assert shown.returncode == 0, shown.stderr
         assert "[user] two" in shown.stdout

@@ -31,8 +31,10 @@ from __future__ import annotations
 import argparse
 import enum
 import os
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from turngate.config import DEFAULT_PORT
 from turngate.errors import ErrorCode, TurngateError
@@ -84,6 +86,115 @@ def exit_code_of(error: TurngateError) -> ExitCode:
     return EXIT_BY_ERROR_CODE.get(error.code, ExitCode.CONFIG)
 
 
+class UsageError(CliError):
+    """The command line itself is wrong: one line, exit code 64."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ExitCode.USAGE)
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse's parser, except that a usage error is one line and exit code 64 (argparse
+    would print the whole usage and exit 2, which ``send`` uses for a failed turn)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        """Raise :class:`UsageError` (``main`` prints it) instead of exiting."""
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def print_help_of(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """A command function for a group given no subcommand: print its help, exit 0."""
+
+    def show(args: argparse.Namespace) -> int:
+        del args
+        parser.print_help()
+        return ExitCode.OK
+
+    return show
+
+
+# -- option values ---------------------------------------------------------------------------
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type=``: an integer ``>= low``, or a usage error that says so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low} (got {value})")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def float_at_least(low: float) -> Callable[[str], float]:
+    """An argparse ``type=``: a finite number ``>= low``, or a usage error that says so."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value < float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a number >= {low:g} (got {text})")
+        return value
+
+    parse.__name__ = f"number >= {low:g}"
+    return parse
+
+
+# -- times -----------------------------------------------------------------------------------
+
+
+def wall_of(value: float | str | None) -> float | None:
+    """Seconds since the epoch from what the HTTP API gives: seconds, or an ISO 8601 time."""
+    if value is None or isinstance(value, int | float):
+        return value
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def iso_time(wall: float | None) -> str | None:
+    """``wall`` as ISO 8601 UTC with milliseconds (``2025-01-31T09:00:00.000Z``), as the APIs
+    write times; None stays None."""
+    if wall is None:
+        return None
+    stamp = datetime.fromtimestamp(wall, tz=UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def utc_time(wall: float | None) -> str:
+    """``wall`` for a table: ``2025-01-31 09:00:00`` (UTC), or ``-``."""
+    if wall is None:
+        return "-"
+    return datetime.fromtimestamp(wall, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def time_ago(wall: float | None, now: float) -> str:
+    """``wall`` for people: ``3 min ago (2025-01-31 09:00 UTC)``, or ``-``."""
+    if wall is None:
+        return "-"
+    seconds = max(0.0, now - wall)
+    if seconds < 60:
+        relative = "just now"
+    elif seconds < 3600:
+        relative = f"{seconds // 60:.0f} min ago"
+    elif seconds < 86_400:
+        relative = f"{seconds // 3600:.0f} h ago"
+    else:
+        relative = f"{seconds // 86_400:.0f} days ago"
+    utc = datetime.fromtimestamp(wall, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{relative} ({utc})"
+
+
 # -- shared options -------------------------------------------------------------------------
 
 
@@ -104,6 +215,7 @@ def client_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--url",
         metavar="URL",
+        type=http_url,
         default=argparse.SUPPRESS,
         help=f"the running gateway (env TURNGATE_URL; default {DEFAULT_URL})",
     )
@@ -150,16 +262,41 @@ def json_option() -> argparse.ArgumentParser:
     return parent
 
 
+def http_url(text: str) -> str:
+    """An argparse ``type=``: an ``http://`` or ``https://`` URL."""
+    if not text.startswith(("http://", "https://")) or len(text) <= len("https://"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an http:// or https:// URL (e.g. {DEFAULT_URL})"
+        )
+    return text
+
+
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill the shared options nobody wrote from the environment, then their defaults."""
+    """Fill the shared options nobody wrote from the environment, then their defaults.
+
+    Which ones the user did write is kept (see :func:`flag`), so that a value read from the
+    environment is never reported as coming from a flag.
+    """
+    args.flags_given = frozenset(name for name in SHARED_DEFAULTS if hasattr(args, name))
     for name, (env_var, default) in SHARED_DEFAULTS.items():
         if hasattr(args, name):
             continue
         value: Any = os.environ.get(env_var) if env_var else None
         if value is not None and name in ("state_dir", "config"):
             value = Path(value)
+        if value and name == "url":
+            try:
+                value = http_url(value)
+            except argparse.ArgumentTypeError as exc:
+                raise CliError(f"TURNGATE_URL: {exc}", ExitCode.CONFIG) from None
         setattr(args, name, default if value in (None, "") else value)
     return args
+
+
+def flag(args: argparse.Namespace, name: str) -> Any:
+    """The shared option ``name`` if it was given on the command line, else None: what to
+    pass to :func:`turngate.config.load_config` as a flag (it reads the environment itself)."""
+    return getattr(args, name) if name in getattr(args, "flags_given", ()) else None
 
 
 # -- talking to a running gateway -----------------------------------------------------------
@@ -185,17 +322,23 @@ class GatewayClient:
         try:
             with httpx2.Client(base_url=self.url, timeout=self.timeout_s) as client:
                 response = client.request(method, path, json=body, headers=self.headers())
-        except httpx2.TimeoutException:
-            raise CliError(
-                f"{self.url} did not answer within {self.timeout_s:g}s", ExitCode.UNREACHABLE
-            ) from None
         except httpx2.HTTPError as exc:
-            raise CliError(
-                f"cannot reach the gateway at {self.url} ({_reason(exc)}); is it running?"
-                " (start it with 'turngate gateway', or give --url)",
-                ExitCode.UNREACHABLE,
-            ) from None
+            raise self.unreachable(exc) from None
         return self.read(response)
+
+    def unreachable(self, exc: Exception) -> CliError:
+        """The error for a request that got no answer (``exc``: an ``httpx2.HTTPError``)."""
+        import httpx2
+
+        if isinstance(exc, httpx2.TimeoutException):
+            return CliError(
+                f"{self.url} did not answer within {self.timeout_s:g}s", ExitCode.UNREACHABLE
+            )
+        return CliError(
+            f"cannot reach the gateway at {self.url} ({_reason(exc)}); is it running?"
+            " (start it with 'turngate gateway', or give --url)",
+            ExitCode.UNREACHABLE,
+        )
 
     def read(self, response: Any) -> Any:
         """The JSON body of ``response`` (an ``httpx2.Response``), checked to be turngate's."""
@@ -208,16 +351,29 @@ class GatewayClient:
                 " JSON; is --url a turngate gateway?",
                 ExitCode.UNREACHABLE,
             ) from None
-        if response.status_code >= 400 and isinstance(payload, dict) and "error" in payload:
-            error = payload["error"] if isinstance(payload["error"], dict) else {}
-            message = str(error.get("message", "refused"))
-            if response.status_code == 401:
-                message += " (give the gateway token: --token or TURNGATE_TOKEN)"
+        if not isinstance(payload, dict):
             raise CliError(
-                f"the gateway refused: {message} [{error.get('code', response.status_code)}]",
-                ExitCode.UNREACHABLE if response.status_code >= 500 else ExitCode.REFUSED,
+                f"{self.url} answered JSON that is not turngate's; is --url a turngate gateway?",
+                ExitCode.UNREACHABLE,
             )
-        return payload
+        if response.status_code < 400 or ("runId" in payload and "status" in payload):
+            # A turn that ended badly is an answer (send maps its status), not a refusal.
+            return payload
+        error = payload.get("error")
+        if not isinstance(error, dict):
+            raise CliError(
+                f"{self.url} answered HTTP {response.status_code} without turngate's error"
+                " body; is --url a turngate gateway?",
+                ExitCode.UNREACHABLE,
+            )
+        message = str(error.get("message", "refused"))
+        code = str(error.get("code", response.status_code))
+        if response.status_code == 401:
+            message += " (give the gateway token: --token or TURNGATE_TOKEN)"
+        by_status = ExitCode.UNREACHABLE if response.status_code >= 500 else ExitCode.REFUSED
+        known = {c.value: c for c in ErrorCode}.get(code)
+        exit_code = by_status if known is None else EXIT_BY_ERROR_CODE.get(known, by_status)
+        raise CliError(f"the gateway refused: {message} [{code}]", exit_code)
 
 
 def _reason(exc: BaseException) -> str:

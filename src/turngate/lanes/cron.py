@@ -112,6 +112,18 @@ class CronLane:
             raise NotFoundError(f"job: no cron job {job_id!r}; configured: {known}")
         wall = self.engine.clock.wall()
         ticket = await self._submit(job, f"cron.{job.job_id}.manual.{int(wall * 1000)}", wall)
+        # A manual fire is a fire: ``cron list`` shows it as the last one. The schedule is
+        # untouched (the next slot stays where it was).
+        state = self.states.get(job.job_id)
+        next_wall = state.next_fire_wall if state is not None else next_fire(job.schedule, wall)
+        updated = CronJobState(job.job_id, job.agent_id, job.schedule, next_wall, wall)
+        try:
+            await self.engine.store.save_cron_job(updated)
+        except StoreError as exc:
+            # The turn is stored and runs; only the last-fire record is lost.
+            self._failed(job, wall, exc, "; its last fire was not recorded")
+        else:
+            self.states[job.job_id] = updated
         self._follow(ticket)
         return ticket
 
