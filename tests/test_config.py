@@ -20,8 +20,8 @@ from turngate.config_sources import (
     Problem,
     SourceKind,
     effective_settings,
-    toml_key_lines,
 )
+from turngate.config_toml_lines import toml_key_lines
 from turngate.core.queue import QueueMode
 from turngate.errors import InvalidFieldError
 

@@ -222,8 +222,8 @@ def _existing_ancestor(path: Path) -> Path:
 
 def check_port(host: str, port: int, state_dir: Path) -> Finding:
     """Whether ``host:port`` can be listened on (with the gateway's own socket options)."""
-    from turngate.cli.port_owner import port_owner
     from turngate.gateway.server import listening_socket
+    from turngate.port_owner import port_owner
 
     if port == 0:
         return Finding("port", Verdict.OK, "port 0: any free port will do")

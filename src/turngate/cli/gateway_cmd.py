@@ -20,9 +20,9 @@ from turngate.cli.common import (
     int_at_least,
     state_options,
 )
-from turngate.cli.port_owner import port_owner
 from turngate.config import DEFAULT_PORT, GatewayConfig, load_config_with_sources
 from turngate.logs import configure_logging
+from turngate.port_owner import port_owner
 
 DESCRIPTION = """\
 Run the gateway: chat clients talk to it over HTTP and WebSocket, and it runs each session's
