@@ -36,6 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from turngate.argtypes import float_at_least as float_at_least
+from turngate.argtypes import int_at_least as int_at_least
 from turngate.config import DEFAULT_PORT
 from turngate.errors import ErrorCode, TurngateError
 
@@ -118,41 +120,6 @@ def print_help_of(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespa
 
 
 # -- option values ---------------------------------------------------------------------------
-
-
-def int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse ``type=``: an integer ``>= low``, or a usage error that says so."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low} (got {value})")
-        return value
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
-
-
-def float_at_least(low: float) -> Callable[[str], float]:
-    """An argparse ``type=``: a finite number ``>= low``, or a usage error that says so."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not low <= value < float("inf"):
-            raise argparse.ArgumentTypeError(f"must be a number >= {low:g} (got {text})")
-        return value
-
-    parse.__name__ = f"number >= {low:g}"
-    return parse
-
-
-# -- times -----------------------------------------------------------------------------------
 
 
 def wall_of(value: float | str | None) -> float | None:

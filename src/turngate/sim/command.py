@@ -21,10 +21,11 @@ import multiprocessing
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, TextIO
 
+from turngate.argtypes import int_at_least
 from turngate.sim.runner import FailureClass, SimResult, run_seed
 from turngate.sim.world import Profile
 
@@ -79,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument(
-        "--seed", metavar="N", type=_int_at_least(0), help="run one seed and print its parameters"
+        "--seed", metavar="N", type=int_at_least(0), help="run one seed and print its parameters"
     )
     which.add_argument(
         "--seeds",
@@ -88,29 +89,16 @@ def _parser() -> argparse.ArgumentParser:
         help="how many seeds (N >= 1), or a range A..B (inclusive)",
     )
     parser.add_argument(
-        "--start", metavar="N", type=_int_at_least(0), default=0, help="first seed with --seeds N"
+        "--start", metavar="N", type=int_at_least(0), default=0, help="first seed with --seeds N"
     )
     parser.add_argument(
         "--profile", choices=[p.value for p in Profile], help="force a profile (default: seeded)"
     )
     parser.add_argument(
-        "--jobs", metavar="N", type=_int_at_least(1), default=1, help="worker processes (default 1)"
+        "--jobs", metavar="N", type=int_at_least(1), default=1, help="worker processes (default 1)"
     )
     parser.add_argument("--trace", action="store_true", help="print the trace even on success")
     return parser
-
-
-def _int_at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low} (got {value})")
-        return value
-
-    return parse
 
 
 def _seed_range(text: str) -> tuple[int | None, int]:
