@@ -26,7 +26,7 @@ from turngate.core.session import (
     SessionCore,
     SessionPolicy,
 )
-from turngate.core.turn import AbortReason, Outcome, Turn, TurnState
+from turngate.core.turn import AbortReason, Outcome, Turn, TurnState, Usage
 from turngate.errors import ErrorCode
 
 KEY = "agent:main:main"
@@ -353,3 +353,26 @@ def test_steer_behind_waiting_turns_or_a_cancelled_run_queues_instead() -> None:
     session.queue.take_all()
     effects = session.submit(turn("d"), QueueMode.STEER, 0.3)
     assert not any(isinstance(e, Steered) for e in effects)
+
+
+def test_every_turn_a_run_served_carries_the_run_s_whole_usage() -> None:
+    session = new_session()
+    session.submit(turn("a"), QueueMode.COLLECT, 0.0)
+    for name in "bc":
+        session.submit(turn(name), QueueMode.COLLECT, 0.1)
+    usage = Usage(prompt_tokens=40, completion_tokens=2)
+    first = outcomes(session.run_ended("a", 1, RunReplied("A", usage=Usage(9, 1)), 1.0))
+    merged = outcomes(session.run_ended("b", 2, RunReplied("BC", usage=usage), 2.0))
+    assert [o.usage for o in first] == [Usage(9, 1)]
+    assert [(o.turn_id, o.usage) for o in merged] == [("b", usage), ("c", usage)]
+    assert merged[0].usage is not None
+    assert merged[0].usage.total_tokens == 42
+
+
+def test_a_failed_run_and_a_run_whose_provider_told_nothing_carry_no_usage() -> None:
+    session = new_session()
+    session.submit(turn("a"), QueueMode.FOLLOWUP, 0.0)
+    session.submit(turn("b"), QueueMode.FOLLOWUP, 0.0)
+    [failed] = outcomes(session.run_ended("a", 1, RunFailed(ErrorCode.PROVIDER_ERROR, "x"), 1.0))
+    [untold] = outcomes(session.run_ended("b", 2, RunReplied("B"), 2.0))
+    assert (failed.usage, untold.usage) == (None, None)

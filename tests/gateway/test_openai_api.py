@@ -17,12 +17,23 @@ import httpx2
 import openai
 import pytest
 
+from tests.providers.fakes import (
+    COMPLETION_TOKENS,
+    KEY_ENV,
+    PROMPT_TOKENS,
+    REPLY,
+    SECRET_KEY,
+    FakeModelServer,
+    fake_provider,
+    running,
+)
 from tests.secrets import OPENAI_SURFACE_TOKEN as TOKEN
-from tests.support import EventWaiter, GatedEchoProvider, running_gateway
+from tests.support import EventWaiter, GatedEchoProvider, gateway_config, running_gateway, serve
 from turngate.cli import main as cli_main
 from turngate.config import AgentConfig
 from turngate.errors import ErrorCode, ProviderRejectedError
 from turngate.gateway import openai_api
+from turngate.gateway.app import create_app
 from turngate.providers.base import ProviderRequest
 from turngate.providers.echo import ECHO_PREFIX, EchoProvider
 from turngate.runtime.events import EventBus
@@ -644,3 +655,84 @@ async def test_a_wait_that_sends_keepalives_still_ends_at_its_deadline(
     assert await keepalives_until_timeout(never, deadline) >= 1
     assert loop.time() >= deadline
     assert not never.done()  # the awaited thing is left alone; the caller decides
+
+
+# -- token usage ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def model_server() -> Iterator[FakeModelServer]:
+    """A scripted OpenAI-compatible model server on loopback (``tests/providers/fakes.py``)."""
+    with running(FakeModelServer()) as fake:
+        yield fake
+
+
+@contextmanager
+def gateway_of(
+    state_dir: Path, server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A gateway whose configured model is ``fake/primary`` at ``server``."""
+    monkeypatch.setenv(KEY_ENV, SECRET_KEY)  # read when the gateway starts
+    config = gateway_config(
+        state_dir, provider="fake", model="primary", providers=(fake_provider(server),)
+    )
+    with serve(create_app(config)) as url:
+        yield url
+
+
+USAGE = {
+    "prompt_tokens": PROMPT_TOKENS,
+    "completion_tokens": COMPLETION_TOKENS,
+    "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+}
+
+
+@pytest.mark.asyncio
+async def test_a_completion_reports_the_model_s_token_usage_and_a_retry_gets_the_same(
+    tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    retry = {"Idempotency-Key": "usage-retry"}
+    with gateway_of(tmp_path, model_server, monkeypatch) as url:
+        async with asyncio.timeout(TEST_TIMEOUT_S), openai_client(url) as client:
+            completion = await complete(client, "hi", extra_headers=retry)
+            again = await complete(client, "hi", extra_headers=retry)
+    assert completion.choices[0].message.content == "".join(REPLY)
+    assert completion.usage is not None
+    assert completion.usage.model_dump(exclude_none=True) == USAGE
+    # The retry's answer is the stored outcome, usage included; the model was called once.
+    assert again.id == completion.id
+    assert again.usage == completion.usage
+    assert len(model_server.calls("primary")) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_stream_asked_for_usage_ends_with_a_chunk_of_no_choices_and_the_usage(
+    tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with gateway_of(tmp_path, model_server, monkeypatch) as url:
+        async with asyncio.timeout(TEST_TIMEOUT_S), openai_client(url) as client:
+            chunks = await stream_chunks(client, "hi", stream_options={"include_usage": True})
+            plain = await stream_chunks(client, "hi again")
+    *text_chunks, last = chunks
+    assert streamed_text(text_chunks) == "".join(REPLY)
+    assert text_chunks[-1].choices[0].finish_reason == "stop"
+    assert all(chunk.usage is None for chunk in text_chunks)
+    assert last.choices == []
+    assert last.usage is not None
+    assert last.usage.model_dump(exclude_none=True) == USAGE
+    # Not asked: no usage chunk, as from OpenAI.
+    assert plain[-1].choices[0].finish_reason == "stop"
+    assert all(chunk.usage is None for chunk in plain)
+
+
+@pytest.mark.asyncio
+async def test_a_stream_asked_for_usage_of_a_model_that_tells_none_reports_zeros(
+    tmp_path: Path,
+) -> None:
+    with running_gateway(tmp_path) as url:
+        async with asyncio.timeout(TEST_TIMEOUT_S), openai_client(url) as client:
+            chunks = await stream_chunks(client, "hi", stream_options={"include_usage": True})
+    assert streamed_text(chunks) == ECHO_PREFIX + "hi"
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens == 0

@@ -6,8 +6,13 @@ or a named behaviour from :data:`STEPS`); once the script is used up, calls repl
 server records every call and sets :attr:`FakeModelServer.disconnected` when a client hangs
 up before its response is complete, so a test can wait on it with a deadline.
 
-Besides the named steps, a step may be a :class:`RawReply`: a ``200`` whose body is sent as
-given, for the malformed answers a named step does not cover.
+Like the real APIs, a finished stream reports token usage (:data:`PROMPT_TOKENS`,
+:data:`COMPLETION_TOKENS`): Anthropic's always, in ``message_start`` and ``message_delta``;
+OpenAI's in a last chunk with ``choices: []``, when the request asks for it with
+``stream_options: {"include_usage": true}``.
+
+Besides the named steps, a step may be a :class:`RawReply`: an answer (a ``200`` unless it
+says otherwise) whose body is sent as given, for what a named step does not cover.
 
 The endpoints are raw ASGI so that they see the disconnect as it happens: between two chunks
 they wait on ``receive()`` (which returns ``http.disconnect`` when the client goes away)
@@ -22,7 +27,7 @@ import random
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -32,7 +37,7 @@ from starlette.types import Receive, Scope, Send
 from tests.secrets import PROVIDER_KEY
 from tests.support import serve
 from turngate.config import GatewayConfig, ProviderConfig
-from turngate.providers.base import ChatMessage, Provider, ProviderRequest
+from turngate.providers.base import ChatMessage, Provider, ProviderRequest, UsageMeter
 from turngate.providers.fallback import FallbackChain
 from turngate.providers.registry import build_chain
 
@@ -45,6 +50,11 @@ RETRY_AFTER_HEADER = "0.02"
 """What a 429 asks the client to wait, in seconds."""
 HANG_MAX_S = 10.0
 """A ``hang`` gives up on its own after this long, if the client never hangs up."""
+PROMPT_TOKENS = 10
+COMPLETION_TOKENS = 5
+"""The usage a finished stream reports, in either API."""
+STREAM_OPTIONS_REFUSAL = "Unrecognized request argument supplied: stream_options"
+"""What an older Azure OpenAI API version answers (400) to ``stream_options``."""
 
 STEPS = (
     "ok",  # stream REPLY, then end the stream properly
@@ -65,6 +75,8 @@ STEPS = (
     # choices; Anthropic: a text delta that is a string); then REPLY, properly ended
     "empty_finish",  # the opening, then a proper end (finish_reason stop / message_stop), no text
     "truncated",  # REPLY, ended by the output budget: finish_reason length / stop_reason max_tokens
+    "refuses_stream_options",  # OpenAI: 400 STREAM_OPTIONS_REFUSAL if the request has
+    # stream_options, else like "ok"
 )
 CUT_OFF_DELTAS = 2
 """How many of REPLY's deltas a ``cut_off`` stream sends before its body ends."""
@@ -76,10 +88,12 @@ HTML_PAGE = (
 
 @dataclass(frozen=True)
 class RawReply:
-    """A scripted ``200`` whose body is ``body``, sent as one chunk under ``content_type``."""
+    """A scripted answer (``200`` unless ``status`` says otherwise) whose body is ``body``,
+    sent as one chunk under ``content_type``."""
 
     body: bytes
     content_type: str = "text/event-stream"
+    status: int = 200
 
 
 Step = int | str | RawReply
@@ -165,7 +179,12 @@ class _Endpoint:
                 break
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         call = self.server._next_call(self.api, json.loads(raw), headers)
-        wire = _OpenAIWire() if self.api == "openai" else _AnthropicWire()
+        wire: _Wire
+        if self.api == "openai":
+            options = call.body.get("stream_options") or {}
+            wire = _OpenAIWire(include_usage=options.get("include_usage") is True)
+        else:
+            wire = _AnthropicWire()
         try:
             complete = await self._respond(call, wire, receive, send)
         except OSError:  # uvicorn's ClientDisconnected: a send after the client left
@@ -181,7 +200,7 @@ class _Endpoint:
             await _json(send, step, wire.error(step, f"scripted HTTP {step}"), hint)
             return True
         if isinstance(step, RawReply):
-            await _raw(send, step.content_type, step.body)
+            await _raw(send, step.content_type, step.body, step.status)
             return True
         if step == "hang":
             return not await _disconnect_within(receive, HANG_MAX_S)
@@ -195,6 +214,12 @@ class _Endpoint:
         if step == "html_page":
             await _raw(send, "text/html; charset=utf-8", HTML_PAGE)
             return True
+        if step == "refuses_stream_options":
+            if "stream_options" in call.body:
+                error = {"message": STREAM_OPTIONS_REFUSAL, "type": "invalid_request_error"}
+                await _json(send, 400, {"error": {**error, "param": None, "code": None}})
+                return True
+            step = "ok"
         await send(
             {
                 "type": "http.response.start",
@@ -229,6 +254,7 @@ class _Wire:
         reply = [self.text(text) for text in REPLY]
         chunks = {
             "ok": [self.start(), *reply, self.end()],
+            "refuses_stream_options": [self.start(), *reply, self.end()],
             "content_filter": [self.refusal(), self.end()],
             "overloaded_in_stream": [self.start(), self.error_event(529, "Overloaded")],
             "cut_off": [self.start(), *reply[:CUT_OFF_DELTAS]],
@@ -273,7 +299,11 @@ class _Wire:
 
 
 class _OpenAIWire(_Wire):
-    """``data: {chat.completion.chunk}`` lines, then ``data: [DONE]``."""
+    """``data: {chat.completion.chunk}`` lines, then ``data: [DONE]``; with
+    ``include_usage``, a usage chunk before ``[DONE]``."""
+
+    def __init__(self, *, include_usage: bool = False) -> None:
+        self.include_usage = include_usage
 
     def _chunk(self, delta: Mapping[str, Any], finish_reason: str | None = None) -> bytes:
         return openai_event(
@@ -291,7 +321,8 @@ class _OpenAIWire(_Wire):
 
     def end(self, *, truncated: bool = False) -> bytes:
         reason = "length" if truncated else "stop"
-        return self._chunk({}, finish_reason=reason) + self.done_only()
+        usage = openai_event(openai_usage_chunk()) if self.include_usage else b""
+        return self._chunk({}, finish_reason=reason) + usage + self.done_only()
 
     def done_only(self) -> bytes:
         return b"data: [DONE]\n\n"
@@ -336,7 +367,8 @@ class _AnthropicWire(_Wire):
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 10, "output_tokens": 1},
+            # A running total: message_delta's output_tokens replaces it.
+            "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": 1},
         }
         return self._event("message_start", {"message": message}) + self._event(
             "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
@@ -348,7 +380,9 @@ class _AnthropicWire(_Wire):
 
     def _stop(self, reason: str) -> bytes:
         delta = {"stop_reason": reason, "stop_sequence": None}
-        return self._event("message_delta", {"delta": delta, "usage": {"output_tokens": 5}})
+        return self._event(
+            "message_delta", {"delta": delta, "usage": {"output_tokens": COMPLETION_TOKENS}}
+        )
 
     def refusal(self) -> bytes:
         return self.start() + self._stop("refusal")
@@ -400,6 +434,18 @@ def openai_chunk(choices: Any) -> dict[str, Any]:
     }
 
 
+def openai_usage_chunk(
+    prompt_tokens: int = PROMPT_TOKENS, completion_tokens: int = COMPLETION_TOKENS
+) -> dict[str, Any]:
+    """The last chunk of a stream that was asked for usage: no choices, and the counts."""
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    return {**openai_chunk([]), "usage": usage}
+
+
 def openai_event(data: Any) -> bytes:
     """One OpenAI stream event: a ``data:`` line carrying ``data`` as JSON."""
     return f"data: {json.dumps(data)}\n\n".encode()
@@ -419,9 +465,9 @@ async def _json(
     await send({"type": "http.response.body", "body": json.dumps(body).encode()})
 
 
-async def _raw(send: Send, content_type: str, body: bytes) -> None:
+async def _raw(send: Send, content_type: str, body: bytes, status: int = 200) -> None:
     headers = [(b"content-type", content_type.encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -451,6 +497,12 @@ REQUEST = ProviderRequest(
     "run-1",
     (ChatMessage("system", "Be brief."), ChatMessage("user", "hi")),
 )
+"""A request shared by tests that do not read its usage meter (it adds up across them)."""
+
+
+def new_request() -> ProviderRequest:
+    """:data:`REQUEST` with a usage meter of its own, for a test that reads the usage."""
+    return replace(REQUEST, usage=UsageMeter())
 
 
 def fake_provider(

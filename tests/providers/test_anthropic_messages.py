@@ -11,7 +11,9 @@ import pytest
 
 from tests.providers.fakes import (
     CALL_TIMEOUT_S,
+    COMPLETION_TOKENS,
     CUT_OFF_DELTAS,
+    PROMPT_TOKENS,
     REPLY,
     REQUEST,
     SECRET_KEY,
@@ -21,10 +23,12 @@ from tests.providers.fakes import (
     chain_of,
     collect,
     fake_provider,
+    new_request,
     until_set,
 )
 from turngate.errors import ErrorCode, ProviderError, ProviderRejectedError
 from turngate.providers.anthropic_messages import AnthropicProvider
+from turngate.providers.base import Usage
 
 
 @pytest.mark.asyncio
@@ -290,3 +294,61 @@ async def test_an_answer_cut_by_max_tokens_is_delivered(server: FakeModelServer)
     async with chain_of(fake_provider(server, "anthropic"), "claude", "backup") as chain:
         assert await collect(chain) == list(REPLY)
     assert [c.model for c in server.calls()] == ["claude"]
+
+
+# -- token usage ------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_finished_answer_reports_input_tokens_and_the_last_output_count(
+    server: FakeModelServer,
+) -> None:
+    # message_start says output_tokens 1, message_delta the final count: a running total.
+    request = new_request()
+    async with chain_of(fake_provider(server, "anthropic"), "claude") as chain:
+        assert await collect(chain, request) == list(REPLY)
+    assert request.usage.total() == Usage(PROMPT_TOKENS, COMPLETION_TOKENS)
+
+
+@pytest.mark.asyncio
+async def test_cached_prompt_tokens_count_as_prompt_tokens(server: FakeModelServer) -> None:
+    usage = {
+        "input_tokens": 3,
+        "cache_creation_input_tokens": 100,
+        "cache_read_input_tokens": None,  # null: not known yet, then given by message_delta
+        "output_tokens": 1,
+    }
+    start = event("message_start", message={"id": "msg_fake", "usage": usage})
+    stop = event(
+        "message_delta",
+        delta={"stop_reason": "end_turn"},
+        usage={"output_tokens": 7, "cache_read_input_tokens": 200},
+    )
+    server.script("claude", [RawReply(start + HELLO + stop + event("message_stop"))])
+    request = new_request()
+    async with chain_of(fake_provider(server, "anthropic"), "claude") as chain:
+        assert await collect(chain, request) == ["Hello"]
+    assert request.usage.total() == Usage(303, 7)
+
+
+@pytest.mark.asyncio
+async def test_a_stream_that_reports_no_usage_reports_none(server: FakeModelServer) -> None:
+    server.script("claude", [RawReply(HELLO + END)])
+    request = new_request()
+    async with chain_of(fake_provider(server, "anthropic"), "claude") as chain:
+        assert await collect(chain, request) == ["Hello"]
+    assert request.usage.total() is None
+
+
+@pytest.mark.asyncio
+async def test_only_the_model_that_answered_counts_when_the_first_fails_mid_stream(
+    server: FakeModelServer,
+) -> None:
+    # The failed attempt's message_start reported its input tokens before the error event.
+    server.script("claude", ["overloaded_in_stream"])
+    request = new_request()
+    config = fake_provider(server, "anthropic", max_retries=0)
+    async with chain_of(config, "claude", "backup") as chain:
+        assert await collect(chain, request) == list(REPLY)
+    assert [c.model for c in server.calls()] == ["claude", "backup"]
+    assert request.usage.total() == Usage(PROMPT_TOKENS, COMPLETION_TOKENS)

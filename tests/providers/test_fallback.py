@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 import pytest
 
-from tests.providers.fakes import REQUEST
+from tests.providers.fakes import REQUEST, new_request
 from turngate import errors
 from turngate.errors import (
     ErrorCode,
@@ -23,7 +23,7 @@ from turngate.errors import (
     ProviderRejectedError,
     ProviderTimeoutError,
 )
-from turngate.providers.base import ProviderRequest
+from turngate.providers.base import ProviderRequest, Usage
 from turngate.providers.fallback import (
     BACKOFF_MAX_S,
     ChainLink,
@@ -376,3 +376,46 @@ def test_closing_the_chain_mid_reply_closes_the_model_call_there_and_then() -> N
 def test_a_chain_needs_at_least_one_model() -> None:
     with pytest.raises(ValueError, match="at least one model"):
         FallbackChain([])
+
+
+class Metered:
+    """Reports ``usage`` into the request's meter as soon as it is called (as a provider
+    that learns the prompt's count first would), then fails before any text or replies."""
+
+    def __init__(self, name: str, usage: Usage, failure: BaseException | None = None) -> None:
+        self.name = name
+        self.usage = usage
+        self.failure = failure
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+        request.usage.add_usage(self.usage)
+        if self.failure is not None:
+            raise self.failure
+        yield "ok"
+
+
+def test_only_the_attempt_that_answered_counts_toward_the_request_s_usage() -> None:
+    primary = Metered("a", Usage(100, 3), ProviderError("a: HTTP 500"))
+    backup = Metered("b", Usage(10, 5))
+    links = [ChainLink("p/a", primary, 0, 0.5), ChainLink("p/b", backup, 0, 0.5)]
+    request = new_request()
+
+    async def main() -> None:
+        async for _ in FallbackChain(links, random.Random(7)).stream(request):
+            pass
+
+    run_virtual(main())
+    assert request.usage.total() == Usage(10, 5)
+
+
+def test_a_chain_whose_every_model_failed_reports_no_usage() -> None:
+    links = [ChainLink("p/a", Metered("a", Usage(100, 3), ProviderError("a: 500")), 1, 0.5)]
+    request = new_request()
+
+    async def main() -> None:
+        with pytest.raises(ProviderError):
+            async for _ in FallbackChain(links, random.Random(7)).stream(request):
+                pass
+
+    run_virtual(main())
+    assert request.usage.total() is None

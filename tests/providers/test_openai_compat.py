@@ -8,15 +8,19 @@ an abort hangs up on the server.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import pytest
 
 from tests.providers.fakes import (
     CALL_TIMEOUT_S,
+    COMPLETION_TOKENS,
     CUT_OFF_DELTAS,
+    PROMPT_TOKENS,
     REPLY,
     REQUEST,
     SECRET_KEY,
@@ -25,8 +29,10 @@ from tests.providers.fakes import (
     chain_of,
     collect,
     fake_provider,
+    new_request,
     openai_chunk,
     openai_event,
+    openai_usage_chunk,
     until_set,
 )
 from turngate.errors import (
@@ -35,6 +41,7 @@ from turngate.errors import (
     ProviderRejectedError,
     ProviderTimeoutError,
 )
+from turngate.providers.base import Usage
 from turngate.providers.openai_compat import OpenAICompatProvider
 
 
@@ -463,3 +470,135 @@ async def test_an_error_page_quoting_the_api_key_is_reported_without_it(
     [fallback] = [r for r in caplog.records if r.name == "turngate.providers"]
     assert "Bad key: Bearer [redacted]" in fallback.getMessage()
     assert SECRET_KEY not in caplog.text
+
+
+# -- token usage ------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_finished_answer_reports_the_usage_of_the_stream_s_last_chunk(
+    server: FakeModelServer,
+) -> None:
+    request = new_request()
+    async with chain_of(fake_provider(server), "primary") as chain:
+        assert await collect(chain, request) == list(REPLY)
+    [call] = server.calls()
+    assert call.body["stream_options"] == {"include_usage": True}
+    assert request.usage.total() == Usage(PROMPT_TOKENS, COMPLETION_TOKENS)
+
+
+@pytest.mark.asyncio
+async def test_running_totals_on_every_chunk_count_once_as_the_last_one(
+    server: FakeModelServer,
+) -> None:
+    # vLLM's continuous_usage_stats: each chunk carries the counts so far.
+    hello = openai_chunk([{"index": 0, "delta": {"content": "Hello"}}])
+    so_far = openai_event({**hello, "usage": openai_usage_chunk(7, 1)["usage"]})
+    last = openai_event(openai_usage_chunk(7, 2))
+    server.script("primary", [RawReply(START + so_far + STOP + last + DONE)])
+    request = new_request()
+    async with chain_of(fake_provider(server), "primary") as chain:
+        assert await collect(chain, request) == ["Hello"]
+    assert request.usage.total() == Usage(7, 2)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "usage",
+    [
+        pytest.param(b"", id="none-sent"),
+        pytest.param(openai_event(openai_chunk([])), id="no-usage-field"),
+        pytest.param(
+            openai_event({**openai_chunk([]), "usage": {"prompt_tokens": "many"}}),
+            id="not-counts",
+        ),
+        pytest.param(
+            openai_event({**openai_chunk([]), "usage": {"prompt_tokens": -1}}), id="negative"
+        ),
+    ],
+)
+async def test_a_reply_without_readable_usage_is_delivered_and_reports_none(
+    server: FakeModelServer, usage: bytes
+) -> None:
+    server.script("primary", [RawReply(START + HELLO + STOP + usage + DONE)])
+    request = new_request()
+    async with chain_of(fake_provider(server), "primary") as chain:
+        assert await collect(chain, request) == ["Hello"]
+    assert request.usage.total() is None
+
+
+@pytest.mark.asyncio
+async def test_a_server_that_refuses_stream_options_is_asked_again_without_them(
+    server: FakeModelServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.script("primary", ["refuses_stream_options"] * 3)
+    request = new_request()
+    with caplog.at_level(logging.WARNING, logger="turngate.providers"):
+        async with chain_of(fake_provider(server, max_retries=0), "primary") as chain:
+            assert await collect(chain, request) == list(REPLY)
+            # The next call goes without them from the start.
+            assert await collect(chain, new_request()) == list(REPLY)
+    calls = server.calls()
+    assert ["stream_options" in call.body for call in calls] == [True, False, False]
+    assert request.usage.total() is None
+    [warning] = caplog.records
+    assert warning.getMessage() == (
+        "fake/primary refused stream_options; calls go without it, and its token usage is"
+        " not reported"
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_bad_request_that_is_not_about_stream_options_is_not_sent_again(
+    server: FakeModelServer,
+) -> None:
+    server.script("primary", [400])
+    async with chain_of(fake_provider(server), "primary") as chain:
+        with pytest.raises(ProviderRejectedError):
+            await collect(chain, new_request())
+    [call] = server.calls()
+    assert call.body["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        pytest.param(
+            {"error": {"message": "Unrecognized request argument supplied: stream_options"}},
+            id="azure-message",
+        ),
+        pytest.param(
+            {"error": {"message": "unknown field", "param": "stream_options"}}, id="param"
+        ),
+        pytest.param(
+            {"detail": [{"loc": ["body", "stream_options"], "msg": "Extra inputs are not"}]},
+            id="fastapi-detail",
+        ),
+    ],
+)
+async def test_each_way_of_refusing_stream_options_is_recognised(
+    server: FakeModelServer, refusal: dict[str, Any]
+) -> None:
+    status = 422 if "detail" in refusal else 400
+    page = json.dumps(refusal).encode()
+    server.script("primary", [RawReply(page, "application/json", status)])
+    async with chain_of(fake_provider(server, max_retries=0), "primary") as chain:
+        assert await collect(chain, new_request()) == list(REPLY)
+    assert ["stream_options" in call.body for call in server.calls()] == [True, False]
+
+
+@pytest.mark.asyncio
+async def test_a_refusal_that_only_echoes_the_request_is_not_taken_for_one_of_the_option(
+    server: FakeModelServer,
+) -> None:
+    # A FastAPI 422 about another field, quoting the whole request (stream_options too).
+    echo = {"model": "primary", "stream_options": {"include_usage": True}, "messages": 7}
+    refusal = {"detail": [{"loc": ["body", "messages"], "msg": "not a list", "input": echo}]}
+    page = json.dumps(refusal).encode()
+    server.script("primary", [RawReply(page, "application/json", 422)])
+    async with chain_of(fake_provider(server), "primary") as chain:
+        with pytest.raises(ProviderRejectedError):
+            await collect(chain, new_request())
+    [call] = server.calls()
+    assert "stream_options" in call.body

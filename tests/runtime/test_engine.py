@@ -10,7 +10,7 @@ import pytest
 
 from turngate.core.keys import parse_session_key
 from turngate.core.queue import QueueMode
-from turngate.core.turn import Outcome, TurnState
+from turngate.core.turn import Outcome, TurnState, Usage
 from turngate.errors import ErrorCode, IdempotencyConflictError
 from turngate.providers.base import ProviderRequest
 from turngate.providers.echo import EchoProvider
@@ -333,3 +333,53 @@ def test_a_steered_message_reaches_the_running_turn_at_its_next_model_call(
         "echo: plan a trip",
         "make it Lisbon",
     ]
+
+
+class MeteredEcho:
+    """Echo with a latency that reports ``(prompt messages, reply characters)`` as usage."""
+
+    name = "metered-echo"
+
+    def __init__(self, latency_s: float) -> None:
+        self._echo = EchoProvider(latency_s)
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+        reply = ""
+        async for delta in self._echo.stream(request):
+            reply += delta
+            yield delta
+        request.usage.add(len(request.messages), len(reply))
+
+
+def test_a_steered_run_reports_the_usage_of_all_its_model_calls_and_stores_it(
+    tmp_path: Path,
+) -> None:
+    async def scenario(engine: Engine, events: list[Event]) -> None:
+        first = await engine.submit(SubmitRequest(KEY, "plan a trip"))
+        started = asyncio.Event()
+        engine.events.subscribe(lambda e: started.set() if e.kind is EventKind.STARTED else None)
+        await started.wait()
+        steer = await engine.submit(SubmitRequest(KEY, "make it Lisbon", mode=QueueMode.STEER))
+        one, two = await first.outcome, await steer.outcome
+        # Call 1: 1 message, "echo: plan a trip"; call 2: 3 messages, "echo: make it Lisbon".
+        usage = Usage(1 + 3, len("echo: plan a trip") + len("echo: make it Lisbon"))
+        assert one.usage == two.usage == usage
+        stored = await engine.store.get_turn(steer.turn_id)
+        assert stored is not None
+        assert stored.usage == usage
+        assert stored.outcome() == two
+
+    run_engine(tmp_path, MeteredEcho(1.0), scenario)
+
+
+def test_a_turn_whose_provider_reports_no_usage_has_none(tmp_path: Path) -> None:
+    async def scenario(engine: Engine, events: list[Event]) -> None:
+        ticket = await engine.submit(SubmitRequest(KEY, "hi"))
+        outcome = await ticket.outcome
+        assert outcome.reply == "echo: hi"
+        assert outcome.usage is None
+        stored = await engine.store.get_turn(ticket.turn_id)
+        assert stored is not None
+        assert stored.outcome() == outcome
+
+    run_engine(tmp_path, RecordingProvider(0.1), scenario)

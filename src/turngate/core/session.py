@@ -30,7 +30,7 @@ from turngate.core.effects import (
 )
 from turngate.core.lease import Lease, LeaseState, LeaseTerms
 from turngate.core.queue import Batch, QueueMode, SessionQueue
-from turngate.core.turn import AbortReason, Outcome, Turn, TurnEvent, TurnState
+from turngate.core.turn import AbortReason, Outcome, Turn, TurnEvent, TurnState, Usage
 from turngate.errors import ErrorCode
 from turngate.types import Epoch, MonotonicS, RunId
 
@@ -49,10 +49,12 @@ class RunReplied:
 
     ``exchange`` is the transcript the run produced, when it is more than its turns' messages
     followed by the reply (a steered run: question, answer, steered message, answer).
+    ``usage`` is what its model calls used, summed; None when no provider reported any.
     """
 
     reply: str
     exchange: tuple[tuple[str, str], ...] = ()
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +337,13 @@ class SessionCore:
     def _outcome(self, turn: Turn, active: ActiveRun, result: RunResult) -> Outcome:
         if isinstance(result, RunReplied):
             turn.advance(TurnEvent.REPLY)
-            return Outcome(turn.turn_id, TurnState.REPLIED, active.run_id, reply=result.reply)
+            return Outcome(
+                turn.turn_id,
+                TurnState.REPLIED,
+                active.run_id,
+                reply=result.reply,
+                usage=result.usage,
+            )
         if isinstance(result, RunFailed):
             turn.advance(TurnEvent.FAIL)
             return Outcome(

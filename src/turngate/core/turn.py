@@ -97,11 +97,43 @@ class AbortReason(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """The tokens a run's model calls used, as the provider counted them.
+
+    It lives in the core, not with the providers, because outcomes carry it and the core
+    imports nothing outside itself; :mod:`turngate.providers.base` re-exports it.
+    """
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_tokens", "completion_tokens"):
+            value = getattr(self, name)
+            # bool is an int to Python, never a count.
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name}: a count of tokens is an int >= 0, got {value!r}")
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt and completion tokens together."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """The one terminal result of a turn, as recorded and delivered.
 
     ``run_id`` names the run that served the turn: the turn's own id, or, for a message merged
-    into another turn (``collect``), the id of the turn that absorbed it.
+    into another turn (``collect``), the id of the turn that absorbed it. ``usage`` is that
+    run's token usage, when its provider reported any: every turn a run served carries the
+    whole run's usage (a merged turn shares it), since the tokens cannot be split by message.
     """
 
     turn_id: TurnId
@@ -110,6 +142,7 @@ class Outcome:
     reply: str | None = None
     code: ErrorCode | None = None
     message: str = ""
+    usage: Usage | None = None
 
     def __post_init__(self) -> None:
         if not self.state.is_terminal:

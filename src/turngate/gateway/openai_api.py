@@ -26,6 +26,12 @@ shapes differ. What a client should know:
   nothing to send (its turn is queued behind another, or the model is thinking), it sends an
   SSE comment, ``: keep-alive``, every ``SSE_KEEPALIVE_S``, so that proxies and clients do
   not time it out; clients ignore comments.
+- ``usage`` is the run's token usage as its provider reported it (a fallback chain counts
+  the model that answered; a steered run, all its model calls; a merged turn, the whole run
+  it shares). When the provider reported none (the offline echo model, a server that does
+  not tell), the counts are zeros: OpenAI clients expect the key. A stream ends with a chunk
+  that has ``choices: []`` and ``usage`` when the request asks for it with
+  ``stream_options: {"include_usage": true}``, as OpenAI's does.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from starlette.routing import Route
 
 from turngate.config import GatewayConfig
 from turngate.core.keys import SEGMENT_LEN_MAX, SessionKey, parse_session_key
-from turngate.core.turn import Outcome, TurnState
+from turngate.core.turn import Outcome, TurnState, Usage
 from turngate.errors import (
     ErrorCode,
     InvalidFieldError,
@@ -98,6 +104,14 @@ class ChatMessageIn(BaseModel):
     content: Any = None
 
 
+class StreamOptions(BaseModel):
+    """``stream_options``: only ``include_usage`` is read."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    include_usage: StrictBool | None = None
+
+
 class ChatCompletionsBody(BaseModel):
     """``POST /v1/chat/completions``: the fields turngate reads (others are ignored)."""
 
@@ -106,6 +120,7 @@ class ChatCompletionsBody(BaseModel):
     model: StrictStr
     messages: Annotated[list[ChatMessageIn], Field(min_length=1, max_length=MESSAGES_MAX)]
     stream: StrictBool | None = None
+    stream_options: StreamOptions | None = None
     user: StrictStr | None = None
 
 
@@ -169,8 +184,9 @@ async def _chat_completions(request: Request) -> Response:
     )
     created = int(engine.clock.wall())
     if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _sse(ticket, body.model, created),
+            _sse(ticket, body.model, created, include_usage=include_usage),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -195,7 +211,7 @@ async def _chat_completions(request: Request) -> Response:
                     "finish_reason": "stop",
                 }
             ],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "usage": usage_body(outcome.usage),
         }
     )
 
@@ -318,6 +334,17 @@ def _text_of(content: Any, field: str) -> str:
 # -- answers ----------------------------------------------------------------------------------
 
 
+def usage_body(usage: Usage | None) -> dict[str, int]:
+    """OpenAI's ``usage`` object; zeros when the provider reported no usage."""
+    if usage is None:
+        return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
 async def _outcome(ticket: Ticket) -> Outcome:
     """The ticket's outcome, waited for up to its deadline plus a margin.
 
@@ -345,8 +372,13 @@ def _no_outcome(ticket: Ticket) -> UnavailableError:
     )
 
 
-async def _sse(ticket: Ticket, model: str, created: int) -> AsyncIterator[str]:
+async def _sse(
+    ticket: Ticket, model: str, created: int, *, include_usage: bool = False
+) -> AsyncIterator[str]:
     """The server-sent events of a streamed completion (see the module docstring).
+
+    With ``include_usage``, every chunk has ``usage: null`` and the last, after the one
+    with the ``finish_reason``, has ``choices: []`` and the usage (OpenAI's rule).
 
     Each wait sits under the deadline on its own, never around a ``yield``, so the timeout
     fires in a wait of this generator and never inside the response's send. A wait that
@@ -358,6 +390,8 @@ async def _sse(ticket: Ticket, model: str, created: int) -> AsyncIterator[str]:
         "created": created,
         "model": model,
     }
+    if include_usage:
+        frame["usage"] = None
 
     def chunk(delta: dict[str, str], finish_reason: str | None = None) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
@@ -413,6 +447,8 @@ async def _sse(ticket: Ticket, model: str, created: int) -> AsyncIterator[str]:
     elif len(outcome.reply) > len(sent):
         yield chunk({"content": outcome.reply[len(sent) :]})
     yield chunk({}, "stop")
+    if include_usage:
+        yield _event({**frame, "choices": [], "usage": usage_body(outcome.usage)})
     yield DONE
 
 

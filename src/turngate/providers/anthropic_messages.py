@@ -8,12 +8,19 @@ A reply counts only when the stream reached ``message_stop`` and had text; a str
 ends, an answer that is not an event stream, and events of the wrong shape are provider
 errors (see :mod:`~turngate.providers.http_call`). The SDK builds events without validating
 them, so the fields read here are checked one by one.
+
+Token usage comes in ``message_start`` (``message.usage``) and ``message_delta`` (``usage``),
+whose counts are running totals: the last value of each counter is the call's. The prompt's
+tokens are ``input_tokens`` plus the cache's (``cache_creation_input_tokens``,
+``cache_read_input_tokens``), as OpenAI's ``prompt_tokens`` counts cached tokens too. A count
+that cannot be read is ignored: usage is a report, never a reason to lose a finished reply.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeGuard
 
 import anthropic
 import httpx2
@@ -21,7 +28,7 @@ from anthropic.types import MessageParam
 
 from turngate.config import ProviderConfig
 from turngate.errors import ProviderError
-from turngate.providers.base import ChatMessage, ProviderRequest
+from turngate.providers.base import ChatMessage, ProviderRequest, Usage
 from turngate.providers.http_call import (
     END,
     CallDeadlines,
@@ -99,6 +106,9 @@ class AnthropicProvider:
                         deadlines.token_arrived()
                         yield text
                 answer.check(self.name)
+                # Reported only for a finished answer: a failed call's count is not the
+                # reply's (and the fallback chain counts attempts apart anyway).
+                request.usage.add_usage(answer.usage())
         except (anthropic.AnthropicError, httpx2.RequestError) as exc:
             # `from None`: the SDK's exception may carry what the server echoed; the
             # translated message is the one that travels.
@@ -141,14 +151,24 @@ class AnthropicProvider:
 
 _NO_FIELD = object()
 """What ``getattr`` gives for a field an event does not have at all."""
+USAGE_COUNTERS = (
+    "input_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "output_tokens",
+)
+"""The counters of an event's ``usage`` that make up a call's :class:`Usage`."""
 
 
 @dataclass
 class _Answer:
-    """What the stream has said so far: whether it had text, and whether it stopped."""
+    """What the stream has said so far: whether it had text, whether it stopped, and the
+    usage it reported."""
 
     has_text: bool = False
     stopped: bool = False
+    counters: dict[str, int] = field(default_factory=dict)
+    """The last value of each usage counter the stream reported (they are running totals)."""
 
     def take(self, label: str, event: object) -> str | None:
         """Note ``event``; its text, if any, to pass on.
@@ -164,7 +184,10 @@ class _Answer:
             text = _text(label, getattr(event, "delta", None))
             self.has_text = self.has_text or bool(text)
             return text
-        if kind == "message_delta":
+        if kind == "message_start":
+            self._note_usage(getattr(getattr(event, "message", None), "usage", None))
+        elif kind == "message_delta":
+            self._note_usage(getattr(event, "usage", None))
             stop_reason = getattr(getattr(event, "delta", None), "stop_reason", _NO_FIELD)
             if stop_reason is _NO_FIELD or not isinstance(stop_reason, str | None):
                 raise bad_response(label, "a message_delta without a stop_reason")
@@ -180,6 +203,30 @@ class _Answer:
         check_finished(
             label, finished=self.stopped, has_text=self.has_text, stop_signal="message_stop"
         )
+
+    def usage(self) -> Usage | None:
+        """The call's usage; None if the stream reported neither input nor output tokens."""
+        if "input_tokens" not in self.counters and "output_tokens" not in self.counters:
+            return None
+        c = self.counters
+        prompt = (
+            c.get("input_tokens", 0)
+            + c.get("cache_creation_input_tokens", 0)
+            + c.get("cache_read_input_tokens", 0)
+        )
+        return Usage(prompt, c.get("output_tokens", 0))
+
+    def _note_usage(self, usage: object) -> None:
+        for name in USAGE_COUNTERS:
+            # Counters a given event does not carry, or carries as null, keep their value.
+            value = getattr(usage, name, None)
+            if _is_count(value):
+                self.counters[name] = value
+
+
+def _is_count(value: object) -> TypeGuard[int]:
+    # bool is an int to Python, never a count.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _text(label: str, delta: object) -> str | None:

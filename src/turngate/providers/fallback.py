@@ -21,6 +21,12 @@ chain raises ``empty_response`` for it, a ProviderResponseError, whatever kind o
 is. Once a model's text has gone out, though, no failure is retried or handed to the next
 model: that would splice a second answer onto the first, so the turn fails with the error.
 
+Token usage: each attempt reports into a meter of its own, and only the attempt whose reply
+was delivered adds its usage to the request's. A failed attempt was billed too, but what it
+reports is neither whole (a stream cut off mid-way never sends its usage) nor about the
+reply the client gets; the usage a client sees is that of the answer it got, as from the
+model directly.
+
 The backoff is exponential with full jitter, ``uniform(0, retry_backoff_s * 2**attempt)``,
 or the provider's own ``Retry-After`` when it sent one, capped at :data:`BACKOFF_MAX_S`. The
 sleeps are ``asyncio.sleep`` (the simulator's virtual clock drives them) and the jitter
@@ -34,7 +40,7 @@ import enum
 import logging
 import random
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 from turngate.errors import (
@@ -44,7 +50,7 @@ from turngate.errors import (
     ProviderRejectedError,
     ProviderResponseError,
 )
-from turngate.providers.base import Provider, ProviderRequest, closing
+from turngate.providers.base import Provider, ProviderRequest, UsageMeter, closing
 
 log = logging.getLogger("turngate.providers")
 
@@ -128,8 +134,10 @@ class FallbackChain:
         for index, link in enumerate(self.links):
             for attempt in range(link.max_retries + 1):
                 streamed = False
+                # Its own meter: a failed attempt's usage never counts (module docstring).
+                attempt_request = replace(request, usage=UsageMeter())
                 try:
-                    async with closing(link.provider.stream(request)) as deltas:
+                    async with closing(link.provider.stream(attempt_request)) as deltas:
                         async for delta in deltas:
                             streamed = streamed or bool(delta)
                             yield delta
@@ -138,6 +146,7 @@ class FallbackChain:
                             f"{link.ref}: the model finished without any text",
                             code=ErrorCode.EMPTY_RESPONSE,
                         )
+                    request.usage.add_usage(attempt_request.usage.total())
                     return
                 except ProviderError as exc:
                     if streamed:

@@ -8,21 +8,32 @@ A reply counts only when a ``finish_reason`` says the model finished it and it h
 stream that just ends, an answer that is not an event stream, and chunks of the wrong shape
 are provider errors (see :mod:`~turngate.providers.http_call`). The SDK builds chunks without
 validating them, so each is read field by field here rather than trusted.
+
+Token usage: each call asks for it (``stream_options.include_usage``), and the stream's last
+chunk (``choices == []``) carries it. OpenAI, vLLM, llama.cpp, Ollama and Groq honour the
+option, and servers that do not know it mostly ignore it (then no usage is reported). A few
+refuse it (older Azure OpenAI API versions, strict servers: a 400 or 422 naming
+``stream_options``); the provider then sends the call again without it, once, and no longer
+asks for usage. Usage that cannot be read is ignored: it is a report, never a reason to lose
+a finished reply.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import httpx2
 import openai
-from openai.types.chat import ChatCompletionMessageParam
+from openai import AsyncStream
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
 from turngate.config import ProviderConfig
 from turngate.errors import ProviderError
-from turngate.providers.base import ChatMessage, ProviderRequest
+from turngate.providers.base import ChatMessage, ProviderRequest, Usage
 from turngate.providers.http_call import (
     END,
     CallDeadlines,
@@ -42,6 +53,11 @@ NO_API_KEY = "no-key"
 """Sent when no key is configured (local servers ignore it). The SDK refuses an empty key
 and, given none, would read ``OPENAI_API_KEY`` and send a real OpenAI key to whatever server
 this is."""
+STREAM_OPTIONS_PARAM = "stream_options"
+"""The request parameter that asks for usage; a refusal that names it is not the call's."""
+OPTION_REFUSED_STATUSES = (400, 422)
+
+log = logging.getLogger("turngate.providers")
 
 
 class OpenAICompatProvider:
@@ -52,6 +68,8 @@ class OpenAICompatProvider:
         self.model = model
         self.name = f"{config.id}/{model}"
         self._api_key = api_key
+        self.asks_usage = True
+        """False once the server refused ``stream_options``: later calls go without it."""
         self._client = openai.AsyncOpenAI(
             # Explicit, so that OPENAI_BASE_URL in the environment cannot redirect the calls.
             base_url=config.base_url or OPENAI_BASE_URL,
@@ -80,14 +98,7 @@ class OpenAICompatProvider:
         )
         try:
             async with deadlines.bounded():
-                chunks = await self._client.chat.completions.create(
-                    model=self.model,
-                    messages=[_message(m) for m in request.messages],
-                    # max_completion_tokens, not max_tokens: OpenAI's reasoning models refuse
-                    # the latter, and compatible servers that lack the former ignore it.
-                    max_completion_tokens=self.config.max_tokens,
-                    stream=True,
-                )
+                chunks = await self._create(request)
             # The stream is closed on every way out, cancellation included, so that an
             # aborted turn hangs up on the server instead of leaving it generating.
             async with chunks:
@@ -99,15 +110,51 @@ class OpenAICompatProvider:
                         chunk = await next_event(self.name, chunks)
                     if chunk is END:
                         break
+                    answer.usage = _usage(chunk) or answer.usage
                     for choice in _choices(self.name, chunk):
                         if text := answer.take(self.name, choice):
                             deadlines.token_arrived()
                             yield text
                 answer.check(self.name, self._api_key)
+                # Reported only for a finished answer: a failed call's count is not the
+                # reply's (and the fallback chain counts attempts apart anyway).
+                request.usage.add_usage(answer.usage)
         except (openai.OpenAIError, httpx2.RequestError) as exc:
             # `from None`: the SDK's exception may carry what the server echoed (a key, the
             # prompt); the translated message is the one that travels.
             raise self.translate(exc) from None
+
+    async def _create(self, request: ProviderRequest) -> AsyncStream[ChatCompletionChunk]:
+        """Start the streamed call; without ``stream_options`` if the server refuses it."""
+        messages = [_message(m) for m in request.messages]
+        try:
+            return await self._client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                # max_completion_tokens, not max_tokens: OpenAI's reasoning models refuse
+                # the latter, and compatible servers that lack the former ignore it.
+                max_completion_tokens=self.config.max_tokens,
+                stream=True,
+                stream_options={"include_usage": True} if self.asks_usage else openai.omit,
+            )
+        except openai.APIStatusError as exc:
+            if not (self.asks_usage and _refuses_stream_options(exc)):
+                raise
+        # The refusal was of the option, not of the call: no text went out, so sending the
+        # call again is safe; once, since the next attempt no longer carries the option.
+        self.asks_usage = False
+        log.warning(
+            "%s refused %s; calls go without it, and its token usage is not reported",
+            self.name,
+            STREAM_OPTIONS_PARAM,
+            extra={"run_id": request.run_id, "session_key": request.session_key},
+        )
+        return await self._client.chat.completions.create(
+            model=self.model,
+            messages=messages,
+            max_completion_tokens=self.config.max_tokens,
+            stream=True,
+        )
 
     def translate(self, exc: openai.OpenAIError | httpx2.RequestError) -> ProviderError:
         """The one place an ``openai`` SDK (or transport) exception becomes a turngate error."""
@@ -158,11 +205,14 @@ class _Choice:
 
 @dataclass
 class _Answer:
-    """What the stream has said so far: whether it had text, its refusal, how it finished."""
+    """What the stream has said so far: whether it had text, its refusal, how it finished,
+    and the last usage it reported (servers that report usage on every chunk, as vLLM can,
+    report running totals, so the last one is the call's)."""
 
     has_text: bool = False
     refusal: str = ""
     finish_reason: str | None = None
+    usage: Usage | None = None
 
     def take(self, label: str, choice: _Choice) -> str | None:
         """Note ``choice``; its text, if any, to pass on."""
@@ -216,6 +266,46 @@ def _choice(label: str, choice: object) -> _Choice:
         if value is not None and not isinstance(value, str):
             raise bad_response(label, f"a choice whose {name} is not text")
     return _Choice(content, refusal, finish_reason)
+
+
+def _usage(chunk: object) -> Usage | None:
+    """The chunk's ``usage``, if it has one that reads as token counts; else None."""
+    usage = getattr(chunk, "usage", None)
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
+    if _is_count(prompt) and _is_count(completion):
+        return Usage(prompt, completion)
+    return None
+
+
+def _is_count(value: object) -> TypeGuard[int]:
+    # bool is an int to Python, never a count.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _refuses_stream_options(exc: openai.APIStatusError) -> bool:
+    """True for a refusal of the ``stream_options`` parameter itself (the server does not
+    know it), as opposed to a refusal of the call.
+
+    Read from the error's own fields only (its ``param``, its ``message``, or the ``loc`` of
+    a FastAPI-style ``detail``), never from the whole body: some servers echo the request
+    in their errors, and the request always names ``stream_options``.
+    """
+    if exc.status_code not in OPTION_REFUSED_STATUSES or not isinstance(exc.body, dict):
+        return False
+    body = exc.body
+    message = body.get("message")
+    if body.get("param") == STREAM_OPTIONS_PARAM or (
+        isinstance(message, str) and STREAM_OPTIONS_PARAM in message
+    ):
+        return True
+    detail = body.get("detail")
+    return isinstance(detail, list) and any(
+        isinstance(item, dict)
+        and isinstance(item.get("loc"), list)
+        and STREAM_OPTIONS_PARAM in item["loc"]
+        for item in detail
+    )
 
 
 def _own_message(exc: openai.APIError) -> str:

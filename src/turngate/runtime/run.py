@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from turngate.core.session import RunFailed, RunReplied, RunResult
 from turngate.core.turn import Turn
 from turngate.errors import ErrorCode, ProviderError
-from turngate.providers.base import ChatMessage, Provider, ProviderRequest, Role, closing
+from turngate.providers.base import (
+    ChatMessage,
+    Provider,
+    ProviderRequest,
+    Role,
+    UsageMeter,
+    closing,
+)
 from turngate.store.base import Store
 from turngate.types import Epoch, RunId
 
@@ -124,8 +131,11 @@ async def _call_model(
     messages.extend(ChatMessage("user", turn.message) for turn in spec.turns)
     exchange = [("user", turn.message) for turn in spec.turns]
     replies: list[str] = []
+    # One meter for every model call of the run: a steered run's usage is the sum of its
+    # calls', as each call is billed for its whole prompt.
+    usage = UsageMeter()
     while True:
-        request = ProviderRequest(spec.session_key, spec.run_id, tuple(messages))
+        request = ProviderRequest(spec.session_key, spec.run_id, tuple(messages), usage)
         chunks: list[str] = []
         # aclosing: the model call is closed here and now on every exit, not at collection.
         async with closing(provider.stream(request)) as deltas:
@@ -143,7 +153,7 @@ async def _call_model(
         messages.extend(ChatMessage("user", turn.message) for turn in steered)
         exchange.extend(("user", turn.message) for turn in steered)
         on_progress(RunProgress(spec.run_id, spec.epoch, STEER_SEPARATOR))
-    return RunReplied(STEER_SEPARATOR.join(replies), tuple(exchange))
+    return RunReplied(STEER_SEPARATOR.join(replies), tuple(exchange), usage.total())
 
 
 def _role(role: str) -> Role:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from turngate.core.turn import Outcome, TurnState
+from turngate.core.turn import Outcome, TurnState, Usage
 from turngate.errors import ErrorCode
 from turngate.types import Epoch, RunId, TurnId, WallS
 
@@ -52,6 +52,8 @@ class TurnRecord:
     """Who produced the turn: ``direct`` (a client), ``heartbeat``, ``cron``, ``recovery``."""
     delivery: str | None = None
     """For lane turns: what became of the reply (``stored``, ``suppressed``, ...)."""
+    usage: Usage | None = None
+    """The token usage of the run that replied, when its provider reported any."""
 
     def outcome(self) -> Outcome | None:
         """The turn's outcome if it has ended, else None."""
@@ -64,6 +66,7 @@ class TurnRecord:
             reply=self.reply,
             code=self.error_code,
             message=self.error_message or "",
+            usage=self.usage,
         )
 
 

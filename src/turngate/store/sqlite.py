@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
-from turngate.core.turn import Outcome, TurnState
+from turngate.core.turn import Outcome, TurnState, Usage
 from turngate.errors import (
     ErrorCode,
     StaleEpochError,
@@ -33,7 +33,11 @@ from turngate.store.base import (
 )
 from turngate.types import Epoch, RunId, TurnId, WallS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""The schema this code writes, kept in ``PRAGMA user_version``. 1: the first. 2: ``turns``
+gains ``prompt_tokens`` and ``completion_tokens`` (null when the provider reported no usage,
+and for turns recorded before). Opening a version-1 file for writing adds them; a read-only
+open reads a version-1 file as it is, each turn's usage unknown."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -63,7 +67,9 @@ CREATE TABLE IF NOT EXISTS turns (
     error_code TEXT,
     error_message TEXT,
     lane TEXT NOT NULL DEFAULT 'direct',
-    delivery TEXT
+    delivery TEXT,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER
 );
 CREATE INDEX IF NOT EXISTS turns_by_session ON turns(session_key, seq);
 CREATE INDEX IF NOT EXISTS turns_open ON turns(state)
@@ -91,10 +97,15 @@ CREATE TABLE IF NOT EXISTS cron_jobs (
 );
 """
 
-_TURN_COLUMNS = (
+_TURN_COLUMNS_V1 = (
     "turn_id, session_key, message, queue_mode, state, accepted_wall, timeout_s, seq, attempts,"
     " run_id, epoch, started_wall, ended_wall, reply, error_code, error_message, lane, delivery"
 )
+_TURN_COLUMNS_ADDED = (("prompt_tokens", "INTEGER"), ("completion_tokens", "INTEGER"))
+"""Columns of ``turns`` added since version 1, with their declarations (all nullable)."""
+_TURN_COLUMNS = _TURN_COLUMNS_V1 + "".join(f", {name}" for name, _ in _TURN_COLUMNS_ADDED)
+_TURN_COLUMNS_OF_V1_FILE = _TURN_COLUMNS_V1 + ", NULL" * len(_TURN_COLUMNS_ADDED)
+"""What a read-only open of a version-1 file selects: the added columns read as unknown."""
 _OPEN_STATES = ("accepted", "queued", "running")
 
 
@@ -131,6 +142,8 @@ class SqliteStore:
         self._readonly = readonly
         self._factory = connection_factory
         self._db: sqlite3.Connection | None = None
+        self._turn_columns = _TURN_COLUMNS
+        """What a turn's SELECT reads (a read-only open of an older file lacks columns)."""
         self._group: _GroupCommit | None = None
         self._write_failure: str | None = None
         self._write_failures = 0
@@ -284,8 +297,17 @@ class SqliteStore:
 
     async def open(self) -> None:
         if self._readonly:
-            self._db = self._connect(f"{self.path.as_uri()}?mode=ro", uri=True)
-            self._check_version(self._db)
+            db = self._connect(f"{self.path.as_uri()}?mode=ro", uri=True)
+            self._check_version(db)
+            try:
+                columns = _turn_columns_of(db)
+            except sqlite3.Error as exc:
+                db.close()
+                raise storage_error(self.path, exc, "read its schema") from None
+            # Read-only: an older file is read as it is, never migrated.
+            if not all(name in columns for name, _ in _TURN_COLUMNS_ADDED):
+                self._turn_columns = _TURN_COLUMNS_OF_V1_FILE
+            self._db = db
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -299,6 +321,7 @@ class SqliteStore:
             db.execute(f"PRAGMA synchronous={self._durability.upper()}")
             db.execute("PRAGMA foreign_keys=ON")
             self._check_version(db)
+            _migrate(db)
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except StoreError:
@@ -363,7 +386,7 @@ class SqliteStore:
     async def accept_turn(self, record: TurnRecord) -> TurnRecord | None:
         async with self._write("store the turn") as db:
             row = db.execute(
-                f"SELECT {_TURN_COLUMNS} FROM turns WHERE turn_id = ?", (record.turn_id,)
+                f"SELECT {self._turn_columns} FROM turns WHERE turn_id = ?", (record.turn_id,)
             ).fetchone()
             if row is not None:
                 existing: TurnRecord | None = self._turn(row)
@@ -398,7 +421,9 @@ class SqliteStore:
 
     async def get_turn(self, turn_id: TurnId) -> TurnRecord | None:
         row = self._row(
-            "read a turn", f"SELECT {_TURN_COLUMNS} FROM turns WHERE turn_id = ?", (turn_id,)
+            "read a turn",
+            f"SELECT {self._turn_columns} FROM turns WHERE turn_id = ?",
+            (turn_id,),
         )
         return None if row is None else self._turn(row)
 
@@ -480,7 +505,7 @@ class SqliteStore:
     def _record_outcomes(db: sqlite3.Connection, outcomes: Sequence[Outcome], at: WallS) -> None:
         db.executemany(
             "UPDATE turns SET state = ?, run_id = ?, reply = ?, error_code = ?,"
-            " error_message = ?, ended_wall = ?"
+            " error_message = ?, ended_wall = ?, prompt_tokens = ?, completion_tokens = ?"
             " WHERE turn_id = ? AND state IN ('accepted', 'queued', 'running')",
             [
                 (
@@ -490,6 +515,8 @@ class SqliteStore:
                     None if o.code is None else o.code.value,
                     o.message or None,
                     at,
+                    None if o.usage is None else o.usage.prompt_tokens,
+                    None if o.usage is None else o.usage.completion_tokens,
                     o.turn_id,
                 )
                 for o in outcomes
@@ -507,7 +534,7 @@ class SqliteStore:
                 " epoch = NULL, started_wall = NULL WHERE state = 'running'"
             )
             rows = db.execute(
-                f"SELECT {_TURN_COLUMNS} FROM turns WHERE state IN (?, ?, ?) ORDER BY seq",
+                f"SELECT {self._turn_columns} FROM turns WHERE state IN (?, ?, ?) ORDER BY seq",
                 _OPEN_STATES,
             ).fetchall()
         return [self._turn(row) for row in rows]
@@ -567,7 +594,8 @@ class SqliteStore:
     async def session_turns(self, session_key: str, limit: int) -> list[TurnRecord]:
         rows = self._rows(
             "read a session's turns",
-            f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_key = ? ORDER BY seq DESC LIMIT ?",
+            f"SELECT {self._turn_columns} FROM turns WHERE session_key = ?"
+            " ORDER BY seq DESC LIMIT ?",
             (session_key, limit),
         )
         return [self._turn(row) for row in reversed(rows)]
@@ -596,6 +624,8 @@ class SqliteStore:
             error_message,
             lane,
             delivery,
+            prompt_tokens,
+            completion_tokens,
         ) = row
         return TurnRecord(
             turn_id=str(turn_id),
@@ -617,6 +647,11 @@ class SqliteStore:
             error_message=None if error_message is None else str(error_message),
             lane=str(lane),
             delivery=None if delivery is None else str(delivery),
+            usage=(
+                None
+                if prompt_tokens is None or completion_tokens is None
+                else Usage(int(prompt_tokens), int(completion_tokens))
+            ),
         )
 
 
@@ -628,6 +663,42 @@ _SESSION_SELECT = (
     "  AND t.state IN ('accepted', 'queued', 'running'))"
     " FROM sessions s"
 )
+
+
+def _turn_columns_of(db: sqlite3.Connection) -> set[str]:
+    """The columns the file's ``turns`` table has (none when it has no such table)."""
+    return {str(row[1]) for row in db.execute("PRAGMA table_info(turns)")}
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a file made by an older turngate to this schema, keeping its data.
+
+    Decided by the columns present rather than by the version alone, so that a migration cut
+    short (or a file whose version was written by hand) is finished, not repeated. A file
+    that needs nothing sees no write at all; one that does is changed in one immediate
+    transaction, so that two processes opening it at once do not both add a column.
+    """
+    if not _columns_missing(db):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for name, declaration in _columns_missing(db):
+            db.execute(f"ALTER TABLE turns ADD COLUMN {name} {declaration}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
+
+
+def _columns_missing(db: sqlite3.Connection) -> list[tuple[str, str]]:
+    """The added columns an older file's ``turns`` lacks; none for a new file (no table yet:
+    the schema script makes it whole)."""
+    present = _turn_columns_of(db)
+    if not present:
+        return []
+    return [(name, decl) for name, decl in _TURN_COLUMNS_ADDED if name not in present]
 
 
 _BUG_CLASSES = (

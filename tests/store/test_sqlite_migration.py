@@ -1,0 +1,225 @@
+"""The SQLite file across versions: a file an older turngate wrote opens with its data intact,
+for writing (migrated in place) and read-only (as it is); token usage is stored with each
+outcome and read back."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from turngate.core.turn import Outcome, TurnState, Usage
+from turngate.errors import ErrorCode, StoreError
+from turngate.store.base import TurnRecord
+from turngate.store.sqlite import SCHEMA_VERSION, SqliteStore
+
+KEY = "agent:main:main"
+
+V1_SCHEMA = """
+CREATE TABLE sessions (
+    key TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    lease_run_id TEXT,
+    lease_granted_wall REAL,
+    created_wall REAL NOT NULL,
+    updated_wall REAL NOT NULL
+);
+CREATE TABLE turns (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    turn_id TEXT NOT NULL UNIQUE,
+    session_key TEXT NOT NULL REFERENCES sessions(key),
+    message TEXT NOT NULL,
+    queue_mode TEXT NOT NULL,
+    state TEXT NOT NULL,
+    accepted_wall REAL NOT NULL,
+    timeout_s REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    run_id TEXT,
+    epoch INTEGER,
+    started_wall REAL,
+    ended_wall REAL,
+    reply TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    lane TEXT NOT NULL DEFAULT 'direct',
+    delivery TEXT
+);
+CREATE INDEX turns_by_session ON turns(session_key, seq);
+CREATE INDEX turns_open ON turns(state) WHERE state IN ('accepted', 'queued', 'running');
+CREATE TABLE transcript (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_key TEXT NOT NULL REFERENCES sessions(key),
+    role TEXT NOT NULL,
+    text TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    at_wall REAL NOT NULL
+);
+CREATE INDEX transcript_by_session ON transcript(session_key, seq);
+CREATE TABLE probe (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE cron_jobs (
+    job_id TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    schedule TEXT NOT NULL,
+    next_fire_wall REAL NOT NULL,
+    last_fire_wall REAL
+);
+"""
+"""The schema turngate wrote as version 1, frozen here: what old state dirs hold."""
+
+
+def version_1_file(path: Path) -> Path:
+    """A version-1 file as turngate 1 left it: one replied turn, one failed, one queued."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(V1_SCHEMA)
+        db.execute(
+            "INSERT INTO sessions (key, agent_id, epoch, created_wall, updated_wall)"
+            " VALUES (?, 'main', 2, 1.0, 3.0)",
+            (KEY,),
+        )
+        db.executemany(
+            "INSERT INTO turns (turn_id, session_key, message, queue_mode, state, accepted_wall,"
+            " timeout_s, run_id, epoch, reply, error_code, error_message, ended_wall)"
+            " VALUES (?, ?, ?, 'followup', ?, ?, 60.0, ?, ?, ?, ?, ?, ?)",
+            [
+                ("t1", KEY, "hi", "replied", 1.0, "t1", 1, "echo: hi", None, None, 1.5),
+                ("t2", KEY, "boom", "failed", 2.0, "t2", 2, None, "provider_error", "x", 2.5),
+                ("t3", KEY, "later", "queued", 3.0, None, None, None, None, None, None),
+            ],
+        )
+        db.executemany(
+            "INSERT INTO transcript (session_key, role, text, run_id, epoch, at_wall)"
+            " VALUES (?, ?, ?, 't1', 1, 1.5)",
+            [(KEY, "user", "hi"), (KEY, "assistant", "echo: hi")],
+        )
+        db.execute("PRAGMA user_version=1")
+    finally:
+        db.close()
+    return path
+
+
+def user_version(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+def turn_columns(path: Path) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        return {str(row[1]) for row in db.execute("PRAGMA table_info(turns)")}
+    finally:
+        db.close()
+
+
+async def assert_version_1_data_intact(store: SqliteStore) -> None:
+    """The turns and transcript of :func:`version_1_file`, read through ``store``."""
+    replied, failed, queued = await store.session_turns(KEY, 10)
+    assert replied.outcome() == Outcome("t1", TurnState.REPLIED, "t1", reply="echo: hi")
+    assert failed.outcome() == Outcome(
+        "t2", TurnState.FAILED, "t2", code=ErrorCode.PROVIDER_ERROR, message="x"
+    )
+    assert (queued.turn_id, queued.state, queued.outcome()) == ("t3", TurnState.QUEUED, None)
+    assert [t.usage for t in (replied, failed, queued)] == [None, None, None]
+    assert await store.get_turn("t1") == replied
+    transcript = await store.transcript(KEY, 10)
+    assert [(e.role, e.text) for e in transcript] == [("user", "hi"), ("assistant", "echo: hi")]
+    session = await store.session(KEY)
+    assert session is not None
+    assert (session.epoch, session.turns_total, session.turns_open) == (2, 3, 1)
+
+
+@pytest.mark.asyncio
+async def test_a_version_1_file_is_migrated_on_open_and_keeps_every_turn(tmp_path: Path) -> None:
+    path = version_1_file(tmp_path / "turngate.db")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await assert_version_1_data_intact(store)
+        # The migrated file takes usage for the turn still open.
+        await store.start_run(KEY, "t3", 3, ["t3"], at=4.0)
+        outcome = Outcome("t3", TurnState.REPLIED, "t3", reply="echo: later", usage=Usage(8, 3))
+        await store.end_run(KEY, "t3", 3, [outcome], [("user", "later")], at=5.0)
+        stored = await store.get_turn("t3")
+        assert stored is not None
+        assert stored.outcome() == outcome
+    finally:
+        await store.close()
+    assert user_version(path) == SCHEMA_VERSION == 2
+    assert {"prompt_tokens", "completion_tokens"} <= turn_columns(path)
+    # A second open finds nothing to do.
+    again = SqliteStore(path)
+    await again.open()
+    try:
+        assert [t.usage for t in await again.session_turns(KEY, 10)] == [None, None, Usage(8, 3)]
+    finally:
+        await again.close()
+
+
+@pytest.mark.asyncio
+async def test_a_read_only_open_reads_a_version_1_file_as_it_is(tmp_path: Path) -> None:
+    path = version_1_file(tmp_path / "turngate.db")
+    store = SqliteStore(path, readonly=True)
+    await store.open()
+    try:
+        await assert_version_1_data_intact(store)
+    finally:
+        await store.close()
+    assert user_version(path) == 1
+    assert "prompt_tokens" not in turn_columns(path)
+
+
+@pytest.mark.asyncio
+async def test_a_file_of_a_newer_turngate_is_refused_naming_both_versions(tmp_path: Path) -> None:
+    path = version_1_file(tmp_path / "turngate.db")
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+    for readonly in (False, True):
+        with pytest.raises(StoreError) as caught:
+            await SqliteStore(path, readonly=readonly).open()
+        assert caught.value.message == (
+            f"store {path}: schema version {SCHEMA_VERSION + 1} is newer than this turngate"
+            f" understands ({SCHEMA_VERSION})"
+        )
+
+
+@pytest.mark.asyncio
+async def test_usage_is_stored_with_a_reply_and_unknown_usage_stays_unknown(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "turngate.db")
+    await store.open()
+    try:
+        for turn_id in ("a", "b"):
+            record = TurnRecord(
+                turn_id, KEY, "main", "hi", "followup", TurnState.ACCEPTED, 0.0, 60.0
+            )
+            assert await store.accept_turn(record) is None
+        await store.start_run(KEY, "a", 1, ["a", "b"], at=1.0)
+        usage = Usage(prompt_tokens=120, completion_tokens=7)
+        outcomes = [
+            Outcome("a", TurnState.REPLIED, "a", reply="echo: hi", usage=usage),
+            Outcome("b", TurnState.REPLIED, "a", reply="echo: hi", usage=usage),
+        ]
+        await store.end_run(KEY, "a", 1, outcomes, [("user", "hi")], at=2.0)
+        assert (
+            await store.accept_turn(
+                TurnRecord("c", KEY, "main", "hi", "followup", TurnState.ACCEPTED, 0.0, 60.0)
+            )
+            is None
+        )
+        await store.start_run(KEY, "c", 2, ["c"], at=3.0)
+        untold = Outcome("c", TurnState.REPLIED, "c", reply="echo: hi")
+        await store.end_run(KEY, "c", 2, [untold], [("user", "hi")], at=4.0)
+        stored = [await store.get_turn(turn_id) for turn_id in "abc"]
+        assert [r.outcome() if r else None for r in stored] == [*outcomes, untold]
+        assert [r.usage if r else None for r in stored] == [usage, usage, None]
+    finally:
+        await store.close()
