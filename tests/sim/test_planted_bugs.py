@@ -20,7 +20,7 @@ from turngate.core.lease import Lease, LeaseState
 from turngate.core.session import SessionCore
 from turngate.runtime.owner import SessionOwner
 from turngate.sim.runner import SimResult, run_seed
-from turngate.store.sqlite import SqliteStore, _GroupCommit
+from turngate.store.sqlite_commit import GroupCommits, _GroupCommit
 from turngate.types import Epoch, MonotonicS, RunId
 
 T = TypeVar("T")
@@ -94,18 +94,18 @@ def failed_commit_acknowledged(monkeypatch: pytest.MonkeyPatch) -> None:
     """A full disk: the group commit acknowledges its writers even when COMMIT failed (the
     issue's "ROLLBACK inside the callback" class: waiters told the wrong thing)."""
 
-    def commit(self: SqliteStore, group: _GroupCommit) -> None:
+    def commit(self: GroupCommits, group: _GroupCommit) -> None:
         if group.lost is not None:
             return
         if self._group is group:
             self._group = None
         with contextlib.suppress(sqlite3.Error):
-            self.db.execute("COMMIT")
+            self.connection.execute("COMMIT")
         for waiter in group.waiters:
             if not waiter.done():
                 waiter.set_result(None)
 
-    monkeypatch.setattr(SqliteStore, "_commit", commit)
+    monkeypatch.setattr(GroupCommits, "_commit", commit)
 
 
 @pytest.fixture

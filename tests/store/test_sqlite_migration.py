@@ -12,7 +12,8 @@ import pytest
 from turngate.core.turn import Outcome, TurnState, Usage
 from turngate.errors import ErrorCode, StoreError
 from turngate.store.base import TurnRecord
-from turngate.store.sqlite import SCHEMA_VERSION, SqliteStore
+from turngate.store.sqlite import SqliteStore
+from turngate.store.sqlite_schema import SCHEMA_VERSION
 
 KEY = "agent:main:main"
 

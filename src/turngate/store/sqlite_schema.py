@@ -1,0 +1,185 @@
+"""The SQLite file's shape: its tables, the columns a turn is read with, the migrations from
+older versions, and rows turned into records."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import suppress
+from typing import Any
+
+from turngate.core.turn import TurnState, Usage
+from turngate.errors import ErrorCode
+from turngate.store.base import TurnRecord
+
+SCHEMA_VERSION = 2
+"""The schema this code writes, kept in ``PRAGMA user_version``. 1: the first. 2: ``turns``
+gains ``prompt_tokens`` and ``completion_tokens`` (null when the provider reported no usage,
+and for turns recorded before). Opening a version-1 file for writing adds them; a read-only
+open reads a version-1 file as it is, each turn's usage unknown."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    key TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    lease_run_id TEXT,
+    lease_granted_wall REAL,
+    created_wall REAL NOT NULL,
+    updated_wall REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS turns (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    turn_id TEXT NOT NULL UNIQUE,
+    session_key TEXT NOT NULL REFERENCES sessions(key),
+    message TEXT NOT NULL,
+    queue_mode TEXT NOT NULL,
+    state TEXT NOT NULL,
+    accepted_wall REAL NOT NULL,
+    timeout_s REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    run_id TEXT,
+    epoch INTEGER,
+    started_wall REAL,
+    ended_wall REAL,
+    reply TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    lane TEXT NOT NULL DEFAULT 'direct',
+    delivery TEXT,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER
+);
+CREATE INDEX IF NOT EXISTS turns_by_session ON turns(session_key, seq);
+CREATE INDEX IF NOT EXISTS turns_open ON turns(state)
+    WHERE state IN ('accepted', 'queued', 'running');
+CREATE TABLE IF NOT EXISTS transcript (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_key TEXT NOT NULL REFERENCES sessions(key),
+    role TEXT NOT NULL,
+    text TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    at_wall REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transcript_by_session ON transcript(session_key, seq);
+CREATE TABLE IF NOT EXISTS probe (
+    id INTEGER PRIMARY KEY,
+    n INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cron_jobs (
+    job_id TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    schedule TEXT NOT NULL,
+    next_fire_wall REAL NOT NULL,
+    last_fire_wall REAL
+);
+"""
+
+TURN_COLUMNS_V1 = (
+    "turn_id, session_key, message, queue_mode, state, accepted_wall, timeout_s, seq, attempts,"
+    " run_id, epoch, started_wall, ended_wall, reply, error_code, error_message, lane, delivery"
+)
+TURN_COLUMNS_ADDED = (("prompt_tokens", "INTEGER"), ("completion_tokens", "INTEGER"))
+"""Columns of ``turns`` added since version 1, with their declarations (all nullable)."""
+TURN_COLUMNS = TURN_COLUMNS_V1 + "".join(f", {name}" for name, _ in TURN_COLUMNS_ADDED)
+TURN_COLUMNS_OF_V1_FILE = TURN_COLUMNS_V1 + ", NULL" * len(TURN_COLUMNS_ADDED)
+"""What a read-only open of a version-1 file selects: the added columns read as unknown."""
+OPEN_STATES = ("accepted", "queued", "running")
+
+
+SESSION_SELECT = (
+    "SELECT s.key, s.agent_id, s.epoch, s.lease_run_id, s.lease_granted_wall, s.created_wall,"
+    " s.updated_wall,"
+    " (SELECT COUNT(*) FROM turns t WHERE t.session_key = s.key),"
+    " (SELECT COUNT(*) FROM turns t WHERE t.session_key = s.key"
+    "  AND t.state IN ('accepted', 'queued', 'running'))"
+    " FROM sessions s"
+)
+
+
+def turn_columns_of(db: sqlite3.Connection) -> set[str]:
+    """The columns the file's ``turns`` table has (none when it has no such table)."""
+    return {str(row[1]) for row in db.execute("PRAGMA table_info(turns)")}
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring a file made by an older turngate to this schema, keeping its data.
+
+    Decided by the columns present rather than by the version alone, so that a migration cut
+    short (or a file whose version was written by hand) is finished, not repeated. A file
+    that needs nothing sees no write at all; one that does is changed in one immediate
+    transaction, so that two processes opening it at once do not both add a column.
+    """
+    if not columns_missing(db):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for name, declaration in columns_missing(db):
+            db.execute(f"ALTER TABLE turns ADD COLUMN {name} {declaration}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
+
+
+def columns_missing(db: sqlite3.Connection) -> list[tuple[str, str]]:
+    """The added columns an older file's ``turns`` lacks; none for a new file (no table yet:
+    the schema script makes it whole)."""
+    present = turn_columns_of(db)
+    if not present:
+        return []
+    return [(name, decl) for name, decl in TURN_COLUMNS_ADDED if name not in present]
+
+
+def turn_from_row(row: tuple[Any, ...]) -> TurnRecord:
+    """A :class:`TurnRecord` from a row of :data:`TURN_COLUMNS`."""
+    (
+        turn_id,
+        session_key,
+        message,
+        queue_mode,
+        state,
+        accepted_wall,
+        timeout_s,
+        seq,
+        attempts,
+        run_id,
+        epoch,
+        started_wall,
+        ended_wall,
+        reply,
+        error_code,
+        error_message,
+        lane,
+        delivery,
+        prompt_tokens,
+        completion_tokens,
+    ) = row
+    return TurnRecord(
+        turn_id=str(turn_id),
+        session_key=str(session_key),
+        agent_id=str(session_key).split(":", 2)[1],
+        message=str(message),
+        queue_mode=str(queue_mode),
+        state=TurnState(state),
+        accepted_wall=float(accepted_wall),
+        timeout_s=float(timeout_s),
+        seq=int(seq),
+        attempts=int(attempts),
+        run_id=None if run_id is None else str(run_id),
+        epoch=None if epoch is None else int(epoch),
+        started_wall=None if started_wall is None else float(started_wall),
+        ended_wall=None if ended_wall is None else float(ended_wall),
+        reply=None if reply is None else str(reply),
+        error_code=None if error_code is None else ErrorCode(error_code),
+        error_message=None if error_message is None else str(error_message),
+        lane=str(lane),
+        delivery=None if delivery is None else str(delivery),
+        usage=(
+            None
+            if prompt_tokens is None or completion_tokens is None
+            else Usage(int(prompt_tokens), int(completion_tokens))
+        ),
+    )
