@@ -36,13 +36,9 @@ shapes differ. What a client should know:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
-import json
 import logging
 import re
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
@@ -52,24 +48,31 @@ from starlette.routing import Route
 
 from turngate.config import GatewayConfig
 from turngate.core.keys import SEGMENT_LEN_MAX, SessionKey, parse_session_key
-from turngate.core.turn import Outcome, TurnState, Usage
+from turngate.core.turn import TurnState
 from turngate.errors import (
     ErrorCode,
     InvalidFieldError,
     PayloadTooLargeError,
     TurngateError,
-    UnavailableError,
     UnknownAgentError,
 )
-from turngate.gateway.chat_http import WAIT_MARGIN_S, read_body
+from turngate.gateway.chat_http import read_body
 from turngate.gateway.frames import (
     ERROR_HTTP_STATUS,
     IDEMPOTENCY_KEY_PATTERN,
-    TERMINAL_HTTP_STATUS,
     parse_json,
     validate,
 )
-from turngate.runtime.engine import Engine, SubmitRequest, Ticket
+from turngate.gateway.openai_answers import (
+    NO_RETRY,
+    openai_error_response,
+    outcome_error,
+    refusal,
+    usage_body,
+    wait_for_outcome,
+)
+from turngate.gateway.openai_stream import _sse
+from turngate.runtime.engine import Engine, SubmitRequest
 
 log = logging.getLogger("turngate.gateway")
 
@@ -77,17 +80,8 @@ LANE = "openai"
 MODEL_PREFIXES = ("turngate/", "openclaw/", "openclaw:")
 DEFAULT_AGENT_MODELS = frozenset({"turngate", "openclaw"})
 SESSION_HEADERS = ("x-turngate-session", "x-openclaw-session-key")
-MODEL_NOT_FOUND = "model_not_found"
-"""The OpenAI code for an unknown ``model`` (this surface's own; not a turngate ErrorCode)."""
 MESSAGES_MAX = 10_000
-NO_RETRY = {"x-should-retry": "false"}
-"""Tells OpenAI SDKs not to retry: the message was accepted, and a retry would resend it."""
-DONE = "data: [DONE]\n\n"
-SSE_KEEPALIVE_S = 15.0
-"""A stream with nothing to send for this long sends :data:`KEEPALIVE` (proxies commonly
-drop a response that is silent for 30 to 60 s)."""
-KEEPALIVE = ": keep-alive\n\n"
-"""An SSE comment: it keeps the connection alive, and clients skip it."""
+
 
 _AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _OUTSIDE_SEGMENT = re.compile(r"[^A-Za-z0-9_.@+=-]")
@@ -160,7 +154,7 @@ async def chat_completions(request: Request) -> Response:
     try:
         return await _chat_completions(request)
     except TurngateError as exc:
-        return _refusal(exc)
+        return refusal(exc)
 
 
 async def _chat_completions(request: Request) -> Response:
@@ -191,12 +185,14 @@ async def _chat_completions(request: Request) -> Response:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     try:
-        outcome = await _outcome(ticket)
+        outcome = await wait_for_outcome(ticket)
     except TurngateError as exc:
         status = ERROR_HTTP_STATUS[exc.code]
-        return _error_response(status, exc.code, exc.message, headers=NO_RETRY)  # turn is kept
+        return openai_error_response(
+            status, exc.code, exc.message, headers=NO_RETRY
+        )  # turn is kept
     if outcome.state is not TurnState.REPLIED:
-        return _outcome_error(outcome)
+        return outcome_error(outcome)
     assert outcome.reply is not None
     return JSONResponse(
         {
@@ -332,192 +328,6 @@ def _text_of(content: Any, field: str) -> str:
 
 
 # -- answers ----------------------------------------------------------------------------------
-
-
-def usage_body(usage: Usage | None) -> dict[str, int]:
-    """OpenAI's ``usage`` object; zeros when the provider reported no usage."""
-    if usage is None:
-        return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }
-
-
-async def _outcome(ticket: Ticket) -> Outcome:
-    """The ticket's outcome, waited for up to its deadline plus a margin.
-
-    Raises :class:`UnavailableError`: ``shutdown`` (or a store failure), or ``turn_expired``
-    if the engine gave no outcome in time (a backstop: the engine ends turns by then).
-    """
-    try:
-        async with asyncio.timeout_at(ticket.deadline + WAIT_MARGIN_S):
-            return await asyncio.shield(ticket.outcome)
-    except TimeoutError:
-        raise _no_outcome(ticket) from None
-
-
-def _no_outcome(ticket: Ticket) -> UnavailableError:
-    log.warning(
-        "session %s: turn %s has no outcome past its deadline; answering an error",
-        ticket.session_key,
-        ticket.turn_id,
-        extra={"session_key": ticket.session_key, "run_id": ticket.turn_id},
-    )
-    return UnavailableError(
-        f"session {ticket.session_key}: turn {ticket.turn_id} has no outcome past its"
-        f" deadline; GET /turns/{ticket.turn_id} will show it",
-        code=ErrorCode.TURN_EXPIRED,
-    )
-
-
-async def _sse(
-    ticket: Ticket, model: str, created: int, *, include_usage: bool = False
-) -> AsyncIterator[str]:
-    """The server-sent events of a streamed completion (see the module docstring).
-
-    With ``include_usage``, every chunk has ``usage: null`` and the last, after the one
-    with the ``finish_reason``, has ``choices: []`` and the usage (OpenAI's rule).
-
-    Each wait sits under the deadline on its own, never around a ``yield``, so the timeout
-    fires in a wait of this generator and never inside the response's send. A wait that
-    lasts :data:`SSE_KEEPALIVE_S` ends early to send :data:`KEEPALIVE`, then goes on.
-    """
-    frame: dict[str, Any] = {
-        "id": f"chatcmpl-{ticket.turn_id}",
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-    }
-    if include_usage:
-        frame["usage"] = None
-
-    def chunk(delta: dict[str, str], finish_reason: str | None = None) -> str:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
-        return _event({**frame, "choices": [choice]})
-
-    yield chunk({"role": "assistant"})
-    deadline = ticket.deadline + WAIT_MARGIN_S
-    streamed: list[str] = []
-    # The wait for the next delta outlives keep-alives (cancelling it would end the stream),
-    # so it is a task, and this generator cancels it however it ends.
-    pending: asyncio.Task[tuple[str, str] | None] | None = None
-    try:
-        # A retry (same Idempotency-Key) of a turn under way joins its stream late, having
-        # missed the deltas before: it waits and sends the whole reply at the end instead.
-        if ticket.deltas is not None and not ticket.duplicate:
-            deltas = aiter(ticket.deltas)
-            while True:
-                pending = pending or asyncio.ensure_future(anext(deltas, None))
-                if not await _ready_or_keepalive(pending, deadline):
-                    yield KEEPALIVE
-                    continue
-                item, pending = pending.result(), None
-                if item is None:
-                    break
-                if item[1]:
-                    streamed.append(item[1])
-                    yield chunk({"content": item[1]})
-        while not await _ready_or_keepalive(ticket.outcome, deadline):
-            yield KEEPALIVE
-        outcome = ticket.outcome.result()
-    except (TimeoutError, TurngateError) as exc:
-        failure = exc if isinstance(exc, TurngateError) else _no_outcome(ticket)
-        yield _event(_error_body(ERROR_HTTP_STATUS[failure.code], failure.code, failure.message))
-        yield DONE
-        return
-    finally:
-        if pending is not None:
-            await _cancelled(pending)
-    if outcome.reply is None:
-        yield _event(_outcome_error_body(outcome))
-        yield DONE
-        return
-    # Deltas can be dropped (a client far behind) or not streamed (a retry): the recorded
-    # reply is the truth, so send whatever the client has not had.
-    sent = "".join(streamed)
-    if not outcome.reply.startswith(sent):
-        log.warning(
-            "session %s: turn %s streamed text that is not a prefix of its reply",
-            ticket.session_key,
-            ticket.turn_id,
-            extra={"session_key": ticket.session_key, "run_id": ticket.turn_id},
-        )
-    elif len(outcome.reply) > len(sent):
-        yield chunk({"content": outcome.reply[len(sent) :]})
-    yield chunk({}, "stop")
-    if include_usage:
-        yield _event({**frame, "choices": [], "usage": usage_body(outcome.usage)})
-    yield DONE
-
-
-async def _ready_or_keepalive(waited: asyncio.Future[Any], deadline: float) -> bool:
-    """True once ``waited`` is done; False after :data:`SSE_KEEPALIVE_S` without it (time
-    for a keep-alive). Raises :class:`TimeoutError` at ``deadline``; never cancels ``waited``
-    (``asyncio.wait`` leaves it running, so the next call picks it up again)."""
-    async with asyncio.timeout_at(deadline):
-        done, _ = await asyncio.wait({waited}, timeout=SSE_KEEPALIVE_S)
-    return bool(done)
-
-
-async def _cancelled(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait for it to end; the wait is bounded by the task itself (it
-    only waits on a delta stream, which ends at once when cancelled)."""
-    if task.done():
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-def _event(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
-
-
-def _outcome_error_body(outcome: Outcome) -> dict[str, Any]:
-    code = outcome.code or ErrorCode.INTERNAL
-    message = outcome.message or f"turn {outcome.turn_id} ended {outcome.state}"
-    return _error_body(TERMINAL_HTTP_STATUS[outcome.state], code, message)
-
-
-def _outcome_error(outcome: Outcome) -> Response:
-    # A rejected turn left no trace, so the client's own retry policy applies; any other
-    # outcome is final, and retrying would send the message again as a new turn.
-    return JSONResponse(
-        _outcome_error_body(outcome),
-        TERMINAL_HTTP_STATUS[outcome.state],
-        headers={} if outcome.state is TurnState.REJECTED else NO_RETRY,
-    )
-
-
-def _refusal(exc: TurngateError) -> Response:
-    """A refused request in the OpenAI error shape."""
-    if isinstance(exc, UnknownAgentError):
-        return _error_response(404, MODEL_NOT_FOUND, exc.message, param="model")
-    status = ERROR_HTTP_STATUS[exc.code]
-    param = exc.field if isinstance(exc, InvalidFieldError) else None
-    return _error_response(400 if status == 422 else status, exc.code, exc.message, param=param)
-
-
-def _error_body(status: int, code: str, message: str, param: str | None = None) -> dict[str, Any]:
-    """``{"error": {"message", "type", "code", "param"}}``."""
-    error = {"message": message, "type": _error_type(status), "code": str(code), "param": param}
-    return {"error": error}
-
-
-def _error_response(
-    status: int, code: str, message: str, *, param: str | None = None, headers: Any = None
-) -> Response:
-    return JSONResponse(_error_body(status, code, message, param), status, headers=headers)
-
-
-def _error_type(status: int) -> str:
-    if status == 401:
-        return "authentication_error"
-    if status == 429:
-        return "rate_limit_error"
-    return "invalid_request_error" if status < 500 else "server_error"
 
 
 def _engine(request: Request) -> Engine:
