@@ -12,6 +12,8 @@ from tests.gateway.process import OUTPUT, clean_env
 
 COMMAND_TIMEOUT_S = 30.0
 """The deadline of one command (each one here takes well under a second or two)."""
+STDERR: list[str] = []
+"""Every line any command run here wrote to stderr (tests/cli/conftest.py reads it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,4 +52,5 @@ def turngate(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None 
     )
     OUTPUT.extend(done.stdout.splitlines())
     OUTPUT.extend(done.stderr.splitlines())
+    STDERR.extend(done.stderr.splitlines())
     return Run(done.returncode, done.stdout, done.stderr)
