@@ -5,46 +5,55 @@ reason, and the operator sees it all in /health and /metrics."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx2
 
+from tests.fake_models import Call, ScriptedModel, heartbeat_ok_or_echo
 from tests.support import EventWaiter, running_gateway
 from turngate.cli import main
 from turngate.config import AgentConfig, CronJobConfig, HeartbeatConfig
 from turngate.providers.base import ProviderRequest
 from turngate.runtime.events import EventBus
 from turngate.sim.checkers import Checker
-from turngate.sim.world import ignore_cancellation_for
 
 CALL_TIMEOUT_S = 20.0
-WEDGED_CALL = 4
+WEDGED_MESSAGE = "ann-1"
+"""The client message whose run wedges: a user's turn, whatever the heartbeats' timing (a
+wedge picked by call number was sometimes a heartbeat's, and the test then missed the
+stalled user turn it checks for)."""
 WEDGED_FOR_S = 3.0
 ABORT_GRACE_S = 2.0
 MODEL_LATENCY_S = 0.01
 
 
-class Model:
-    """Echoes after 10 ms, says HEARTBEAT_OK to heartbeats; its 4th call wedges: it makes no
-    progress and ignores cancellation for a while, like the stuck runs of the field reports."""
+class WedgeOnce:
+    """Echoes after 10 ms and says HEARTBEAT_OK to heartbeats; the run of
+    :data:`WEDGED_MESSAGE` wedges: it makes no progress and ignores cancellation for a while,
+    like the stuck runs of the field reports."""
 
     name = "model"
 
     def __init__(self) -> None:
-        self.calls = 0
-        self.lock = threading.Lock()
+        working = Call(reply=heartbeat_ok_or_echo, latency_s=MODEL_LATENCY_S, chunks=1)
+        wedged = Call(
+            reply=heartbeat_ok_or_echo,
+            latency_s=MODEL_LATENCY_S,
+            chunks=1,
+            ignore_cancel_s=WEDGED_FOR_S,
+        )
+        self._working = ScriptedModel(then=working, name="model")
+        self._wedged = ScriptedModel([wedged], then=working, name="model")
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-        with self.lock:
-            self.calls += 1
-            call = self.calls
-        last = request.messages[-1].content
-        if call == WEDGED_CALL:
-            await ignore_cancellation_for(WEDGED_FOR_S)  # swallows cancellation
-        await asyncio.sleep(MODEL_LATENCY_S)  # the model at work, not a wait for the test
-        yield "HEARTBEAT_OK" if last.startswith("Heartbeat") else f"echo: {last}"
+    def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+        if WEDGED_MESSAGE in request.new_user_messages():
+            return self._wedged.stream(request)
+        return self._working.stream(request)
+
+
+def model() -> WedgeOnce:
+    return WedgeOnce()
 
 
 def agents() -> tuple[AgentConfig, ...]:
@@ -69,7 +78,7 @@ def test_heartbeats_users_and_a_recovered_wedged_run_share_a_session_safely(
     bus.subscribe(checker.on_event)
     with running_gateway(
         tmp_path,
-        provider=Model(),
+        provider=model(),
         events=bus,
         agents=agents(),
         stall_timeout_s=0.5,
@@ -164,18 +173,15 @@ def test_cron_jobs_are_listed_and_run_by_hand_from_the_command_line(
 
 
 def test_unstick_forces_a_wedged_session_free_and_is_audited(tmp_path: Path) -> None:
-    class Wedged:
-        name = "wedged"
-
-        async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-            await ignore_cancellation_for(WEDGED_FOR_S)  # swallows cancellation
-            yield "too late"
+    wedged = ScriptedModel(
+        then=Call(reply="too late", chunks=1, ignore_cancel_s=WEDGED_FOR_S), name="wedged"
+    )
 
     bus = EventBus()
     waiter = EventWaiter()
     bus.subscribe(waiter.record)
     with (
-        running_gateway(tmp_path, provider=Wedged(), events=bus, stall_timeout_s=60.0) as url,
+        running_gateway(tmp_path, provider=wedged, events=bus, stall_timeout_s=60.0) as url,
         httpx2.Client(base_url=url, timeout=CALL_TIMEOUT_S) as http,
     ):
         accepted = http.post(
@@ -201,11 +207,10 @@ def test_a_heartbeat_reply_goes_to_the_sessions_last_client_while_it_is_connecte
 
     import websockets
 
-    class Chatty:
-        name = "chatty"
-
-        async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-            yield f"news about: {request.messages[-1].content}"
+    chatty = ScriptedModel(
+        then=Call(reply=lambda request: f"news about: {request.messages[-1].content}", chunks=1),
+        name="chatty",
+    )
 
     bus = EventBus()
     waiter = EventWaiter()
@@ -254,7 +259,7 @@ def test_a_heartbeat_reply_goes_to_the_sessions_last_client_while_it_is_connecte
                     frames.append(json.loads(await ws.recv()))
         return frames
 
-    with running_gateway(tmp_path, provider=Chatty(), events=bus, agents=heartbeat_agent) as url:
+    with running_gateway(tmp_path, provider=chatty, events=bus, agents=heartbeat_agent) as url:
         frames = asyncio.run(client(url))
         ended_before = len(waiter.of("ended"))
         while len(waiter.of("ended")) < ended_before + 2:  # two more heartbeats, client gone

@@ -515,7 +515,9 @@ def fake_provider(
         "base_url": f"{server.url}/v1" if kind == "openai" else server.url,
         "api_key_env": KEY_ENV,
         "connect_timeout": 1.0,
-        "first_token_timeout": 0.3,
+        # Generous, so that a loaded machine never times a healthy call out; the tests of
+        # the deadline itself set a short one.
+        "first_token_timeout": 5.0,
         "total_timeout": 3.0,
         "max_retries": 2,
         "retry_backoff": 0.01,

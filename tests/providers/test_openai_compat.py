@@ -125,7 +125,8 @@ async def test_the_first_token_timeout_names_the_model_and_the_timeout(
     server: FakeModelServer,
 ) -> None:
     server.script("primary", ["hang"])
-    provider = OpenAICompatProvider(fake_provider(server), "primary", SECRET_KEY)
+    config = fake_provider(server, first_token_timeout=0.3)
+    provider = OpenAICompatProvider(config, "primary", SECRET_KEY)
     try:
         with pytest.raises(ProviderTimeoutError) as caught:
             await collect(provider)
