@@ -1,5 +1,6 @@
-"""Proof that the simulator can fail: four bugs of the field reports, and two of a full disk,
-planted one at a time.
+"""Proof that the simulator can fail: four bugs of the field reports, two of a full disk, and
+three of issue 11 (a watchdog that stops aborting stalled runs, a run timeout measured from
+the wrong instant, a store that no longer refuses stale epochs), planted one at a time.
 
 Each fixture patches the real runtime the way a plausible mistake would, for this test only.
 The simulator must find a violating seed within 1,000 seeds, and name the invariant the bug
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import pytest
@@ -18,10 +19,13 @@ import pytest
 from turngate.core.effects import Effect, EndRun
 from turngate.core.lease import Lease, LeaseState
 from turngate.core.session import SessionCore
+from turngate.core.turn import AbortReason, Outcome
+from turngate.errors import StaleEpochError
 from turngate.runtime.owner import SessionOwner
 from turngate.sim.runner import SimResult, run_seed
+from turngate.store.sqlite import SqliteStore
 from turngate.store.sqlite_commit import GroupCommits, _GroupCommit
-from turngate.types import Epoch, MonotonicS, RunId
+from turngate.types import Epoch, MonotonicS, RunId, TurnId, WallS
 
 T = TypeVar("T")
 
@@ -120,6 +124,112 @@ def storage_failure_ends_the_owner(monkeypatch: pytest.MonkeyPatch) -> None:
         return await attempt()
 
     monkeypatch.setattr(SessionOwner, "_durably", durably)
+
+
+@pytest.fixture
+def lease_renewed_on_every_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11, class 1: the watchdog renews the running lease on every tick instead of only
+    on progress, so no run is ever aborted as stalled (a run timeout, much later, ends it)."""
+    original = SessionCore.tick
+
+    def tick(self: SessionCore, now: MonotonicS) -> list[Effect]:
+        if self.active is not None:
+            self.active.lease.renew(now)
+        return original(self, now)
+
+    monkeypatch.setattr(SessionCore, "tick", tick)
+
+
+@pytest.fixture
+def run_timeout_from_last_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11, class 2: the run timeout is measured from the last progress instead of the
+    grant, so a run that keeps streaming is never timed out."""
+
+    def expiry(self: Lease) -> tuple[MonotonicS, AbortReason]:
+        stall_at = self.last_progress_at + self.terms.stall_timeout_s
+        run_at = min(self.last_progress_at + self.terms.run_timeout_s, self.hard_deadline)
+        if stall_at < run_at:
+            return stall_at, AbortReason.STALLED
+        return run_at, AbortReason.RUN_TIMEOUT
+
+    monkeypatch.setattr(Lease, "expiry", expiry)
+
+
+@pytest.fixture
+def store_without_fencing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11, class 3: the fencing epoch is gone from the SQL guards of ``start_run`` and
+    ``end_run`` (the run id and the free lease are still checked). One process never notices;
+    a paused owner or a second process on the same database does."""
+
+    async def start_run(
+        self: SqliteStore,
+        session_key: str,
+        run_id: RunId,
+        epoch: Epoch,
+        turn_ids: Sequence[TurnId],
+        at: WallS,
+    ) -> None:
+        async with self._tx.write("start a run") as db:
+            taken = db.execute(
+                "UPDATE sessions SET epoch = ?, lease_run_id = ?, lease_granted_wall = ?,"
+                " updated_wall = ? WHERE key = ? AND lease_run_id IS NULL",
+                (epoch, run_id, at, at, session_key),
+            ).rowcount
+            if taken != 1:
+                raise StaleEpochError(session_key, run_id, epoch)
+            db.executemany(
+                "UPDATE turns SET state = 'running', run_id = ?, epoch = ?, started_wall = ?"
+                " WHERE turn_id = ? AND state IN ('accepted', 'queued')",
+                [(run_id, epoch, at, turn_id) for turn_id in turn_ids],
+            )
+
+    async def end_run(
+        self: SqliteStore,
+        session_key: str,
+        run_id: RunId,
+        epoch: Epoch,
+        outcomes: Sequence[Outcome],
+        exchange: Sequence[tuple[str, str]],
+        at: WallS,
+    ) -> None:
+        async with self._tx.write("end a run") as db:
+            released = db.execute(
+                "UPDATE sessions SET lease_run_id = NULL, lease_granted_wall = NULL,"
+                " updated_wall = ? WHERE key = ? AND lease_run_id = ?",
+                (at, session_key, run_id),
+            ).rowcount
+            if released != 1:
+                raise StaleEpochError(session_key, run_id, epoch)
+            db.executemany(
+                "INSERT INTO transcript (session_key, role, text, run_id, epoch, at_wall)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(session_key, role, text, run_id, epoch, at) for role, text in exchange],
+            )
+            self._record_outcomes(db, outcomes, at)
+
+    monkeypatch.setattr(SqliteStore, "start_run", start_run)
+    monkeypatch.setattr(SqliteStore, "end_run", end_run)
+
+
+@pytest.mark.usefixtures("lease_renewed_on_every_tick")
+def test_the_simulator_finds_a_watchdog_that_no_longer_aborts_stalled_runs() -> None:
+    first = first_failure().violations[0]
+    assert first.invariant == "I4"
+    assert "outlived its lease" in first.message
+
+
+@pytest.mark.usefixtures("run_timeout_from_last_progress")
+def test_the_simulator_finds_a_run_timeout_measured_from_the_last_progress() -> None:
+    first = first_failure().violations[0]
+    assert first.invariant == "I4"
+    assert "outlived its lease" in first.message
+
+
+@pytest.mark.usefixtures("store_without_fencing")
+def test_the_simulator_finds_a_store_that_accepts_stale_epochs() -> None:
+    first = first_failure().violations[0]
+    assert first.invariant == "I6"
+    assert "zombie" in first.message
 
 
 @pytest.mark.usefixtures("failed_commit_acknowledged")

@@ -26,6 +26,8 @@ class EventKind(enum.StrEnum):
     QUEUED = "queued"
     LEASE_ACQUIRED = "lease_acquired"
     STARTED = "started"
+    PROGRESS = "progress"
+    """A run's streamed output that renewed its lease (the stall clock starts again)."""
     RUN_EXITED = "run_exited"
     CANCEL_REQUESTED = "cancel_requested"
     LEASE_RELEASED = "lease_released"

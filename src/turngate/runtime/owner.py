@@ -160,8 +160,14 @@ class SessionOwner:
             case RunProgress(run_id, epoch, text):
                 effects = core.progress(run_id, epoch, now)
                 active = core.active
-                if text and not effects and active is not None:
-                    self.engine.publish_delta(active.batch.turns, run_id, text)
+                if not effects and active is not None:
+                    # Only progress the core accepted: what renewed the lease (lease terms
+                    # are checked against these, in the simulator).
+                    self.engine.emit(
+                        EventKind.PROGRESS, self.session_key, run_id=run_id, epoch=epoch
+                    )
+                    if text:
+                        self.engine.publish_delta(active.batch.turns, run_id, text)
                 return effects
             case RunDone(run_id, epoch, result):
                 return core.run_ended(run_id, epoch, result, now)

@@ -9,12 +9,17 @@ Each check names the invariant (docs/architecture.md) it enforces:
   of the session is still alive unless it was fenced after its full grace; every replied
   message is in the transcript exactly once, and no other message is.
 - I4 bounded waiting: every turn ends by its deadline plus the abort grace; no client wait
-  runs out.
+  runs out. Lease terms: a run is cancelled when its lease expires, at the earliest of its
+  last progress + ``stall_timeout_s``, its start + ``run_timeout_s`` and its turns' deadline,
+  neither later (it lived past its lease) nor earlier (a ``stalled`` or ``run_timeout`` abort
+  before it was due); a cancelled run is fenced once its abort grace is over, not later.
 - I5 release before reply: when an outcome is delivered, its run no longer holds the lease,
   in the checker's view and in the store.
-- I6 no stale actor: only the holder releases a lease; the store never has to refuse a
-  stale epoch (in one process, that means a stale report was acted upon); no transcript write
-  lands after its run's release.
+- I6 no stale actor: only the holder releases a lease; the store never has to refuse one of
+  the runtime's own writes for a stale epoch (in one process, that means a stale report was
+  acted upon); every write of a zombie (a paused owner, a second process: ``sim/zombie.py``)
+  is refused; every transcript entry carries a run and epoch that held the session when it
+  was written.
 - I7 durability: every acknowledged turn is in the store after every crash.
 - I8 visibility: every abnormal event was logged at WARNING.
 """
@@ -34,6 +39,9 @@ from turngate.sim.world import SIM_PREFIX
 from turngate.store.base import TranscriptEntry, TurnRecord
 
 EPSILON_S = 1e-6
+LEASE_SLACK_S = 1e-3
+"""How late (or early) a lease may be enforced: on virtual time the owner's deadline wait
+fires at the deadline itself, so this only absorbs float rounding."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +61,17 @@ class RunInfo:
     """What the checker knows about one run of one life."""
 
     epoch: int
+    granted_at: float = 0.0
+    """When its lease clocks started: the ``lease_acquired`` event, after the start write."""
+    last_progress_at: float = 0.0
+    turn_ids: list[str] = field(default_factory=list)
+    """The turns it started with (not those steered in): their deadlines bound its lease."""
     cancel_at: float | None = None
     fenced_at: float | None = None
     exited: bool = False
     released_at: float | None = None
+    overdue: bool = False
+    """Already reported as living past its lease (reported once)."""
 
 
 @dataclass(slots=True)
@@ -80,6 +95,16 @@ class WarningCounter(logging.Handler):
             self.count += 1
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseCheck:
+    """What the checker needs to know of the lease terms (I4)."""
+
+    stall_timeout_s: float
+    run_timeout_s: float
+    deadline_of: Callable[[list[str]], float | None]
+    """The earliest deadline (virtual time) of these turns, from the store."""
+
+
 class Checker:
     """Checks I1-I8 as events happen, and once more over the final state."""
 
@@ -89,8 +114,11 @@ class Checker:
         lease_of: Callable[[str], tuple[str | None, int]],
         wall_at_zero: float,
         storage_excuses: Callable[[float, float], bool] | None = None,
+        lease: LeaseCheck | None = None,
     ) -> None:
         self.abort_grace_s = abort_grace_s
+        self.lease = lease
+        """The lease terms, when known: without them the lease checks are off."""
         self.storage_excuses = storage_excuses
         self.wall_at_zero = wall_at_zero
         self.lease_of = lease_of
@@ -100,7 +128,12 @@ class Checker:
         self.ended: dict[str, list[Event]] = defaultdict(list)
         self.starts: dict[tuple[int, str], list[str]] = defaultdict(list)
         self.released: dict[tuple[str, int], float] = {}
+        self.held: dict[tuple[str, int], list[float]] = {}
+        """Every (run, epoch) that held a session: [acquired at, held until (inf while it
+        may still hold)]."""
         self.abnormal = 0
+        self.zombie_refused = 0
+        """Writes of zombies the store refused, as it must."""
 
     def fail(self, invariant: str, at: float, message: str) -> None:
         """Record a violation."""
@@ -112,6 +145,29 @@ class Checker:
         for view in self.sessions.values():
             view.holder = None
             view.runs.clear()
+
+    def crashed(self, at: float) -> None:
+        """The gateway process died at ``at``: its runs were alive until then, and its
+        leases could be written under only until then."""
+        for key, view in self.sessions.items():
+            for (run_id, epoch), info in view.runs.items():
+                self._check_alive(key, run_id, info, at, "the gateway crashed")
+                held = self.held.get((run_id, epoch))
+                if held is not None and held[1] > at:
+                    held[1] = at
+
+    def zombie_write(self, at: float, session_key: str, what: str, *, refused: bool) -> None:
+        """A zombie (a stale actor with the store's handle) tried a write: the store must
+        have refused it (I6)."""
+        if refused:
+            self.zombie_refused += 1
+            return
+        self.fail(
+            "I6",
+            at,
+            f"{session_key}: the store accepted a stale write of a zombie ({what}): the fencing"
+            " epoch did not guard it",
+        )
 
     # -- on every event ---------------------------------------------------------------------
 
@@ -142,7 +198,8 @@ class Checker:
                 )
         view.holder = (e.run_id, e.epoch)
         view.last_epoch = max(view.last_epoch, e.epoch)
-        view.runs[(e.run_id, e.epoch)] = RunInfo(e.epoch)
+        view.runs[(e.run_id, e.epoch)] = RunInfo(e.epoch, e.at, e.at)
+        self.held[(e.run_id, e.epoch)] = [e.at, float("inf")]
 
     def _released(self, e: Event) -> None:
         view = self.sessions[e.session_key]
@@ -161,16 +218,98 @@ class Checker:
         if info is not None:
             info.released_at = e.at
         self.released[(e.run_id, e.epoch)] = e.at
+        held = self.held.get((e.run_id, e.epoch))
+        if held is not None:
+            held[1] = min(held[1], e.at)
+
+    def _progress(self, e: Event) -> None:
+        info = self.sessions[e.session_key].runs.get((e.run_id or "", e.epoch or 0))
+        if info is None or info.cancel_at is not None:
+            return  # after a cancel, progress renews nothing
+        self._check_alive(e.session_key, e.run_id or "", info, e.at, "it made progress")
+        info.last_progress_at = max(info.last_progress_at, e.at)
 
     def _cancel(self, e: Event) -> None:
         info = self.sessions[e.session_key].runs.get((e.run_id or "", e.epoch or 0))
-        if info is not None and info.cancel_at is None:
-            info.cancel_at = e.at
+        if info is None or info.cancel_at is not None:
+            return
+        self._check_alive(e.session_key, e.run_id or "", info, e.at, "it was cancelled")
+        self._check_not_early(e, info)
+        info.cancel_at = e.at
+
+    def _check_alive(
+        self, session_key: str, run_id: str, info: RunInfo, at: float, what: str
+    ) -> None:
+        """I4: a run not yet cancelled must not be seen alive past its lease's expiry (the
+        turn deadline, the third bound, is checked per turn at the end)."""
+        terms = self.lease
+        if terms is None or info.cancel_at is not None or info.exited or info.overdue:
+            return
+        stall_at = info.last_progress_at + terms.stall_timeout_s
+        run_at = info.granted_at + terms.run_timeout_s
+        due = min(stall_at, run_at)
+        if at <= due + LEASE_SLACK_S or self._storage_blocked(due):
+            return
+        info.overdue = True
+        reason = "stall_timeout" if stall_at <= run_at else "run_timeout"
+        self.fail(
+            "I4",
+            at,
+            f"{session_key}: run {run_id} (epoch {info.epoch}) outlived its lease: due at"
+            f" t={due:.6f} ({reason}: started t={info.granted_at:.6f}, last progress"
+            f" t={info.last_progress_at:.6f}), still not aborted when {what},"
+            f" {at - due:.3f}s later",
+        )
+
+    def _check_not_early(self, e: Event, info: RunInfo) -> None:
+        """I4: a lease revoked as stalled or timed out must have expired."""
+        reason = e.code.value if e.code is not None else ""
+        terms = self.lease
+        if terms is None:
+            return
+        if reason == "stalled":
+            due = info.last_progress_at + terms.stall_timeout_s
+        elif reason == "run_timeout":
+            due = info.granted_at + terms.run_timeout_s
+            if e.at < due - LEASE_SLACK_S:
+                # Its turns' own deadline also ends a run as run_timeout.
+                turn_due = terms.deadline_of(info.turn_ids)
+                if turn_due is not None:
+                    due = min(due, turn_due)
+        else:
+            return
+        if e.at < due - LEASE_SLACK_S:
+            self.fail(
+                "I4",
+                e.at,
+                f"{e.session_key}: run {e.run_id} (epoch {info.epoch}) aborted as {reason}"
+                f" {due - e.at:.3f}s before its lease expired (t={due:.6f}; started"
+                f" t={info.granted_at:.6f}, last progress t={info.last_progress_at:.6f})",
+            )
+
+    def _check_grace(self, e: Event, info: RunInfo, what: str) -> None:
+        """I4: a cancelled run is fenced when its abort grace is over, not later."""
+        if self.lease is None or info.cancel_at is None or info.fenced_at is not None:
+            return
+        due = info.cancel_at + self.abort_grace_s
+        if e.at > due + LEASE_SLACK_S and not self._storage_blocked(due):
+            self.fail(
+                "I4",
+                e.at,
+                f"{e.session_key}: run {e.run_id} (epoch {info.epoch}) {what}"
+                f" {e.at - due:.3f}s after its abort grace ran out (cancelled"
+                f" t={info.cancel_at:.6f}) without being fenced",
+            )
+
+    def _storage_blocked(self, due: float) -> bool:
+        """Whether a storage outage may have kept the owner from acting at ``due``."""
+        return self.storage_excuses is not None and self.storage_excuses(due, self.abort_grace_s)
 
     def _fenced(self, e: Event) -> None:
         info = self.sessions[e.session_key].runs.get((e.run_id or "", e.epoch or 0))
         if info is None:
             return
+        self._check_grace(e, info, "was fenced")
         info.fenced_at = e.at
         grace = self.abort_grace_s
         if info.cancel_at is None or e.at - info.cancel_at < grace - EPSILON_S:
@@ -184,11 +323,17 @@ class Checker:
     def _exited(self, e: Event) -> None:
         info = self.sessions[e.session_key].runs.get((e.run_id or "", e.epoch or 0))
         if info is not None:
+            self._check_alive(e.session_key, e.run_id or "", info, e.at, "it exited")
+            self._check_grace(e, info, "exited")
             info.exited = True
 
     def _started(self, e: Event) -> None:
         assert e.turn_id is not None
         self.starts[(self.life, e.session_key)].append(e.turn_id)
+        if not e.detail:  # a turn steered in later does not bound the lease
+            info = self.sessions[e.session_key].runs.get((e.run_id or "", e.epoch or 0))
+            if info is not None:
+                info.turn_ids.append(e.turn_id)
 
     def _ended(self, e: Event) -> None:
         assert e.turn_id is not None
@@ -234,6 +379,9 @@ class Checker:
         end_at: float,
     ) -> None:
         """Checks over the settled world: outcomes, order, deadlines, transcript, logs."""
+        for key, view in self.sessions.items():
+            for (run_id, _), info in view.runs.items():
+                self._check_alive(key, run_id, info, end_at, "the simulation ended")
         for turn_id, sent in record.acked.items():
             stored = turns.get(turn_id)
             if stored is None:
@@ -314,13 +462,22 @@ class Checker:
         for entry in transcript:
             if entry.role == "user":
                 users[entry.text] += 1
+            at = entry.at_wall - self.wall_at_zero
             released = self.released.get((entry.run_id, entry.epoch))
-            if released is not None and entry.at_wall - self.wall_at_zero > released + EPSILON_S:
+            held = self.held.get((entry.run_id, entry.epoch))
+            if released is not None and at > released + EPSILON_S:
                 self.fail(
                     "I6",
                     end_at,
                     f"{entry.session_key}: run {entry.run_id} (epoch {entry.epoch}) wrote to the"
                     " transcript after its lease was released",
+                )
+            elif held is None or not held[0] - EPSILON_S <= at <= held[1] + EPSILON_S:
+                self.fail(
+                    "I6",
+                    end_at,
+                    f"{entry.session_key}: a transcript entry of t={at:.6f} carries run"
+                    f" {entry.run_id} epoch {entry.epoch}, which did not hold the session then",
                 )
         for turn in turns.values():
             if turn.lane == "heartbeat":
@@ -348,6 +505,7 @@ _HANDLERS: dict[EventKind, Callable[[Checker, Event], None]] = {
     EventKind.LEASE_ACQUIRED: Checker._acquired,
     EventKind.LEASE_RELEASED: Checker._released,
     EventKind.CANCEL_REQUESTED: Checker._cancel,
+    EventKind.PROGRESS: Checker._progress,
     EventKind.FENCED: Checker._fenced,
     EventKind.RUN_EXITED: Checker._exited,
     EventKind.STARTED: Checker._started,

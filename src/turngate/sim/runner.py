@@ -26,12 +26,13 @@ from turngate.providers.fallback import ChainLink, FallbackChain
 from turngate.runtime.clock import LoopClock
 from turngate.runtime.engine import Engine, EngineSettings
 from turngate.runtime.events import Event, EventBus
-from turngate.sim.checkers import Checker, Violation, WarningCounter
+from turngate.sim.checkers import Checker, LeaseCheck, Violation, WarningCounter
 from turngate.sim.disk import Outages
 from turngate.sim.loop import VirtualDeadlockError, VirtualTimeLoop
 from turngate.sim.trace import Trace
 from turngate.sim.workload import ClientRecord, Gateway, client, crash_times
 from turngate.sim.world import Faults, Profile, SimParams, SimProvider
+from turngate.sim.zombie import Zombies
 from turngate.store.sqlite import SqliteStore
 
 WALL_AT_ZERO = 1_800_000_000.0
@@ -87,6 +88,8 @@ def run_seed(seed: int, profile: Profile | None = None) -> SimResult:
         .with_lanes(random.Random(f"lanes-{seed}"))
         .with_models(random.Random(f"models-{seed}"))
         .with_storage(random.Random(f"storage-{seed}"))
+        .with_lease_models(random.Random(f"lease-models-{seed}"))
+        .with_zombies(random.Random(f"zombies-{seed}"))
     )
     result = SimResult(seed, params)
     shm = Path("/dev/shm")
@@ -101,7 +104,7 @@ def run_seed(seed: int, profile: Profile | None = None) -> SimResult:
     try:
         disk = Outages(params.storage_outages, random.Random(f"disk-{seed}"))
         loop.run_until_complete(
-            _simulate(rng, params, workdir / "turngate.db", result, counter, disk)
+            _simulate(rng, params, workdir / "turngate.db", result, counter, disk, seed)
         )
     except VirtualDeadlockError as exc:
         result.failure = FailureClass.LIVENESS
@@ -136,14 +139,16 @@ async def _simulate(
     result: SimResult,
     counter: WarningCounter,
     disk: Outages,
+    seed: int,
 ) -> None:
     loop = asyncio.get_running_loop()
     faults = Faults()
+    lease_rng = random.Random(f"lease-calls-{seed}")
     provider = FallbackChain(
         [
             ChainLink(
                 f"sim/m{index}",
-                SimProvider(rng, params, faults),
+                SimProvider(rng, params, faults, lease_rng),
                 params.model_retries,
                 params.retry_backoff_s,
             )
@@ -172,7 +177,36 @@ async def _simulate(
         )
         return (None, 0) if row is None else (row[0], int(row[1]))
 
-    checker = Checker(params.abort_grace_s, lease_of, WALL_AT_ZERO, disk.excuses)
+    def deadline_of(turn_ids: list[str]) -> float | None:
+        if not turn_ids:
+            return None
+        marks = ",".join("?" * len(turn_ids))
+        row = (
+            current[-1]
+            .db.execute(
+                f"SELECT MIN(accepted_wall + timeout_s) FROM turns WHERE turn_id IN ({marks})",
+                turn_ids,
+            )
+            .fetchone()
+        )
+        return None if row is None or row[0] is None else float(row[0]) - WALL_AT_ZERO
+
+    lease = LeaseCheck(params.stall_timeout_s, params.run_timeout_s, deadline_of)
+    checker = Checker(params.abort_grace_s, lease_of, WALL_AT_ZERO, disk.excuses, lease)
+    # Bound now, so that a crash of the simulation still reports what was found before it.
+    result.violations = checker.violations
+    zombies = (
+        Zombies(
+            random.Random(f"zombie-acts-{seed}"),
+            gateway,
+            checker,
+            trace,
+            lambda key: lease_of(key)[1],
+            WALL_AT_ZERO,
+        )
+        if params.zombies
+        else None
+    )
     dying: list[asyncio.Task[None]] = []
     heartbeats: list[asyncio.Task[None]] = []
 
@@ -194,6 +228,8 @@ async def _simulate(
         def observe(event: Event) -> None:
             trace.event(number, event)
             checker.on_event(event)
+            if zombies is not None:
+                zombies.on_event(event)
 
         bus.subscribe(observe)
         store = SqliteStore(path, connection_factory=disk.connection_factory())
@@ -230,6 +266,9 @@ async def _simulate(
 
     def crash(life: _Life) -> None:
         trace.mark(loop.time(), f"gateway life {life.number} crashes")
+        checker.crashed(loop.time())
+        if zombies is not None:
+            zombies.crashed()
         gateway.engine = None
         gateway.up.clear()
         life.engine.events = EventBus()
@@ -252,6 +291,8 @@ async def _simulate(
         for k, key in enumerate(keys)
         for c in range(params.clients_per_session)
     ]
+    if zombies is not None:
+        zombies.second_processes(params.zombies, [str(key) for key in keys], params.safety_s)
     for at, downtime in crash_times(rng, params):
         await asyncio.sleep(max(0.0, at - loop.time()))
         crash(life)
@@ -260,6 +301,8 @@ async def _simulate(
         result.lives = life.number
     await asyncio.sleep(max(0.0, params.safety_s - loop.time()))
     await storage
+    if zombies is not None:
+        await zombies.wait()
     faults.on = False
     for task in heartbeats:
         task.cancel()
@@ -314,7 +357,6 @@ async def _simulate(
     result.replied = sum(1 for t in turns.values() if t.state.value == "replied")
     if result.failure is None:
         checker.finish(record, turns, transcript, counter.count, loop.time())
-    result.violations = checker.violations
 
 
 async def _all_turns(store: SqliteStore) -> list:  # type: ignore[type-arg]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -20,6 +21,16 @@ from turngate.providers.base import ProviderRequest
 from turngate.sim.disk import Outage, draw_outages
 
 SIM_PREFIX = "sim: "
+LEASE_MODELS_SHARE = 0.3
+"""Share of seeds whose model sometimes streams past ``run_timeout_s`` or stalls midway."""
+ZOMBIES_SHARE = 0.3
+"""Share of seeds with zombie writers."""
+LONG_STREAM_S = (1.05, 1.5)
+"""A long stream lasts this many times ``run_timeout_s``..."""
+LONG_DELTA_SHARE = (0.3, 0.9)
+"""...with a delta every this share of ``stall_timeout_s``."""
+NEAR_STALL_MARGIN = (0.005, 0.03)
+"""Deltas just in time come this share of ``stall_timeout_s`` before the stall."""
 
 
 class Profile(enum.StrEnum):
@@ -71,6 +82,16 @@ class SimParams:
     """Chance a call is refused outright (context too long): never retried."""
     storage_outages: tuple[Outage, ...] = ()
     """When the disk is full (writes fail) during the safety phase."""
+    p_long: float = 0.0
+    """Chance a call streams steadily (a delta well within ``stall_timeout_s``) for longer
+    than ``run_timeout_s``: only the run timeout ends it."""
+    p_stall_after: float = 0.0
+    """Chance a call streams a little, then stalls: only the stall timeout ends it."""
+    p_near_stall: float = 0.0
+    """Chance a call's deltas come just under ``stall_timeout_s`` apart: it must not stall."""
+    zombies: int = 0
+    """Second processes on the same database that wake with a stale epoch and try to write
+    (``sim/zombie.py``); paused owners come with every crash of a seed that has any."""
 
     @classmethod
     def draw(cls, rng: random.Random, profile: Profile) -> SimParams:
@@ -146,6 +167,29 @@ class SimParams:
         """The same schedule with storage outages drawn from ``rng`` (its own Random)."""
         return replace(self, storage_outages=draw_outages(rng, self.safety_s))
 
+    def with_lease_models(self, rng: random.Random) -> SimParams:
+        """The same schedule with models that test the lease terms, drawn from ``rng`` (its
+        own Random): long streams, stalls after partial progress, deltas just in time."""
+        if rng.random() < LEASE_MODELS_SHARE:
+            return replace(
+                self,
+                p_long=rng.choice([0.05, 0.2]),
+                p_stall_after=rng.choice([0.0, 0.05, 0.2]),
+                p_near_stall=rng.choice([0.0, 0.05, 0.2]),
+            )
+        return self
+
+    def with_zombies(self, rng: random.Random) -> SimParams:
+        """The same schedule with zombie writers drawn from ``rng`` (its own Random)."""
+        if rng.random() < ZOMBIES_SHARE:
+            return replace(self, zombies=rng.randint(1, 3))
+        return self
+
+    @property
+    def lease_models(self) -> bool:
+        """Whether any call may be one of the lease-testing models."""
+        return bool(self.p_long or self.p_stall_after or self.p_near_stall)
+
     def line(self) -> str:
         """The parameters on one line."""
         modes = ",".join(mode.value for mode in self.modes)
@@ -165,6 +209,8 @@ class SimParams:
             f" backoff={self.retry_backoff_s}s p_reject={self.p_reject}"
             f"{'' if self.heartbeat_isolated else ' (shared)'}"
             f" storage_outages={_outages_text(self.storage_outages)}"
+            f" p_long={self.p_long} p_stall_after={self.p_stall_after}"
+            f" p_near_stall={self.p_near_stall} zombies={self.zombies}"
         )
 
 
@@ -188,11 +234,20 @@ class SimProvider:
 
     name = "sim"
 
-    def __init__(self, rng: random.Random, params: SimParams, faults: Faults) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        params: SimParams,
+        faults: Faults,
+        lease_rng: random.Random | None = None,
+    ) -> None:
         self.rng = rng
         self.params = params
         self.faults = faults
         self.calls = 0
+        self.lease_rng = lease_rng or random.Random(0)
+        """Draws of the lease-testing models: their own Random, so that the other seeds
+        keep their schedules."""
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
         self.calls += 1
@@ -207,6 +262,18 @@ class SimProvider:
             await asyncio.Event().wait()
         if fault < params.p_hang + params.p_stubborn:
             await ignore_cancellation_for(params.stubborn_s)
+        timed = self._lease_model() if self.faults.on and params.lease_models else None
+        if timed is not None:
+            gaps, then_hang = timed
+            # ``reply`` in one delta per gap (empty ones when there are more gaps than
+            # characters: still progress), then, for a stall, nothing more.
+            size = -(-len(reply) // len(gaps))
+            for index, gap in enumerate(gaps):
+                await asyncio.sleep(gap)
+                yield reply[index * size : (index + 1) * size]
+            if then_hang:
+                await asyncio.Event().wait()
+            return
         chunks = rng.randint(1, params.chunks_max)
         total = rng.uniform(params.latency_min_s, params.latency_max_s)
         fail_at = (
@@ -221,6 +288,26 @@ class SimProvider:
             if index == fail_at:
                 raise ProviderError(f"sim model: injected error at chunk {index}")
             yield reply[index * size : (index + 1) * size]
+
+    def _lease_model(self) -> tuple[list[float], bool] | None:
+        """The pauses before each delta of a lease-testing model for this call, and whether
+        it then stalls; None for an ordinary call."""
+        rng, params = self.lease_rng, self.params
+        stall = params.stall_timeout_s
+        draw = rng.random()
+        if draw < params.p_long:
+            every = stall * rng.uniform(*LONG_DELTA_SHARE)
+            total = params.run_timeout_s * rng.uniform(*LONG_STREAM_S)
+            return [every] * math.ceil(total / every), False
+        draw -= params.p_long
+        if draw < params.p_stall_after:
+            gaps = [stall * rng.uniform(0.05, 0.5) for _ in range(rng.randint(1, 3))]
+            return gaps, True
+        draw -= params.p_stall_after
+        if draw < params.p_near_stall:
+            every = stall * (1.0 - rng.uniform(*NEAR_STALL_MARGIN))
+            return [every] * rng.randint(2, 4), False
+        return None
 
 
 async def ignore_cancellation_for(seconds: float) -> None:

@@ -1,0 +1,102 @@
+"""The lease-term and zombie checks of the simulator's checker, on hand-made event sequences."""
+
+from __future__ import annotations
+
+from turngate.errors import ErrorCode
+from turngate.runtime.events import Event, EventKind
+from turngate.sim.checkers import Checker, LeaseCheck
+
+KEY = "agent:sim:main"
+RUN = "t1"
+STALL_S = 5.0
+RUN_TIMEOUT_S = 20.0
+GRACE_S = 1.0
+
+
+def checker(turn_deadline: float | None = None) -> Checker:
+    def deadline_of(turn_ids: list[str]) -> float | None:
+        return turn_deadline
+
+    def lease_of(session_key: str) -> tuple[str | None, int]:
+        return None, 0
+
+    terms = LeaseCheck(STALL_S, RUN_TIMEOUT_S, deadline_of)
+    return Checker(GRACE_S, lease_of, 0.0, lease=terms)
+
+
+def feed(check: Checker, *events: tuple[float, EventKind, ErrorCode | None]) -> list[str]:
+    for at, kind, code in events:
+        check.on_event(Event(kind, at, KEY, run_id=RUN, epoch=1, code=code))
+    return [violation.line() for violation in check.violations]
+
+
+def test_progress_just_before_each_stall_keeps_a_run_within_its_lease() -> None:
+    lines = feed(
+        checker(),
+        (0.0, EventKind.LEASE_ACQUIRED, None),
+        (4.99, EventKind.PROGRESS, None),
+        (9.98, EventKind.PROGRESS, None),
+        (14.97, EventKind.RUN_EXITED, None),
+    )
+    assert lines == []
+
+
+def test_a_run_still_alive_past_its_stall_deadline_outlives_its_lease() -> None:
+    # Its turn's deadline ended it, as run_timeout: on time for that, late for the stall.
+    lines = feed(
+        checker(turn_deadline=9.0),
+        (0.0, EventKind.LEASE_ACQUIRED, None),
+        (2.0, EventKind.PROGRESS, None),
+        (9.0, EventKind.CANCEL_REQUESTED, ErrorCode.RUN_TIMEOUT),
+    )
+    assert len(lines) == 1
+    assert lines[0].startswith("I4 at t=9.000000")
+    assert "outlived its lease: due at t=7.000000 (stall_timeout" in lines[0]
+
+
+def test_a_streaming_run_past_its_run_timeout_outlives_its_lease() -> None:
+    events = [(0.0, EventKind.LEASE_ACQUIRED, None)]
+    events += [(at, EventKind.PROGRESS, None) for at in (4.0, 8.0, 12.0, 16.0, 20.0, 24.0)]
+    lines = feed(checker(), *events)
+    assert len(lines) == 1
+    assert "due at t=20.000000 (run_timeout" in lines[0]
+
+
+def test_a_stall_abort_before_the_stall_deadline_is_early() -> None:
+    lines = feed(
+        checker(),
+        (0.0, EventKind.LEASE_ACQUIRED, None),
+        (3.0, EventKind.PROGRESS, None),
+        (6.0, EventKind.CANCEL_REQUESTED, ErrorCode.STALLED),
+    )
+    assert len(lines) == 1
+    assert "aborted as stalled 2.000s before its lease expired" in lines[0]
+
+
+def test_a_run_timeout_at_the_turn_deadline_is_on_time() -> None:
+    events = (
+        (0.0, EventKind.LEASE_ACQUIRED, None),
+        (4.0, EventKind.PROGRESS, None),
+        (6.0, EventKind.CANCEL_REQUESTED, ErrorCode.RUN_TIMEOUT),
+    )
+    assert feed(checker(turn_deadline=6.0), *events) == []
+    assert len(feed(checker(turn_deadline=None), *events)) == 1
+
+
+def test_a_cancelled_run_alive_past_its_grace_without_a_fence_is_late() -> None:
+    lines = feed(
+        checker(),
+        (0.0, EventKind.LEASE_ACQUIRED, None),
+        (5.0, EventKind.CANCEL_REQUESTED, ErrorCode.STALLED),
+        (7.0, EventKind.RUN_EXITED, None),
+    )
+    assert len(lines) == 1
+    assert "exited 1.000s after its abort grace ran out" in lines[0]
+
+
+def test_a_zombie_write_must_be_refused() -> None:
+    check = checker()
+    check.zombie_write(1.0, KEY, "paused owner", refused=True)
+    assert (check.zombie_refused, check.violations) == (1, [])
+    check.zombie_write(2.0, KEY, "second process", refused=False)
+    assert [violation.invariant for violation in check.violations] == ["I6"]
