@@ -1,21 +1,21 @@
-"""What tests share: a real gateway on an ephemeral loopback port, and fake providers."""
+"""What tests share: a real gateway on an ephemeral loopback port, and two presets of the
+scriptable fake model (:mod:`tests.fake_models`)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 
+from tests.fake_models import Call, ScriptedModel
 from turngate.config import GatewayConfig
 from turngate.gateway.app import create_app
 from turngate.gateway.server import GatewayServer, listening_socket, uvicorn_config
-from turngate.providers.base import ProviderRequest
-from turngate.providers.echo import EchoProvider
 from turngate.runtime.events import Event, EventBus
 
 SERVER_STOP_TIMEOUT_S = 30.0
@@ -110,58 +110,16 @@ class EventWaiter(EventLog):
         return await asyncio.to_thread(self.wait_for, kind, count)
 
 
-class HangOnceProvider:
+class HangOnceProvider(ScriptedModel):
     """Hangs forever (until cancelled) on the first call; echoes after that."""
 
-    name = "hang-once"
-
     def __init__(self) -> None:
-        self.calls = 0
-        self._echo = EchoProvider()
-
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-        self.calls += 1
-        if self.calls == 1:
-            await asyncio.Event().wait()
-        async for delta in self._echo.stream(request):
-            yield delta
+        super().__init__([Call(hang=True)], name="hang-once")
 
 
-class GatedEchoProvider:
+class GatedEchoProvider(ScriptedModel):
     """Echoes, but holds every call at a gate until the test calls :meth:`open`
     (thread-safe); the first ``ahead`` deltas of a reply come before the gate."""
 
-    name = "gated-echo"
-
     def __init__(self, ahead: int = 0) -> None:
-        self.ahead = ahead
-        self._echo = EchoProvider(chunks=4)
-        self._lock = threading.Lock()
-        self._is_open = False
-        self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
-
-    def open(self) -> None:
-        with self._lock:
-            self._is_open = True
-            waiting, self._waiting = self._waiting, []
-        for loop, gate in waiting:
-            loop.call_soon_threadsafe(gate.set)
-
-    def close(self) -> None:
-        """Hold calls that start from now on at the gate again."""
-        with self._lock:
-            self._is_open = False
-
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-        gate = asyncio.Event()
-        with self._lock:
-            if self._is_open:
-                gate.set()
-            else:
-                self._waiting.append((asyncio.get_running_loop(), gate))
-        deltas = [delta async for delta in self._echo.stream(request)]
-        for delta in deltas[: self.ahead]:
-            yield delta
-        await gate.wait()
-        for delta in deltas[self.ahead :]:
-            yield delta
+        super().__init__(then=Call(chunks=4, gate_after=ahead), name="gated-echo")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests.fake_models import Call, ScriptedModel
 from turngate.core.session import RunFailed
 from turngate.core.turn import Outcome, Turn, TurnState
 from turngate.errors import (
@@ -19,7 +19,6 @@ from turngate.errors import (
     TurngateError,
 )
 from turngate.gateway.frames import ERROR_HTTP_STATUS, TERMINAL_HTTP_STATUS, WIRE_STATUS
-from turngate.providers.base import ProviderRequest
 from turngate.runtime.run import RunSpec, execute_run
 from turngate.store.base import TurnRecord
 from turngate.store.sqlite import SqliteStore
@@ -48,17 +47,6 @@ def test_field_errors_name_their_field() -> None:
     assert isinstance(error, TurngateError)
 
 
-class Raising:
-    name = "raising"
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-        raise self.error
-        yield ""  # pragma: no cover - makes this an async generator
-
-
 @pytest.mark.parametrize(
     ("error", "code"),
     [
@@ -76,7 +64,9 @@ def test_provider_failures_become_failed_turns_with_a_code(
         try:
             turn = Turn("r", "agent:main:main", "hi", 0.0, 10.0)
             spec = RunSpec("agent:main:main", "r", 1, (turn,), 10)
-            result = await execute_run(spec, store, Raising(error), lambda _: None)
+            result = await execute_run(
+                spec, store, ScriptedModel(then=Call(raises=error)), lambda _: None
+            )
         finally:
             await store.close()
         assert isinstance(result, RunFailed)

@@ -66,10 +66,16 @@ def test_second_send_queues_behind_running_turn_and_starts_after_release() -> No
     session.submit(turn("a"), QueueMode.FOLLOWUP, 0.0)
     assert starts(session.submit(turn("b"), QueueMode.FOLLOWUP, 0.1)) == []
     effects = session.run_ended("a", 1, RunReplied("echo a"), 0.5)
-    assert isinstance(effects[0], EndRun)
-    assert effects[0].outcomes[0].reply == "echo a"
-    assert [s.run_id for s in starts(effects)] == ["b"]
-    assert effects.index(effects[0]) < effects.index(starts(effects)[0])
+    # Exactly two effects, in this order: a's run ends (releasing epoch 1), then b starts
+    # under the next epoch.
+    end, start = effects
+    assert isinstance(end, EndRun)
+    assert isinstance(start, StartRun)
+    assert (end.run_id, end.epoch) == ("a", 1)
+    assert [(o.turn_id, o.state, o.reply) for o in end.outcomes] == [
+        ("a", TurnState.REPLIED, "echo a")
+    ]
+    assert (start.run_id, start.epoch, [t.turn_id for t in start.turns]) == ("b", 2, ["b"])
 
 
 def test_release_comes_before_the_next_start_in_every_effect_list() -> None:

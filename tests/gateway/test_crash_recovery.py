@@ -3,11 +3,14 @@
 The scenario runs the real ``turngate gateway`` command as a child process: five turns are
 acknowledged (``"wait": false``) on two sessions, the process is killed with SIGKILL while the
 first turn of each session runs, and a new process starts on the same state directory. The
-client then resends each request with its ``idempotencyKey`` and waits for the outcome.
+client then resends each request with its ``idempotencyKey`` and waits for the outcome; once
+the second process has stopped, each session's transcript is read with
+``turngate sessions export``.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,7 @@ import httpx2
 import pytest
 
 from tests.gateway.process import gateway_process
+from turngate.cli import main
 
 CALL_TIMEOUT_S = 10.0
 ECHO_LATENCY_BEFORE_CRASH_MS = 2000
@@ -43,6 +47,9 @@ class Recovery:
     turns: dict[str, dict[str, Any]]
     """By idempotency key: ``GET /turns/{runId}`` after the resend."""
     restart_stderr: list[str]
+    transcripts: dict[str, list[tuple[str, str, str]]]
+    """By session: its whole transcript once the restarted gateway stopped, as
+    ``(role, text, runId)``, read with ``turngate sessions export``."""
 
 
 SENDS = [
@@ -57,6 +64,15 @@ SENDS = [
 
 def message_of(idempotency_key: str) -> str:
     return f"message {idempotency_key}"
+
+
+def exported_transcript(state_dir: Path, session_key: str) -> list[tuple[str, str, str]]:
+    """``turngate sessions export SESSION_KEY``, as a user reads a session afterwards."""
+    output = state_dir / f"{session_key.replace(':', '_')}.jsonl"
+    command = ["sessions", "export", session_key, "--state-dir", str(state_dir), "-o", str(output)]
+    assert main(command) == 0
+    entries = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    return [(entry["role"], entry["text"], entry["runId"]) for entry in entries]
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +123,11 @@ def recovery(tmp_path_factory: pytest.TempPathFactory) -> Recovery:
             resent[a.idempotency_key] = (response.status_code, response.json())
         for a in acked:
             turns[a.idempotency_key] = client.get(f"/turns/{a.idempotency_key}").json()
-    return Recovery(acked, resent, turns, second.stderr_lines)
+    transcripts = {
+        session_key: exported_transcript(state_dir, session_key)
+        for session_key in dict.fromkeys(session_key for _, session_key in SENDS)
+    }
+    return Recovery(acked, resent, turns, second.stderr_lines, transcripts)
 
 
 def test_crash_scenario_kills_the_gateway_while_the_first_turns_run(recovery: Recovery) -> None:
@@ -123,9 +143,14 @@ def test_every_turn_acknowledged_before_a_crash_replies_after_restart(recovery: 
     for a in recovery.acked:
         status_code, body = recovery.resent[a.idempotency_key]
         assert status_code == 200, body
-        assert body["status"] == "ok"
-        assert body["runId"] == a.idempotency_key
-        assert a.message in body["reply"]
+        assert (body["status"], body["runId"], body["sessionKey"]) == (
+            "ok",
+            a.idempotency_key,
+            a.session_key,
+        )
+        assert body["reply"] == f"echo: {a.message}"
+        assert "mergedInto" not in body
+        assert recovery.turns[a.idempotency_key]["status"] == "ok"
 
 
 def test_turn_running_at_the_crash_replies_as_if_it_had_not_been_interrupted(
@@ -138,12 +163,17 @@ def test_turn_running_at_the_crash_replies_as_if_it_had_not_been_interrupted(
 
 
 def test_turns_running_at_the_crash_count_one_more_attempt(recovery: Recovery) -> None:
-    for a in recovery.acked:
-        attempts = recovery.turns[a.idempotency_key]["attempts"]
-        if a.status_at_crash == "running":
-            assert attempts >= 1, a
-        else:
-            assert attempts == 0, a
+    attempts = {
+        a.idempotency_key: recovery.turns[a.idempotency_key]["attempts"] for a in recovery.acked
+    }
+
+    assert attempts == {
+        "crash-a-1": 1,
+        "crash-b-1": 1,
+        "crash-a-2": 0,
+        "crash-b-2": 0,
+        "crash-a-3": 0,
+    }
 
 
 def test_resumed_turns_start_in_their_acceptance_order(recovery: Recovery) -> None:
@@ -158,6 +188,26 @@ def test_resumed_turns_start_in_their_acceptance_order(recovery: Recovery) -> No
         )
         epochs = [record["epoch"] for record in records]
         assert epochs == sorted(set(epochs)), f"{session_key}: epochs by seq {epochs}"
+
+
+def test_each_session_transcript_holds_every_acknowledged_exchange_once_in_order(
+    recovery: Recovery,
+) -> None:
+    """Nothing of the killed run survives, nothing is written twice, nothing else is there."""
+    expected = {
+        session_key: [
+            entry
+            for a in recovery.acked
+            if a.session_key == session_key
+            for entry in (
+                ("user", a.message, a.idempotency_key),
+                ("assistant", f"echo: {a.message}", a.idempotency_key),
+            )
+        ]
+        for session_key in recovery.transcripts
+    }
+
+    assert recovery.transcripts == expected
 
 
 def test_restart_logs_the_open_turns_it_recovered(recovery: Recovery) -> None:

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.fake_models import Call, ScriptedModel, heartbeat_ok_or_echo
+from tests.harness import EngineHarness
 from turngate.config import AgentConfig, CronJobConfig, HeartbeatConfig
 from turngate.core.keys import parse_session_key
 from turngate.lanes.cron import CronJob, CronLane
 from turngate.lanes.heartbeat import HeartbeatLane
-from turngate.providers.base import ProviderRequest
-from turngate.runtime.clock import LoopClock
 from turngate.runtime.engine import Engine, EngineSettings, SubmitRequest
-from turngate.runtime.events import Event, EventBus, EventKind
-from turngate.sim.checkers import Checker
+from turngate.runtime.events import Event, EventKind
 from turngate.sim.loop import run_virtual
-from turngate.store.sqlite import SqliteStore
 
 DAY_S = 86_400.0
 HOUR_S = 3_600.0
@@ -27,59 +26,35 @@ USER_PAUSE_S = 37.0
 WALL_AT_ZERO = 1_800_000_000.0 - HOUR_S
 
 
-class Agent:
+def agent(latency_s: float = 1.0) -> ScriptedModel:
     """Answers heartbeats with HEARTBEAT_OK, anything else by echoing, after ``latency_s``."""
-
-    name = "agent"
-
-    def __init__(self, latency_s: float = 1.0) -> None:
-        self.latency_s = latency_s
-        self.calls = 0
-
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-        self.calls += 1
-        await asyncio.sleep(self.latency_s)
-        last = request.messages[-1].content
-        yield "HEARTBEAT_OK" if last.startswith("Heartbeat") else f"echo: {last}"
+    return ScriptedModel(then=Call(reply=heartbeat_ok_or_echo, latency_s=latency_s, chunks=1))
 
 
 Life = Callable[[Engine], Awaitable[None]]
 
 
 def live(
-    tmp_path: Path, provider: Agent, *lives: tuple[float, Life], **settings: float
+    tmp_path: Path, provider: ScriptedModel, *lives: tuple[float, Life], **settings: Any
 ) -> list[Event]:
-    """Run engine lives one after another on one store; ``(downtime_s, body)`` each."""
-    events: list[Event] = []
+    """Run engine lives one after another on one store; ``(downtime_s, body)`` each. The
+    simulator's invariant checker watches every life."""
+    harness = EngineHarness(
+        tmp_path,
+        provider,
+        EngineSettings(**settings),
+        wall_at_zero=WALL_AT_ZERO,
+        check_invariants=True,
+    )
 
     async def main() -> None:
         for downtime_s, body in lives:
             await asyncio.sleep(downtime_s)
-            store = SqliteStore(tmp_path / "turngate.db")
-            bus = EventBus()
-            bus.subscribe(events.append)
-
-            def lease_of(key: str, store: SqliteStore = store) -> tuple[str | None, int]:
-                row = store.db.execute(
-                    "SELECT lease_run_id, epoch FROM sessions WHERE key = ?", (key,)
-                ).fetchone()
-                return (None, 0) if row is None else (row[0], row[1])
-
-            checker = Checker(settings.get("abort_grace_s", 5.0), lease_of, WALL_AT_ZERO)
-            bus.subscribe(checker.on_event)
-            engine = Engine(
-                store,
-                provider,
-                settings=EngineSettings(**settings),  # type: ignore[arg-type]
-                clock=LoopClock(WALL_AT_ZERO),
-                events=bus,
-            )
-            async with engine:
+            async with harness.engine() as engine:
                 await body(engine)
-            assert checker.violations == []
 
     run_virtual(main())
-    return events
+    return harness.events
 
 
 def of(events: list[Event], kind: EventKind, lane: str | None = None) -> list[Event]:
@@ -107,7 +82,7 @@ def test_a_half_hourly_heartbeat_takes_48_turns_in_a_day(tmp_path: Path) -> None
         assert {t.delivery for t in turns} == {"suppressed"}
         assert {t.lane for t in turns} == {"heartbeat"}
 
-    events = live(tmp_path, Agent(), (0.0, day))
+    events = live(tmp_path, agent(), (0.0, day))
     started = of(events, EventKind.STARTED, "heartbeat")
     assert [e.at for e in started] == [1800.0 * n for n in range(1, 49)]
     assert lanes[0].skipped == 0
@@ -123,7 +98,7 @@ def test_a_heartbeat_never_stacks_while_the_previous_one_is_still_running(tmp_pa
 
     events = live(
         tmp_path,
-        Agent(latency_s=45 * 60.0),
+        agent(latency_s=45 * 60.0),
         (0.0, slow_day),
         stall_timeout_s=HOUR_S,
         run_timeout_s=2 * HOUR_S,
@@ -151,7 +126,7 @@ def test_a_shared_heartbeat_queues_with_the_users_turns_never_beside_them(tmp_pa
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    events = live(tmp_path, Agent(latency_s=20.0), (0.0, busy_session))
+    events = live(tmp_path, agent(latency_s=20.0), (0.0, busy_session))
     lanes = {e.lane for e in of(events, EventKind.STARTED)}
     assert lanes == {"direct", "heartbeat"}
     assert {e.session_key for e in of(events, EventKind.STARTED)} == {str(key)}
@@ -175,7 +150,7 @@ def test_a_missed_cron_slot_fires_once_after_a_five_hour_outage(tmp_path: Path) 
         await for_a_while(engine, lane.run(), 30 * 60.0)
         assert lane.fired == 1
 
-    events = live(tmp_path, Agent(), (0.0, two_hours), (5 * HOUR_S, after_outage))
+    events = live(tmp_path, agent(), (0.0, two_hours), (5 * HOUR_S, after_outage))
     fired = of(events, EventKind.CRON_FIRED)
     assert [e.at for e in fired] == [HOUR_S, 2 * HOUR_S, 2 * HOUR_S + 60.0 + 5 * HOUR_S]
     assert fired[-1].turn_id == f"cron.hourly.{int(WALL_AT_ZERO + 3 * HOUR_S)}"
@@ -195,7 +170,7 @@ def test_cron_next_fire_times_survive_a_restart(tmp_path: Path) -> None:
         await lane.load()
         assert lane.states["hourly"].next_fire_wall == saved[0] == WALL_AT_ZERO + HOUR_S
 
-    live(tmp_path, Agent(), (0.0, first), (60.0, second))
+    live(tmp_path, agent(), (0.0, first), (60.0, second))
 
 
 def test_running_a_cron_job_by_hand_fires_it_now_and_an_unknown_job_is_named(
@@ -209,4 +184,4 @@ def test_running_a_cron_job_by_hand_fires_it_now_and_an_unknown_job_is_named(
         with pytest.raises(Exception, match="no cron job 'nightly'; configured: hourly"):
             await lane.run_now("nightly")
 
-    live(tmp_path, Agent(), (0.0, by_hand))
+    live(tmp_path, agent(), (0.0, by_hand))

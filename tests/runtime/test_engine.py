@@ -3,82 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.fake_models import Call, ScriptedModel, echo_last
+from tests.harness import EngineHarness, Scenario
 from turngate.core.keys import parse_session_key
 from turngate.core.queue import QueueMode
 from turngate.core.turn import Outcome, TurnState, Usage
 from turngate.errors import ErrorCode, IdempotencyConflictError
-from turngate.providers.base import ProviderRequest
-from turngate.providers.echo import EchoProvider
 from turngate.runtime.engine import Engine, EngineSettings, SubmitRequest
-from turngate.runtime.events import Event, EventBus, EventKind
-from turngate.sim.loop import run_virtual
-from turngate.sim.world import ignore_cancellation_for
+from turngate.runtime.events import Event, EventKind
 from turngate.store.sqlite import SqliteStore
 
 KEY = parse_session_key("agent:main:main")
 
 
-class RecordingProvider:
-    """Echo with a latency, recording every request."""
-
-    name = "recording"
-
-    def __init__(self, latency_s: float = 0.0) -> None:
-        self.requests: list[ProviderRequest] = []
-        self._echo = EchoProvider(latency_s)
-
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-        self.requests.append(request)
-        async for delta in self._echo.stream(request):
-            yield delta
-
-
-class StubbornProvider:
-    """The first call ignores cancellation for ``stubborn_s`` seconds, then still yields."""
-
-    name = "stubborn"
-
-    def __init__(self, stubborn_s: float) -> None:
-        self.stubborn_s = stubborn_s
-        self.calls = 0
-
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-        self.calls += 1
-        if self.calls == 1:
-            await ignore_cancellation_for(self.stubborn_s)  # swallows cancellation
-            yield "too late"
-            return
-        yield "echo: " + request.messages[-1].content
-
-
 def run_engine(
-    tmp_path: Path,
-    provider: object,
-    scenario: Callable[[Engine, list[Event]], Awaitable[None]],
-    **settings: object,
+    tmp_path: Path, provider: ScriptedModel, scenario: Scenario, **settings: Any
 ) -> list[Event]:
     """Run ``scenario`` against a fresh engine on the virtual clock; return its events."""
-    events: list[Event] = []
+    return EngineHarness(tmp_path, provider, EngineSettings(**settings)).run(scenario)
 
-    async def main() -> None:
-        bus = EventBus()
-        bus.subscribe(events.append)
-        engine = Engine(
-            SqliteStore(tmp_path / "turngate.db"),
-            provider,  # type: ignore[arg-type]
-            settings=EngineSettings(**settings),  # type: ignore[arg-type]
-            events=bus,
-        )
-        async with engine:
-            await scenario(engine, events)
 
-    run_virtual(main())
-    return events
+def echo_after(latency_s: float = 0.0) -> ScriptedModel:
+    """Echoes every message after ``latency_s``, in 3 deltas; like the echo provider, it
+    does not wait at all when the latency is 0."""
+    return ScriptedModel(then=Call(latency_s=latency_s or None))
 
 
 async def send(engine: Engine, message: str, **fields: object) -> Outcome:
@@ -92,19 +45,19 @@ def at(events: list[Event], kind: EventKind, turn_id: str | None = None) -> list
 
 @pytest.mark.parametrize("latency_s", [0.0, 0.05, 0.3, 2.5])
 def test_sequential_sends_each_get_their_own_real_reply(tmp_path: Path, latency_s: float) -> None:
-    async def scenario(engine: Engine, events: list[Event]) -> None:
+    async def scenario(engine: Engine) -> None:
         for index in range(10):
             outcome = await send(engine, f"ok-{index}")
             assert outcome.state is TurnState.REPLIED
             assert outcome.reply == f"echo: ok-{index}"
             assert engine.clock.now() == pytest.approx((index + 1) * latency_s)
 
-    events = run_engine(tmp_path, RecordingProvider(latency_s), scenario)
+    events = run_engine(tmp_path, echo_after(latency_s), scenario)
     assert not [e for e in events if e.abnormal]
 
 
 def test_a_send_in_the_same_tick_as_the_previous_reply_is_never_refused(tmp_path: Path) -> None:
-    async def scenario(engine: Engine, events: list[Event]) -> None:
+    async def scenario(engine: Engine) -> None:
         first = await engine.submit(SubmitRequest(KEY, "one", mode=QueueMode.REJECT))
         # Send the next one from a callback on the very future that delivers the reply.
         second: asyncio.Future[asyncio.Task[Outcome]] = asyncio.get_running_loop().create_future()
@@ -116,7 +69,7 @@ def test_a_send_in_the_same_tick_as_the_previous_reply_is_never_refused(tmp_path
         assert (await first.outcome).reply == "echo: one"
         assert (await (await second)).reply == "echo: two"
 
-    run_engine(tmp_path, RecordingProvider(0.05), scenario)
+    run_engine(tmp_path, echo_after(0.05), scenario)
 
 
 def test_the_session_is_released_in_the_store_before_the_outcome_is_delivered(
@@ -124,7 +77,7 @@ def test_the_session_is_released_in_the_store_before_the_outcome_is_delivered(
 ) -> None:
     released_at_delivery: list[bool] = []
 
-    async def scenario(engine: Engine, events: list[Event]) -> None:
+    async def scenario(engine: Engine) -> None:
         store = engine.store
         assert isinstance(store, SqliteStore)
 
@@ -138,22 +91,14 @@ def test_the_session_is_released_in_the_store_before_the_outcome_is_delivered(
         engine.events.subscribe(check)
         await asyncio.gather(*(send(engine, f"m{i}") for i in range(5)))
 
-    run_engine(tmp_path, RecordingProvider(0.1), scenario)
+    run_engine(tmp_path, echo_after(0.1), scenario)
     assert released_at_delivery == [True] * 5
 
 
 def test_a_stalled_run_is_aborted_at_stall_timeout_and_the_next_turn_is_served(
     tmp_path: Path,
 ) -> None:
-    class HangFirst(RecordingProvider):
-        async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-            if not self.requests:
-                self.requests.append(request)
-                await asyncio.Event().wait()
-            async for delta in super().stream(request):
-                yield delta
-
-    async def scenario(engine: Engine, events: list[Event]) -> None:
+    async def scenario(engine: Engine) -> None:
         stuck = await engine.submit(SubmitRequest(KEY, "stuck"))
         nxt = await engine.submit(SubmitRequest(KEY, "next"))
         aborted = await stuck.outcome
@@ -163,7 +108,12 @@ def test_a_stalled_run_is_aborted_at_stall_timeout_and_the_next_turn_is_served(
         assert replied.reply == "echo: next"
         assert engine.clock.now() == 5.5
 
-    events = run_engine(tmp_path, HangFirst(0.5), scenario, stall_timeout_s=5.0)
+    events = run_engine(
+        tmp_path,
+        ScriptedModel([Call(hang=True)], then=Call(latency_s=0.5)),
+        scenario,
+        stall_timeout_s=5.0,
+    )
     [cancel] = [e for e in events if e.kind is EventKind.CANCEL_REQUESTED]
     assert (cancel.at, cancel.code, cancel.session_key) == (5.0, ErrorCode.STALLED, str(KEY))
 
@@ -171,7 +121,7 @@ def test_a_stalled_run_is_aborted_at_stall_timeout_and_the_next_turn_is_served(
 def test_a_run_that_ignores_cancellation_is_fenced_and_its_late_result_ignored(
     tmp_path: Path,
 ) -> None:
-    async def scenario(engine: Engine, events: list[Event]) -> None:
+    async def scenario(engine: Engine) -> None:
         ignored = asyncio.Event()
         engine.events.subscribe(
             lambda e: ignored.set() if e.kind is EventKind.STALE_IGNORED else None
@@ -189,7 +139,10 @@ def test_a_run_that_ignores_cancellation_is_fenced_and_its_late_result_ignored(
 
     events = run_engine(
         tmp_path,
-        StubbornProvider(stubborn_s=30.0),
+        ScriptedModel(
+            [Call(reply="too late", chunks=1, ignore_cancel_s=30.0)],
+            then=Call(reply=echo_last, chunks=1),
+        ),
         scenario,
         stall_timeout_s=5.0,
         abort_grace_s=1.0,
@@ -201,9 +154,9 @@ def test_a_run_that_ignores_cancellation_is_fenced_and_its_late_result_ignored(
 
 
 def test_a_retried_send_gets_the_first_outcome_and_never_a_second_run(tmp_path: Path) -> None:
-    provider = RecordingProvider(1.0)
+    provider = echo_after(1.0)
 
-    async def scenario(engine: Engine, events: list[Event]) -> None:
+    async def scenario(engine: Engine) -> None:
         first, again = await asyncio.gather(
             send(engine, "hello", turn_id="key-1"), send(engine, "hello", turn_id="key-1")
         )
@@ -218,9 +171,9 @@ def test_a_retried_send_gets_the_first_outcome_and_never_a_second_run(tmp_path: 
 
 
 def test_each_turn_sends_the_bounded_transcript_to_the_provider(tmp_path: Path) -> None:
-    provider = RecordingProvider()
+    provider = echo_after()
 
-    async def scenario(engine: Engine, events: list[Event]) -> None:
+    async def scenario(engine: Engine) -> None:
         for index in range(5):
             await send(engine, f"m{index}")
 
@@ -238,7 +191,7 @@ def test_each_turn_sends_the_bounded_transcript_to_the_provider(tmp_path: Path) 
 def test_turns_left_open_by_a_stop_resume_on_the_next_start(tmp_path: Path) -> None:
     ids: list[str] = []
 
-    async def first_life(engine: Engine, events: list[Event]) -> None:
+    async def first_life(engine: Engine) -> None:
         started = asyncio.Event()
         engine.events.subscribe(lambda e: started.set() if e.kind is EventKind.STARTED else None)
         for index in range(3):
@@ -247,7 +200,7 @@ def test_turns_left_open_by_a_stop_resume_on_the_next_start(tmp_path: Path) -> N
         await started.wait()  # stop while the first run is in flight
         assert engine.clock.now() < 10.0
 
-    async def second_life(engine: Engine, events: list[Event]) -> None:
+    async def second_life(engine: Engine) -> None:
         for turn_id, index in zip(ids, range(3), strict=True):
             outcome = await send(engine, f"m{index}", turn_id=turn_id)
             assert outcome.reply == f"echo: m{index}"
@@ -255,14 +208,14 @@ def test_turns_left_open_by_a_stop_resume_on_the_next_start(tmp_path: Path) -> N
         assert record is not None
         assert record.attempts == 1
 
-    run_engine(tmp_path, RecordingProvider(10.0), first_life)
-    events = run_engine(tmp_path, RecordingProvider(0.1), second_life)
+    run_engine(tmp_path, echo_after(10.0), first_life)
+    events = run_engine(tmp_path, echo_after(0.1), second_life)
     started = [e.turn_id for e in events if e.kind is EventKind.STARTED]
     assert started == ids
 
 
 def test_a_turn_waiting_behind_a_slow_one_expires_at_its_own_deadline(tmp_path: Path) -> None:
-    async def scenario(engine: Engine, events: list[Event]) -> None:
+    async def scenario(engine: Engine) -> None:
         slow = await engine.submit(SubmitRequest(KEY, "slow"))
         hurried = await engine.submit(SubmitRequest(KEY, "hurried", timeout_s=2.0))
         expired = await hurried.outcome
@@ -270,14 +223,14 @@ def test_a_turn_waiting_behind_a_slow_one_expires_at_its_own_deadline(tmp_path: 
         assert engine.clock.now() == 2.0
         assert (await slow.outcome).state is TurnState.REPLIED
 
-    run_engine(tmp_path, RecordingProvider(3.0), scenario)
+    run_engine(tmp_path, echo_after(3.0), scenario)
 
 
 def test_a_free_session_starts_its_next_turn_without_delay(tmp_path: Path) -> None:
-    async def scenario(engine: Engine, events: list[Event]) -> None:
+    async def scenario(engine: Engine) -> None:
         await asyncio.gather(*(send(engine, f"m{i}") for i in range(20)))
 
-    events = run_engine(tmp_path, RecordingProvider(0.2), scenario)
+    events = run_engine(tmp_path, echo_after(0.2), scenario)
     waits = [e.ready_wait_s for e in events if e.kind is EventKind.STARTED]
     assert len(waits) == 20
     assert max(w for w in waits if w is not None) == 0.0
@@ -286,7 +239,7 @@ def test_a_free_session_starts_its_next_turn_without_delay(tmp_path: Path) -> No
 def test_a_streaming_client_receives_the_reply_as_deltas_then_the_outcome(
     tmp_path: Path,
 ) -> None:
-    async def scenario(engine: Engine, events: list[Event]) -> None:
+    async def scenario(engine: Engine) -> None:
         ticket = await engine.submit(SubmitRequest(KEY, "hello there", stream=True))
         assert ticket.deltas is not None
         chunks = [text async for _, text in ticket.deltas]
@@ -300,15 +253,15 @@ def test_a_streaming_client_receives_the_reply_as_deltas_then_the_outcome(
         assert [text async for _, text in again.deltas] == []
         assert (await again.outcome).reply == "echo: hello there"
 
-    run_engine(tmp_path, RecordingProvider(0.1), scenario)
+    run_engine(tmp_path, echo_after(0.1), scenario)
 
 
 def test_a_steered_message_reaches_the_running_turn_at_its_next_model_call(
     tmp_path: Path,
 ) -> None:
-    provider = RecordingProvider(1.0)
+    provider = echo_after(1.0)
 
-    async def scenario(engine: Engine, events: list[Event]) -> None:
+    async def scenario(engine: Engine) -> None:
         first = await engine.submit(SubmitRequest(KEY, "plan a trip"))
         started = asyncio.Event()
         engine.events.subscribe(lambda e: started.set() if e.kind is EventKind.STARTED else None)
@@ -335,26 +288,10 @@ def test_a_steered_message_reaches_the_running_turn_at_its_next_model_call(
     ]
 
 
-class MeteredEcho:
-    """Echo with a latency that reports ``(prompt messages, reply characters)`` as usage."""
-
-    name = "metered-echo"
-
-    def __init__(self, latency_s: float) -> None:
-        self._echo = EchoProvider(latency_s)
-
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-        reply = ""
-        async for delta in self._echo.stream(request):
-            reply += delta
-            yield delta
-        request.usage.add(len(request.messages), len(reply))
-
-
 def test_a_steered_run_reports_the_usage_of_all_its_model_calls_and_stores_it(
     tmp_path: Path,
 ) -> None:
-    async def scenario(engine: Engine, events: list[Event]) -> None:
+    async def scenario(engine: Engine) -> None:
         first = await engine.submit(SubmitRequest(KEY, "plan a trip"))
         started = asyncio.Event()
         engine.events.subscribe(lambda e: started.set() if e.kind is EventKind.STARTED else None)
@@ -369,11 +306,12 @@ def test_a_steered_run_reports_the_usage_of_all_its_model_calls_and_stores_it(
         assert stored.usage == usage
         assert stored.outcome() == two
 
-    run_engine(tmp_path, MeteredEcho(1.0), scenario)
+    metered = Call(latency_s=1.0, usage=lambda request, reply: (len(request.messages), len(reply)))
+    run_engine(tmp_path, ScriptedModel(then=metered), scenario)
 
 
 def test_a_turn_whose_provider_reports_no_usage_has_none(tmp_path: Path) -> None:
-    async def scenario(engine: Engine, events: list[Event]) -> None:
+    async def scenario(engine: Engine) -> None:
         ticket = await engine.submit(SubmitRequest(KEY, "hi"))
         outcome = await ticket.outcome
         assert outcome.reply == "echo: hi"
@@ -382,4 +320,4 @@ def test_a_turn_whose_provider_reports_no_usage_has_none(tmp_path: Path) -> None
         assert stored is not None
         assert stored.outcome() == outcome
 
-    run_engine(tmp_path, RecordingProvider(0.1), scenario)
+    run_engine(tmp_path, echo_after(0.1), scenario)

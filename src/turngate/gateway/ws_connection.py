@@ -120,6 +120,7 @@ class Connection:
         self.conn_id = f"conn-{self.generation}-{uuid.uuid4().hex[:8]}"
         self._outbox = Outbox(websocket, self.conn_id)
         self._bucket = TokenBucket(config.ws_frames_per_s_max)
+        self._clock = engine.clock  # the rate limiter's time: the injected clock
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._methods = Methods(self, engine, config, targets)
@@ -261,7 +262,7 @@ class Connection:
         except ValidationError as exc:
             self.event("error", error_shape(ErrorCode.INVALID_FIELD, field_message(exc)))
             return
-        wait_s = self._bucket.take(asyncio.get_running_loop().time())
+        wait_s = self._bucket.take(self._clock.now())
         if wait_s > 0 or self._inflight >= INFLIGHT_REQUESTS_MAX:
             refused = error_response(
                 request.id,
