@@ -1,10 +1,16 @@
-"""The lease-term and zombie checks of the simulator's checker, on hand-made event sequences."""
+"""The checks of the simulator's checker on hand-made events and stores: lease terms, zombies,
+and a turn's ending written whole."""
 
 from __future__ import annotations
 
+from turngate.core.queue import QueueMode
+from turngate.core.turn import TurnState
 from turngate.errors import ErrorCode
 from turngate.runtime.events import Event, EventKind
 from turngate.sim.checkers import Checker, LeaseCheck
+from turngate.sim.workload import ClientRecord, ClientTurn
+from turngate.store.base import TranscriptEntry, TurnRecord
+from turngate.types import Epoch, RunId, TurnId, WallS
 
 KEY = "agent:sim:main"
 RUN = "t1"
@@ -100,3 +106,96 @@ def test_a_zombie_write_must_be_refused() -> None:
     assert (check.zombie_refused, check.violations) == (1, [])
     check.zombie_write(2.0, KEY, "second process", refused=False)
     assert [violation.invariant for violation in check.violations] == ["I6"]
+
+
+# -- the store at the end: a turn's ending written whole (issue 11, class 4) ----------------
+
+REPLY = "sim: hello"
+
+
+def turn(state: TurnState = TurnState.REPLIED, ended_at: float = 2.0) -> TurnRecord:
+    replied = state is TurnState.REPLIED
+    return TurnRecord(
+        TurnId(RUN),
+        KEY,
+        "sim",
+        "hello",
+        "followup",
+        state,
+        WallS(0.0),
+        60.0,
+        seq=1,
+        run_id=RunId(RUN),
+        epoch=Epoch(1),
+        ended_wall=WallS(ended_at),
+        reply=REPLY if replied else None,
+    )
+
+
+def entry(seq: int, role: str, text: str) -> TranscriptEntry:
+    return TranscriptEntry(seq, KEY, role, text, RunId(RUN), Epoch(1), WallS(2.0))
+
+
+def finish(stored: TurnRecord, *entries: TranscriptEntry) -> list[str]:
+    check = checker()
+    feed(
+        check,
+        (1.0, EventKind.LEASE_ACQUIRED, None),
+        (2.0, EventKind.LEASE_RELEASED, None),
+        (2.0, EventKind.RUN_EXITED, None),
+    )
+    check.finish(ClientRecord(), {stored.turn_id: stored}, list(entries), 0, 10.0)
+    return [violation.line() for violation in check.violations]
+
+
+def test_a_replied_turn_with_its_message_and_reply_is_whole() -> None:
+    assert finish(turn(), entry(1, "user", "hello"), entry(2, "assistant", REPLY)) == []
+
+
+def test_a_replied_turn_without_its_exchange_was_not_written_whole() -> None:
+    lines = finish(turn())
+    assert [line[:2] for line in lines] == ["I1", "I1"]
+    assert "has its message 0 times" in lines[0]
+    assert "has 0 replies of that run, expected 1" in lines[1]
+
+
+def test_a_reply_written_twice_means_two_writers() -> None:
+    lines = finish(
+        turn(),
+        entry(1, "user", "hello"),
+        entry(2, "assistant", REPLY),
+        entry(3, "assistant", REPLY),
+    )
+    assert [line[:2] for line in lines] == ["I3"]
+    assert "has 2 replies of that run, expected 1" in lines[0]
+
+
+def test_a_reply_of_a_run_whose_turn_did_not_reply_is_an_ending_denied() -> None:
+    lines = finish(turn(TurnState.FAILED), entry(1, "user", "hello"), entry(2, "assistant", REPLY))
+    assert [line[:2] for line in lines] == ["I1", "I1"]
+    assert "no turn it replied to" in lines[1]
+
+
+def acked_and_crashed(*, after_commit: bool) -> list[str]:
+    """A turn whose end was committed at t=2, when the gateway crashed: no ``ended`` event;
+    its client learned the outcome from the store after the restart."""
+    check = checker()
+    feed(check, (1.0, EventKind.LEASE_ACQUIRED, None))
+    check.crashed(2.0, after_commit=after_commit)
+    check.new_life(2)
+    stored = turn()
+    record = ClientRecord()
+    record.acked[RUN] = ClientTurn(RUN, KEY, "hello", QueueMode.FOLLOWUP)
+    outcome = stored.outcome()
+    assert outcome is not None
+    record.outcomes[RUN] = outcome
+    transcript = [entry(1, "user", "hello"), entry(2, "assistant", REPLY)]
+    check.finish(record, {stored.turn_id: stored}, transcript, 0, 10.0)
+    return [violation.line() for violation in check.violations]
+
+
+def test_a_turn_ended_by_the_commit_a_crash_followed_is_told_after_the_restart() -> None:
+    assert acked_and_crashed(after_commit=True) == []
+    # A crash at a time drawn in advance comes when every task is blocked: never between a
+    # commit and its writers, so a turn it ended unseen is a turn ended without its event.
+    assert [line[:2] for line in acked_and_crashed(after_commit=False)] == ["I1"]

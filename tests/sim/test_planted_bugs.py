@@ -1,6 +1,7 @@
 """Proof that the simulator can fail: four bugs of the field reports, two of a full disk, and
-three of issue 11 (a watchdog that stops aborting stalled runs, a run timeout measured from
-the wrong instant, a store that no longer refuses stale epochs), planted one at a time.
+four of issue 11 (a watchdog that stops aborting stalled runs, a run timeout measured from
+the wrong instant, a store that no longer refuses stale epochs, a turn's outcome and its
+transcript written in two transactions), planted one at a time.
 
 Each fixture patches the real runtime the way a plausible mistake would, for this test only.
 The simulator must find a violating seed within 1,000 seeds, and name the invariant the bug
@@ -211,6 +212,49 @@ def store_without_fencing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(SqliteStore, "end_run", end_run)
 
 
+@pytest.fixture
+def outcome_and_transcript_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11, class 4: ``end_run`` commits the release and the outcomes, then appends the
+    exchange in a second transaction. Only a crash between the two commits shows it: a turn
+    ended ``replied`` whose message and reply are not in the transcript."""
+
+    async def end_run(
+        self: SqliteStore,
+        session_key: str,
+        run_id: RunId,
+        epoch: Epoch,
+        outcomes: Sequence[Outcome],
+        exchange: Sequence[tuple[str, str]],
+        at: WallS,
+    ) -> None:
+        async with self._tx.write("end a run") as db:
+            released = db.execute(
+                "UPDATE sessions SET lease_run_id = NULL, lease_granted_wall = NULL,"
+                " updated_wall = ? WHERE key = ? AND lease_run_id = ? AND epoch = ?",
+                (at, session_key, run_id, epoch),
+            ).rowcount
+            if released != 1:
+                raise StaleEpochError(session_key, run_id, epoch)
+            self._record_outcomes(db, outcomes, at)
+        if exchange:
+            async with self._tx.write("append the exchange") as db:
+                db.executemany(
+                    "INSERT INTO transcript (session_key, role, text, run_id, epoch, at_wall)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [(session_key, role, text, run_id, epoch, at) for role, text in exchange],
+                )
+
+    monkeypatch.setattr(SqliteStore, "end_run", end_run)
+
+
+@pytest.mark.usefixtures("outcome_and_transcript_apart")
+def test_the_simulator_finds_an_outcome_written_apart_from_its_transcript() -> None:
+    # The turn's ending was not written whole: a replied turn without its exchange (I1).
+    first = first_failure().violations[0]
+    assert first.invariant == "I1"
+    assert "in the transcript" in first.message
+
+
 @pytest.mark.usefixtures("lease_renewed_on_every_tick")
 def test_the_simulator_finds_a_watchdog_that_no_longer_aborts_stalled_runs() -> None:
     first = first_failure().violations[0]
@@ -235,8 +279,9 @@ def test_the_simulator_finds_a_store_that_accepts_stale_epochs() -> None:
 @pytest.mark.usefixtures("failed_commit_acknowledged")
 def test_the_simulator_finds_writes_acknowledged_that_a_full_disk_lost() -> None:
     # Its state and the store's part ways: a lease the store still shows (I5), a turn
-    # acknowledged but not stored (I7), or an outcome the store does not have (I1).
-    assert first_failure().violations[0].invariant in {"I1", "I5", "I7"}
+    # acknowledged but not stored (I7), an outcome the store does not have (I1), or a run
+    # whose lease the store lost, so that its end is refused as stale (I6).
+    assert first_failure().violations[0].invariant in {"I1", "I5", "I6", "I7"}
 
 
 @pytest.mark.usefixtures("storage_failure_ends_the_owner")

@@ -4,10 +4,13 @@ Each check names the invariant (docs/architecture.md) it enforces:
 
 - I1 one outcome: a turn ends at most once, every acknowledged turn ends, the client holds
   the outcome the store recorded, and a reply is real (it contains the turn's own message).
+  A turn's ending is written whole: a replied turn has its message and its reply in the
+  transcript (not missing after a crash), and the transcript holds no message or reply of a
+  turn or run that did not reply (an ending its turn's stored state denies).
 - I2 order: within one life of the gateway, a session's turns start in acceptance order.
 - I3 mutual exclusion: a lease is taken only when free, with a larger epoch; no earlier run
-  of the session is still alive unless it was fenced after its full grace; every replied
-  message is in the transcript exactly once, and no other message is.
+  of the session is still alive unless it was fenced after its full grace; a replied turn's
+  message and its run's reply are in the transcript once, not twice (two writers).
 - I4 bounded waiting: every turn ends by its deadline plus the abort grace; no client wait
   runs out. Lease terms: a run is cancelled when its lease expires, at the earliest of its
   last progress + ``stall_timeout_s``, its start + ``run_timeout_s`` and its turns' deadline,
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 
 from turngate.core.turn import TurnState
 from turngate.runtime.events import Event, EventKind
+from turngate.runtime.run import STEER_SEPARATOR
 from turngate.sim.workload import ClientRecord
 from turngate.sim.world import SIM_PREFIX
 from turngate.store.base import TranscriptEntry, TurnRecord
@@ -131,6 +135,9 @@ class Checker:
         self.held: dict[tuple[str, int], list[float]] = {}
         """Every (run, epoch) that held a session: [acquired at, held until (inf while it
         may still hold)]."""
+        self.commit_crashes: list[float] = []
+        """When the gateway crashed right after a commit: a turn whose end that commit wrote
+        was never delivered in that life (its client learns it from the store later)."""
         self.abnormal = 0
         self.zombie_refused = 0
         """Writes of zombies the store refused, as it must."""
@@ -146,9 +153,12 @@ class Checker:
             view.holder = None
             view.runs.clear()
 
-    def crashed(self, at: float) -> None:
-        """The gateway process died at ``at``: its runs were alive until then, and its
-        leases could be written under only until then."""
+    def crashed(self, at: float, *, after_commit: bool = False) -> None:
+        """The gateway process died at ``at`` (``after_commit``: right after a commit, before
+        its writers were woken): its runs were alive until then, and its leases could be
+        written under only until then."""
+        if after_commit:
+            self.commit_crashes.append(at)
         for key, view in self.sessions.items():
             for (run_id, epoch), info in view.runs.items():
                 self._check_alive(key, run_id, info, at, "the gateway crashed")
@@ -397,7 +407,7 @@ class Checker:
                     f" was t={deadline:.3f}",
                 )
                 continue
-            if len(self.ended[turn_id]) != 1:
+            if len(self.ended[turn_id]) != 1 and not self._ended_by_crash(stored):
                 self.fail("I1", end_at, f"turn {turn_id} ended {len(self.ended[turn_id])} times")
             seen = record.outcomes.get(turn_id)
             stored_outcome = stored.outcome()
@@ -436,6 +446,14 @@ class Checker:
                 f"{self.abnormal} abnormal events but only {warnings_logged} WARNING lines",
             )
 
+    def _ended_by_crash(self, turn: TurnRecord) -> bool:
+        """Whether ``turn`` ended, unseen, in the commit a crash came right after: its end
+        was written, and the crash came before the owner could tell anyone."""
+        if self.ended[turn.turn_id] or turn.ended_wall is None:
+            return False
+        at = turn.ended_wall - self.wall_at_zero
+        return any(abs(at - crash) <= EPSILON_S for crash in self.commit_crashes)
+
     def _storage_late(self, limit_wall: float) -> bool:
         """Whether a storage outage excuses a turn for ending after ``limit_wall``: its end
         could not be written down until storage came back (and the run it ended was given
@@ -458,27 +476,18 @@ class Checker:
     def _check_transcript(
         self, turns: dict[str, TurnRecord], transcript: list[TranscriptEntry], end_at: float
     ) -> None:
+        """The transcript holds each turn's ending whole, once: a replied turn's message, and
+        its run's reply (one per model round of a steered run, joined as the turn's reply);
+        nothing of a turn or run that did not reply. Each entry was written while its run and
+        epoch held the session (I6)."""
         users: dict[str, int] = defaultdict(int)
+        replies: dict[tuple[str, int | None], list[str]] = defaultdict(list)
         for entry in transcript:
             if entry.role == "user":
                 users[entry.text] += 1
-            at = entry.at_wall - self.wall_at_zero
-            released = self.released.get((entry.run_id, entry.epoch))
-            held = self.held.get((entry.run_id, entry.epoch))
-            if released is not None and at > released + EPSILON_S:
-                self.fail(
-                    "I6",
-                    end_at,
-                    f"{entry.session_key}: run {entry.run_id} (epoch {entry.epoch}) wrote to the"
-                    " transcript after its lease was released",
-                )
-            elif held is None or not held[0] - EPSILON_S <= at <= held[1] + EPSILON_S:
-                self.fail(
-                    "I6",
-                    end_at,
-                    f"{entry.session_key}: a transcript entry of t={at:.6f} carries run"
-                    f" {entry.run_id} epoch {entry.epoch}, which did not hold the session then",
-                )
+            elif entry.role == "assistant":
+                replies[(entry.run_id, entry.epoch)].append(entry.text)
+            self._check_entry_holder(entry, end_at)
         for turn in turns.values():
             if turn.lane == "heartbeat":
                 continue  # one prompt, many turns: counted by the lane's own checks
@@ -486,11 +495,54 @@ class Checker:
             want = 1 if turn.state is TurnState.REPLIED else 0
             if count != want:
                 self.fail(
-                    "I3",
+                    "I3" if want == 1 and count > 1 else "I1",
                     end_at,
                     f"turn {turn.turn_id} ({turn.state}) has its message {count} times in the"
                     f" transcript of {turn.session_key}, expected {want}",
                 )
+        # Per run: its reply, once, exactly when its turns replied.
+        replied: dict[tuple[str, int | None], TurnRecord] = {}
+        for turn in turns.values():
+            if turn.state is TurnState.REPLIED and turn.run_id is not None:
+                replied.setdefault((turn.run_id, turn.epoch), turn)
+        for (run_id, epoch), turn in replied.items():
+            written = replies.pop((run_id, epoch), [])
+            if turn.lane == "heartbeat" or STEER_SEPARATOR.join(written) == turn.reply:
+                continue
+            rounds = 1 + (turn.reply or "").count(STEER_SEPARATOR)
+            self.fail(
+                "I3" if len(written) > rounds else "I1",
+                end_at,
+                f"turn {turn.turn_id} replied (run {run_id}, epoch {epoch}), but the transcript"
+                f" of {turn.session_key} has {len(written)} replies of that run, expected"
+                f" {rounds}: {written!r}",
+            )
+        for (run_id, epoch), written in replies.items():
+            self.fail(
+                "I1",
+                end_at,
+                f"run {run_id} (epoch {epoch}) has {len(written)} replies in the transcript but"
+                " no turn it replied to: an ending its turns' stored state denies",
+            )
+
+    def _check_entry_holder(self, entry: TranscriptEntry, end_at: float) -> None:
+        at = entry.at_wall - self.wall_at_zero
+        released = self.released.get((entry.run_id, entry.epoch))
+        held = self.held.get((entry.run_id, entry.epoch))
+        if released is not None and at > released + EPSILON_S:
+            self.fail(
+                "I6",
+                end_at,
+                f"{entry.session_key}: run {entry.run_id} (epoch {entry.epoch}) wrote to the"
+                " transcript after its lease was released",
+            )
+        elif held is None or not held[0] - EPSILON_S <= at <= held[1] + EPSILON_S:
+            self.fail(
+                "I6",
+                end_at,
+                f"{entry.session_key}: a transcript entry of t={at:.6f} carries run"
+                f" {entry.run_id} epoch {entry.epoch}, which did not hold the session then",
+            )
 
 
 def _is_own_reply(reply: str | None, message: str) -> bool:

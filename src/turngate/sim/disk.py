@@ -10,13 +10,16 @@ seed replays exactly.
 :class:`Outages` also answers the checker's question: could storage have delayed an event at
 time ``t``? Turns cannot end while their end cannot be written down; the runtime catches up
 within its retry pause of storage coming back.
+
+The disk also reports every successful ``COMMIT`` (:attr:`Outages.on_commit`): the durable
+points at which the runner can crash the gateway (``sim/runner.py``).
 """
 
 from __future__ import annotations
 
 import random
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +49,8 @@ class Outages:
         self.rng = rng
         self.current: Outage | None = None
         self.failed = 0
+        self.on_commit: Callable[[], None] | None = None
+        """Called right after each ``COMMIT`` that succeeded, before anything else runs."""
 
     def excuses(self, at: float, slack_s: float) -> bool:
         """Whether an outage may explain a delay noticed at ``at``: one began before it and
@@ -76,7 +81,10 @@ def _connection_class(disk: Outages) -> type[sqlite3.Connection]:
 
         def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
             self._check(sql)
-            return super().execute(sql, parameters)
+            cursor = super().execute(sql, parameters)
+            if disk.on_commit is not None and sql.lstrip()[:6].upper() == "COMMIT":
+                disk.on_commit()
+            return cursor
 
         def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
             self._check(sql)

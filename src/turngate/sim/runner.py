@@ -3,6 +3,10 @@
 A run has a *safety phase* (faults on: provider errors, hangs, stubborn runs, aborts,
 disconnects, crashes) and then a *liveness phase* (faults off: everything must settle). The
 checkers watch every event; at the end the store is read back and checked too.
+
+Crashes come at times drawn in advance, when every task is blocked (time only moves then),
+or, in some seeds, right after the N-th commit of the store: between two durable points,
+before the writers of that commit are woken (see ``_simulate``).
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ def run_seed(seed: int, profile: Profile | None = None) -> SimResult:
         .with_storage(random.Random(f"storage-{seed}"))
         .with_lease_models(random.Random(f"lease-models-{seed}"))
         .with_zombies(random.Random(f"zombies-{seed}"))
+        .with_commit_crash(random.Random(f"commit-crash-{seed}"))
     )
     result = SimResult(seed, params)
     shm = Path("/dev/shm")
@@ -264,9 +269,9 @@ async def _simulate(
         gateway.up.set()
         return _Life(number, engine, task, stop)
 
-    def crash(life: _Life) -> None:
+    def crash(life: _Life, after_commit: bool = False) -> None:
         trace.mark(loop.time(), f"gateway life {life.number} crashes")
-        checker.crashed(loop.time())
+        checker.crashed(loop.time(), after_commit=after_commit)
         if zombies is not None:
             zombies.crashed()
         gateway.engine = None
@@ -278,6 +283,35 @@ async def _simulate(
         life.task.cancel()
         dying.append(life.task)
 
+    # A crash between two commits. The disk calls ``on_commit`` inside the group commit's
+    # callback, right after COMMIT returned and before that callback resolves the group's
+    # waiters. ``call_soon`` queues the crash ahead of their wake-ups (queued after it, when
+    # the callback resolves them) and ahead of the next group's commit: that group can begin
+    # only after this COMMIT (the callback closes the group before committing, and nothing
+    # runs during the COMMIT), so its own commit callback is queued behind the crash, and the
+    # crash's ``abandon()`` loses it. Callbacks queued before the crash still run first, but
+    # none of them can commit or wake a writer of commit N. So the crash lands exactly
+    # between commit N and commit N+1, with commit N durable and nobody told of it yet.
+    armed: list[_Life] = []
+    """The life a commit crash would end (empty: disarmed)."""
+    commits = 0
+    crashed_at_commit = asyncio.Event()
+
+    def on_commit() -> None:
+        nonlocal commits
+        if not armed:
+            return
+        commits += 1
+        if commits == params.crash_after_commit:
+            loop.call_soon(crash_after_commit, armed.pop())
+
+    def crash_after_commit(life: _Life) -> None:
+        trace.mark(loop.time(), f"crash right after commit #{commits} of the store")
+        crash(life, after_commit=True)
+        crashed_at_commit.set()
+
+    if params.crash_after_commit:
+        disk.on_commit = on_commit
     storage = loop.create_task(_storage_outages(disk, trace), name="storage outages")
     life = await start(1)
     result.lives = 1
@@ -293,12 +327,23 @@ async def _simulate(
     ]
     if zombies is not None:
         zombies.second_processes(params.zombies, [str(key) for key in keys], params.safety_s)
-    for at, downtime in crash_times(rng, params):
-        await asyncio.sleep(max(0.0, at - loop.time()))
-        crash(life)
-        await asyncio.sleep(downtime)
-        life = await start(life.number + 1)
-        result.lives = life.number
+    if params.crash_after_commit:
+        armed.append(life)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(params.safety_s):
+                await crashed_at_commit.wait()
+        armed.clear()
+        if crashed_at_commit.is_set():
+            await asyncio.sleep(params.commit_crash_downtime_s)
+            life = await start(life.number + 1)
+            result.lives = life.number
+    else:
+        for at, downtime in crash_times(rng, params):
+            await asyncio.sleep(max(0.0, at - loop.time()))
+            crash(life)
+            await asyncio.sleep(downtime)
+            life = await start(life.number + 1)
+            result.lives = life.number
     await asyncio.sleep(max(0.0, params.safety_s - loop.time()))
     await storage
     if zombies is not None:

@@ -25,6 +25,11 @@ LEASE_MODELS_SHARE = 0.3
 """Share of seeds whose model sometimes streams past ``run_timeout_s`` or stalls midway."""
 ZOMBIES_SHARE = 0.3
 """Share of seeds with zombie writers."""
+COMMIT_CRASH_SHARE = 0.15
+"""Share of seeds whose crash lands right after a commit of the store (between two commits)."""
+COMMIT_CRASH_AFTER_MAX = 200
+"""The commit a crash follows is drawn log-uniformly from 1 to this (most seeds commit fewer
+times than this in their safety phase; the crash then lands early)."""
 LONG_STREAM_S = (1.05, 1.5)
 """A long stream lasts this many times ``run_timeout_s``..."""
 LONG_DELTA_SHARE = (0.3, 0.9)
@@ -92,6 +97,10 @@ class SimParams:
     zombies: int = 0
     """Second processes on the same database that wake with a stale epoch and try to write
     (``sim/zombie.py``); paused owners come with every crash of a seed that has any."""
+    crash_after_commit: int = 0
+    """The gateway crashes right after the store's N-th successful commit of the safety
+    phase, before anything else runs (0: no such crash); it replaces the timed crashes."""
+    commit_crash_downtime_s: float = 0.0
 
     @classmethod
     def draw(cls, rng: random.Random, profile: Profile) -> SimParams:
@@ -185,6 +194,18 @@ class SimParams:
             return replace(self, zombies=rng.randint(1, 3))
         return self
 
+    def with_commit_crash(self, rng: random.Random) -> SimParams:
+        """The same schedule with a crash between two commits, drawn from ``rng`` (its own
+        Random)."""
+        if rng.random() >= COMMIT_CRASH_SHARE:
+            return self
+        after = round(math.exp(rng.uniform(0.0, math.log(COMMIT_CRASH_AFTER_MAX))))
+        return replace(
+            self,
+            crash_after_commit=after,
+            commit_crash_downtime_s=rng.uniform(0.0, self.downtime_max_s),
+        )
+
     @property
     def lease_models(self) -> bool:
         """Whether any call may be one of the lease-testing models."""
@@ -211,6 +232,7 @@ class SimParams:
             f" storage_outages={_outages_text(self.storage_outages)}"
             f" p_long={self.p_long} p_stall_after={self.p_stall_after}"
             f" p_near_stall={self.p_near_stall} zombies={self.zombies}"
+            f" crash_after_commit={self.crash_after_commit or '-'}"
         )
 
 
