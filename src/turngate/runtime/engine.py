@@ -11,15 +11,11 @@ import asyncio
 import logging
 import os
 from collections.abc import Coroutine, Iterable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from turngate.core.clock import Clock
 from turngate.core.keys import SessionKey
-from turngate.core.lease import LeaseTerms
-from turngate.core.queue import QueueMode
-from turngate.core.session import SessionPolicy
 from turngate.core.turn import Outcome, Turn, TurnState
 from turngate.errors import (
     ErrorCode,
@@ -27,143 +23,39 @@ from turngate.errors import (
     StaleEpochError,
     StorageUnavailableError,
     UnavailableError,
-    UnknownAgentError,
 )
 from turngate.providers.base import Provider
 from turngate.runtime.agents import AgentRegistry, AgentSpec
 from turngate.runtime.clock import LoopClock
 from turngate.runtime.deltas import DeltaStream
+from turngate.runtime.engine_api import (
+    EngineSettings as EngineSettings,
+)
+from turngate.runtime.engine_api import (
+    EngineSnapshot as EngineSnapshot,
+)
+from turngate.runtime.engine_api import (
+    LeaseView as LeaseView,
+)
+from turngate.runtime.engine_api import (
+    SubmitRequest as SubmitRequest,
+)
+from turngate.runtime.engine_api import (
+    Ticket as Ticket,
+)
 from turngate.runtime.events import Event, EventBus, EventKind
 from turngate.runtime.owner import Abort, Command, SessionOwner, Submit, Unstick
-from turngate.store.base import Store, StoreHealth, TurnRecord
+from turngate.runtime.recovery import recover
+from turngate.runtime.storage_watch import StorageWatch
+from turngate.store.base import Store, TurnRecord
 from turngate.types import MonotonicS, RunId, TurnId
 
 log = logging.getLogger("turngate.runtime")
 
 T = TypeVar("T")
 
-STORAGE_PROBE_FIRST_S = 0.5
-STORAGE_PROBE_MAX_S = 5.0
-"""While storage refuses writes, the engine tries a small write this often (doubling up to
-the cap), so that /health says when it works again even if nothing else writes."""
 COMMAND_MARGIN_S = 5.0
 """An abort or unstick waits for the session's owner up to the abort grace plus this."""
-
-
-@dataclass(frozen=True, slots=True)
-class EngineSettings:
-    """Limits and timeouts of the coordination runtime."""
-
-    queue_turns_max: int = 100
-    stall_timeout_s: float = 60.0
-    run_timeout_s: float = 600.0
-    abort_grace_s: float = 5.0
-    turn_timeout_s: float = 900.0
-    history_entries_max: int = 40
-    restart_attempts_max: int = 3
-    shutdown_grace_s: float = 5.0
-    system_prompt: str | None = None
-
-    def policy(self) -> SessionPolicy:
-        """The session policy these settings describe."""
-        return SessionPolicy(
-            queue_turns_max=self.queue_turns_max,
-            lease_terms=LeaseTerms(
-                stall_timeout_s=self.stall_timeout_s,
-                run_timeout_s=self.run_timeout_s,
-                abort_grace_s=self.abort_grace_s,
-            ),
-        )
-
-    def __post_init__(self) -> None:
-        for name in ("stall_timeout_s", "run_timeout_s", "turn_timeout_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
-        if self.abort_grace_s < 0:
-            raise ValueError(f"abort_grace_s: must be >= 0, got {self.abort_grace_s}")
-        if self.queue_turns_max < 1:
-            raise ValueError(f"queue_turns_max: must be >= 1, got {self.queue_turns_max}")
-        if self.history_entries_max < 0:
-            raise ValueError(f"history_entries_max: must be >= 0, got {self.history_entries_max}")
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitRequest:
-    """A message to admit as a turn."""
-
-    session_key: SessionKey
-    message: str
-    turn_id: TurnId | None = None
-    mode: QueueMode = QueueMode.FOLLOWUP
-    timeout_s: float | None = None
-    lane: str = "direct"
-    stream: bool = False
-    """Also hand back the run's deltas as they come (:attr:`Ticket.deltas`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """An admitted turn: its id, whether it was a retry, and where its outcome will appear."""
-
-    turn_id: TurnId
-    session_key: str
-    duplicate: bool
-    deadline: MonotonicS
-    outcome: asyncio.Future[Outcome]
-    deltas: DeltaStream | None = None
-    """The run's text as it is produced, when the request asked to stream."""
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseView:
-    """One held lease, as /health shows it."""
-
-    session_key: str
-    run_id: RunId
-    epoch: int
-    state: str
-    age_s: float
-    since_progress_s: float
-    stall_timeout_s: float
-    run_timeout_s: float
-
-    @property
-    def stalled(self) -> bool:
-        """Being cancelled, or without progress for half its stall timeout or more."""
-        return self.state != "held" or self.since_progress_s >= self.stall_timeout_s / 2
-
-    @property
-    def slow(self) -> bool:
-        """Older than half its run timeout."""
-        return self.age_s >= self.run_timeout_s / 2
-
-
-@dataclass(frozen=True, slots=True)
-class EngineSnapshot:
-    """Figures for /health and /metrics."""
-
-    active_sessions: int
-    running_turns: int
-    queued_turns: int
-    leases: tuple[LeaseView, ...]
-    storage: StoreHealth
-    storage_blocked: tuple[str, ...] = ()
-    """Sessions whose next write waits for storage to take writes again."""
-
-    @property
-    def degraded(self) -> bool:
-        """Storage refuses writes, or a session still waits for it to take one."""
-        return not self.storage.writable or bool(self.storage_blocked)
-
-    @property
-    def settled(self) -> bool:
-        """Nothing running, queued, or waiting to be written down."""
-        return not (self.running_turns or self.queued_turns or self.storage_blocked)
-
-    @property
-    def oldest_lease_age_s(self) -> float:
-        """Age of the oldest held lease (0 when none)."""
-        return max((lease.age_s for lease in self.leases), default=0.0)
 
 
 class Engine:
@@ -193,7 +85,12 @@ class Engine:
         self._runs: set[asyncio.Task[Any]] = set()
         self._tg: asyncio.TaskGroup | None = None
         self._accepting = False
-        self._storage_watch: asyncio.Task[None] | None = None
+        self.storage = StorageWatch(
+            self.store,
+            self.emit,
+            blocked=lambda: any(o.storage_blocked_since is not None for o in self._owners.values()),
+            spawn=self._spawn_task,
+        )
 
     # -- lifetime -------------------------------------------------------------------------
 
@@ -203,7 +100,7 @@ class Engine:
         await self._tg.__aenter__()
         self._accepting = True
         try:
-            await self._recover()
+            await recover(self)
         except BaseException:
             # Nothing is left running when start-up fails (storage refusing the recovery,
             # say): the caller gets the error and a closed engine.
@@ -221,8 +118,7 @@ class Engine:
         # Tell waiting clients first: they are not kept waiting while runs unwind.
         self._fail_all_waiters()
         tg, self._tg = self._tg, None
-        if self._storage_watch is not None:
-            self._storage_watch.cancel(msg="shutdown")
+        self.storage.stop()
         for owner in list(self._owners.values()):
             if owner.task is not None:
                 owner.task.cancel(msg="shutdown")
@@ -403,41 +299,7 @@ class Engine:
     ) -> None:
         """A write for ``session_key`` could not be made durable (WARNING, event, metric);
         the engine then watches storage until it takes writes again."""
-        self.emit(
-            EventKind.STORAGE_FAILED,
-            session_key,
-            run_id=run_id,
-            turn_id=turn_id,
-            code=ErrorCode.STORAGE_UNAVAILABLE,
-            detail=detail,
-        )
-        if self._tg is not None and self._storage_watch is None:
-            self._storage_watch = self._tg.create_task(self._watch_storage(), name="storage")
-
-    async def _watch_storage(self) -> None:
-        """Probe storage until a write commits again, then say so."""
-        pause_s = STORAGE_PROBE_FIRST_S
-        try:
-            while True:
-                await asyncio.sleep(pause_s)
-                pause_s = min(pause_s * 2, STORAGE_PROBE_MAX_S)
-                if any(o.storage_blocked_since is not None for o in self._owners.values()):
-                    continue  # their own retries are the real test; wait for them
-                if self.store.health().writable:
-                    break
-                try:
-                    await self.store.probe()
-                except StorageUnavailableError:
-                    continue
-                break
-        finally:
-            self._storage_watch = None
-        failures = self.store.health().write_failures
-        self.emit(
-            EventKind.STORAGE_RECOVERED,
-            "-",
-            detail=f"storage takes writes again ({failures} writes failed since start)",
-        )
+        self.storage.failed(session_key, detail, run_id=run_id, turn_id=turn_id)
 
     def snapshot(self) -> EngineSnapshot:
         """The current figures of every active session."""
@@ -478,6 +340,10 @@ class Engine:
 
     # -- used by owners -------------------------------------------------------------------
 
+    def expect_outcome(self, turn_id: TurnId) -> None:
+        """Keep ``turn_id``'s outcome for a client that will ask again (a recovered turn)."""
+        self._waiters[turn_id] = asyncio.get_running_loop().create_future()
+
     def route(self, session_key: str, command: Command) -> None:
         """Hand ``command`` to the session's owner, creating the owner for a new turn."""
         owner = self._owners.get(session_key)
@@ -504,6 +370,10 @@ class Engine:
         """An owner found its session idle and is ending (called synchronously by it)."""
         if self._owners.get(owner.session_key) is owner:
             del self._owners[owner.session_key]
+
+    def _spawn_task(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
+        """A task of the engine's own, in its task group (None once it has stopped)."""
+        return None if self._tg is None else self._tg.create_task(coro, name=name)
 
     def spawn_run(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
         """Start a run's task, supervised by the engine.
@@ -564,29 +434,6 @@ class Engine:
     def emit(self, kind: EventKind, session_key: str, **fields: Any) -> None:
         """Emit one event stamped with the engine's clock."""
         self.events.emit(Event(kind, self.clock.now(), session_key, **fields))
-
-    def _end_on_restart(self, record: TurnRecord, wall: float) -> Outcome | None:
-        """The outcome of an open turn that cannot resume after a restart, or None."""
-        key, turn_id = record.session_key, record.turn_id
-        try:
-            self.agents.get(record.agent_id)
-        except UnknownAgentError as exc:
-            state, code, message = TurnState.FAILED, exc.code, f"turn {turn_id}: {exc.message}"
-        else:
-            if record.attempts >= self.settings.restart_attempts_max:
-                state, code = TurnState.FAILED, ErrorCode.INTERRUPTED
-                message = (
-                    f"session {key}: turn {turn_id} was interrupted by {record.attempts}"
-                    " gateway restarts; giving up"
-                )
-            elif record.accepted_wall + record.timeout_s <= wall:
-                state, code = TurnState.EXPIRED, ErrorCode.TURN_EXPIRED
-                message = (
-                    f"session {key}: turn {turn_id} reached its deadline while the gateway was down"
-                )
-            else:
-                return None
-        return Outcome(turn_id, state, turn_id, code=code, message=message)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -649,39 +496,3 @@ class Engine:
             deltas = DeltaStream()
             deltas.close()
         return Ticket(existing.turn_id, existing.session_key, True, deadline, waiter, deltas)
-
-    async def _recover(self) -> None:
-        records = await self.store.recover()
-        now = self.clock.now()
-        wall = self.clock.wall()
-        given_up: list[TurnRecord] = []
-        outcomes: list[Outcome] = []
-        for record in records:
-            ended = self._end_on_restart(record, wall)
-            if ended is not None:
-                given_up.append(record)
-                outcomes.append(ended)
-                continue
-            remaining = record.accepted_wall + record.timeout_s - wall
-            self._waiters[record.turn_id] = asyncio.get_running_loop().create_future()
-            turn = Turn(record.turn_id, record.session_key, record.message, now, now + remaining)
-            self.emit(
-                EventKind.RECOVERED,
-                record.session_key,
-                turn_id=record.turn_id,
-                lane="recovery",
-                detail=f"resumed after a restart (restarts so far: {record.attempts})",
-            )
-            self.route(record.session_key, Submit(turn, QueueMode.FOLLOWUP, "recovery"))
-        if outcomes:
-            await self.store.end_turns(outcomes, wall)
-            for record, outcome in zip(given_up, outcomes, strict=True):
-                self.deliver(record.session_key, outcome, "recovery")
-        resumed = len(records) - len(given_up)
-        if records:
-            log.warning(
-                "recovered %d open turns after restart: %d resumed, %d ended",
-                len(records),
-                resumed,
-                len(given_up),
-            )
