@@ -10,6 +10,7 @@ down it retries until it is back. Every wait has a deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from turngate.core.keys import SessionKey, parse_session_key
 from turngate.core.queue import QueueMode
 from turngate.core.turn import Outcome
-from turngate.errors import StoreError, UnavailableError
+from turngate.errors import StorageUnavailableError, StoreError, UnavailableError
 from turngate.runtime.engine import Engine, SubmitRequest
 from turngate.sim.world import SimParams
 
@@ -87,7 +88,10 @@ async def client(
         else:
             await asyncio.gather(*tasks)
         if rng.random() < params.p_abort and gateway.engine is not None:
-            await gateway.engine.abort(key)
+            # Refused while its session waits for storage (503 storage_unavailable, as a real
+            # client is told); the client lets it be.
+            with contextlib.suppress(StorageUnavailableError, UnavailableError):
+                await gateway.engine.abort(key)
         if rng.random() >= params.p_same_tick and params.think_max_s > 0:
             await asyncio.sleep(rng.uniform(0.0, params.think_max_s))
     await asyncio.gather(*pending)
