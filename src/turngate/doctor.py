@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 from turngate.config import GatewayConfig, ProviderConfig, is_loopback, load_config
 from turngate.errors import TurngateError
+from turngate.providers.endpoints import ANTHROPIC_BASE_URL, OPENAI_BASE_URL
 
 REACH_TIMEOUT_S = 3.0
 """A provider's server that does not take a TCP connection within this long is unreachable."""
@@ -280,14 +281,8 @@ def provider_base_url(provider: ProviderConfig) -> str | None:
     the offline echo kind)."""
     if provider.base_url or provider.kind == "echo":
         return provider.base_url
-    # The defaults live beside the clients that use them; importing one loads its vendor's
-    # SDK, which a gateway using that provider has loaded already.
     if provider.kind == "openai":
-        from turngate.providers.openai_compat import OPENAI_BASE_URL
-
         return OPENAI_BASE_URL
-    from turngate.providers.anthropic_messages import ANTHROPIC_BASE_URL
-
     return ANTHROPIC_BASE_URL
 
 

@@ -29,6 +29,7 @@ from anthropic.types import MessageParam
 from turngate.config import ProviderConfig
 from turngate.errors import ProviderError
 from turngate.providers.base import ChatMessage, ProviderRequest, Usage
+from turngate.providers.endpoints import ANTHROPIC_BASE_URL
 from turngate.providers.http_call import (
     END,
     CallDeadlines,
@@ -43,7 +44,6 @@ from turngate.providers.http_call import (
     transport_error,
 )
 
-ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 NO_API_KEY = "no-key"
 """Sent when no key is configured (a local proxy, say). Given none, the SDK would look for
 credentials in the environment and in profile files, and send those instead."""

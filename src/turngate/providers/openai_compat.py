@@ -34,6 +34,7 @@ from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from turngate.config import ProviderConfig
 from turngate.errors import ProviderError
 from turngate.providers.base import ChatMessage, ProviderRequest, Usage
+from turngate.providers.endpoints import OPENAI_BASE_URL
 from turngate.providers.http_call import (
     END,
     CallDeadlines,
@@ -48,7 +49,6 @@ from turngate.providers.http_call import (
     transport_error,
 )
 
-OPENAI_BASE_URL = "https://api.openai.com/v1"
 NO_API_KEY = "no-key"
 """Sent when no key is configured (local servers ignore it). The SDK refuses an empty key
 and, given none, would read ``OPENAI_API_KEY`` and send a real OpenAI key to whatever server
