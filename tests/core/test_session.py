@@ -218,6 +218,19 @@ def test_a_run_that_ignores_cancellation_is_fenced_after_the_grace_and_the_sessi
     assert session.active.run_id == "b"
 
 
+def test_a_cancellation_carried_out_late_gets_its_whole_abort_grace_from_then() -> None:
+    """The revoke was decided at 10 s but carried out at 25 s (the step's earlier write
+    waited for storage): the run is fenced at 27 s, not at once."""
+    session = new_session()
+    session.submit(turn("a"), QueueMode.FOLLOWUP, 0.0)
+    [cancel] = [e for e in session.tick(10.0) if isinstance(e, CancelRun)]
+    session.cancel_sent(cancel.run_id, cancel.epoch, 25.0)
+    assert session.next_deadline() == 27.0
+    assert not any(isinstance(e, EndRun) for e in session.tick(26.0))
+    [end] = [e for e in session.tick(27.0) if isinstance(e, EndRun)]
+    assert end.fenced
+
+
 def test_a_queued_turn_past_its_deadline_expires_without_running() -> None:
     session = new_session()
     session.submit(turn("a"), QueueMode.FOLLOWUP, 0.0)

@@ -18,6 +18,8 @@ FOUND = {
     207: "on a full disk, a reply already written down waited for the next turn's start to be"
     " written too, and a crash in between lost its ended event",
     1135: "the same, with the disk full from the first second",
+    1010171: "a cancel carried out late (an earlier write of its step waited for storage) was"
+    " fenced at once: its abort grace counted from when the revoke was decided",
     1003061: "a client's abort refused while its session waited for storage (503, by design)"
     " crashed the simulated client instead of being let be",
 }

@@ -132,6 +132,13 @@ class Lease:
         self.revoked_at = now
         self.revoke_reason = reason
 
+    def cancel_sent(self, now: MonotonicS) -> None:
+        """The cancellation really reached the run at ``now`` (it waited behind a write for
+        storage): its grace runs from there, never from when the revoke was decided."""
+        if self.state is LeaseState.REVOKING:
+            assert self.revoked_at is not None
+            self.revoked_at = max(self.revoked_at, now)
+
     def release(self) -> None:
         """The run ended; the session is free."""
         self._move(LeaseEvent.RELEASE)

@@ -157,6 +157,13 @@ class SessionCore:
             assert self.active is not None
             self.active.lease.restart(now)
 
+    def cancel_sent(self, run_id: RunId, epoch: Epoch, now: MonotonicS) -> None:
+        """The run's cancellation was carried out at ``now``: its abort grace counts from
+        then (an earlier effect of the same step may have waited for storage)."""
+        if self._holds(run_id, epoch):
+            assert self.active is not None
+            self.active.lease.cancel_sent(now)
+
     def progress(self, run_id: RunId, epoch: Epoch, now: MonotonicS) -> list[Effect]:
         """The run made progress (a streamed delta): its stall deadline moves."""
         if not self._holds(run_id, epoch):

@@ -290,6 +290,8 @@ class SessionOwner:
         task = self.runs.get(run_id)
         if task is not None:
             task.cancel(msg=reason.value)
+        if self.core is not None:
+            self.core.cancel_sent(run_id, epoch, self.engine.clock.now())
 
     async def _end_run(self, effect: EndRun) -> None:
         engine = self.engine
