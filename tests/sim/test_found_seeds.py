@@ -20,6 +20,8 @@ FOUND = {
     1135: "the same, with the disk full from the first second",
     1010171: "a cancel carried out late (an earlier write of its step waited for storage) was"
     " fenced at once: its abort grace counted from when the revoke was decided",
+    1049958: "the world looked settled while a just-accepted turn still sat in its owner's"
+    " inbox (snapshot.settled ignored posted commands), so the run ended before it ran",
     1003061: "a client's abort refused while its session waited for storage (503, by design)"
     " crashed the simulated client instead of being let be",
 }

@@ -304,10 +304,11 @@ class Engine:
     def snapshot(self) -> EngineSnapshot:
         """The current figures of every active session."""
         now = self.clock.now()
-        running = queued = 0
+        running = queued = pending = 0
         leases: list[LeaseView] = []
         blocked: list[str] = []
         for owner in self._owners.values():
+            pending += owner.commands_pending
             if owner.storage_blocked_since is not None:
                 blocked.append(owner.session_key)
             core = owner.core
@@ -336,6 +337,7 @@ class Engine:
             tuple(leases),
             self.store.health(),
             tuple(blocked),
+            pending,
         )
 
     # -- used by owners -------------------------------------------------------------------

@@ -115,6 +115,8 @@ class EngineSnapshot:
     storage: StoreHealth
     storage_blocked: tuple[str, ...] = ()
     """Sessions whose next write waits for storage to take writes again."""
+    commands_pending: int = 0
+    """Commands posted to session owners and not yet taken (a turn just accepted, say)."""
 
     @property
     def degraded(self) -> bool:
@@ -123,8 +125,13 @@ class EngineSnapshot:
 
     @property
     def settled(self) -> bool:
-        """Nothing running, queued, or waiting to be written down."""
-        return not (self.running_turns or self.queued_turns or self.storage_blocked)
+        """Nothing running, queued, about to be taken, or waiting to be written down."""
+        return not (
+            self.running_turns
+            or self.queued_turns
+            or self.storage_blocked
+            or self.commands_pending
+        )
 
     @property
     def oldest_lease_age_s(self) -> float:

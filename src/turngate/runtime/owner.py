@@ -110,6 +110,11 @@ class SessionOwner:
     _inbox: deque[Command] = field(default_factory=deque)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
+    @property
+    def commands_pending(self) -> int:
+        """Commands posted and not yet taken."""
+        return len(self._inbox)
+
     def post(self, command: Command) -> None:
         """Queue a command for the owner task (synchronous; never blocks)."""
         self._inbox.append(command)
