@@ -127,10 +127,7 @@ class EngineSnapshot:
     def settled(self) -> bool:
         """Nothing running, queued, about to be taken, or waiting to be written down."""
         return not (
-            self.running_turns
-            or self.queued_turns
-            or self.storage_blocked
-            or self.commands_pending
+            self.running_turns or self.queued_turns or self.storage_blocked or self.commands_pending
         )
 
     @property
