@@ -119,18 +119,7 @@ async def _running(app: Starlette, parts: AppParts) -> AsyncIterator[None]:
         events=parts.events,
         agents=agents,
     )
-    metrics = GatewayMetrics(engine, app.state.edge_counts)
-    engine.events.subscribe(metrics.observe)
-    app.state.engine = engine
-    app.state.started_wall = engine.clock.wall()
-    app.state.metrics = metrics
-    connections: chat_ws.Connections = app.state.connections
-
-    async def drain() -> None:
-        await engine.drain(config.shutdown_drain_s)
-        await connections.close_all()
-
-    app.state.drain = drain
+    serve_engine(app, engine)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(close_providers, agents)
         await stack.enter_async_context(engine)
@@ -161,6 +150,27 @@ async def _running(app: Starlette, parts: AppParts) -> AsyncIterator[None]:
                 # Lanes stop before the engine, so none submits into a closing engine.
                 for task in tasks:
                     task.cancel()
+
+
+def serve_engine(app: Starlette, engine: Engine) -> None:
+    """Make ``app``'s routes serve ``engine``: its metrics, its clients' waits, its drain.
+
+    The lifespan calls this with the engine it runs; the simulator (``sim/edges.py``) calls it
+    with an engine it runs itself, and never starts the app's lifespan (no lanes, no lock).
+    """
+    config: GatewayConfig = app.state.config
+    metrics = GatewayMetrics(engine, app.state.edge_counts)
+    engine.events.subscribe(metrics.observe)
+    app.state.engine = engine
+    app.state.started_wall = engine.clock.wall()
+    app.state.metrics = metrics
+    connections: chat_ws.Connections = app.state.connections
+
+    async def drain() -> None:
+        await engine.drain(config.shutdown_drain_s)
+        await connections.close_all()
+
+    app.state.drain = drain
 
 
 async def _on_turngate_error(request: Request, exc: Exception) -> Response:
