@@ -1,7 +1,9 @@
-"""Proof that the simulator can fail: four bugs of the field reports, two of a full disk, and
+"""Proof that the simulator can fail: four bugs of the field reports, two of a full disk,
 four of issue 11 (a watchdog that stops aborting stalled runs, a run timeout measured from
 the wrong instant, a store that no longer refuses stale epochs, a turn's outcome and its
-transcript written in two transactions), planted one at a time.
+transcript written in two transactions), and three in the gateway's edges (a WebSocket
+that relays a run twice, a final event built from the streamed text, an OpenAI stream that
+repeats what it streamed), planted one at a time.
 
 Each fixture patches the real runtime the way a plausible mistake would, for this test only.
 The simulator must find a violating seed within 1,000 seeds, and name the invariant the bug
@@ -12,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import pytest
 
@@ -22,6 +24,10 @@ from turngate.core.lease import Lease, LeaseState
 from turngate.core.session import SessionCore
 from turngate.core.turn import AbortReason, Outcome
 from turngate.errors import StaleEpochError
+from turngate.gateway import openai_api, openai_stream
+from turngate.gateway.ws_methods import Methods, RunLedger
+from turngate.runtime.deltas import DeltaStream
+from turngate.runtime.engine import Ticket
 from turngate.runtime.owner import SessionOwner
 from turngate.sim.runner import SimResult, run_seed
 from turngate.store.sqlite import SqliteStore
@@ -247,12 +253,81 @@ def outcome_and_transcript_apart(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(SqliteStore, "end_run", end_run)
 
 
-@pytest.mark.usefixtures("outcome_and_transcript_apart")
-def test_the_simulator_finds_an_outcome_written_apart_from_its_transcript() -> None:
-    # The turn's ending was not written whole: a replied turn without its exchange (I1).
+@pytest.fixture
+def ledger_that_forgets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A WebSocket connection relays a run again when its client repeats the request."""
+
+    def claim(self: RunLedger, run_id: str) -> bool:
+        del self, run_id
+        return True
+
+    monkeypatch.setattr(RunLedger, "claim", claim)
+
+
+@pytest.fixture
+def final_event_from_the_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A WebSocket's final ``chat`` event carries the text it streamed, not the reply."""
+    original = Methods._stream_deltas
+
+    async def stream_deltas(self: Methods, ticket: Ticket, deltas: DeltaStream, relay: Any) -> None:
+        await original(self, ticket, deltas, relay)
+        if relay.text and ticket.outcome.done() and not ticket.outcome.exception():
+            outcome = ticket.outcome.result()
+            if outcome.reply is not None:
+                # The bug: the outcome is rebuilt from what this connection streamed.
+                object.__setattr__(outcome, "reply", relay.text)
+
+    monkeypatch.setattr(Methods, "_stream_deltas", stream_deltas)
+
+
+@pytest.fixture
+def stream_that_repeats_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OpenAI stream ends with the whole reply, though it streamed part of it already."""
+    original = openai_stream._sse
+
+    async def sse(ticket: Ticket, model: str, created: int, **kwargs: Any) -> AsyncIterator[str]:
+        streamed = False
+        async for event in original(ticket, model, created, **kwargs):
+            if '"finish_reason":"stop"' in event and streamed:
+                outcome = ticket.outcome.result()
+                choice = {"index": 0, "delta": {"content": outcome.reply}, "finish_reason": None}
+                yield openai_stream._event({"choices": [choice]})
+            streamed = streamed or '"content"' in event
+            yield event
+
+    monkeypatch.setattr(openai_api, "_sse", sse)
+
+
+@pytest.mark.usefixtures("ledger_that_forgets")
+def test_the_simulator_finds_a_run_relayed_twice_on_one_websocket() -> None:
     first = first_failure().violations[0]
     assert first.invariant == "I1"
-    assert "in the transcript" in first.message
+    assert "terminal chat events on one WebSocket" in first.message
+
+
+@pytest.mark.usefixtures("final_event_from_the_stream")
+def test_the_simulator_finds_a_final_event_built_from_the_streamed_text() -> None:
+    first = first_failure().violations[0]
+    assert first.invariant == "I1"
+    assert "client saw" in first.message
+
+
+@pytest.mark.usefixtures("stream_that_repeats_itself")
+def test_the_simulator_finds_an_openai_stream_that_repeats_what_it_streamed() -> None:
+    first = first_failure().violations[0]
+    assert first.invariant == "I1"
+    assert "client saw" in first.message
+
+
+@pytest.mark.usefixtures("outcome_and_transcript_apart")
+def test_the_simulator_finds_an_outcome_written_apart_from_its_transcript() -> None:
+    # The turn's ending was not written whole: a replied turn without its exchange (I1), or
+    # the exchange written after the release, refused because the run held nothing by then
+    # (I6: the store had to refuse one of the runtime's own writes).
+    first = first_failure().violations[0]
+    assert (first.invariant, "in the transcript" in first.message) == ("I1", True) or (
+        first.invariant == "I6" and "the store refused a write" in first.message
+    )
 
 
 @pytest.mark.usefixtures("lease_renewed_on_every_tick")
@@ -271,9 +346,11 @@ def test_the_simulator_finds_a_run_timeout_measured_from_the_last_progress() -> 
 
 @pytest.mark.usefixtures("store_without_fencing")
 def test_the_simulator_finds_a_store_that_accepts_stale_epochs() -> None:
+    # A zombie's write is accepted (I6); or, first, its consequence: the zombie took the
+    # free session with its stale epoch, so the store refuses the real owner's next write.
     first = first_failure().violations[0]
     assert first.invariant == "I6"
-    assert "zombie" in first.message
+    assert "zombie" in first.message or "the store refused a write" in first.message
 
 
 @pytest.mark.usefixtures("failed_commit_acknowledged")

@@ -13,7 +13,8 @@ from turngate.sim.command import PROGRESS_REDRAW_S, Progress, SeedSummary, main,
 def summaries(count: int, *, failed: int = 0) -> list[SeedSummary]:
     """``count`` seed summaries, the first ``failed`` of them failures."""
     return [
-        SeedSummary(i, "calm", "invariant" if i < failed else None, "", 1, 1) for i in range(count)
+        SeedSummary(i, "calm", "invariant" if i < failed else None, "", 1, 1, False)
+        for i in range(count)
     ]
 
 

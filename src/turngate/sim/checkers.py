@@ -4,6 +4,9 @@ Each check names the invariant (docs/architecture.md) it enforces:
 
 - I1 one outcome: a turn ends at most once, every acknowledged turn ends, the client holds
   the outcome the store recorded, and a reply is real (it contains the turn's own message).
+  Over the gateway's edges, a client reads the outcome off the wire (HTTP, WebSocket,
+  OpenAI) and it must be the stored one too, and a WebSocket connection carries exactly one
+  terminal ``chat`` event per run id.
   A turn's ending is written whole: a replied turn has its message and its reply in the
   transcript (not missing after a crash), and the transcript holds no message or reply of a
   turn or run that did not reply (an ending its turn's stored state denies).
@@ -35,9 +38,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from turngate.core.turn import TurnState
+from turngate.core.turn import Outcome, TurnState
 from turngate.runtime.events import Event, EventKind
 from turngate.runtime.run import STEER_SEPARATOR
+from turngate.sim.surfaces import Answer
 from turngate.sim.workload import ClientRecord
 from turngate.sim.world import SIM_PREFIX
 from turngate.store.base import TranscriptEntry, TurnRecord
@@ -413,7 +417,7 @@ class Checker:
             stored_outcome = stored.outcome()
             if seen is None:
                 self.fail("I1", end_at, f"client of turn {turn_id} never received its outcome")
-            elif seen != stored_outcome:
+            elif not _agrees(seen, stored_outcome):
                 self.fail(
                     "I1", end_at, f"turn {turn_id}: client saw {seen}, store has {stored_outcome}"
                 )
@@ -436,6 +440,8 @@ class Checker:
             self.fail("I4", at, f"the client of turn {turn_id} waited past the turn's deadline")
         for turn_id in record.gave_up:
             self.fail("I4", end_at, f"the client of turn {turn_id} gave up after its retries")
+        for run_id, at, what in record.extra_answers:
+            self.fail("I1", at, f"run {run_id}: {what}")
         self._check_order(turns, end_at)
         self._check_transcript(turns, transcript, end_at)
         self.violations.sort(key=lambda violation: violation.at)
@@ -543,6 +549,11 @@ class Checker:
                 f"{entry.session_key}: a transcript entry of t={at:.6f} carries run"
                 f" {entry.run_id} epoch {entry.epoch}, which did not hold the session then",
             )
+
+
+def _agrees(seen: Outcome | Answer, stored: Outcome | None) -> bool:
+    """Whether a client's outcome (from the engine, or read off an edge) is the store's."""
+    return seen.agrees(stored) if isinstance(seen, Answer) else seen == stored
 
 
 def _is_own_reply(reply: str | None, message: str) -> bool:

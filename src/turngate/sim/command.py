@@ -27,6 +27,7 @@ from typing import NoReturn, TextIO
 
 from turngate.argtypes import int_at_least
 from turngate.sim.runner import FailureClass, SimResult, run_seed
+from turngate.sim.surfaces import Surface
 from turngate.sim.world import Profile
 
 CHUNK_SEEDS = 25
@@ -50,6 +51,8 @@ class SeedSummary:
     first: str
     acked: int
     lives: int
+    edges: bool
+    """Whether its clients went through the gateway's edges (``sim/surfaces.py``)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,6 +169,7 @@ def _summarise(seed: int, profile: Profile | None) -> SeedSummary:
         first if isinstance(first, str) else "".join(first),
         result.acked,
         result.lives,
+        result.params.surfaces != (Surface.ENGINE,),
     )
 
 
@@ -188,7 +192,9 @@ def _many(start: int, count: int, profile: Profile | None, jobs: int) -> int:
     print(
         f"{len(summaries)} seeds ({mix}) in {elapsed:.1f}s: {len(summaries) / elapsed:.0f} seeds/s,"
         f" {sum(s.acked for s in summaries)} turns acknowledged,"
-        f" {sum(s.lives - 1 for s in summaries)} crashes; {len(failed)} failed"
+        f" {sum(s.lives - 1 for s in summaries)} crashes,"
+        f" {sum(s.edges for s in summaries)} seeds through the gateway's edges;"
+        f" {len(failed)} failed"
     )
     for summary in failed[:20]:
         print(f"  seed {summary.seed} ({summary.failure}): {summary.first}")

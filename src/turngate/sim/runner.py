@@ -22,17 +22,20 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from turngate.config import HeartbeatConfig
+from turngate.config import GatewayConfig, HeartbeatConfig
 from turngate.core.keys import parse_session_key
 from turngate.errors import StorageUnavailableError
+from turngate.gateway.app import create_app, serve_engine
 from turngate.lanes.heartbeat import HeartbeatLane
 from turngate.providers.fallback import ChainLink, FallbackChain
 from turngate.runtime.clock import LoopClock
 from turngate.runtime.engine import Engine, EngineSettings
 from turngate.runtime.events import Event, EventBus
+from turngate.sim.asgi import Wire
 from turngate.sim.checkers import Checker, LeaseCheck, Violation, WarningCounter
 from turngate.sim.disk import Outages
 from turngate.sim.loop import VirtualDeadlockError, VirtualTimeLoop
+from turngate.sim.surfaces import Surface
 from turngate.sim.trace import Trace
 from turngate.sim.workload import ClientRecord, Gateway, client, crash_times
 from turngate.sim.world import Faults, Profile, SimParams, SimProvider
@@ -83,8 +86,12 @@ class SimResult:
         return self.failure is None
 
 
-def run_seed(seed: int, profile: Profile | None = None) -> SimResult:
-    """Run the schedule of ``seed`` (its profile drawn from the seed unless given)."""
+def run_seed(seed: int, profile: Profile | None = None, *, edges: bool = True) -> SimResult:
+    """Run the schedule of ``seed`` (its profile drawn from the seed unless given).
+
+    ``edges=False`` keeps every client on the engine, as all were before the edges joined
+    the simulated world: a seed found then replays the schedule it found.
+    """
     rng = random.Random(seed)
     chosen = profile or rng.choice(list(Profile))
     params = (
@@ -96,6 +103,8 @@ def run_seed(seed: int, profile: Profile | None = None) -> SimResult:
         .with_zombies(random.Random(f"zombies-{seed}"))
         .with_commit_crash(random.Random(f"commit-crash-{seed}"))
     )
+    if edges:
+        params = params.with_edges(random.Random(f"edges-{seed}"))
     result = SimResult(seed, params)
     shm = Path("/dev/shm")
     workdir = Path(tempfile.mkdtemp(prefix="turngate-sim-", dir=shm if shm.is_dir() else None))
@@ -135,6 +144,17 @@ class _Life:
     engine: Engine
     task: asyncio.Task[None]
     stop: asyncio.Event
+    wire: Wire | None = None
+    """The network to this life's app (seeds whose clients use the gateway's edges)."""
+
+
+def _edge_wire(engine: Engine, path: Path) -> Wire:
+    """A gateway app serving ``engine`` (its lifespan never runs: the simulation runs the
+    engine), behind an in-process network."""
+    config = GatewayConfig(state_dir=path.parent, shutdown_drain_s=0.0)
+    app = create_app(config)
+    serve_engine(app, engine)
+    return Wire(app)
 
 
 async def _simulate(
@@ -214,6 +234,8 @@ async def _simulate(
     )
     dying: list[asyncio.Task[None]] = []
     heartbeats: list[asyncio.Task[None]] = []
+    wires: list[Wire] = []
+    """The networks of lives that ended (their handlers' errors are checked at the end)."""
 
     async def start(number: int) -> _Life:
         # A gateway cannot start while its disk refuses writes: its supervisor tries again.
@@ -265,9 +287,11 @@ async def _simulate(
             if not isinstance(task.exception(), StorageUnavailableError):
                 task.result()  # anything else is a crash of the simulation
             return None
+        wire = _edge_wire(engine, path) if params.surfaces != (Surface.ENGINE,) else None
         gateway.engine = engine
+        gateway.wire = wire
         gateway.up.set()
-        return _Life(number, engine, task, stop)
+        return _Life(number, engine, task, stop, wire)
 
     def crash(life: _Life, after_commit: bool = False) -> None:
         trace.mark(loop.time(), f"gateway life {life.number} crashes")
@@ -275,7 +299,11 @@ async def _simulate(
         if zombies is not None:
             zombies.crashed()
         gateway.engine = None
+        gateway.wire = None
         gateway.up.clear()
+        if life.wire is not None:
+            life.wire.cut()
+            wires.append(life.wire)
         life.engine.events = EventBus()
         store = life.engine.store
         assert isinstance(store, SqliteStore)
@@ -377,9 +405,16 @@ async def _simulate(
         checker.fail(
             "I4", loop.time(), f"turns still running or queued {budget:.0f}s after the clients"
         )
+    if life.wire is not None:
+        life.wire.cut()  # the clients are done; what they left behind stops with the gateway
+        wires.append(life.wire)
     life.stop.set()
     await life.task
     life.engine.events = EventBus()
+    for wire in wires:
+        await wire.wait_closed()
+        if wire.errors:
+            raise RuntimeError(f"a gateway handler raised:\n{wire.errors[0]}")
     for task in dying:
         with contextlib.suppress(asyncio.CancelledError):
             await task

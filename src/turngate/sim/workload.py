@@ -5,6 +5,9 @@ after the previous answer and a think time (often zero: a send in the same tick 
 arrives). It sometimes sends a burst, aborts, or stops waiting mid-turn (an HTTP disconnect)
 and later retries with the same idempotency key, as a real client would; when the gateway is
 down it retries until it is back. Every wait has a deadline.
+
+Each message goes through one of the seed's surfaces: the engine directly, or one of the
+gateway's edges (``sim/surfaces.py``: HTTP, WebSocket, OpenAI).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from turngate.core.queue import QueueMode
 from turngate.core.turn import Outcome
 from turngate.errors import StorageUnavailableError, StoreError, UnavailableError
 from turngate.runtime.engine import Engine, SubmitRequest
+from turngate.sim.asgi import Wire
+from turngate.sim.surfaces import Answer, EdgeClient, Surface
 from turngate.sim.world import SimParams
 
 RETRY_BACKOFF_S = 0.5
@@ -33,13 +38,21 @@ def _never(at: float, slack_s: float) -> bool:
 
 @dataclass(slots=True)
 class Gateway:
-    """The engine the clients talk to now; None while it is down after a crash."""
+    """The engine the clients talk to now, and the network to its app; None while it is
+    down after a crash."""
 
     engine: Engine | None = None
+    wire: Wire | None = None
     up: asyncio.Event = field(default_factory=asyncio.Event)
     excuses: Callable[[float, float], bool] = _never
     """Whether a storage outage may explain an outcome late at a time (then the client,
     like a real one told ``pending``, asks again instead of giving up)."""
+
+    async def wait_up(self) -> None:
+        """Wait (bounded) until the gateway is up, then a client's retry pause."""
+        async with asyncio.timeout(3600.0):
+            await self.up.wait()
+        await asyncio.sleep(RETRY_BACKOFF_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +63,7 @@ class ClientTurn:
     session_key: str
     message: str
     mode: QueueMode
+    surface: Surface = Surface.ENGINE
 
 
 @dataclass(slots=True)
@@ -57,9 +71,12 @@ class ClientRecord:
     """What the clients saw: acknowledgements, outcomes, and waits that ran out."""
 
     acked: dict[str, ClientTurn] = field(default_factory=dict)
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    outcomes: dict[str, Outcome | Answer] = field(default_factory=dict)
     missed_deadlines: list[tuple[str, float]] = field(default_factory=list)
     gave_up: list[str] = field(default_factory=list)
+    extra_answers: list[tuple[str, float, str]] = field(default_factory=list)
+    """Terminal answers beyond the first for one run id on one connection: (run id, time,
+    what)."""
 
 
 async def client(
@@ -72,29 +89,51 @@ async def client(
 ) -> None:
     """One client's whole conversation."""
     loop = asyncio.get_running_loop()
+    edges = params.surfaces != (Surface.ENGINE,)
+    edge = EdgeClient(rng, params, gateway, name, record) if edges else None
     index = 0
     pending: list[asyncio.Task[None]] = []
     while index < params.turns_per_client:
         burst = rng.randint(2, 4) if rng.random() < 0.1 else 1
         batch = []
         for _ in range(min(burst, params.turns_per_client - index)):
-            mode = rng.choice(params.modes)
+            surface = rng.choice(params.surfaces) if edges else Surface.ENGINE
+            # The OpenAI surface has no queue mode: its turns take the agent's (followup).
+            openai = surface in (Surface.OPENAI, Surface.OPENAI_STREAM)
+            mode = QueueMode.FOLLOWUP if openai else rng.choice(params.modes)
             message = f"{name}-m{index}"
-            batch.append(ClientTurn(f"{name}-t{index}", str(key), message, mode))
+            batch.append(ClientTurn(f"{name}-t{index}", str(key), message, mode, surface))
             index += 1
-        tasks = [loop.create_task(_exchange(rng, params, gateway, t, record)) for t in batch]
+        tasks = [
+            loop.create_task(
+                _exchange(rng, params, gateway, t, record)
+                if edge is None or t.surface is Surface.ENGINE
+                else edge.exchange(t)
+            )
+            for t in batch
+        ]
         if burst == 1 and rng.random() < 0.3:
             pending.extend(tasks)  # do not wait: the next message races this one
         else:
             await asyncio.gather(*tasks)
-        if rng.random() < params.p_abort and gateway.engine is not None:
-            # Refused while its session waits for storage (503 storage_unavailable, as a real
-            # client is told); the client lets it be.
-            with contextlib.suppress(StorageUnavailableError, UnavailableError):
-                await gateway.engine.abort(key)
+        if rng.random() < params.p_abort:
+            await _abort(gateway, key, edge)
         if rng.random() >= params.p_same_tick and params.think_max_s > 0:
             await asyncio.sleep(rng.uniform(0.0, params.think_max_s))
     await asyncio.gather(*pending)
+    if edge is not None:
+        edge.close()
+
+
+async def _abort(gateway: Gateway, key: SessionKey, edge: EdgeClient | None) -> None:
+    """Abort what runs in the session: over HTTP for a client of the edges."""
+    if edge is not None:
+        await edge.abort(str(key))
+    elif gateway.engine is not None:
+        # Refused while its session waits for storage (503 storage_unavailable, as a real
+        # client is told); the client lets it be.
+        with contextlib.suppress(StorageUnavailableError, UnavailableError):
+            await gateway.engine.abort(key)
 
 
 async def _exchange(
@@ -106,7 +145,7 @@ async def _exchange(
     for _ in range(RETRIES_MAX):
         engine = gateway.engine
         if engine is None:
-            await _wait_up(gateway)
+            await gateway.wait_up()
             continue
         request = SubmitRequest(
             key, turn.message, turn_id=turn.turn_id, mode=turn.mode, timeout_s=params.turn_timeout_s
@@ -114,7 +153,7 @@ async def _exchange(
         try:
             ticket = await engine.submit(request)
         except (UnavailableError, StoreError):
-            await _wait_up(gateway)
+            await gateway.wait_up()
             continue
         record.acked.setdefault(turn.turn_id, turn)
         disconnect_after = (
@@ -129,7 +168,7 @@ async def _exchange(
             async with asyncio.timeout_at(deadline):
                 outcome = await asyncio.shield(ticket.outcome)
         except UnavailableError:
-            await _wait_up(gateway)
+            await gateway.wait_up()
             continue
         except TimeoutError:
             if disconnect_after is None and not gateway.excuses(loop.time(), WAIT_MARGIN_S):
@@ -140,12 +179,6 @@ async def _exchange(
         record.outcomes[turn.turn_id] = outcome
         return
     record.gave_up.append(turn.turn_id)
-
-
-async def _wait_up(gateway: Gateway) -> None:
-    async with asyncio.timeout(3600.0):
-        await gateway.up.wait()
-    await asyncio.sleep(RETRY_BACKOFF_S)
 
 
 def crash_times(rng: random.Random, params: SimParams) -> list[tuple[float, float]]:

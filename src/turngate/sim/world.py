@@ -19,6 +19,7 @@ from turngate.core.queue import QueueMode
 from turngate.errors import ErrorCode, ProviderError, ProviderRejectedError
 from turngate.providers.base import ProviderRequest
 from turngate.sim.disk import Outage, draw_outages
+from turngate.sim.surfaces import EDGES, Surface
 
 SIM_PREFIX = "sim: "
 LEASE_MODELS_SHARE = 0.3
@@ -27,6 +28,8 @@ ZOMBIES_SHARE = 0.3
 """Share of seeds with zombie writers."""
 COMMIT_CRASH_SHARE = 0.15
 """Share of seeds whose crash lands right after a commit of the store (between two commits)."""
+EDGES_SHARE = 0.35
+"""Share of seeds whose clients go through the gateway's edges (``sim/surfaces.py``)."""
 COMMIT_CRASH_AFTER_MAX = 200
 """The commit a crash follows is drawn log-uniformly from 1 to this (most seeds commit fewer
 times than this in their safety phase; the crash then lands early)."""
@@ -101,6 +104,8 @@ class SimParams:
     """The gateway crashes right after the store's N-th successful commit of the safety
     phase, before anything else runs (0: no such crash); it replaces the timed crashes."""
     commit_crash_downtime_s: float = 0.0
+    surfaces: tuple[Surface, ...] = (Surface.ENGINE,)
+    """How the clients send their messages: each message draws one of these."""
 
     @classmethod
     def draw(cls, rng: random.Random, profile: Profile) -> SimParams:
@@ -206,6 +211,16 @@ class SimParams:
             commit_crash_downtime_s=rng.uniform(0.0, self.downtime_max_s),
         )
 
+    def with_edges(self, rng: random.Random) -> SimParams:
+        """The same schedule with clients that go through the gateway's edges, drawn from
+        ``rng`` (its own Random); some keep the engine as one of their surfaces."""
+        if rng.random() >= EDGES_SHARE:
+            return self
+        surfaces: list[Surface] = rng.sample(EDGES, rng.randint(1, len(EDGES)))
+        if rng.random() < 0.3:
+            surfaces.append(Surface.ENGINE)
+        return replace(self, surfaces=tuple(surfaces))
+
     @property
     def lease_models(self) -> bool:
         """Whether any call may be one of the lease-testing models."""
@@ -233,6 +248,7 @@ class SimParams:
             f" p_long={self.p_long} p_stall_after={self.p_stall_after}"
             f" p_near_stall={self.p_near_stall} zombies={self.zombies}"
             f" crash_after_commit={self.crash_after_commit or '-'}"
+            f" surfaces={','.join(surface.value for surface in self.surfaces)}"
         )
 
 
