@@ -1,6 +1,6 @@
 """The SQLite file across versions: a file an older turngate wrote opens with its data intact,
-for writing (migrated in place) and read-only (as it is); token usage is stored with each
-outcome and read back."""
+for writing (migrated in place, the outbox added) and read-only (as it is, with no
+deliveries); token usage is stored with each outcome and read back."""
 
 from __future__ import annotations
 
@@ -119,6 +119,14 @@ def turn_columns(path: Path) -> set[str]:
         db.close()
 
 
+def tables(path: Path) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        return {str(row[0]) for row in db.execute("SELECT name FROM sqlite_master")}
+    finally:
+        db.close()
+
+
 async def assert_version_1_data_intact(store: SqliteStore) -> None:
     """The turns and transcript of :func:`version_1_file`, read through ``store``."""
     replied, failed, queued = await store.session_turns(KEY, 10)
@@ -152,8 +160,9 @@ async def test_a_version_1_file_is_migrated_on_open_and_keeps_every_turn(tmp_pat
         assert stored.outcome() == outcome
     finally:
         await store.close()
-    assert user_version(path) == SCHEMA_VERSION == 2
+    assert user_version(path) == SCHEMA_VERSION == 3
     assert {"prompt_tokens", "completion_tokens"} <= turn_columns(path)
+    assert "deliveries" in tables(path)
     # A second open finds nothing to do.
     again = SqliteStore(path)
     await again.open()
@@ -170,10 +179,13 @@ async def test_a_read_only_open_reads_a_version_1_file_as_it_is(tmp_path: Path) 
     await store.open()
     try:
         await assert_version_1_data_intact(store)
+        assert await store.outbox.of_session(KEY, 10) == []
+        assert set((await store.outbox.counts()).values()) == {0}
     finally:
         await store.close()
     assert user_version(path) == 1
     assert "prompt_tokens" not in turn_columns(path)
+    assert "deliveries" not in tables(path)
 
 
 @pytest.mark.asyncio

@@ -44,6 +44,7 @@ from turngate.runtime.engine_api import (
     Ticket as Ticket,
 )
 from turngate.runtime.events import Event, EventBus, EventKind
+from turngate.runtime.outbound import NoOutbound, OutboundRouter
 from turngate.runtime.owner import Abort, Command, SessionOwner, Submit, Unstick
 from turngate.runtime.recovery import recover
 from turngate.runtime.storage_watch import StorageWatch
@@ -70,8 +71,11 @@ class Engine:
         clock: Clock | None = None,
         events: EventBus | None = None,
         agents: AgentRegistry | None = None,
+        outbound: OutboundRouter | None = None,
     ) -> None:
         self.store = store
+        self.outbound: OutboundRouter = outbound or NoOutbound()
+        """What a run's end owes chat platforms (the channels' router; none by default)."""
         self.settings = settings or EngineSettings()
         self.clock: Clock = clock or LoopClock()
         self.events = events or EventBus()

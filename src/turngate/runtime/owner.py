@@ -301,6 +301,7 @@ class SessionOwner:
     async def _end_run(self, effect: EndRun) -> None:
         engine = self.engine
         run_id, epoch = effect.run_id, effect.epoch
+        orders = engine.outbound.orders(self.session_key, effect.outcomes)
         try:
             await self._durably(
                 "end a run",
@@ -312,6 +313,7 @@ class SessionOwner:
                     effect.outcomes,
                     effect.exchange,
                     engine.clock.wall(),
+                    orders,
                 ),
             )
         except StaleEpochError as exc:

@@ -12,12 +12,17 @@ Rules every implementation keeps:
   epoch is the next one; otherwise it raises :class:`~turngate.errors.StaleEpochError`.
 - ``end_run`` is fenced: it succeeds only while ``(run_id, epoch)`` holds the lease, and
   raises :class:`~turngate.errors.StaleEpochError` (writing nothing) otherwise. It releases
-  the lease, records the outcomes and appends the run's exchange to the transcript in one
+  the lease, records the outcomes, appends the run's exchange to the transcript and queues
+  the messages the end owes a chat platform (:class:`DeliveryOrder`, the outbox) in one
   transaction. A terminal turn never changes again.
+- The outbox (:class:`Outbox`): an order is stored once (by its ``key``), whatever the retries;
+  a delivery ends ``sent`` or ``failed`` exactly once and records, on the turns it answers,
+  what became of their reply.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -120,8 +125,87 @@ class SessionRecord:
     turns_open: int
 
 
+class DeliveryState(enum.StrEnum):
+    """Where a delivery to a chat platform stands."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOrder:
+    """A message the end of a turn owes a chat platform's conversation; written with that end,
+    in its transaction, so a reply is never sent from memory alone (DESIGN: the outbox)."""
+
+    key: str
+    """Unique per message owed: a retried end writes it once (``reply:<runId>``)."""
+    session_key: str
+    run_id: RunId
+    """The run whose reply this is: every turn it served is answered by this message."""
+    channel_id: str
+    conversation: str
+    """The platform's chat (a peer or a group), as the channel names it."""
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A :class:`DeliveryOrder` as stored, with how far its sending got."""
+
+    delivery_id: int
+    """Increases with every order: a conversation's messages go out in this order."""
+    order: DeliveryOrder
+    state: DeliveryState
+    parts_sent: int
+    """Parts of the split text the platform has taken (a restart resumes after them)."""
+    attempts: int
+    """Failed attempts so far."""
+    next_attempt_wall: WallS
+    created_wall: WallS
+    ended_wall: WallS | None = None
+    last_error: str | None = None
+
+
+class Outbox(Protocol):
+    """The outbound side of the store: what delivery workers read and record."""
+
+    async def pending(self, channel_id: str, limit: int) -> list[Delivery]:
+        """A channel's pending deliveries, oldest first."""
+        ...
+
+    async def advance(self, delivery_id: int, parts_sent: int, at: WallS) -> None:
+        """The platform took parts up to ``parts_sent``."""
+        ...
+
+    async def retry_later(
+        self, delivery_id: int, attempts: int, next_attempt_wall: WallS, error: str
+    ) -> None:
+        """An attempt failed; the next is due at ``next_attempt_wall``."""
+        ...
+
+    async def finish(
+        self, delivery_id: int, state: DeliveryState, at: WallS, error: str | None = None
+    ) -> None:
+        """The delivery is ``sent`` or ``failed`` for good; its turns record it."""
+        ...
+
+    async def of_session(self, session_key: str, limit: int) -> list[Delivery]:
+        """A session's last ``limit`` deliveries, oldest first."""
+        ...
+
+    async def counts(self) -> dict[DeliveryState, int]:
+        """How many deliveries are in each state."""
+        ...
+
+
 class Store(Protocol):
     """Durable state behind the runtime. See the module docstring for the rules."""
+
+    @property
+    def outbox(self) -> Outbox:
+        """Messages owed to chat platforms."""
+        ...
 
     async def open(self) -> None:
         """Create or migrate the schema; ready the store for use."""
@@ -176,9 +260,11 @@ class Store(Protocol):
         outcomes: Sequence[Outcome],
         exchange: Sequence[tuple[str, str]],
         at: WallS,
+        orders: Sequence[DeliveryOrder] = (),
     ) -> None:
-        """Release the lease held by ``(run_id, epoch)``, record the outcomes and append the
-        ``(role, text)`` exchange to the transcript, in one transaction; fenced."""
+        """Release the lease held by ``(run_id, epoch)``, record the outcomes, append the
+        ``(role, text)`` exchange to the transcript and queue the ``orders``, in one
+        transaction; fenced."""
         ...
 
     async def end_turns(self, outcomes: Sequence[Outcome], at: WallS) -> None:

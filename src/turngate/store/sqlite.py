@@ -22,12 +22,14 @@ from turngate.errors import (
 )
 from turngate.store.base import (
     CronJobState,
+    DeliveryOrder,
     SessionRecord,
     StoreHealth,
     TranscriptEntry,
     TurnRecord,
 )
 from turngate.store.sqlite_commit import GroupCommits, storage_error
+from turngate.store.sqlite_outbox import SqliteOutbox, insert_orders
 from turngate.store.sqlite_schema import (
     OPEN_STATES,
     SCHEMA,
@@ -64,6 +66,8 @@ class SqliteStore:
         self._readonly = readonly
         self._factory = connection_factory
         self._tx = GroupCommits(path)
+        self.outbox = SqliteOutbox(self._tx)
+        """Messages owed to chat platforms (see :mod:`~turngate.store.sqlite_outbox`)."""
         self._turn_columns = TURN_COLUMNS
         """What a turn's SELECT reads (a read-only open of an older file lacks columns)."""
 
@@ -91,12 +95,16 @@ class SqliteStore:
             self._check_version(db)
             try:
                 columns = turn_columns_of(db)
+                outbox = db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deliveries'"
+                ).fetchone()
             except sqlite3.Error as exc:
                 db.close()
                 raise storage_error(self.path, exc, "read its schema") from None
             # Read-only: an older file is read as it is, never migrated.
             if not all(name in columns for name, _ in TURN_COLUMNS_ADDED):
                 self._turn_columns = TURN_COLUMNS_OF_V1_FILE
+            self.outbox.present = outbox is not None
             self._tx.db = db
             return
         try:
@@ -266,6 +274,7 @@ class SqliteStore:
         outcomes: Sequence[Outcome],
         exchange: Sequence[tuple[str, str]],
         at: WallS,
+        orders: Sequence[DeliveryOrder] = (),
     ) -> None:
         async with self._tx.write("end a run") as db:
             released = db.execute(
@@ -281,6 +290,7 @@ class SqliteStore:
                 [(session_key, role, text, run_id, epoch, at) for role, text in exchange],
             )
             self._record_outcomes(db, outcomes, at)
+            insert_orders(db, orders, at)
 
     async def end_turns(self, outcomes: Sequence[Outcome], at: WallS) -> None:
         async with self._tx.write("record turn outcomes") as db:

@@ -11,11 +11,13 @@ from turngate.core.turn import TurnState, Usage
 from turngate.errors import ErrorCode
 from turngate.store.base import TurnRecord
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this code writes, kept in ``PRAGMA user_version``. 1: the first. 2: ``turns``
 gains ``prompt_tokens`` and ``completion_tokens`` (null when the provider reported no usage,
 and for turns recorded before). Opening a version-1 file for writing adds them; a read-only
-open reads a version-1 file as it is, each turn's usage unknown."""
+open reads a version-1 file as it is, each turn's usage unknown. 3: the outbox, table
+``deliveries`` (created when an older file is opened for writing; a read-only open of an
+older file reads no deliveries)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -66,6 +68,25 @@ CREATE TABLE IF NOT EXISTS probe (
     id INTEGER PRIMARY KEY,
     n INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS deliveries (
+    delivery_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    session_key TEXT NOT NULL REFERENCES sessions(key),
+    run_id TEXT NOT NULL,
+    channel_id TEXT NOT NULL,
+    conversation TEXT NOT NULL,
+    text TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    parts_sent INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_wall REAL NOT NULL,
+    created_wall REAL NOT NULL,
+    ended_wall REAL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(channel_id, delivery_id)
+    WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_by_session ON deliveries(session_key, delivery_id);
 CREATE TABLE IF NOT EXISTS cron_jobs (
     job_id TEXT PRIMARY KEY,
     agent_id TEXT NOT NULL,
