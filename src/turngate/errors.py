@@ -96,6 +96,13 @@ class ErrorCode(enum.StrEnum):
     STORAGE_UNAVAILABLE = "storage_unavailable"
     STATE_DIR_IN_USE = "state_dir_in_use"
     STATE_DIR_UNUSABLE = "state_dir_unusable"
+    CHANNEL_UNAVAILABLE = "channel_unavailable"
+    """A chat platform failed or could not be reached; the message is tried again."""
+    DELIVERY_REFUSED = "delivery_refused"
+    """A chat platform refused a message for good (chat gone, bot blocked, bad request)."""
+    CHANNEL_REFUSED = "channel_refused"
+    """A chat platform refused the channel's connection for good (a bad token, a banned bot,
+    a forbidden intent): the channel stops until its configuration is fixed."""
     INTERNAL = "internal"
 
 
@@ -205,6 +212,36 @@ class StateDirError(TurngateError):
     """The state directory cannot be used: another gateway holds it, or it is not writable."""
 
     code = ErrorCode.STATE_DIR_UNUSABLE
+
+
+class ChannelError(TurngateError):
+    """A chat platform failed an operation (a send, a poll, a connection); tried again.
+
+    ``retry_after_s`` is the platform's own hint (Telegram's ``retry_after``, Discord's
+    ``retry_after``, ``Retry-After``), when it gave one.
+    """
+
+    code = ErrorCode.CHANNEL_UNAVAILABLE
+
+    def __init__(
+        self, message: str, *, code: ErrorCode | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
+
+
+class DeliveryRefusedError(ChannelError):
+    """The platform refused a message for good: trying again would not help."""
+
+    code = ErrorCode.DELIVERY_REFUSED
+
+
+class ChannelRefusedError(ChannelError):
+    """The platform refused the connection for good: a bad token, a banned bot, a forbidden
+    intent. Retrying cannot help, so the channel's supervisor stops instead of looping. The
+    message is shown in ``/health``: it names the cause, never the credential."""
+
+    code = ErrorCode.CHANNEL_REFUSED
 
 
 class ProviderError(TurngateError):

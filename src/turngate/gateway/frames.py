@@ -66,6 +66,9 @@ ERROR_HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.STORAGE_UNAVAILABLE: 503,
     ErrorCode.STATE_DIR_IN_USE: 503,
     ErrorCode.STATE_DIR_UNUSABLE: 503,
+    ErrorCode.CHANNEL_UNAVAILABLE: 502,
+    ErrorCode.DELIVERY_REFUSED: 502,
+    ErrorCode.CHANNEL_REFUSED: 502,
     ErrorCode.INTERNAL: 500,
 }
 """Status for a refused request with this code (every code has one; a test checks)."""
