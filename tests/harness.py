@@ -34,6 +34,7 @@ from turngate.providers.base import Provider
 from turngate.runtime.clock import LoopClock
 from turngate.runtime.engine import Engine, EngineSettings
 from turngate.runtime.events import Event, EventBus
+from turngate.runtime.outbound import OutboundRouter
 from turngate.sim.checkers import Checker
 from turngate.sim.loop import run_virtual
 from turngate.store.sqlite import SqliteStore
@@ -51,7 +52,7 @@ class EngineHarness:
 
     ``wall_at_zero`` pins the wall clock to virtual time 0 (for cron, and for the checker);
     ``check_invariants`` has the simulator's checker watch each life and fail it on any
-    violation of I1-I8.
+    violation of I1-I8; ``outbound`` is what the channels owe (their router).
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class EngineHarness:
         *,
         wall_at_zero: WallS | None = None,
         check_invariants: bool = False,
+        outbound: OutboundRouter | None = None,
     ) -> None:
         if check_invariants and wall_at_zero is None:
             raise ValueError("check_invariants: the checker needs wall_at_zero")
@@ -70,6 +72,7 @@ class EngineHarness:
         self.settings = settings or EngineSettings()
         self.wall_at_zero = wall_at_zero
         self.check_invariants = check_invariants
+        self.outbound = outbound
         self.events: list[Event] = []
 
     @asynccontextmanager
@@ -90,6 +93,7 @@ class EngineHarness:
             settings=self.settings,
             clock=LoopClock(self.wall_at_zero),
             events=bus,
+            outbound=self.outbound,
         )
         async with engine:
             yield engine

@@ -41,13 +41,22 @@ def test_the_core_imports_only_the_standard_library_and_itself() -> None:
                 }, f"{path.name} imports {name}"
 
 
-def test_inner_layers_never_import_the_gateway_or_cli() -> None:
+def test_inner_layers_never_import_the_edges_or_cli() -> None:
     for layer in LAYERS_BELOW_GATEWAY:
         for path in (PACKAGE / layer).glob("*.py"):
             for name in imports_of(path):
-                assert not name.startswith(("turngate.gateway", "turngate.cli")), (
-                    f"{layer}/{path.name} imports {name}"
-                )
+                assert not name.startswith(
+                    ("turngate.gateway", "turngate.channels", "turngate.cli")
+                ), f"{layer}/{path.name} imports {name}"
+
+
+def test_the_channels_are_an_edge_that_never_imports_the_gateway() -> None:
+    # The gateway's app assembles the channels with everything else; never the reverse.
+    for path in (PACKAGE / "channels").glob("*.py"):
+        for name in imports_of(path):
+            assert not name.startswith(("turngate.gateway", "turngate.cli")), (
+                f"channels/{path.name} imports {name}"
+            )
 
 
 LOOP_GETTERS = frozenset({"get_running_loop", "get_event_loop"})

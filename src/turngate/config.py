@@ -172,6 +172,46 @@ class AgentConfig(BaseModel):
         return value
 
 
+class ChannelConfig(BaseModel):
+    """A bot on a chat platform, feeding one agent.
+
+    Each peer gets a session ``agent:<agent>:<id>:direct:<peer>``, each group one
+    ``agent:<agent>:<id>:group:<chat>``. The bot's credential is read from the environment
+    variable ``token_env`` names, at start, and is never logged.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    type: Literal["websocket", "telegram"]
+    agent: str = "main"
+    token_env: str | None = None
+    """The environment variable holding the bot's token (required for ``telegram``)."""
+    url: str | None = None
+    """``websocket``: the IM server to dial (``ws://`` or ``wss://``, required).
+    ``telegram``: the Bot API's base URL (default ``https://api.telegram.org``)."""
+    allow: tuple[str, ...] = ()
+    """Peer ids that may talk to the bot; ``"*"`` lets everyone. Empty: nobody (the gateway
+    says so at start)."""
+    refusal: str = ""
+    """What a peer not allowed is told (empty: nothing; their message is not a turn)."""
+    groups: Literal["mention", "all", "off"] = "mention"
+    """In groups, answer messages that mention or reply to the bot, every message, or none."""
+    failure_notice: bool = True
+    """Tell the conversation when a turn ends without a reply (the model failed, it timed out)."""
+    heartbeat: Duration = 30.0
+    """``websocket``: how often to send a heartbeat (the server must answer within as long)."""
+    poll_timeout: Duration = 30.0
+    """``telegram``: how long one ``getUpdates`` long poll waits for news."""
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(wss?|https?)://[^\s/]+", value):
+            raise ValueError(f"{value!r} is not a ws://, wss://, http:// or https:// URL")
+        return value
+
+
 class GatewayConfig(BaseModel):
     """Every setting of one gateway process."""
 
@@ -236,6 +276,8 @@ class GatewayConfig(BaseModel):
     agents: tuple[AgentConfig, ...] = ()
     """Configured agents. With none, any agent id is served with the defaults above; with
     some, only those (and ``main``) are, and any other agent id is refused."""
+    channels: tuple[ChannelConfig, ...] = ()
+    """Chat platform bots (``[[channels]]``)."""
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> GatewayConfig:
@@ -295,6 +337,36 @@ class GatewayConfig(BaseModel):
                         (("agents", i, "cron", j, "id"), f"{job.id!r} is used by another cron job")
                     )
                 job_ids.add(job.id)
+        problems += self._channel_problems(agent_ids)
+        return problems
+
+    def _channel_problems(self, agent_ids: dict[str, int]) -> list[tuple[Loc, str]]:
+        problems: list[tuple[Loc, str]] = []
+        seen: set[str] = set()
+        for i, channel in enumerate(self.channels):
+            if channel.id in seen:
+                problems.append(
+                    (("channels", i, "id"), f"{channel.id!r} is used by another channel")
+                )
+            seen.add(channel.id)
+            if agent_ids and channel.agent != "main" and channel.agent not in agent_ids:
+                problems.append(
+                    (
+                        ("channels", i, "agent"),
+                        f"{channel.agent!r} is not an agent; configured: {', '.join(agent_ids)}",
+                    )
+                )
+            if channel.type == "websocket" and channel.url is None:
+                problems.append(
+                    (("channels", i, "url"), "a websocket channel needs the IM server's ws:// URL")
+                )
+            if channel.type == "telegram" and channel.token_env is None:
+                problems.append(
+                    (
+                        ("channels", i, "token_env"),
+                        "a telegram channel needs the environment variable holding its bot token",
+                    )
+                )
         return problems
 
     @property

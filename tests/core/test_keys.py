@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from turngate.core.keys import SESSION_KEY_LEN_MAX, SessionKey, parse_session_key
+from turngate.core.keys import (
+    SESSION_KEY_LEN_MAX,
+    SessionKey,
+    id_from_segment,
+    id_segment,
+    parse_session_key,
+)
 from turngate.errors import ErrorCode, InvalidSessionKeyError
 
 
@@ -55,3 +61,19 @@ def test_invalid_keys_are_refused_with_a_reason(text: str, says: str) -> None:
 def test_a_key_that_is_not_a_string_is_refused() -> None:
     with pytest.raises(InvalidSessionKeyError, match="expected a string"):
         parse_session_key(42)
+
+
+@pytest.mark.parametrize(
+    "platform_id",
+    ["123456789", "-1001234567890", "user@example.org", "Ünïcode name", "a=b:c/d", "😀", "x" * 128],
+)
+def test_a_platform_id_travels_in_a_session_key_and_comes_back_whole(platform_id: str) -> None:
+    segment = id_segment(platform_id)
+    assert segment is not None
+    assert str(parse_session_key(f"agent:main:tg:direct:{segment}")).endswith(segment)
+    assert id_from_segment(segment) == platform_id
+
+
+def test_a_platform_id_that_cannot_be_a_segment_is_refused() -> None:
+    assert id_segment("") is None
+    assert id_segment("é" * 100) is None  # 200 bytes, 600 characters once escaped

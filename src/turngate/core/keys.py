@@ -16,6 +16,10 @@ AGENT_ID_LEN_MAX = 64
 SEGMENT_LEN_MAX = 128
 SEGMENTS_MAX = 16
 
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:@+=-]{1,128}$"
+"""What an idempotency key (HTTP, WebSocket, a channel's message) may be: it becomes the
+turn's id, its ``runId``."""
+
 _AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _SEGMENT = re.compile(r"[A-Za-z0-9_.@+=-]+")
 
@@ -65,3 +69,31 @@ def parse_session_key(text: object) -> SessionKey:
                 " characters of A-Z, a-z, 0-9 or _ . @ + = -"
             )
     return SessionKey(agent_id=agent_id, rest=rest)
+
+
+_ID_KEPT = re.compile(r"[A-Za-z0-9_.@+-]")
+_ID_ESCAPE = re.compile(r"=([0-9A-F]{2})")
+
+
+def id_segment(platform_id: str) -> str | None:
+    """A platform's id (a chat, a user) as one session key segment, reversibly: characters
+    outside the segment grammar (and ``=`` itself) become ``=HH`` per UTF-8 byte, so that
+    :func:`id_from_segment` gives the id back. None when the result is empty or longer than a
+    segment may be."""
+    encoded = "".join(
+        ch if _ID_KEPT.fullmatch(ch) else "".join(f"={b:02X}" for b in ch.encode("utf-8"))
+        for ch in platform_id
+    )
+    return encoded if 0 < len(encoded) <= SEGMENT_LEN_MAX else None
+
+
+def id_from_segment(segment: str) -> str:
+    """The platform id :func:`id_segment` encoded as ``segment``."""
+    raw = bytearray()
+    at = 0
+    for match in _ID_ESCAPE.finditer(segment):
+        raw += segment[at : match.start()].encode("utf-8")
+        raw.append(int(match.group(1), 16))
+        at = match.end()
+    raw += segment[at:].encode("utf-8")
+    return raw.decode("utf-8", "replace")

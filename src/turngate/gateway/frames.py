@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
+from turngate.core.keys import IDEMPOTENCY_KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
 from turngate.core.keys import SessionKey, parse_session_key
 from turngate.core.queue import QueueMode
 from turngate.core.turn import Outcome, TurnState
@@ -96,8 +97,6 @@ WIRE_STATUS: dict[TurnState, str] = {
 
 M = TypeVar("M", bound=BaseModel)
 
-IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:@+=-]{1,128}$"
-"""What an ``idempotencyKey`` (HTTP or WebSocket) may be: it becomes the ``runId``."""
 TIMEOUT_MS_MAX = 86_400_000
 """Longest turn deadline a request may ask for (a day), in ``timeoutMs``."""
 JSON_INT_DIGITS_MAX = 4300

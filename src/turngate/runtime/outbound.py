@@ -18,14 +18,22 @@ from turngate.store.base import DeliveryOrder
 class OutboundRouter(Protocol):
     """Turns a run's ending into the messages its session's platform conversation is owed."""
 
+    def serves(self, session_key: str) -> bool:
+        """Whether a channel answers this session (its replies go through the outbox)."""
+        ...
+
     def orders(self, session_key: str, outcomes: Sequence[Outcome]) -> list[DeliveryOrder]:
-        """What the end of a run with ``outcomes`` owes (nothing for a session no channel
+        """What the end of turns with ``outcomes`` owes (nothing for a session no channel
         serves)."""
         ...
 
 
 class NoOutbound:
     """The router of a gateway without channels: nothing is ever owed."""
+
+    def serves(self, session_key: str) -> bool:
+        del session_key
+        return False
 
     def orders(self, session_key: str, outcomes: Sequence[Outcome]) -> list[DeliveryOrder]:
         del session_key, outcomes

@@ -207,11 +207,7 @@ class SessionOwner:
                     await self._end_run(effect)
                     self._deliver(effect.outcomes)
                 case EndTurns(outcomes):
-                    await self._durably(
-                        "record turn outcomes",
-                        None,
-                        lambda: self.engine.store.end_turns(outcomes, self.engine.clock.wall()),
-                    )
+                    await self._end_turns(outcomes)
                     self._deliver(outcomes)
                 case IgnoredStale(run_id, epoch, what):
                     self.engine.emit(
@@ -297,6 +293,15 @@ class SessionOwner:
             task.cancel(msg=reason.value)
         if self.core is not None:
             self.core.cancel_sent(run_id, epoch, self.engine.clock.now())
+
+    async def _end_turns(self, outcomes: tuple[Outcome, ...]) -> None:
+        engine = self.engine
+        orders = engine.outbound.orders(self.session_key, outcomes)
+        await self._durably(
+            "record turn outcomes",
+            None,
+            lambda: engine.store.end_turns(outcomes, engine.clock.wall(), orders),
+        )
 
     async def _end_run(self, effect: EndRun) -> None:
         engine = self.engine

@@ -50,7 +50,12 @@ async def recover(engine: Engine) -> None:
         )
         engine.route(record.session_key, Submit(turn, QueueMode.FOLLOWUP, "recovery"))
     if outcomes:
-        await engine.store.end_turns(outcomes, wall)
+        orders = [
+            order
+            for record, outcome in zip(given_up, outcomes, strict=True)
+            for order in engine.outbound.orders(record.session_key, [outcome])
+        ]
+        await engine.store.end_turns(outcomes, wall, orders)
         for record, outcome in zip(given_up, outcomes, strict=True):
             engine.deliver(record.session_key, outcome, "recovery")
     resumed = len(records) - len(given_up)

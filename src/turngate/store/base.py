@@ -267,8 +267,11 @@ class Store(Protocol):
         transaction; fenced."""
         ...
 
-    async def end_turns(self, outcomes: Sequence[Outcome], at: WallS) -> None:
-        """Record outcomes of turns that ended without running."""
+    async def end_turns(
+        self, outcomes: Sequence[Outcome], at: WallS, orders: Sequence[DeliveryOrder] = ()
+    ) -> None:
+        """Record outcomes of turns that ended without running, and queue the ``orders``
+        (notices owed for them), in one transaction."""
         ...
 
     async def recover(self) -> list[TurnRecord]:

@@ -292,9 +292,12 @@ class SqliteStore:
             self._record_outcomes(db, outcomes, at)
             insert_orders(db, orders, at)
 
-    async def end_turns(self, outcomes: Sequence[Outcome], at: WallS) -> None:
+    async def end_turns(
+        self, outcomes: Sequence[Outcome], at: WallS, orders: Sequence[DeliveryOrder] = ()
+    ) -> None:
         async with self._tx.write("record turn outcomes") as db:
             self._record_outcomes(db, outcomes, at)
+            insert_orders(db, orders, at)
 
     @staticmethod
     def _record_outcomes(db: sqlite3.Connection, outcomes: Sequence[Outcome], at: WallS) -> None:
