@@ -32,8 +32,8 @@ run: $(STAMP_RUN)
 	$(BIN)/turngate gateway $(ARGS)
 
 lint: $(STAMP_DEV)
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples
 
 typecheck: $(STAMP_DEV)
 	$(BIN)/mypy

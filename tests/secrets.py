@@ -14,6 +14,12 @@ LIVE_LOOKING_KEY = "sk-live-abcdefghijklmnop"
 REGISTRY_KEYS = ("sk-openai-0123456789", "sk-ant-0123456789")
 LOG_TEST_TOKEN = "log-test-token-9f8e7d6c5b4a"
 """The token of the test that provokes every logging path at debug level."""
+TELEGRAM_BOT_TOKEN = "123456789:AAF-fake-telegram-token_0123456789"
+"""The bot token of the fake Telegram Bot API (it is in every Bot API URL's path)."""
+IM_CHANNEL_TOKEN = "im-channel-token-7a6b5c4d3e2f"
+IM_WRONG_TOKEN = "im-wrong-token-0f1e2d3c4b5a"
+EXAMPLE_IM_TOKEN = "example-im-token-1a2b3c4d5e6f"
+"""The WebSocket IM channel's tokens: the fake server's, a wrong one, the example server's."""
 
 ALL_SECRETS = (
     GATEWAY_TOKEN,
@@ -23,4 +29,8 @@ ALL_SECRETS = (
     LIVE_LOOKING_KEY,
     *REGISTRY_KEYS,
     LOG_TEST_TOKEN,
+    TELEGRAM_BOT_TOKEN,
+    IM_CHANNEL_TOKEN,
+    IM_WRONG_TOKEN,
+    EXAMPLE_IM_TOKEN,
 )

@@ -34,6 +34,7 @@ class MemoryPlatform:
     channel_id: str = "im"
     kind: str = "memory"
     limit: int = 1000
+    closed: bool = False
 
     @property
     def sender(self) -> MemoryPlatform:
@@ -53,6 +54,9 @@ class MemoryPlatform:
         while True:
             admitted = await inbox.accept(await self.incoming.get())
             assert admitted.accepted
+
+    async def aclose(self) -> None:
+        self.closed = True
 
     def connection(self) -> ConnectionSnapshot:
         return ConnectionSnapshot(

@@ -98,3 +98,8 @@ class Channel(Protocol):
     def connection(self) -> ConnectionSnapshot:
         """Its connection as ``/health``, ``turngate channels status`` and metrics show it."""
         ...
+
+    async def aclose(self) -> None:
+        """Release what it holds (HTTP clients, sockets); called once, after :meth:`run` and
+        the last send have ended."""
+        ...

@@ -94,6 +94,7 @@ class ChannelRuntime:
         finally:
             self._group = None
             unsubscribe()
+            await self.channel.aclose()
 
     async def _connection(self) -> None:
         await self.channel.run(self.inbox)

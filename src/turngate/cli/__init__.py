@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TypeAlias, cast
 
 from turngate import __version__
 from turngate.cli import (
+    channels_cmd,
     config_cmd,
     cron_cmd,
     doctor_cmd,
@@ -37,6 +38,7 @@ COMMANDS: tuple[Callable[[SubParsers], None], ...] = (
     turn_cmds.register,
     sessions_cmd.register,
     cron_cmd.register,
+    channels_cmd.register,
     status_cmd.register,
     config_cmd.register,
     doctor_cmd.register,

@@ -18,11 +18,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from turngate.channels.routes import ChannelRoutes
+from turngate.channels.runtime import ChannelRuntime
 from turngate.config import GatewayConfig
 from turngate.errors import ErrorCode, TurngateError
 from turngate.gateway import chat_http, chat_ws, openai_api
 from turngate.gateway.assembly import (
     build_agents,
+    build_channels,
     build_lanes,
     close_providers,
     engine_settings,
@@ -84,6 +87,7 @@ def create_app(
     app.state.targets = DeliveryTargets()
     app.state.connections = chat_ws.Connections()
     app.state.edge_counts = EdgeCounts()
+    app.state.channels = []
     return app
 
 
@@ -118,7 +122,9 @@ async def _running(app: Starlette, parts: AppParts) -> AsyncIterator[None]:
         settings=engine_settings(config),
         events=parts.events,
         agents=agents,
+        outbound=ChannelRoutes(config.channels),
     )
+    app.state.channels = build_channels(config, engine)
     serve_engine(app, engine)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(close_providers, agents)
@@ -144,10 +150,11 @@ async def _running(app: Starlette, parts: AppParts) -> AsyncIterator[None]:
         async with asyncio.TaskGroup() as lanes:
             tasks = [lanes.create_task(lane.run()) for lane in heartbeats]
             tasks.append(lanes.create_task(cron.run()))
+            tasks += [lanes.create_task(channel.run()) for channel in app.state.channels]
             try:
                 yield
             finally:
-                # Lanes stop before the engine, so none submits into a closing engine.
+                # Lanes and channels stop before the engine, so none submits into a closing engine.
                 for task in tasks:
                     task.cancel()
 
@@ -159,7 +166,10 @@ def serve_engine(app: Starlette, engine: Engine) -> None:
     with an engine it runs itself, and never starts the app's lifespan (no lanes, no lock).
     """
     config: GatewayConfig = app.state.config
-    metrics = GatewayMetrics(engine, app.state.edge_counts)
+    runtimes: list[ChannelRuntime] = app.state.channels
+    metrics = GatewayMetrics(
+        engine, app.state.edge_counts, lambda: [runtime.view() for runtime in runtimes]
+    )
     engine.events.subscribe(metrics.observe)
     app.state.engine = engine
     app.state.started_wall = engine.clock.wall()

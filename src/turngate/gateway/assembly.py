@@ -1,14 +1,22 @@
-"""From configuration to running parts: agents, the engine's settings, and the lanes."""
+"""From configuration to running parts: agents, the engine's settings, the lanes and the
+channels."""
 
 from __future__ import annotations
 
+import logging
 import os
+import random
 from collections.abc import Mapping
 from dataclasses import replace
 
-from turngate.config import AgentConfig, GatewayConfig
+from turngate.channels.base import Channel
+from turngate.channels.runtime import ChannelRuntime
+from turngate.channels.telegram import TelegramChannel
+from turngate.channels.websocket_im import WebSocketChannel, WebSocketSettings
+from turngate.config import AgentConfig, ChannelConfig, GatewayConfig
 from turngate.core.lease import LeaseTerms
 from turngate.core.session import SessionPolicy
+from turngate.errors import InvalidFieldError
 from turngate.lanes.cron import CronJob, CronLane
 from turngate.lanes.delivery import DeliveryTargets
 from turngate.lanes.heartbeat import HeartbeatLane
@@ -16,6 +24,8 @@ from turngate.providers.base import Provider
 from turngate.providers.registry import build_chain
 from turngate.runtime.agents import AgentRegistry, AgentSpec
 from turngate.runtime.engine import Engine, EngineSettings
+
+log = logging.getLogger("turngate.channels")
 
 
 def engine_settings(config: GatewayConfig) -> EngineSettings:
@@ -111,3 +121,55 @@ def build_lanes(
     ]
     jobs = [CronJob.of(agent, job) for agent in config.agents for job in agent.cron]
     return heartbeats, CronLane(engine, jobs, targets)
+
+
+def build_channels(
+    config: GatewayConfig, engine: Engine, env: Mapping[str, str] | None = None
+) -> list[ChannelRuntime]:
+    """One :class:`ChannelRuntime` per ``[[channels]]`` entry, tokens read from ``env`` (the
+    process environment by default). A channel that nobody may talk to is said at start."""
+    env = os.environ if env is None else env
+    runtimes = []
+    for channel in config.channels:
+        if not channel.allow:
+            log.warning(
+                "channel %s: its allowlist is empty, so nobody can talk to it; set allow to"
+                ' peer ids, or ["*"] for everyone',
+                channel.id,
+            )
+        runtimes.append(
+            ChannelRuntime(
+                channel,
+                _channel(channel, _token(channel, env), engine),
+                engine,
+                message_chars_max=config.message_chars_max,
+            )
+        )
+    return runtimes
+
+
+def _token(channel: ChannelConfig, env: Mapping[str, str]) -> str:
+    if channel.token_env is None:
+        return ""
+    token = env.get(channel.token_env, "")
+    if not token:
+        raise InvalidFieldError(
+            f"channels.{channel.id}.token_env",
+            f"environment variable {channel.token_env} is not set (channel {channel.id} needs"
+            " its token)",
+        )
+    return token
+
+
+def _channel(channel: ChannelConfig, token: str, engine: Engine) -> Channel:
+    rng = random.Random()
+    if channel.type == "telegram":
+        try:
+            return TelegramChannel(channel, token, engine.clock, rng)
+        except ValueError as exc:  # a token that cannot be one (the message names its variable)
+            raise InvalidFieldError(f"channels.{channel.id}.token_env", str(exc)) from None
+    assert channel.url is not None  # the configuration requires it for a websocket channel
+    settings = WebSocketSettings(heartbeat_s=channel.heartbeat, groups=channel.groups)
+    return WebSocketChannel(
+        channel.id, channel.url, token, settings=settings, clock=engine.clock, rng=rng
+    )

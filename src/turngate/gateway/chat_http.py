@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from turngate import __version__
+from turngate.channels.runtime import ChannelRuntime
 from turngate.config import GatewayConfig
 from turngate.doctor import provider_base_url, provider_uses
 from turngate.errors import (
@@ -224,6 +225,8 @@ async def health(request: Request) -> Response:
             "stalled": [_lease_body(lease) for lease in snapshot.leases if lease.stalled],
             "slow": [_lease_body(lease) for lease in snapshot.leases if lease.slow],
             "lanes": _lanes_body(request, now_wall),
+            "channels": _channels_body(request),
+            "deliveries": await _deliveries_body(engine),
             "providers": _providers_body(config),
         },
         status_code=200 if ok else 503,
@@ -263,6 +266,42 @@ def _lanes_body(request: Request, now_wall: float) -> dict[str, Any]:
             ],
         },
     }
+
+
+def _channels_body(request: Request) -> list[dict[str, Any]]:
+    """Each channel's connection and what its outbox did since the start."""
+    runtimes: list[ChannelRuntime] = getattr(request.app.state, "channels", [])
+    body = []
+    for view in (runtime.view() for runtime in runtimes):
+        connection = view.connection
+        body.append(
+            {
+                "id": view.channel_id,
+                "type": view.kind,
+                "agentId": view.agent,
+                "state": connection.state.value,
+                "generation": connection.generation,
+                "reconnects": connection.reconnects,
+                "zombies": connection.zombies,
+                "staleCallbacksIgnored": connection.stale_callbacks_ignored,
+                "lastError": connection.last_error,
+                "nextAttemptInS": connection.next_attempt_in_s,
+                "stopped": connection.fatal,
+                "sent": view.outbox.sent,
+                "failed": view.outbox.failed,
+                "retries": view.outbox.retries,
+            }
+        )
+    return body
+
+
+async def _deliveries_body(engine: Engine) -> dict[str, int] | None:
+    """Outbox deliveries by state (None when the store cannot say)."""
+    try:
+        counts = await engine.store.outbox.counts()
+    except StoreError:
+        return None
+    return {state.value: count for state, count in counts.items()}
 
 
 def _providers_body(config: GatewayConfig) -> list[dict[str, Any]]:

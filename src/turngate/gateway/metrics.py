@@ -10,7 +10,7 @@ which is what the gateway process wants anyway.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -19,9 +19,11 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from turngate.channels.runtime import ChannelView
+from turngate.core.connection import ConnectionState
 from turngate.core.turn import AbortReason
 from turngate.gateway.http_limits import EdgeCounts
 from turngate.runtime.engine import Engine
@@ -54,13 +56,20 @@ _WATCHDOG_REASONS = frozenset({AbortReason.STALLED.value, AbortReason.RUN_TIMEOU
 class GatewayMetrics:
     """The collectors of one gateway; subscribe :meth:`observe` to the engine's events."""
 
-    def __init__(self, engine: Engine, edge: EdgeCounts | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        edge: EdgeCounts | None = None,
+        channels: Callable[[], Sequence[ChannelView]] | None = None,
+    ) -> None:
         # Global and idempotent (see the module docstring); prometheus_client leaves it untyped.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r = self.registry
         if edge is not None:
             r.register(EdgeCollector(edge))
+        if channels is not None:
+            r.register(ChannelCollector(channels))
         self.turns_accepted = Counter(
             "turngate_turns_accepted",
             "Turns accepted (stored, then acknowledged).",
@@ -229,3 +238,57 @@ class EdgeCollector(Collector):
             value=self.counts.bad_requests,
         )
         yield from (refused, timeouts, bad)
+
+
+class ChannelCollector(Collector):
+    """Each channel's connection and outbox, as they are at the scrape."""
+
+    def __init__(self, views: Callable[[], Sequence[ChannelView]]) -> None:
+        self.views = views
+
+    def collect(self) -> Iterator[Metric]:
+        """One series per channel (and per state or result)."""
+        state = GaugeMetricFamily(
+            "turngate_channel_state",
+            "1 for the state each channel's connection is in, 0 for the others.",
+            labels=["channel", "state"],
+        )
+        generation = GaugeMetricFamily(
+            "turngate_channel_generation",
+            "The channel's connection attempt number (one more per reconnect).",
+            labels=["channel"],
+        )
+        counters = {
+            name: CounterMetricFamily(f"turngate_channel_{name}", text, labels=["channel"])
+            for name, text in (
+                ("reconnects", "Connections lost and dialled again."),
+                ("zombies", "Connections that stopped answering heartbeats (closed, redialled)."),
+                (
+                    "stale_callbacks_ignored",
+                    "Callbacks of a finished connection generation that did nothing.",
+                ),
+            )
+        }
+        deliveries = CounterMetricFamily(
+            "turngate_channel_deliveries",
+            "Outbox deliveries: sent, failed for good, attempts retried; parts sent.",
+            labels=["channel", "result"],
+        )
+        for view in self.views():
+            channel, connection, outbox = view.channel_id, view.connection, view.outbox
+            for each in ConnectionState:
+                state.add_metric([channel, each.value], float(connection.state is each))
+            generation.add_metric([channel], connection.generation)
+            counters["reconnects"].add_metric([channel], connection.reconnects)
+            counters["zombies"].add_metric([channel], connection.zombies)
+            counters["stale_callbacks_ignored"].add_metric(
+                [channel], connection.stale_callbacks_ignored
+            )
+            for result, value in (
+                ("sent", outbox.sent),
+                ("failed", outbox.failed),
+                ("retried", outbox.retries),
+                ("parts", outbox.parts),
+            ):
+                deliveries.add_metric([channel, result], value)
+        yield from (state, generation, *counters.values(), deliveries)
