@@ -16,6 +16,8 @@ from turngate.channels.runtime import ChannelRuntime
 from turngate.channels.supervisor import ConnectionSnapshot
 from turngate.config import ChannelConfig
 from turngate.core.connection import ConnectionState
+from turngate.core.keys import parse_session_key
+from turngate.lanes.cron import CronJob, CronLane
 from turngate.runtime.events import Event, EventKind
 from turngate.sim.loop import run_virtual
 from turngate.store.base import DeliveryState
@@ -122,3 +124,35 @@ def test_replies_a_previous_life_left_owed_go_out_when_the_next_starts(tmp_path:
 
     run_virtual(main())
     assert [text for _, _, text in platform.sent] == ["echo: are you there?"]
+
+
+def test_a_cron_job_aimed_at_a_channel_session_is_answered_on_the_channel(tmp_path: Path) -> None:
+    platform = MemoryPlatform()
+    harness = EngineHarness(
+        tmp_path, ScriptedModel([], then=Call()), outbound=ChannelRoutes([CONFIG])
+    )
+    job = CronJob(
+        "digest",
+        "main",
+        "0 7 * * *",
+        "digest please",
+        parse_session_key("agent:main:im:direct:alice"),
+    )
+
+    async def main() -> None:
+        async with harness.engine() as engine:
+            runtime = ChannelRuntime(CONFIG, platform, engine, message_chars_max=1000)
+            cron = CronLane(engine, [job])
+            loop = asyncio.get_running_loop()
+            tasks = [loop.create_task(runtime.run()), loop.create_task(cron.run())]
+            ticket = await cron.run_now("digest")
+            await until_sent(platform, 1)
+            await asyncio.sleep(1.0)  # virtual: the lane's follower has seen the outcome
+            [turn] = await engine.store.session_turns(ticket.session_key, 1)
+            assert turn.delivery == "delivered"
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    run_virtual(main())
+    assert [(c, t) for _, c, t in platform.sent] == [("alice", "echo: digest please")]

@@ -3,7 +3,8 @@
 A reply that carries the agent's "nothing to report" token is recorded but not delivered
 (``suppressed``). Any other outcome goes to the session's last active client connection, if
 it is still open (``delivered``); otherwise it is kept in the store (``stored``), where
-``turngate sessions show`` lists it.
+``turngate sessions show`` lists it. A channel's session is the exception: its reply went to
+the outbox with the turn's end, and the channel's outbox worker records its delivery.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ async def follow(
             extra={"session_key": ticket.session_key, "run_id": ticket.turn_id},
         )
         return "pending"
+    if engine.outbound.serves(ticket.session_key):
+        # A channel's session: its outbox sends the reply and records how that went.
+        return "outbox"
     suppressed = (
         ok_token is not None
         and outcome.state is TurnState.REPLIED
