@@ -13,7 +13,7 @@ ARGS ?=
 LOWEST := .cache/venv-lowest
 LOWEST_STAMP := $(LOWEST)/.installed
 
-.PHONY: run test test-lowest lint typecheck pytest sim bench soak fuzz mutants clean
+.PHONY: run test test-lowest lint typecheck pytest sim bench bench-channels soak fuzz mutants clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -96,6 +96,10 @@ mutants: $(MUTANTS_STAMP)
 
 bench: $(STAMP_RUN)
 	$(BIN)/python bench/http_turns.py
+
+# The Telegram channel against the tests' fake Bot API; e.g. ARGS="--messages 200".
+bench-channels: $(STAMP_RUN)
+	$(BIN)/python bench/channels_telegram.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
