@@ -612,3 +612,38 @@ def test_a_heartbeat_before_the_transport_is_open_is_a_connector_bug_not_a_crash
         assert "identifying() first" in (supervisor.snapshot().last_error or "")
 
     run_virtual(main())
+
+
+def test_cancelling_the_caller_as_a_generation_ends_stops_the_supervisor() -> None:
+    # The generation ends (its connector returns) while a task of it still cleans up, and the
+    # gateway stops the channel right then: the supervisor must stop too, not dial again
+    # (on Python 3.11 the task group of the generation swallowed that cancellation).
+    dials: list[float] = []
+
+    async def cleanup_slowly() -> None:
+        try:
+            await asyncio.sleep(WAIT_MAX_S)
+        finally:
+            await asyncio.shield(asyncio.sleep(1.0))  # a close handshake, say
+
+    async def connector(gen: Generation[None]) -> None:
+        dials.append(asyncio.get_running_loop().time())
+        gen.ready()
+        gen.spawn(cleanup_slowly())
+        await asyncio.sleep(5.0)  # then the connection closes
+
+    async def main() -> None:
+        clock = LoopClock(0.0)
+        supervisor: Supervisor[None] = Supervisor(
+            "im", connector, clock=clock, rng=FixedFraction(), settings=SupervisorSettings(POLICY)
+        )
+        task = asyncio.get_running_loop().create_task(supervisor.run())
+        await asyncio.sleep(5.5)  # the generation ended at 5.0; its cleanup runs until 6.0
+        task.cancel()
+        async with asyncio.timeout(WAIT_MAX_S):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert asyncio.get_running_loop().time() == pytest.approx(6.0)
+
+    run_virtual(main())
+    assert dials == [0.0]

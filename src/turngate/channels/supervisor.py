@@ -260,6 +260,18 @@ class Generation(Generic[R]):
                 return
 
 
+def _reraise_swallowed_cancel() -> None:
+    """Raise the caller's cancellation if the generation's task group swallowed it.
+
+    On Python 3.11 a TaskGroup whose body raised (here: the generation ending) drops a
+    cancellation of its parent that arrives while it waits for its children (3.12 fixed it).
+    The supervisor would then dial again for a gateway that is gone (the simulator found it:
+    a crashed life's channel kept its heartbeat beating)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 Connector: TypeAlias = Callable[[Generation[R]], Awaitable[None]]
 """Dials, identifies, reads frames until the connection ends; see the module docstring."""
 
@@ -371,6 +383,7 @@ class Supervisor(Generic[R]):
             # Also when the caller cancelled us: the generation is over for everyone.
             gen._end(_Ending(ConnectionEvent.STOP, "cancelled"))
             self._current = None
+        _reraise_swallowed_cancel()
         assert gen._ending is not None
         self._finish(gen, gen._ending)
         return gen._ending
