@@ -1,9 +1,12 @@
 """Proof that the simulator can fail: four bugs of the field reports, two of a full disk,
 four of issue 11 (a watchdog that stops aborting stalled runs, a run timeout measured from
 the wrong instant, a store that no longer refuses stale epochs, a turn's outcome and its
-transcript written in two transactions), and three in the gateway's edges (a WebSocket
-that relays a run twice, a final event built from the streamed text, an OpenAI stream that
-repeats what it streamed), planted one at a time.
+transcript written in two transactions), three in the gateway's edges (a WebSocket that
+relays a run twice, a final event built from the streamed text, an OpenAI stream that
+repeats what it streamed) and four in the channels (a message acknowledged to its platform
+before it is stored, an outbox that sends a conversation's replies side by side, a callback of
+a finished connection that acts, a delivery recorded sent that the platform never took),
+planted one at a time.
 
 Each fixture patches the real runtime the way a plausible mistake would, for this test only.
 The simulator must find a violating seed within 1,000 seeds, and name the invariant the bug
@@ -12,6 +15,7 @@ breaks. The seed found is printed (``pytest -s``) so it can be replayed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -19,19 +23,25 @@ from typing import Any, TypeVar
 
 import pytest
 
+from turngate.channels.base import InboundMessage
+from turngate.channels.inbound import Admitted, ChannelInbox
+from turngate.channels.outbox import OutboxWorker
+from turngate.channels.supervisor import Generation
 from turngate.core.effects import Effect, EndRun
 from turngate.core.lease import Lease, LeaseState
 from turngate.core.session import SessionCore
 from turngate.core.turn import AbortReason, Outcome
-from turngate.errors import StaleEpochError
+from turngate.errors import ChannelError, StaleEpochError
 from turngate.gateway import openai_api, openai_stream
 from turngate.gateway.ws_methods import Methods, RunLedger
 from turngate.runtime.deltas import DeltaStream
 from turngate.runtime.engine import Ticket
 from turngate.runtime.owner import SessionOwner
 from turngate.sim.runner import SimResult, run_seed
+from turngate.store.base import Delivery, DeliveryOrder, DeliveryState
 from turngate.store.sqlite import SqliteStore
 from turngate.store.sqlite_commit import GroupCommits, _GroupCommit
+from turngate.store.sqlite_outbox import insert_orders
 from turngate.types import Epoch, MonotonicS, RunId, TurnId, WallS
 
 T = TypeVar("T")
@@ -198,6 +208,7 @@ def store_without_fencing(monkeypatch: pytest.MonkeyPatch) -> None:
         outcomes: Sequence[Outcome],
         exchange: Sequence[tuple[str, str]],
         at: WallS,
+        orders: Sequence[DeliveryOrder] = (),
     ) -> None:
         async with self._tx.write("end a run") as db:
             released = db.execute(
@@ -213,6 +224,7 @@ def store_without_fencing(monkeypatch: pytest.MonkeyPatch) -> None:
                 [(session_key, role, text, run_id, epoch, at) for role, text in exchange],
             )
             self._record_outcomes(db, outcomes, at)
+            insert_orders(db, orders, at)
 
     monkeypatch.setattr(SqliteStore, "start_run", start_run)
     monkeypatch.setattr(SqliteStore, "end_run", end_run)
@@ -232,6 +244,7 @@ def outcome_and_transcript_apart(monkeypatch: pytest.MonkeyPatch) -> None:
         outcomes: Sequence[Outcome],
         exchange: Sequence[tuple[str, str]],
         at: WallS,
+        orders: Sequence[DeliveryOrder] = (),
     ) -> None:
         async with self._tx.write("end a run") as db:
             released = db.execute(
@@ -242,6 +255,7 @@ def outcome_and_transcript_apart(monkeypatch: pytest.MonkeyPatch) -> None:
             if released != 1:
                 raise StaleEpochError(session_key, run_id, epoch)
             self._record_outcomes(db, outcomes, at)
+            insert_orders(db, orders, at)
         if exchange:
             async with self._tx.write("append the exchange") as db:
                 db.executemany(
@@ -296,6 +310,93 @@ def stream_that_repeats_itself(monkeypatch: pytest.MonkeyPatch) -> None:
             yield event
 
     monkeypatch.setattr(openai_api, "_sse", sse)
+
+
+@pytest.fixture
+def acked_before_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A channel's inbox answers before the message is a stored turn (it stores it in the
+    background), so the platform forgets a message the store may never get."""
+    original = ChannelInbox.accept
+
+    async def accept(self: ChannelInbox, message: InboundMessage) -> Admitted:
+        task = asyncio.get_running_loop().create_task(original(self, message))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return Admitted(True)
+
+    monkeypatch.setattr(ChannelInbox, "accept", accept)
+
+
+@pytest.fixture
+def outbox_side_by_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outbox sends every pending delivery of a conversation at once, not the oldest."""
+
+    async def send_due(self: OutboxWorker) -> float | None:
+        pending = await self.outbox.pending(self.channel_id, self.settings.batch)
+        now = self.clock.wall()
+        due = [d for d in pending if d.next_attempt_wall <= now]
+        if not due:
+            return (
+                None if not pending else max(0.0, min(d.next_attempt_wall for d in pending) - now)
+            )
+        async with asyncio.TaskGroup() as group:
+            for delivery in due:
+                group.create_task(self._deliver(delivery))
+        return 0.0
+
+    monkeypatch.setattr(OutboxWorker, "send_due", send_due)
+
+
+@pytest.fixture
+def callbacks_without_generation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seed 004's bug on a channel: a connection's callbacks are not tied to it."""
+
+    def guard(self: Generation[Any], callback: Callable[..., T]) -> Callable[..., T]:
+        del self
+        return callback
+
+    monkeypatch.setattr(Generation, "guard", guard)
+
+
+@pytest.fixture
+def delivery_recorded_unsent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed send is recorded as sent (the error is swallowed)."""
+    original = OutboxWorker._attempt_failed
+
+    async def attempt_failed(self: OutboxWorker, delivery: Delivery, exc: Exception) -> None:
+        if isinstance(exc, ChannelError):
+            await self.outbox.finish(delivery.delivery_id, DeliveryState.SENT, self.clock.wall())
+            return
+        await original(self, delivery, exc)
+
+    monkeypatch.setattr(OutboxWorker, "_attempt_failed", attempt_failed)
+
+
+@pytest.mark.usefixtures("acked_before_stored")
+def test_the_simulator_finds_a_message_acked_to_its_platform_before_it_was_stored() -> None:
+    first = first_failure().violations[0]
+    assert first.invariant in {"I7", "I4"}
+    assert "is no turn" in first.message
+
+
+@pytest.mark.usefixtures("outbox_side_by_side")
+def test_the_simulator_finds_an_outbox_that_breaks_a_conversations_order() -> None:
+    first = first_failure().violations[0]
+    assert first.invariant == "I9"
+    assert "out of order" in first.message
+
+
+@pytest.mark.usefixtures("callbacks_without_generation")
+def test_the_simulator_finds_a_finished_connections_callback_acting() -> None:
+    first = first_failure().violations[0]
+    assert first.invariant == "I6"
+    assert "after its connection was over" in first.message
+
+
+@pytest.mark.usefixtures("delivery_recorded_unsent")
+def test_the_simulator_finds_a_delivery_recorded_sent_that_never_went_out() -> None:
+    first = first_failure().violations[0]
+    assert first.invariant == "I9"
+    assert "recorded sent" in first.message
 
 
 @pytest.mark.usefixtures("ledger_that_forgets")

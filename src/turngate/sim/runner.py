@@ -19,7 +19,7 @@ import random
 import shutil
 import tempfile
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from turngate.config import GatewayConfig, HeartbeatConfig
@@ -32,6 +32,7 @@ from turngate.runtime.clock import LoopClock
 from turngate.runtime.engine import Engine, EngineSettings
 from turngate.runtime.events import Event, EventBus
 from turngate.sim.asgi import Wire
+from turngate.sim.channel_world import ChannelWorld, draw_channel
 from turngate.sim.checkers import Checker, LeaseCheck, Violation, WarningCounter
 from turngate.sim.disk import Outages
 from turngate.sim.loop import VirtualDeadlockError, VirtualTimeLoop
@@ -40,13 +41,14 @@ from turngate.sim.trace import Trace
 from turngate.sim.workload import ClientRecord, Gateway, client, crash_times
 from turngate.sim.world import Faults, Profile, SimParams, SimProvider
 from turngate.sim.zombie import Zombies
+from turngate.store.base import Delivery
 from turngate.store.sqlite import SqliteStore
 
 WALL_AT_ZERO = 1_800_000_000.0
 """The simulated wall clock at virtual time 0 (fixed, so that a seed replays exactly)."""
 LIVENESS_SLACK_S = 3600.0
 HISTORY_ENTRIES_MAX = 10
-QUIET_LOGGERS = ("turngate.providers", "turngate.lanes")
+QUIET_LOGGERS = ("turngate.providers", "turngate.lanes", "turngate.channels")
 """Loggers whose WARNING lines (retries, fallbacks, lane notes) a simulation keeps off the
 terminal; the runtime's own are counted for I8."""
 STARTS_MAX = 100
@@ -89,8 +91,9 @@ class SimResult:
 def run_seed(seed: int, profile: Profile | None = None, *, edges: bool = True) -> SimResult:
     """Run the schedule of ``seed`` (its profile drawn from the seed unless given).
 
-    ``edges=False`` keeps every client on the engine, as all were before the edges joined
-    the simulated world: a seed found then replays the schedule it found.
+    ``edges=False`` keeps every client on the engine and leaves chat platforms out, as
+    before the gateway's edges and channels joined the simulated world: a seed found then
+    replays the schedule it found.
     """
     rng = random.Random(seed)
     chosen = profile or rng.choice(list(Profile))
@@ -105,6 +108,7 @@ def run_seed(seed: int, profile: Profile | None = None, *, edges: bool = True) -
     )
     if edges:
         params = params.with_edges(random.Random(f"edges-{seed}"))
+        params = replace(params, channel=draw_channel(seed))
     result = SimResult(seed, params)
     shm = Path("/dev/shm")
     workdir = Path(tempfile.mkdtemp(prefix="turngate-sim-", dir=shm if shm.is_dir() else None))
@@ -168,6 +172,7 @@ async def _simulate(
 ) -> None:
     loop = asyncio.get_running_loop()
     faults = Faults()
+    channel = None if params.channel is None else ChannelWorld(seed, params.channel, faults)
     lease_rng = random.Random(f"lease-calls-{seed}")
     provider = FallbackChain(
         [
@@ -262,7 +267,12 @@ async def _simulate(
         store = SqliteStore(path, connection_factory=disk.connection_factory())
         current.append(store)
         engine = Engine(
-            store, provider, settings=settings, clock=LoopClock(WALL_AT_ZERO), events=bus
+            store,
+            provider,
+            settings=settings,
+            clock=LoopClock(WALL_AT_ZERO),
+            events=bus,
+            outbound=None if channel is None else channel.routes,
         )
         ready = asyncio.Event()
         stop = asyncio.Event()
@@ -275,8 +285,15 @@ async def _simulate(
                     )
                     lane = HeartbeatLane(engine, "sim", heartbeat)
                     heartbeats.append(lanes.create_task(lane.run(), name="heartbeat"))
+                runtime = None
+                if channel is not None:
+                    runtime = lanes.create_task(
+                        channel.runtime(engine, number).run(), name="channel"
+                    )
                 ready.set()
                 await stop.wait()
+                if runtime is not None:
+                    runtime.cancel()  # the channel stops before the engine, as in the gateway
 
         task = loop.create_task(live(), name=f"gateway life {number}")
         readiness = loop.create_task(ready.wait())
@@ -353,6 +370,8 @@ async def _simulate(
         for k, key in enumerate(keys)
         for c in range(params.clients_per_session)
     ]
+    if channel is not None:
+        clients.append(loop.create_task(channel.platform.people(), name="people"))
     if zombies is not None:
         zombies.second_processes(params.zombies, [str(key) for key in keys], params.safety_s)
     if params.crash_after_commit:
@@ -405,6 +424,12 @@ async def _simulate(
         checker.fail(
             "I4", loop.time(), f"turns still running or queued {budget:.0f}s after the clients"
         )
+    if channel is not None and not await channel.settle(life.engine, budget):
+        checker.fail(
+            "I4",
+            loop.time(),
+            f"channel messages unacked or deliveries pending {budget:.0f}s after the clients",
+        )
     if life.wire is not None:
         life.wire.cut()  # the clients are done; what they left behind stops with the gateway
         wires.append(life.wire)
@@ -428,14 +453,18 @@ async def _simulate(
     await final.open()
     try:
         turns = {t.turn_id: t for t in await _all_turns(final)}
-        transcript = [
-            entry for key in keys for entry in await final.transcript(str(key), 1_000_000)
-        ]
+        # Every session's: the clients', the lanes' and the chat platform's people's.
+        sessions = [row[0] for row in final.db.execute("SELECT key FROM sessions ORDER BY key")]
+        transcript = [entry for key in sessions for entry in await final.transcript(key, 1_000_000)]
+        deliveries = await _all_deliveries(final)
     finally:
         await final.close()
     result.acked = len(record.acked)
     result.replied = sum(1 for t in turns.values() if t.state.value == "replied")
     if result.failure is None:
+        if channel is not None:
+            for finding in channel.check(turns, deliveries, loop.time()):
+                checker.fail(finding.invariant, finding.at, finding.message)
         checker.finish(record, turns, transcript, counter.count, loop.time())
 
 
@@ -446,6 +475,14 @@ async def _all_turns(store: SqliteStore) -> list:  # type: ignore[type-arg]
         record = await store.get_turn(turn_id)
         if record is not None:
             found.append(record)
+    return found
+
+
+async def _all_deliveries(store: SqliteStore) -> list[Delivery]:
+    sessions = store.db.execute("SELECT DISTINCT session_key FROM deliveries").fetchall()
+    found: list[Delivery] = []
+    for (session_key,) in sessions:
+        found += await store.outbox.of_session(session_key, 1_000_000)
     return found
 
 

@@ -14,12 +14,16 @@ import math
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from turngate.core.queue import QueueMode
 from turngate.errors import ErrorCode, ProviderError, ProviderRejectedError
 from turngate.providers.base import ProviderRequest
 from turngate.sim.disk import Outage, draw_outages
 from turngate.sim.surfaces import EDGES, Surface
+
+if TYPE_CHECKING:
+    from turngate.sim.channel import ChannelParams
 
 SIM_PREFIX = "sim: "
 LEASE_MODELS_SHARE = 0.3
@@ -106,6 +110,8 @@ class SimParams:
     commit_crash_downtime_s: float = 0.0
     surfaces: tuple[Surface, ...] = (Surface.ENGINE,)
     """How the clients send their messages: each message draws one of these."""
+    channel: ChannelParams | None = None
+    """People on a chat platform, writing through a channel (``sim/channel_world.py``)."""
 
     @classmethod
     def draw(cls, rng: random.Random, profile: Profile) -> SimParams:
@@ -249,6 +255,7 @@ class SimParams:
             f" p_near_stall={self.p_near_stall} zombies={self.zombies}"
             f" crash_after_commit={self.crash_after_commit or '-'}"
             f" surfaces={','.join(surface.value for surface in self.surfaces)}"
+            f" channel={self.channel.line() if self.channel else '-'}"
         )
 
 
