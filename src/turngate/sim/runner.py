@@ -48,7 +48,7 @@ WALL_AT_ZERO = 1_800_000_000.0
 """The simulated wall clock at virtual time 0 (fixed, so that a seed replays exactly)."""
 LIVENESS_SLACK_S = 3600.0
 HISTORY_ENTRIES_MAX = 10
-QUIET_LOGGERS = ("turngate.providers", "turngate.lanes", "turngate.channels")
+QUIET_LOGGERS = ("turngate.providers", "turngate.lanes", "turngate.channels", "turngate.gateway")
 """Loggers whose WARNING lines (retries, fallbacks, lane notes) a simulation keeps off the
 terminal; the runtime's own are counted for I8."""
 STARTS_MAX = 100
