@@ -140,6 +140,7 @@ def test_status_lists_a_stalled_session_with_its_age(
     assert float(age.group(1)) >= STALL_TIMEOUT_S
     assert lines[lines.index(stalled) - 1] == "stalled (1):"
     assert "slow: none" in lines
+    assert "channels: none" in lines
     assert any(
         line.startswith("  heartbeat main on agent:main:main:heartbeat every ") for line in lines
     )

@@ -97,7 +97,8 @@ async def test_every_message_is_answered_once_in_order_across_a_kill(
         try:
             url = await asyncio.to_thread(second.url)
             await all_delivered(fake, url, len(CHATS) * PER_CHAT)
-            status = await asyncio.to_thread(channels_status, url)
+            status = await asyncio.to_thread(turngate, "channels", "status", "--url", url)
+            overall = await asyncio.to_thread(turngate, "status", "--url", url)
             metrics = await asyncio.to_thread(scrape, url)
         finally:
             await asyncio.to_thread(second.stop)
@@ -105,14 +106,15 @@ async def test_every_message_is_answered_once_in_order_across_a_kill(
         replies = [s.text for s in fake.sent if s.chat_id == str(chat)]
         assert replies == [f"echo: chat {chat} message {i}" for i in range(PER_CHAT)]
     assert status.returncode == 0, status.stderr
+    assert "  tg (telegram, agent main): ready, 0 reconnects, 12 sent, 0 failed" in overall.stdout
     assert status.stdout.splitlines()[0] == "tg (telegram, agent main): ready"
     assert "outbox: 12 sent, 0 retried, 0 failed" in status.stdout
     assert 'turngate_channel_deliveries_total{channel="tg",result="sent"} 12.0' in metrics
     assert 'turngate_channel_state{channel="tg",state="ready"} 1.0' in metrics
 
 
-def channels_status(url: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "turngate", "channels", "status", "--url", url]
+def turngate(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "turngate", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
 
 

@@ -2,7 +2,8 @@
 
 It prints whether the gateway is up, its version, uptime and address, the state directory and
 who holds it, storage, sessions (active, running, queued), stalled and slow runs with their
-ages, the lanes with their next fires, and the providers with the agents that use them.
+ages, the lanes with their next fires, the channels with their connection state, and the
+providers with the agents that use them.
 
 Exit codes: 0 the gateway is live; 1 it is up but degraded (storage refuses writes); 6 it
 refused the request (a wrong or missing token); 7 it is down (unreachable, no answer in time,
@@ -91,6 +92,7 @@ def render(health: dict[str, Any], url: str) -> list[str]:
     lines += _section("stalled", health.get("stalled") or [], _lease)
     lines += _section("slow", health.get("slow") or [], _lease)
     lines += _section("lanes", _lanes(health.get("lanes") or {}, now), str)
+    lines += _section("channels", health.get("channels") or [], _channel)
     lines += _section("providers", health.get("providers") or [], _provider)
     return lines
 
@@ -131,6 +133,17 @@ def _lanes(lanes: dict[str, Any], now: float) -> list[str]:
         for job in cron.get("next") or []
     ]
     return lines
+
+
+def _channel(channel: dict[str, Any]) -> str:
+    state = str(channel.get("state"))
+    if channel.get("stopped"):
+        state = f"STOPPED ({channel.get('lastError') or 'refused'})"
+    return (
+        f"{channel.get('id')} ({channel.get('type')}, agent {channel.get('agentId')}): {state},"
+        f" {channel.get('reconnects', 0)} reconnects, {channel.get('sent', 0)} sent,"
+        f" {channel.get('failed', 0)} failed"
+    )
 
 
 def _provider(provider: dict[str, Any]) -> str:
