@@ -244,7 +244,9 @@ async def running(fake: FakeTelegram) -> AsyncIterator[str]:
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         fake.app(),
-        log_level="warning",
+        # No logging configuration of uvicorn's own: it would be global to the test session
+        # (uvicorn's loggers would stop propagating), and other tests read those lines.
+        log_config=None,
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=1,
