@@ -203,6 +203,8 @@ class ChannelConfig(BaseModel):
     """``websocket``: how often to send a heartbeat (the server must answer within as long)."""
     poll_timeout: Duration = 30.0
     """``telegram``: how long one ``getUpdates`` long poll waits for news."""
+    send_rate: float = Field(default=25.0, gt=0, le=10_000)
+    """Messages a second the bot may send, in bursts of as many (Telegram allows about 30)."""
 
     @field_validator("url")
     @classmethod

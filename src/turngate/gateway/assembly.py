@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from turngate.channels.base import Channel
+from turngate.channels.outbox import OutboxSettings
 from turngate.channels.runtime import ChannelRuntime
 from turngate.channels.telegram import TelegramChannel
 from turngate.channels.websocket_im import WebSocketChannel, WebSocketSettings
@@ -143,6 +144,7 @@ def build_channels(
                 _channel(channel, _token(channel, env), engine),
                 engine,
                 message_chars_max=config.message_chars_max,
+                outbox=OutboxSettings(rate_per_s=channel.send_rate),
             )
         )
     return runtimes
