@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.secrets import GATEWAY_TOKEN, REGISTRY_KEYS
+from tests.secrets import GATEWAY_TOKEN, REGISTRY_KEYS, TELEGRAM_BOT_TOKEN
 from turngate.cli import config_cmd
 from turngate.cli.common import ExitCode, resolve
 
@@ -215,3 +215,22 @@ def test_every_config_command_has_a_description_and_an_example(
         assert f"turngate config {command}" in text.split("examples:")[1]
         assert "--config FILE" in text
         assert "--json" in text
+
+
+def test_config_check_reports_an_unset_token_variable_of_a_channel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "turngate.toml"
+    file.write_text(
+        '[[channels]]\nid = "tg"\ntype = "telegram"\ntoken_env = "TG_CHECK_TOKEN"\nallow = ["*"]\n'
+    )
+    monkeypatch.delenv("TG_CHECK_TOKEN", raising=False)
+    assert turngate("config", "check", "--config", str(file)) == ExitCode.CONFIG
+    assert capsys.readouterr().err.splitlines() == [
+        f"file {file} line 4: channels[0].token_env names TG_CHECK_TOKEN, which is not set in"
+        " the environment (channel tg needs its token)",
+        "config invalid: 1 problem",
+    ]
+    monkeypatch.setenv("TG_CHECK_TOKEN", TELEGRAM_BOT_TOKEN)
+    assert turngate("config", "check", "--config", str(file)) == ExitCode.OK
+    assert TELEGRAM_BOT_TOKEN not in capsys.readouterr().out

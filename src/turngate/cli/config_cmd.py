@@ -143,8 +143,9 @@ def show_config(args: argparse.Namespace) -> ExitCode:
 def api_key_problems(
     config: GatewayConfig, layers: ConfigLayers, env: Mapping[str, str]
 ) -> list[Problem]:
-    """Providers a model uses whose ``api_key_env`` variable is unset or empty: the gateway
-    would refuse to start (``turngate.gateway.assembly.build_agents`` reads them)."""
+    """Providers a model uses whose ``api_key_env`` variable is unset or empty, and channels
+    whose ``token_env`` is: the gateway would refuse to start
+    (``turngate.gateway.assembly`` reads them)."""
     default_refs = [f"{config.provider}/{config.model}", *config.fallbacks]
     refs = list(default_refs)
     for agent in config.agents:
@@ -160,6 +161,15 @@ def api_key_problems(
                     ("providers", i, "api_key_env"),
                     f"names {var}, which is not set in the environment (model {used[0]}"
                     " needs its API key)",
+                )
+            )
+    for i, channel in enumerate(config.channels):
+        if channel.token_env is not None and not env.get(channel.token_env):
+            problems.append(
+                layers.problem(
+                    ("channels", i, "token_env"),
+                    f"names {channel.token_env}, which is not set in the environment (channel"
+                    f" {channel.id} needs its token)",
                 )
             )
     return problems
