@@ -70,6 +70,7 @@ class ChannelRuntime:
             config.id, engine.store.outbox, channel.sender, engine.clock, settings=outbox, rng=rng
         )
         self._typing: dict[str, asyncio.Event] = {}
+        self._notices = 0
         self._group: asyncio.TaskGroup | None = None
 
     def view(self) -> ChannelView:
@@ -105,7 +106,11 @@ class ChannelRuntime:
         )
 
     async def _notify(self, conversation: str, text: str) -> None:
-        await self.channel.sender.send(conversation, text, f"notice:{conversation}")
+        # Each notice is a message of its own: a platform that deduplicates by key must not
+        # take a later one for a repeat of an earlier one.
+        self._notices += 1
+        key = f"notice:{conversation}:{self.engine.clock.wall():.6f}:{self._notices}"
+        await self.channel.sender.send(conversation, text, key)
 
     # -- events -----------------------------------------------------------------------------
 
