@@ -53,6 +53,8 @@ class SeedSummary:
     lives: int
     edges: bool
     """Whether its clients went through the gateway's edges (``sim/surfaces.py``)."""
+    channel: bool = False
+    """Whether people on a chat platform wrote through a channel (``sim/channel_world.py``)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,6 +172,7 @@ def _summarise(seed: int, profile: Profile | None) -> SeedSummary:
         result.acked,
         result.lives,
         result.params.surfaces != (Surface.ENGINE,),
+        result.params.channel is not None,
     )
 
 
@@ -193,7 +196,8 @@ def _many(start: int, count: int, profile: Profile | None, jobs: int) -> int:
         f"{len(summaries)} seeds ({mix}) in {elapsed:.1f}s: {len(summaries) / elapsed:.0f} seeds/s,"
         f" {sum(s.acked for s in summaries)} turns acknowledged,"
         f" {sum(s.lives - 1 for s in summaries)} crashes,"
-        f" {sum(s.edges for s in summaries)} seeds through the gateway's edges;"
+        f" {sum(s.edges for s in summaries)} seeds through the gateway's edges,"
+        f" {sum(s.channel for s in summaries)} with a chat platform;"
         f" {len(failed)} failed"
     )
     for summary in failed[:20]:
