@@ -26,9 +26,10 @@ in its own chat, in order per peer. The counts are printed, and any failure (a r
 after ``STALL_S`` without any reply, a duplicate, one out of order, an unexpected message)
 makes the script exit with code 1. Nothing is asserted on time: it is a benchmark.
 
-The gateway's outbox sends at most ``OutboxSettings.rate_per_s`` (25) messages a second per
-bot, in bursts of as many, as Telegram asks of bots: the closed loop's throughput is that
-limit, and its latency mostly the limiter's queue (about peers / rate seconds).
+The gateway's outbox sends at most the channel's ``send_rate`` (default 25) messages a second
+per bot, in bursts of as many, as Telegram asks of bots: at that rate the closed loop's
+throughput is the limit, and its latency mostly the limiter's queue (about peers / rate
+seconds). ``--send-rate 10000`` takes the limit away, to measure the gateway itself.
 
 The event loop is plain asyncio, not uvloop: the fake stamps events with ``loop.time()``, which
 uvloop only keeps to the millisecond.
@@ -78,7 +79,6 @@ from http_turns import (  # noqa: E402
     stop_gateway,
     wait_listening,
 )
-from turngate.channels.outbox import OutboxSettings  # noqa: E402
 
 TOKEN_ENV = "TG_BENCH_TOKEN"
 CLOSED_CHAT_BASE = 100_000
@@ -239,7 +239,7 @@ class PhaseResult:
 # --- the gateway ---------------------------------------------------------------------------
 
 
-def write_config(path: Path, api_url: str) -> Path:
+def write_config(path: Path, api_url: str, send_rate: float) -> Path:
     path.write_text(
         f"""
 [[channels]]
@@ -249,6 +249,7 @@ token_env = "{TOKEN_ENV}"
 url = "{api_url}"
 allow = ["*"]
 poll_timeout = "1s"
+send_rate = {send_rate}
 """,
         encoding="utf-8",
     )
@@ -360,7 +361,7 @@ async def run_at(args: argparse.Namespace, echo_latency_ms: int) -> list[PhaseRe
     state_dir = Path(tempfile.mkdtemp(prefix="turngate-bench-tg-"))
     try:
         async with running(fake) as api_url:
-            config = write_config(state_dir / "turngate.toml", api_url)
+            config = write_config(state_dir / "turngate.toml", api_url, args.send_rate)
             proc = await asyncio.create_subprocess_exec(
                 *gateway_command(state_dir / "state", config, echo_latency_ms),
                 stdin=asyncio.subprocess.DEVNULL,
@@ -444,6 +445,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--paced-per-s", type=positive_float, default=20.0, help="rate of the paced phase"
     )
+    parser.add_argument(
+        "--send-rate",
+        type=positive_float,
+        default=25.0,
+        help="the channel's send_rate, messages/s per bot (default 25, the gateway's default)",
+    )
     return parser.parse_args(argv)
 
 
@@ -456,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  python:   {machine['python']}, loop: asyncio")
     with contextlib.suppress(OSError):
         print(f"  load:     {Path('/proc/loadavg').read_text(encoding='ascii').strip()}")
-    print(f"  outbox:   at most {OutboxSettings().rate_per_s:g} messages/s per bot")
+    print(f"  outbox:   at most {args.send_rate:g} messages/s per bot (send_rate)")
     results: list[PhaseResult] = []
     try:
         for echo_ms in args.echo_latency_ms:
