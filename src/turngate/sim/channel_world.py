@@ -34,7 +34,7 @@ from turngate.sim.channel import CHANNEL_ID, LIMIT, ChannelParams, SimChannel, S
 from turngate.sim.world import Faults
 from turngate.store.base import Delivery, DeliveryState, TurnRecord
 
-CHANNEL_SHARE = 0.2
+CHANNEL_SHARE = 0.15
 AGENT_ID = "sim"
 CONFIG = ChannelConfig(
     id=CHANNEL_ID, type="websocket", url="ws://sim/", agent=AGENT_ID, allow=("*",)

@@ -32,7 +32,7 @@ ZOMBIES_SHARE = 0.3
 """Share of seeds with zombie writers."""
 COMMIT_CRASH_SHARE = 0.15
 """Share of seeds whose crash lands right after a commit of the store (between two commits)."""
-EDGES_SHARE = 0.2
+EDGES_SHARE = 0.15
 """Share of seeds whose clients go through the gateway's edges (``sim/surfaces.py``)."""
 COMMIT_CRASH_AFTER_MAX = 200
 """The commit a crash follows is drawn log-uniformly from 1 to this (most seeds commit fewer
