@@ -9,7 +9,8 @@ number only grows. How an attempt ends decides what comes next:
   is *lost*; back off (full jitter, :class:`~turngate.core.connection.Backoff`) and dial again.
   An error outside ``lost_errors`` is a bug in the connector: logged at ERROR with its
   traceback, then treated as lost, because one bad frame must not take a channel down for good.
-- the heartbeat saw no frame received within its ack window: a *zombie*; back off, dial again.
+- the heartbeat saw no frame received within its ack window (or, for a protocol whose
+  heartbeats are acknowledged, no ack): a *zombie*; back off, dial again.
 - the connection is not ready within ``ready_timeout_s`` (dial and identify together): lost.
 - the connector raises :class:`ChannelRefusedError` (bad token, banned): the supervisor stops,
   and the error stays in :meth:`Supervisor.snapshot` for ``/health`` and ``channels status``.
@@ -99,6 +100,16 @@ class ConnectionSnapshot:
     """Seconds until the next dial while backing off, else None."""
     fatal: bool
     """True when a :class:`ChannelRefusedError` stopped the supervisor."""
+    heartbeat_rtt_s: float | None = None
+    """From the last acknowledged heartbeat to its ack; None before the first."""
+    session_id: str | None = None
+    """The platform's session the connection resumes, if the channel has one."""
+    last_sequence: int | None = None
+    """The last sequence number the channel stored everything up to (what it resumes from)."""
+    resumes: int = 0
+    """Connections that resumed the platform's session (nothing missed)."""
+    identifies: int = 0
+    """Connections that started a new session (identify)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +143,24 @@ class Generation(Generic[R]):
         """When the last frame was received, on the supervisor's clock."""
         self.ready_at: MonotonicS | None = None
         """When the connection became ready; None if it never did."""
+        self.heartbeat_acks = 0
+        """Heartbeat acks :meth:`heartbeat_acked` counted while this generation lived."""
+        self._beat_sent_at: MonotonicS | None = None
 
     @property
     def over(self) -> bool:
         """True from the moment this attempt started to end; nothing it does counts since."""
         return self._ending is not None
+
+    @property
+    def ending_for_good(self) -> bool:
+        """True when this attempt ends because the channel stops (asked to, or refused for
+        good), not to be followed by another: a connector closes its session then, instead of
+        keeping it resumable."""
+        return self._ending is not None and self._ending.event in (
+            ConnectionEvent.STOP,
+            ConnectionEvent.FATAL,
+        )
 
     def spawn(self, coro: Coroutine[Any, Any, object]) -> asyncio.Task[None] | None:
         """Run ``coro`` in this generation's task group; it is cancelled when the generation
@@ -183,14 +207,22 @@ class Generation(Generic[R]):
         self._ready.set()
         log.info("channel %s: generation %d ready", self._supervisor.name, self.number)
 
-    def start_heartbeat(self, interval_s: float, beat: Callable[[], Awaitable[object]]) -> None:
+    def start_heartbeat(
+        self,
+        interval_s: float,
+        beat: Callable[[], Awaitable[object]],
+        *,
+        acks: bool = False,
+    ) -> None:
         """Call ``beat`` (send one heartbeat frame) every ``interval_s`` in this generation.
 
         The first beat comes after ``uniform(0, interval_s)`` seconds, drawn from the
         supervisor's rng, so that connections that came up together do not beat in step. After
         each beat, the peer has until the next one (the ack window) to send *any* frame
-        (:meth:`received`); if it sent none, the connection is a zombie and the attempt ends. A
-        beat that cannot be sent within the interval is a zombie too.
+        (:meth:`received`) or, with ``acks``, to acknowledge it (:meth:`heartbeat_acked`;
+        Discord's rule: other frames flowing do not prove the heartbeat got through). If it
+        did not, the connection is a zombie and the attempt ends. A beat that cannot be sent
+        within the interval is a zombie too.
         """
         if not interval_s > 0:
             raise ValueError(f"interval_s: must be > 0, got {interval_s}")
@@ -199,7 +231,17 @@ class Generation(Generic[R]):
         if self._supervisor._state is ConnectionState.CONNECTING:
             # A zombie needs an open transport: the machine has no connecting --zombie--> edge.
             raise RuntimeError("start_heartbeat: call identifying() first")
-        self._group.create_task(self._guarded(self._heartbeat(interval_s, beat)))
+        self._group.create_task(self._guarded(self._heartbeat(interval_s, beat, acks)))
+
+    def heartbeat_acked(self) -> None:
+        """The peer acknowledged a heartbeat: counts for liveness and measures the round trip
+        (the first ack after a beat; a duplicate ack measures nothing)."""
+        if self._stale():
+            return
+        self.heartbeat_acks += 1
+        if self._beat_sent_at is not None:
+            self._supervisor._heartbeat_rtt_s = self._supervisor.clock.now() - self._beat_sent_at
+            self._beat_sent_at = None
 
     @property
     def resume(self) -> R | None:
@@ -238,12 +280,15 @@ class Generation(Generic[R]):
             # Caught here so the task group never sees it: the first ending decides.
             self._end(self._supervisor._classify(exc))
 
-    async def _heartbeat(self, interval_s: float, beat: Callable[[], Awaitable[object]]) -> None:
+    async def _heartbeat(
+        self, interval_s: float, beat: Callable[[], Awaitable[object]], acks: bool
+    ) -> None:
         clock = self._supervisor.clock
         await asyncio.sleep(self._supervisor.rng.uniform(0.0, interval_s))
         while True:
-            frames_before = self.frames_received
+            before = self.heartbeat_acks if acks else self.frames_received
             next_beat_at = clock.now() + interval_s
+            self._beat_sent_at = clock.now()
             deadline = asyncio.timeout(interval_s)
             try:
                 async with deadline:
@@ -254,8 +299,9 @@ class Generation(Generic[R]):
                 self._end(_Ending(ConnectionEvent.ZOMBIE, f"heartbeat not sent in {interval_s:g}s"))
                 return
             await asyncio.sleep(max(0.0, next_beat_at - clock.now()))
-            if self.frames_received == frames_before:
-                reason = f"no frame received within {interval_s:g}s of a heartbeat"
+            if (self.heartbeat_acks if acks else self.frames_received) == before:
+                what = "heartbeat ack" if acks else "frame"
+                reason = f"no {what} received within {interval_s:g}s of a heartbeat"
                 self._end(_Ending(ConnectionEvent.ZOMBIE, reason))
                 return
 
@@ -313,6 +359,7 @@ class Supervisor(Generic[R]):
         self._fatal = False
         self._retry_at: MonotonicS | None = None
         self._running = False
+        self._heartbeat_rtt_s: float | None = None
 
     async def run(self) -> None:
         """Connect, and reconnect, until :meth:`stop` or a fatal refusal; then return. Nothing
@@ -357,6 +404,7 @@ class Supervisor(Generic[R]):
             last_error=self._last_error,
             next_attempt_in_s=next_in_s,
             fatal=self._fatal,
+            heartbeat_rtt_s=self._heartbeat_rtt_s,
         )
 
     def _classify(self, exc: Exception) -> _Ending:

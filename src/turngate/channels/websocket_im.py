@@ -58,6 +58,7 @@ How the channel keeps the gateway's promise over it:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -191,6 +192,8 @@ class WebSocketChannel:
             secrets=[token],
         )
         self._sender = _Sender(self)
+        self._resumes = 0
+        self._identifies = 0
 
     @property
     def channel_id(self) -> str:
@@ -223,7 +226,18 @@ class WebSocketChannel:
             await link.send_checked({"op": "typing", "chat": conversation})
 
     def connection(self) -> ConnectionSnapshot:
-        return self._supervisor.snapshot()
+        resume, link = self._supervisor.resume, self._link
+        session = link.session if link is not None and link.session else None
+        sequence = link.acked_seq if session is not None and link is not None else None
+        if session is None and resume is not None:
+            session, sequence = resume.session, resume.seq
+        return dataclasses.replace(
+            self._supervisor.snapshot(),
+            session_id=session,
+            last_sequence=sequence,
+            resumes=self._resumes,
+            identifies=self._identifies,
+        )
 
     @property
     def handle_frame(self) -> FrameHandler | None:
@@ -307,7 +321,7 @@ class _Link:
         if op == "message":
             self._on_message(frame)
         elif op == "heartbeat_ack":
-            pass  # received() already counted it: that is all a heartbeat ack is for
+            self.gen.heartbeat_acked()  # for its round trip: received() counted it as alive
         elif op in ("sent", "send_failed"):
             self._on_send_result(frame)
         elif op == "hello":
@@ -364,7 +378,9 @@ class _Link:
         resume = self.gen.resume
         if resume is not None and resume.session == session:
             self.acked_seq = resume.seq
+            self.channel._resumes += 1
         else:
+            self.channel._identifies += 1
             if resume is not None:
                 log.info("%s: the IM server started a new session", self.name)
             self.gen.resume = None

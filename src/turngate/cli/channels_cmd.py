@@ -1,9 +1,10 @@
 """``turngate channels``: the chat platform bots of a running gateway, read from ``/health``.
 
 ``list`` names each channel with its platform, agent and connection state; ``status`` adds
-the connection's generation, reconnects, zombies and stale callbacks ignored, its last
-error, and what the channel's outbox sent, retried and failed, plus the deliveries the store
-holds by state. Exit codes of ``status``: 0 every channel is ready; 1 one is not (connecting,
+the connection's generation, reconnects, zombies, stale callbacks ignored and heartbeat
+round trip, the platform session it resumes (id, the sequence stored through, resumes and
+identifies) for platforms that have one, its last error, and what the channel's outbox sent,
+retried and failed, plus the deliveries the store holds by state. Exit codes of ``status``: 0 every channel is ready; 1 one is not (connecting,
 backing off, stopped); 6 refused (token); 7 the gateway is down.
 """
 
@@ -113,7 +114,8 @@ def render(channels: list[dict[str, Any]], deliveries: dict[str, int] | None) ->
             f"{channel['id']} ({channel['type']}, agent {channel['agentId']}): {state}",
             f"  connection: generation {channel['generation']}, {channel['reconnects']}"
             f" reconnects, {channel['zombies']} zombies, {channel['staleCallbacksIgnored']}"
-            " stale callbacks ignored",
+            " stale callbacks ignored" + _heartbeat(channel),
+            *_session(channel),
             f"  outbox: {channel['sent']} sent, {channel['retries']} retried,"
             f" {channel['failed']} failed",
         ]
@@ -125,3 +127,21 @@ def render(channels: list[dict[str, Any]], deliveries: dict[str, int] | None) ->
             + ", ".join(f"{count} {state}" for state, count in deliveries.items())
         )
     return lines
+
+
+def _heartbeat(channel: dict[str, Any]) -> str:
+    rtt = channel.get("heartbeatRttS")
+    return "" if rtt is None else f", heartbeat rtt {rtt * 1000:.0f}ms"
+
+
+def _session(channel: dict[str, Any]) -> list[str]:
+    """The platform session line, for channels that resume one (Discord, the IM server)."""
+    session, identifies = channel.get("sessionId"), channel.get("identifies", 0)
+    if session is None and not identifies:
+        return []
+    sequence = channel.get("lastSequence")
+    return [
+        f"  session: {session or 'none'}, stored through sequence"
+        f" {'-' if sequence is None else sequence}, {channel.get('resumes', 0)} resumes,"
+        f" {identifies} identifies"
+    ]

@@ -19,7 +19,12 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from turngate.channels.runtime import ChannelView
@@ -267,8 +272,25 @@ class ChannelCollector(Collector):
                     "stale_callbacks_ignored",
                     "Callbacks of a finished connection generation that did nothing.",
                 ),
+                ("resumes", "Connections that resumed the platform's session (nothing missed)."),
+                ("identifies", "Connections that started a new session with the platform."),
             )
         }
+        rtt = GaugeMetricFamily(
+            "turngate_channel_heartbeat_rtt_seconds",
+            "From the channel's last acknowledged heartbeat to its ack.",
+            labels=["channel"],
+        )
+        sequence = GaugeMetricFamily(
+            "turngate_channel_last_sequence",
+            "The platform sequence number the channel stored everything up to.",
+            labels=["channel"],
+        )
+        session = InfoMetricFamily(
+            "turngate_channel_session",
+            "The platform session the channel's connection resumes.",
+            labels=["channel"],
+        )
         deliveries = CounterMetricFamily(
             "turngate_channel_deliveries",
             "Outbox deliveries: sent, failed for good, attempts retried; parts sent.",
@@ -284,6 +306,14 @@ class ChannelCollector(Collector):
             counters["stale_callbacks_ignored"].add_metric(
                 [channel], connection.stale_callbacks_ignored
             )
+            counters["resumes"].add_metric([channel], connection.resumes)
+            counters["identifies"].add_metric([channel], connection.identifies)
+            if connection.heartbeat_rtt_s is not None:
+                rtt.add_metric([channel], connection.heartbeat_rtt_s)
+            if connection.last_sequence is not None:
+                sequence.add_metric([channel], connection.last_sequence)
+            if connection.session_id is not None:
+                session.add_metric([channel], {"session_id": connection.session_id})
             for result, value in (
                 ("sent", outbox.sent),
                 ("failed", outbox.failed),
@@ -291,4 +321,4 @@ class ChannelCollector(Collector):
                 ("parts", outbox.parts),
             ):
                 deliveries.add_metric([channel, result], value)
-        yield from (state, generation, *counters.values(), deliveries)
+        yield from (state, generation, *counters.values(), rtt, sequence, session, deliveries)
