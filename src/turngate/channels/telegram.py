@@ -44,13 +44,13 @@ import logging
 import math
 import random
 import re
-import urllib.request
 from typing import Any
 from urllib.parse import quote
 
 import httpx2
 
 from turngate.channels.base import InboundMessage, Inbox
+from turngate.channels.http import network_transport
 from turngate.channels.split import utf16_length
 from turngate.channels.supervisor import (
     LOST_ERRORS,
@@ -122,16 +122,6 @@ class _TokenTransport(httpx2.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def _network_transport(api_url: str) -> httpx2.AsyncHTTPTransport:
-    """A plain transport, through the environment's proxy as httpx2 itself would do (a custom
-    transport turns its own proxy lookup off)."""
-    url = httpx2.URL(api_url)
-    proxy = None
-    if not urllib.request.proxy_bypass(url.host):
-        proxy = urllib.request.getproxies().get(url.scheme)
-    return httpx2.AsyncHTTPTransport(proxy=proxy)
-
-
 class BotApi:
     """Calls one bot's Bot API: parameters in as JSON, the answer's ``result`` out, every
     failure a :class:`~turngate.errors.ChannelError` whose text never holds the token.
@@ -140,7 +130,7 @@ class BotApi:
     def __init__(self, api_url: str, token: str) -> None:
         self._base = f"{api_url.rstrip('/')}/bot{TOKEN_PLACEHOLDER}/"
         self._secrets = (token,)
-        transport = _TokenTransport(token, _network_transport(api_url))
+        transport = _TokenTransport(token, network_transport(api_url))
         self._client = httpx2.AsyncClient(transport=transport, timeout=None)
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
