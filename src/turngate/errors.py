@@ -218,16 +218,24 @@ class ChannelError(TurngateError):
     """A chat platform failed an operation (a send, a poll, a connection); tried again.
 
     ``retry_after_s`` is the platform's own hint (Telegram's ``retry_after``, Discord's
-    ``retry_after``, ``Retry-After``), when it gave one.
+    ``retry_after``, ``Retry-After``), when it gave one. It pauses the whole bot unless
+    ``conversation_only`` says the limit is the conversation's alone (Discord's per-route
+    limits): then only that conversation's next message waits.
     """
 
     code = ErrorCode.CHANNEL_UNAVAILABLE
 
     def __init__(
-        self, message: str, *, code: ErrorCode | None = None, retry_after_s: float | None = None
+        self,
+        message: str,
+        *,
+        code: ErrorCode | None = None,
+        retry_after_s: float | None = None,
+        conversation_only: bool = False,
     ) -> None:
         super().__init__(message, code=code)
         self.retry_after_s = retry_after_s
+        self.conversation_only = conversation_only
 
 
 class DeliveryRefusedError(ChannelError):

@@ -165,6 +165,26 @@ def test_a_rate_limit_with_retry_after_is_waited_out_by_the_whole_bot(tmp_path: 
     assert next((round(at, 3), t) for at, _, t, _ in platform.taken) == (7.0, "first")
 
 
+def test_a_rate_limit_of_one_conversation_holds_back_only_that_conversation(
+    tmp_path: Path,
+) -> None:
+    limited = ChannelError("429 on this channel's route", retry_after_s=7.0, conversation_only=True)
+    platform = FakePlatform(failures=[limited])
+
+    async def scenario(store: SqliteStore, worker: OutboxWorker) -> None:
+        await owe(store, "t1", "first", conversation="a")
+        await worker.send_due()  # a's send meets the limit of a's route
+        await owe(store, "t2", "second", conversation="b")
+        await drain(worker)
+
+    run(tmp_path, platform, scenario)
+    sent = sorted(
+        (round(at, 3), conversation, text) for at, conversation, text, _ in platform.taken
+    )
+    assert sent[0][1:] == ("b", "second") and sent[0][0] < 7.0
+    assert sent[1] == (7.0, "a", "first")
+
+
 def test_a_message_the_platform_refuses_for_good_is_recorded_failed_at_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

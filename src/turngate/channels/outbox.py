@@ -11,9 +11,10 @@ same transaction (``store/sqlite_outbox.py``); this worker sends it and records 
   each part carries a key (``<order key>#<index>``) for platforms that deduplicate.
 - A failed attempt is tried again after a full-jitter backoff, or the platform's
   ``retry_after`` if it gave one (then the whole channel pauses until then: a bot's rate
-  limit is the bot's); after ``attempts_max`` attempts, or at once when the platform refuses
-  the message for good, the delivery is recorded ``failed`` and logged at WARNING: never lost
-  silently, never sent twice on purpose.
+  limit is the bot's, unless the platform said it is the conversation's alone); after
+  ``attempts_max`` attempts, or at once when the platform refuses the message for good, the
+  delivery is recorded ``failed`` and logged at WARNING: never lost silently, never sent
+  twice on purpose.
 - One rate limiter per bot (a token bucket on the injected clock).
 
 Every wait has a deadline: each send has ``send_timeout_s``; the worker sleeps until the next
@@ -221,7 +222,8 @@ class OutboxWorker:
         backoff_s = self._rng.uniform(0.0, self.settings.backoff.ceiling_s(attempts - 1))
         delay_s = backoff_s if retry_after is None else max(retry_after, 0.0)
         now = self.clock.wall()
-        if retry_after is not None:
+        whole_bot = not (isinstance(exc, ChannelError) and exc.conversation_only)
+        if retry_after is not None and whole_bot:
             self._paused_until = max(self._paused_until, now + delay_s)
         self.counts.retries += 1
         log.warning(
