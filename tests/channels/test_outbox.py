@@ -181,7 +181,8 @@ def test_a_rate_limit_of_one_conversation_holds_back_only_that_conversation(
     sent = sorted(
         (round(at, 3), conversation, text) for at, conversation, text, _ in platform.taken
     )
-    assert sent[0][1:] == ("b", "second") and sent[0][0] < 7.0
+    assert sent[0][1:] == ("b", "second")
+    assert sent[0][0] < 7.0
     assert sent[1] == (7.0, "a", "first")
 
 

@@ -4,8 +4,9 @@
 the connection's generation, reconnects, zombies, stale callbacks ignored and heartbeat
 round trip, the platform session it resumes (id, the sequence stored through, resumes and
 identifies) for platforms that have one, its last error, and what the channel's outbox sent,
-retried and failed, plus the deliveries the store holds by state. Exit codes of ``status``: 0 every channel is ready; 1 one is not (connecting,
-backing off, stopped); 6 refused (token); 7 the gateway is down.
+retried and failed, plus the deliveries the store holds by state. Exit codes of ``status``:
+0 every channel is ready; 1 one is not (connecting, backing off, stopped); 6 refused (token);
+7 the gateway is down.
 """
 
 from __future__ import annotations
