@@ -172,6 +172,10 @@ class AgentConfig(BaseModel):
         return value
 
 
+DiscordIntent = Literal["guilds", "guild_messages", "direct_messages", "message_content"]
+"""The Discord gateway intents a channel may ask for (what a text bot needs)."""
+
+
 class ChannelConfig(BaseModel):
     """A bot on a chat platform, feeding one agent.
 
@@ -183,13 +187,21 @@ class ChannelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
-    type: Literal["websocket", "telegram"]
+    type: Literal["websocket", "telegram", "discord"]
     agent: str = "main"
     token_env: str | None = None
-    """The environment variable holding the bot's token (required for ``telegram``)."""
+    """The environment variable holding the bot's token (required for ``telegram`` and
+    ``discord``)."""
     url: str | None = None
     """``websocket``: the IM server to dial (``ws://`` or ``wss://``, required).
-    ``telegram``: the Bot API's base URL (default ``https://api.telegram.org``)."""
+    ``telegram``: the Bot API's base URL (default ``https://api.telegram.org``).
+    ``discord``: the gateway's URL (default ``wss://gateway.discord.gg``)."""
+    api_url: str | None = None
+    """``discord``: the REST API's base URL (default ``https://discord.com/api/v10``)."""
+    intents: tuple[DiscordIntent, ...] | None = None
+    """``discord``: the gateway intents to ask for. Default: ``guild_messages`` and
+    ``direct_messages``, plus ``message_content`` (privileged: enable it in Discord's
+    Developer Portal) when ``groups`` is ``all``."""
     allow: tuple[str, ...] = ()
     """Peer ids that may talk to the bot; ``"*"`` lets everyone. Empty: nobody (the gateway
     says so at start)."""
@@ -197,6 +209,10 @@ class ChannelConfig(BaseModel):
     """What a peer not allowed is told (empty: nothing; their message is not a turn)."""
     groups: Literal["mention", "all", "off"] = "mention"
     """In groups, answer messages that mention or reply to the bot, every message, or none."""
+    group_allow: tuple[str, ...] = ("*",)
+    """The groups the bot answers in, by id: a Telegram chat id, an IM server's chat, a
+    Discord channel or server id; ``"*"``: every group it is in. Messages in other groups are
+    not turns (and get no refusal: the group did not ask)."""
     failure_notice: bool = True
     """Tell the conversation when a turn ends without a reply (the model failed, it timed out)."""
     heartbeat: Duration = 30.0
@@ -206,7 +222,7 @@ class ChannelConfig(BaseModel):
     send_rate: float = Field(default=25.0, gt=0, le=10_000)
     """Messages a second the bot may send, in bursts of as many (Telegram allows about 30)."""
 
-    @field_validator("url")
+    @field_validator("url", "api_url")
     @classmethod
     def _valid_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^(wss?|https?)://[^\s/]+", value):
@@ -362,11 +378,12 @@ class GatewayConfig(BaseModel):
                 problems.append(
                     (("channels", i, "url"), "a websocket channel needs the IM server's ws:// URL")
                 )
-            if channel.type == "telegram" and channel.token_env is None:
+            if channel.type in ("telegram", "discord") and channel.token_env is None:
                 problems.append(
                     (
                         ("channels", i, "token_env"),
-                        "a telegram channel needs the environment variable holding its bot token",
+                        f"a {channel.type} channel needs the environment variable holding its"
+                        " bot token",
                     )
                 )
         return problems

@@ -163,3 +163,39 @@ def test_a_message_id_unfit_for_a_turn_id_gets_a_digest(tmp_path: Path) -> None:
         assert again.turn_id == admitted.turn_id
 
     harness(tmp_path, ScriptedModel([], then=Call())).run(scenario)
+
+
+def test_only_groups_on_group_allow_are_answered_named_by_chat_or_server(tmp_path: Path) -> None:
+    told: list[tuple[str, str]] = []
+    channel = ChannelConfig(
+        id="dc",
+        type="discord",
+        token_env="T",
+        allow=("*",),
+        refusal="no",
+        group_allow=("#bots", "server-1"),
+    )
+
+    async def notify(conversation: str, text: str) -> None:
+        told.append((conversation, text))
+
+    async def scenario(engine: Engine) -> None:
+        inbox = ChannelInbox(channel, engine, message_chars_max=1000, notify=notify)
+        by_chat = await inbox.accept(message("1", conversation="#bots", group=True))
+        by_server = await inbox.accept(
+            message("2", conversation="#general", group=True, space="server-1")
+        )
+        elsewhere = await inbox.accept(
+            message("3", conversation="#random", group=True, space="server-2")
+        )
+        direct = await inbox.accept(message("4"))
+        assert [a.accepted for a in (by_chat, by_server, elsewhere, direct)] == [
+            True,
+            True,
+            False,
+            True,
+        ]
+        assert elsewhere.reason == "group #random is not on group_allow"
+
+    harness(tmp_path, ScriptedModel([], then=Call()), channel).run(scenario)
+    assert told == []  # a group that did not ask is not told anything

@@ -41,6 +41,9 @@ class InboundMessage:
     """Whether the conversation is a group (its session is the group's, shared by its members)."""
     peer_name: str | None = None
     """The sender's display name, when the platform gives one (for logs and the transcript)."""
+    space: str | None = None
+    """The larger place the conversation belongs to, when the platform has one (a Discord
+    server): ``group_allow`` may name it instead of each of its conversations."""
 
 
 class Admission(Protocol):

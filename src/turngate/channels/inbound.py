@@ -10,8 +10,8 @@ once).
 
 Who may talk to the bot is the channel's ``allow`` list (peer ids, or ``"*"``); anyone else
 gets the channel's ``refusal`` text, if it has one, at most once per :data:`REFUSAL_EVERY_S`,
-and their message is not a turn. In a group, each message is prefixed with its sender's name,
-since the session is the group's.
+and their message is not a turn. Groups not on ``group_allow`` are ignored (silently). In a
+group, each message is prefixed with its sender's name, since the session is the group's.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ class ChannelInbox:
         self._notify = notify
         self._everyone = "*" in channel.allow
         self._allowed = frozenset(channel.allow)
+        self._groups_allowed = frozenset(channel.group_allow)
         self._refused_at: dict[str, float] = {}
 
     async def accept(self, message: InboundMessage) -> Admitted:
@@ -82,6 +83,8 @@ class ChannelInbox:
             return Admitted(False, reason=f"peer {message.peer} is not on the allowlist")
         if message.group and channel.groups == "off":
             return Admitted(False, reason="group messages are off for this channel")
+        if message.group and not self._group_allowed(message):
+            return Admitted(False, reason=f"group {message.conversation} is not on group_allow")
         text = message.text.strip()
         if not text:
             return Admitted(False, reason="no text")
@@ -119,6 +122,10 @@ class ChannelInbox:
             )
             return Admitted(True, turn_id, key, reason="a redelivery with another text")
         return Admitted(True, ticket.turn_id, key)
+
+    def _group_allowed(self, message: InboundMessage) -> bool:
+        allowed = self._groups_allowed
+        return "*" in allowed or message.conversation in allowed or message.space in allowed
 
     def _turn_id(self, message_id: str) -> str:
         """``<channel>:<message id>``, or a digest of the message id when that is not a valid
