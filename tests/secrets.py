@@ -20,6 +20,9 @@ IM_CHANNEL_TOKEN = "im-channel-token-7a6b5c4d3e2f"
 IM_WRONG_TOKEN = "im-wrong-token-0f1e2d3c4b5a"
 EXAMPLE_IM_TOKEN = "example-im-token-1a2b3c4d5e6f"
 """The WebSocket IM channel's tokens: the fake server's, a wrong one, the example server's."""
+DISCORD_BOT_TOKEN = "MTEwMDAwMDAwMDAwMDAwMDAwMQ.GfAkEd.fake-discord-token_0123456789abcdef"
+DISCORD_WRONG_TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.Gz9y8x.wrong-discord-token_987654321"
+"""The Discord channel's tokens: the fake Discord's, and one it refuses."""
 
 ALL_SECRETS = (
     GATEWAY_TOKEN,
@@ -33,4 +36,6 @@ ALL_SECRETS = (
     IM_CHANNEL_TOKEN,
     IM_WRONG_TOKEN,
     EXAMPLE_IM_TOKEN,
+    DISCORD_BOT_TOKEN,
+    DISCORD_WRONG_TOKEN,
 )

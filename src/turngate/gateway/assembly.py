@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from turngate.channels.base import Channel
+from turngate.channels.discord import DiscordChannel
 from turngate.channels.outbox import OutboxSettings
 from turngate.channels.runtime import ChannelRuntime
 from turngate.channels.telegram import TelegramChannel
@@ -165,11 +166,13 @@ def _token(channel: ChannelConfig, env: Mapping[str, str]) -> str:
 
 def _channel(channel: ChannelConfig, token: str, engine: Engine) -> Channel:
     rng = random.Random()
-    if channel.type == "telegram":
-        try:
+    try:
+        if channel.type == "telegram":
             return TelegramChannel(channel, token, engine.clock, rng)
-        except ValueError as exc:  # a token that cannot be one (the message names its variable)
-            raise InvalidFieldError(f"channels.{channel.id}.token_env", str(exc)) from None
+        if channel.type == "discord":
+            return DiscordChannel(channel, token, engine.clock, rng)
+    except ValueError as exc:  # a token that cannot be one (the message names its variable)
+        raise InvalidFieldError(f"channels.{channel.id}.token_env", str(exc)) from None
     assert channel.url is not None  # the configuration requires it for a websocket channel
     settings = WebSocketSettings(heartbeat_s=channel.heartbeat, groups=channel.groups)
     return WebSocketChannel(
