@@ -494,25 +494,6 @@ def test_a_refused_token_fails_a_send_to_be_tried_again() -> None:
     run(scenario)
 
 
-def test_me_with_a_refused_token_stops_the_channel() -> None:
-    async def scenario(rest: DiscordRest, discord: FakeDiscord) -> None:
-        discord.script("/users/@me", Answer(401, {"message": "401: Unauthorized", "code": 0}))
-        with pytest.raises(ChannelRefusedError) as caught:
-            await rest.me()
-        assert TOKEN not in caught.value.message
-
-    run(scenario)
-
-
-def test_me_is_the_bots_own_user() -> None:
-    async def scenario(rest: DiscordRest, discord: FakeDiscord) -> None:
-        user = {"id": "42", "username": "turngate", "bot": True}
-        discord.script("/users/@me", Answer(200, user))
-        assert await rest.me() == user
-
-    assert [(s.method, s.path) for s in run(scenario).seen] == [("GET", "/users/@me")]
-
-
 def test_typing_answered_with_no_content_is_fine() -> None:
     async def scenario(rest: DiscordRest, discord: FakeDiscord) -> None:
         discord.script(f"/channels/{A}/typing", Answer(204))

@@ -38,7 +38,7 @@ from turngate import __version__
 from turngate.channels.discord.ratelimit import RESET_AFTER_MAX_S, RateLimits
 from turngate.channels.http import network_transport
 from turngate.core.clock import Clock
-from turngate.errors import ChannelError, ChannelRefusedError, DeliveryRefusedError
+from turngate.errors import ChannelError, DeliveryRefusedError
 from turngate.logs import redact
 
 log = logging.getLogger("turngate.channels")
@@ -58,7 +58,6 @@ WAITS_MAX = 8
 RETRY_AFTER_DEFAULT_S = 1.0
 """The pause after a 429 that does not say how long."""
 DESCRIPTION_CHARS_MAX = 300
-ROUTE_ME = "GET /users/@me"
 ROUTE_CREATE_MESSAGE = "POST /channels/{channel_id}/messages"
 ROUTE_TYPING = "POST /channels/{channel_id}/typing"
 _SNOWFLAKE = re.compile(r"[0-9]{1,20}")
@@ -146,21 +145,6 @@ class DiscordRest:
             raise DiscordApiError(redact(f"discord {route}: {text}", self._secrets)) from exc
         self.limits.observe(route, major, response.headers, self._clock.now())
         return self._answer(route, major, response)
-
-    async def me(self) -> dict[str, Any]:
-        """The bot's own user (``GET /users/@me``). A refused token raises
-        :class:`~turngate.errors.ChannelRefusedError`: the channel must stop."""
-        try:
-            user = await self.request("GET", "/users/@me", route=ROUTE_ME, major="")
-        except DiscordApiError as exc:
-            if exc.status == 401:
-                raise ChannelRefusedError(
-                    "discord: the bot token was refused (401); set a valid token"
-                ) from exc
-            raise
-        if not isinstance(user, dict):
-            raise DiscordApiError(f"discord {ROUTE_ME}: the answer is not a user")
-        return user
 
     async def create_message(self, channel_id: str, content: str, nonce: str) -> None:
         """Post ``content`` in ``channel_id``. With ``enforce_nonce``, Discord answers a
