@@ -32,7 +32,7 @@ from turngate.channels.supervisor import (
     SupervisorSettings,
 )
 from turngate.core.connection import BackoffPolicy, ConnectionState
-from turngate.errors import ChannelRefusedError
+from turngate.errors import ChannelError, ChannelRefusedError
 from turngate.runtime.clock import LoopClock
 from turngate.sim.loop import run_virtual
 
@@ -647,3 +647,39 @@ def test_cancelling_the_caller_as_a_generation_ends_stops_the_supervisor() -> No
 
     run_virtual(main())
     assert dials == [0.0]
+
+
+def test_a_handler_that_fails_its_generation_from_a_timer_ends_it_and_raises_in_nobody() -> None:
+    # A frame handler called by a timer (not by the connector) must not raise into the loop:
+    # fail() ends its generation like a raise from the connector would, once; late, nothing.
+    loop_errors: list[dict[str, Any]] = []
+    generations: list[Generation[None]] = []
+
+    async def reads_forever(gen: Generation[None]) -> None:
+        generations.append(gen)
+        gen.ready()
+        await asyncio.Event().wait()
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: loop_errors.append(ctx))
+        supervisor: Supervisor[None] = Supervisor(
+            NAME, reads_forever, clock=LoopClock(), rng=FixedFraction()
+        )
+        async with asyncio.TaskGroup() as group:
+            group.create_task(supervisor.run())
+            await asyncio.sleep(1.0)
+            first = generations[0]
+            loop = asyncio.get_running_loop()
+            loop.call_soon(first.fail, ChannelError("the peer asked us to reconnect"))
+            loop.call_soon(first.fail, ChannelError("a second reason, too late"))
+            await asyncio.sleep(1.0)
+            first.fail(ChannelRefusedError("long after its end"))
+            snap = supervisor.snapshot()
+            supervisor.stop()
+        assert [g.number for g in generations] == [1, 2]
+        assert (snap.state, snap.reconnects, snap.fatal) == (ConnectionState.READY, 1, False)
+        assert snap.last_error == "ChannelError: the peer asked us to reconnect"
+        assert snap.stale_callbacks_ignored == 2
+
+    run_virtual(main())
+    assert loop_errors == []

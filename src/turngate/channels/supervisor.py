@@ -21,6 +21,8 @@ lives in that attempt's own :class:`asyncio.TaskGroup` and is cancelled with it.
 outlives its generation (a platform library's handler, a timer of the library's own) is wrapped
 with :meth:`Generation.guard`: once the generation is over it does nothing and is counted in
 ``stale_callbacks_ignored``. Every other method of a finished generation behaves the same way.
+A handler that learns the connection must end (the peer asked for a reconnect) calls
+:meth:`Generation.fail` instead of raising into whoever called it.
 
 Visibility (I8): a loss or a zombie logs a WARNING on ``turngate.channels`` naming the channel,
 the generation, the cause and the delay before the next dial; a fatal refusal and a connector's
@@ -182,6 +184,12 @@ class Generation(Generic[R]):
             return callback(*args, **kwargs)
 
         return guarded
+
+    def fail(self, error: Exception) -> None:
+        """End this generation as if its connector had raised ``error``: for a frame handler,
+        which must not raise into whoever called it (its reader, a timer, a library)."""
+        if not self._stale():
+            self._end(self._supervisor._classify(error))
 
     def received(self) -> None:
         """A frame was received from the peer: liveness is judged by this alone, never by

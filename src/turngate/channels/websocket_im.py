@@ -47,7 +47,8 @@ How the channel keeps the gateway's promise over it:
   ``permanent`` raises :class:`~turngate.errors.DeliveryRefusedError`. The server deduplicates
   sends by ``id`` (the outbox's part key), so a resend after a crash shows once.
 - **A peer cannot crash us.** A frame that is not JSON, has an unknown ``op`` or lacks a field is
-  logged at WARNING (at most :data:`WARNINGS_PER_CONNECTION_MAX` per connection) and ignored.
+  logged at WARNING (at most :data:`~turngate.channels.frames.WARNINGS_PER_CONNECTION_MAX`
+  per connection) and ignored.
 - **Refusal.** ``invalid`` with ``fatal: true`` (a bad token), HTTP 401/403 on the handshake or a
   URL that is not a WebSocket URL stop the channel
   (:class:`~turngate.errors.ChannelRefusedError`); ``fatal: false`` drops the resume state and
@@ -61,11 +62,10 @@ import asyncio
 import dataclasses
 import json
 import logging
-import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias, TypeGuard
+from typing import Any, Literal, TypeAlias
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
@@ -76,6 +76,12 @@ from websockets.exceptions import (
 )
 
 from turngate.channels.base import InboundMessage, Inbox
+from turngate.channels.frames import (
+    EXCERPT_CHARS_MAX,
+    BadFrames,
+    integer,
+    number,
+)
 from turngate.channels.outbox import Sender
 from turngate.channels.supervisor import (
     LOST_ERRORS,
@@ -100,9 +106,6 @@ log = logging.getLogger("turngate.channels")
 KIND = "websocket"
 MESSAGE_CHARS_MAX = 4_000
 """The longest message the channel sends, in characters (what the example server takes)."""
-WARNINGS_PER_CONNECTION_MAX = 20
-"""Bad frames logged per connection; past that, one line says the rest are not."""
-EXCERPT_CHARS_MAX = 120
 HEARTBEAT_S_MIN = 0.01
 HEARTBEAT_S_MAX = 3_600.0
 REFUSED_HTTP_STATUSES = frozenset({401, 403})
@@ -307,14 +310,14 @@ class _Link:
         self.acked_seq: int | None = None
         self.backlog: asyncio.Queue[_Message] = asyncio.Queue()
         self.confirmations: dict[str, asyncio.Future[None]] = {}
-        self.warnings = 0
+        self.bad_frames = BadFrames(self.name, [channel._token])
         self.handle_frame = gen.guard(self._handle_frame)
         self._send_frame = gen.guard(self._send_raw)
 
     # Inbound frames.
 
     def _handle_frame(self, raw: str | bytes) -> None:
-        frame = self._parse(raw)
+        frame = self.bad_frames.json_object(raw)
         if frame is None:
             return
         op = frame.get("op")
@@ -331,31 +334,19 @@ class _Link:
         elif op == "invalid":
             self._on_invalid(frame)
         else:
-            self._warn("ignored a frame with an unknown op", raw)
-
-    def _parse(self, raw: str | bytes) -> dict[str, Any] | None:
-        try:
-            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-            frame = json.loads(text)
-        except (UnicodeDecodeError, ValueError):
-            self._warn("ignored a frame that is not JSON", raw)
-            return None
-        if not isinstance(frame, dict):
-            self._warn("ignored a frame that is not a JSON object", raw)
-            return None
-        return frame
+            self.bad_frames.warn("ignored a frame with an unknown op", raw)
 
     def _on_hello(self, frame: dict[str, Any]) -> None:
         if self.hello_seen:
-            self._warn("ignored a second hello", frame)
+            self.bad_frames.warn("ignored a second hello", frame)
             return
         self.hello_seen = True
         interval_s = self.channel.settings.heartbeat_s
         beat_ms = frame.get("heartbeat_ms")
-        if _number(beat_ms) and HEARTBEAT_S_MIN <= beat_ms / 1000 <= HEARTBEAT_S_MAX:
+        if number(beat_ms) and HEARTBEAT_S_MIN <= beat_ms / 1000 <= HEARTBEAT_S_MAX:
             interval_s = beat_ms / 1000
         elif beat_ms is not None:
-            self._warn("ignored a hello's heartbeat_ms out of range", frame)
+            self.bad_frames.warn("ignored a hello's heartbeat_ms out of range", frame)
         self.gen.start_heartbeat(interval_s, self._beat)
         resume = self.gen.resume
         self.gen.spawn(
@@ -373,7 +364,7 @@ class _Link:
     def _on_ready(self, frame: dict[str, Any]) -> None:
         session = frame.get("session")
         if self.ready or not self.hello_seen or not isinstance(session, str):
-            self._warn("ignored an unexpected ready", frame)
+            self.bad_frames.warn("ignored an unexpected ready", frame)
             return
         resume = self.gen.resume
         if resume is not None and resume.session == session:
@@ -401,13 +392,13 @@ class _Link:
 
     def _on_message(self, frame: dict[str, Any]) -> None:
         if not self.ready:
-            self._warn("ignored a message before ready (it comes again after)", frame)
+            self.bad_frames.warn("ignored a message before ready (it comes again after)", frame)
             return
         seq, message_id, chat = frame.get("seq"), _id(frame.get("id")), _id(frame.get("chat"))
         peer, text, group = _id(frame.get("from")), frame.get("text"), frame.get("group", False)
         name, mentioned = frame.get("name"), frame.get("mentioned") is True
-        if not (_integer(seq) and message_id and chat and peer and isinstance(text, str)):
-            self._warn("ignored a message without seq, id, chat, from or text", frame)
+        if not (integer(seq) and message_id and chat and peer and isinstance(text, str)):
+            self.bad_frames.warn("ignored a message without seq, id, chat, from or text", frame)
             return
         if self.backlog.qsize() >= self.channel.settings.backlog_max:
             raise ChannelError(
@@ -439,7 +430,7 @@ class _Link:
             waiter.set_exception(DeliveryRefusedError(f"the IM server refused it: {reason}"))
             return
         after_ms = frame.get("retry_after_ms")
-        after_s = after_ms / 1000 if _number(after_ms) and after_ms >= 0 else None
+        after_s = after_ms / 1000 if number(after_ms) and after_ms >= 0 else None
         waiter.set_exception(
             ChannelError(f"the IM server failed it: {reason}", retry_after_s=after_s)
         )
@@ -514,18 +505,6 @@ class _Link:
                     ChannelError("the connection closed before the IM server confirmed it")
                 )
 
-    def _warn(self, what: str, raw: object) -> None:
-        self.warnings += 1
-        if self.warnings > WARNINGS_PER_CONNECTION_MAX:
-            return
-        excerpt = redact(repr(raw)[:EXCERPT_CHARS_MAX], [self.channel._token])
-        suffix = ""
-        if self.warnings == WARNINGS_PER_CONNECTION_MAX:
-            suffix = " (further bad frames on this connection are not logged)"
-        log.warning(
-            "%s: %s: %s%s", self.name, what, excerpt, suffix, extra={"event": "channel_bad_frame"}
-        )
-
 
 class _Sender:
     """The channel's :class:`~turngate.channels.outbox.Sender`: over the live connection."""
@@ -549,19 +528,11 @@ class _Sender:
         await link.deliver(conversation, text, part_key)
 
 
-def _number(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _integer(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _id(value: object) -> str | None:
     """A platform id as text: a non-empty string, or an integer (some platforms use numbers)."""
     if isinstance(value, str):
         return value or None
-    if _integer(value):
+    if integer(value):
         return str(value)
     return None
 

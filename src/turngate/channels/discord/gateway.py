@@ -40,7 +40,8 @@ How it keeps the gateway's promise:
   generation: kept past their connection (a timer, a late callback), they do nothing and are
   counted (seed 004).
 - **A peer cannot crash us.** A frame that is not JSON, or lacks what its op needs, is logged
-  at WARNING (at most :data:`WARNINGS_PER_CONNECTION_MAX` per connection) and ignored.
+  at WARNING (at most :data:`~turngate.channels.frames.WARNINGS_PER_CONNECTION_MAX` per
+  connection) and ignored.
 
 The socket is behind :class:`GatewaySocket` (``websockets`` in production, memory in the
 simulator), so the same code runs on virtual time.
@@ -52,11 +53,10 @@ import asyncio
 import enum
 import json
 import logging
-import math
 import platform
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeGuard
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -64,16 +64,19 @@ from websockets.exceptions import ConnectionClosed, InvalidURI
 
 from turngate.channels.base import InboundMessage, Inbox
 from turngate.channels.discord.messages import MessageFilter, snowflake
+from turngate.channels.frames import (
+    EXCERPT_CHARS_MAX,
+    BadFrames,
+    integer,
+    number,
+)
 from turngate.channels.supervisor import Generation
 from turngate.errors import ChannelError, ChannelRefusedError, TurngateError
-from turngate.logs import redact
 
 log = logging.getLogger("turngate.channels")
 
 GATEWAY_URL_DEFAULT = "wss://gateway.discord.gg"
 API_VERSION = 10
-WARNINGS_PER_CONNECTION_MAX = 20
-EXCERPT_CHARS_MAX = 120
 HEARTBEAT_S_MIN = 0.01
 HEARTBEAT_S_MAX = 3_600.0
 FRAME_BYTES_MAX = 8 * 1_048_576
@@ -270,15 +273,24 @@ class GatewayLink:
         self.stored_seq = None if resume is None else resume.seq
         """Everything up to this sequence number is stored (or was not for us)."""
         self.backlog: asyncio.Queue[_Dispatch] = asyncio.Queue()
-        self.warnings = 0
         self._taker_started = False
+        self.bad_frames = BadFrames(self.name, [token])
         self.handle_frame = gen.guard(self._handle_frame)
         self._send_frame = gen.guard(self.socket.send)
 
     # Inbound frames.
 
     def _handle_frame(self, raw: str | bytes) -> None:
-        frame = self._parse(raw)
+        # Whoever hands the frame (the reader, or a callback kept too long), what it means
+        # for the connection (reconnect, identify afresh, stop) ends the generation; it is
+        # never an exception in the caller.
+        try:
+            self._on_frame(raw)
+        except ChannelError as exc:
+            self.gen.fail(exc)
+
+    def _on_frame(self, raw: str | bytes) -> None:
+        frame = self.bad_frames.json_object(raw)
         if frame is None:
             return
         op = frame.get("op")
@@ -295,27 +307,15 @@ class GatewayLink:
         elif op == Op.INVALID_SESSION:
             self._on_invalid_session(frame)
         else:
-            self._warn("ignored a frame with an unknown op", raw)
-
-    def _parse(self, raw: str | bytes) -> dict[str, Any] | None:
-        try:
-            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-            frame = json.loads(text)
-        except (UnicodeDecodeError, ValueError):
-            self._warn("ignored a frame that is not JSON", raw)
-            return None
-        if not isinstance(frame, dict):
-            self._warn("ignored a frame that is not a JSON object", raw)
-            return None
-        return frame
+            self.bad_frames.warn("ignored a frame with an unknown op", raw)
 
     def _on_hello(self, frame: dict[str, Any]) -> None:
         if self.hello_seen:
-            self._warn("ignored a second HELLO", frame)
+            self.bad_frames.warn("ignored a second HELLO", frame)
             return
         data = frame.get("d")
         interval_ms = data.get("heartbeat_interval") if isinstance(data, dict) else None
-        if not (_number(interval_ms) and HEARTBEAT_S_MIN <= interval_ms / 1000 <= HEARTBEAT_S_MAX):
+        if not (number(interval_ms) and HEARTBEAT_S_MIN <= interval_ms / 1000 <= HEARTBEAT_S_MAX):
             raise ChannelError(f"Discord's HELLO has no usable heartbeat_interval: {data!r:.80}")
         self.hello_seen = True
         self.gen.start_heartbeat(interval_ms / 1000, self._beat, acks=True)
@@ -357,8 +357,8 @@ class GatewayLink:
 
     def _on_dispatch(self, frame: dict[str, Any]) -> None:
         seq, kind, data = frame.get("s"), frame.get("t"), frame.get("d")
-        if not (_integer(seq) and isinstance(kind, str)):
-            self._warn("ignored a dispatch without s or t", frame)
+        if not (integer(seq) and isinstance(kind, str)):
+            self.bad_frames.warn("ignored a dispatch without s or t", frame)
             return
         if kind == "READY":
             self._on_ready(seq, data)
@@ -390,7 +390,7 @@ class GatewayLink:
 
     def _on_resumed(self, seq: int) -> None:
         if self.ready or self.gen.resume is None:
-            self._warn("ignored an unexpected RESUMED", {"s": seq})
+            self.bad_frames.warn("ignored an unexpected RESUMED", {"s": seq})
             return
         self._counts.resumes += 1
         self._became_ready()
@@ -462,30 +462,10 @@ class GatewayLink:
         """The connection ended: nothing more is taken from it."""
         self.ready = False
 
-    def _warn(self, what: str, raw: object) -> None:
-        self.warnings += 1
-        if self.warnings > WARNINGS_PER_CONNECTION_MAX:
-            return
-        excerpt = redact(repr(raw)[:EXCERPT_CHARS_MAX], [self._token])
-        suffix = ""
-        if self.warnings == WARNINGS_PER_CONNECTION_MAX:
-            suffix = " (further bad frames on this connection are not logged)"
-        log.warning(
-            "%s: %s: %s%s", self.name, what, excerpt, suffix, extra={"event": "channel_bad_frame"}
-        )
-
 
 def _intent_names(intents: int) -> str:
     names = [intent.name.lower() for intent in Intent if intent.name and intents & intent]
     return ", ".join(names) or "none"
-
-
-def _number(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _integer(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 __all__ = [
