@@ -321,3 +321,27 @@ def test_a_turn_whose_provider_reports_no_usage_has_none(tmp_path: Path) -> None
         assert stored.outcome() == outcome
 
     run_engine(tmp_path, echo_after(0.1), scenario)
+
+
+@pytest.mark.parametrize("yields", [0, 1, 2, 3, 4, 5])
+def test_a_submit_cancelled_while_its_turn_is_being_stored_still_gets_the_turn_run_once(
+    tmp_path: Path, yields: int
+) -> None:
+    # A channel's connection ends while its accept waits for the commit: the platform sends
+    # the message again. The turn must run (once), and the redelivery must get its outcome.
+    async def scenario(engine: Engine) -> None:
+        request = SubmitRequest(KEY, "hello", turn_id="dc:1001")
+        first = asyncio.ensure_future(engine.submit(request))
+        for _ in range(yields):
+            await asyncio.sleep(0)
+        assert first.cancel()  # still storing
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        again = await engine.submit(request)
+        outcome = await again.outcome
+        assert (outcome.state, outcome.reply) == (TurnState.REPLIED, "echo: hello")
+        [turn] = await engine.store.session_turns(str(KEY), 10)
+        assert turn.state is TurnState.REPLIED
+
+    events = run_engine(tmp_path, echo_after(0.1), scenario)
+    assert len([e for e in events if e.kind is EventKind.STARTED]) == 1

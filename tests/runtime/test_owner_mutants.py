@@ -238,15 +238,21 @@ def test_a_start_that_waits_for_storage_is_retried_with_doubling_pauses_and_the_
     tmp_path: Path,
 ) -> None:
     class CommitsFail(sqlite3.Connection):
-        """COMMIT fails as on a failing disk while :attr:`failing` is set."""
+        """COMMIT fails as on a failing disk while :attr:`failing` is set; once
+        :attr:`armed`, the next COMMIT goes through and sets it, for 0.3 s."""
 
+        armed = False
         failing = False
 
         def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
             if sql == "COMMIT" and CommitsFail.failing:
                 super().execute("ROLLBACK")
                 raise sqlite3.OperationalError("disk I/O error")
-            return super().execute(sql, parameters)
+            cursor = super().execute(sql, parameters)
+            if sql == "COMMIT" and CommitsFail.armed:
+                CommitsFail.armed, CommitsFail.failing = False, True
+                asyncio.get_running_loop().call_later(0.3, setattr, CommitsFail, "failing", False)
+            return cursor
 
     events: list[Event] = []
 
@@ -262,10 +268,9 @@ def test_a_start_that_waits_for_storage_is_retried_with_doubling_pauses_and_the_
         )
         async with engine:
             await asyncio.sleep(1.0)
-            ticket = await engine.submit(SubmitRequest(KEY, "hello"))
             # The turn is written down; the write that starts its run is not, until 1.3 s.
-            CommitsFail.failing = True
-            asyncio.get_running_loop().call_later(0.3, setattr, CommitsFail, "failing", False)
+            CommitsFail.armed = True
+            ticket = await engine.submit(SubmitRequest(KEY, "hello"))
             await asyncio.sleep(0.1)
             with pytest.raises(StorageUnavailableError, match="waiting for storage"):
                 await engine.abort(KEY)

@@ -87,6 +87,7 @@ class Engine:
         self._waiters: dict[TurnId, asyncio.Future[Outcome]] = {}
         self._streams: dict[TurnId, list[DeltaStream]] = {}
         self._runs: set[asyncio.Task[Any]] = set()
+        self._accepts: set[asyncio.Task[Ticket]] = set()
         self._tg: asyncio.TaskGroup | None = None
         self._accepting = False
         self.storage = StorageWatch(
@@ -130,6 +131,10 @@ class Engine:
         for task in runs:
             task.cancel(msg="shutdown")
         try:
+            if self._accepts:
+                # Writes of turns being accepted end before the store closes (queued, they
+                # find no owner now and resume on the next start).
+                await asyncio.wait(self._accepts, timeout=self.settings.shutdown_grace_s)
             if runs:
                 _, stubborn = await asyncio.wait(runs, timeout=self.settings.shutdown_grace_s)
                 if stubborn:
@@ -219,6 +224,30 @@ class Engine:
             timeout_s=timeout_s,
             lane=request.lane,
         )
+        # Stored and queued together, whatever becomes of the caller: a submit cancelled while
+        # its write commits (a channel's connection ending, a client gone) must not leave a
+        # stored turn that no owner runs until the next start, and that a redelivery of the
+        # same message only finds as a duplicate.
+        accepting = loop.create_task(
+            self._store_and_queue(request, record, waiter, fresh, now), name=f"accept {turn_id}"
+        )
+        self._accepts.add(accepting)
+        accepting.add_done_callback(self._accepts.discard)
+        try:
+            return await asyncio.shield(accepting)
+        except asyncio.CancelledError:
+            accepting.add_done_callback(_retrieve)  # its outcome is nobody's now
+            raise
+
+    async def _store_and_queue(
+        self,
+        request: SubmitRequest,
+        record: TurnRecord,
+        waiter: asyncio.Future[Outcome],
+        fresh: bool,
+        now: MonotonicS,
+    ) -> Ticket:
+        key, turn_id, timeout_s = record.session_key, record.turn_id, record.timeout_s
         try:
             existing = await self.store.accept_turn(record)
         except BaseException as exc:
@@ -502,3 +531,9 @@ class Engine:
             deltas = DeltaStream()
             deltas.close()
         return Ticket(existing.turn_id, existing.session_key, True, deadline, waiter, deltas)
+
+
+def _retrieve(task: asyncio.Task[Ticket]) -> None:
+    """Mark the end of a task nobody awaits any more as seen (no "never retrieved" warning)."""
+    if not task.cancelled():
+        task.exception()
