@@ -52,7 +52,9 @@ async def closed_with(ws: ClientConnection) -> int | None:
     """The code of the close frame the server sent (None: the connection just ended)."""
     async with asyncio.timeout(WAIT_S):
         await ws.wait_closed()
-    return ws.close_code if ws.close_code != 1006 else None
+    # The sans-I/O protocol's: ``ws.close_code`` itself came with websockets 13.1.
+    code = ws.protocol.close_code
+    return code if code != 1006 else None
 
 
 @asynccontextmanager

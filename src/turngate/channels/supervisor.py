@@ -431,7 +431,13 @@ class Supervisor(Generic[R]):
             async with group:
                 gen.spawn(self._connect(gen))
                 gen.spawn(self._ready_deadline(gen))
-                await gen._wait_ended()
+                try:
+                    await gen._wait_ended()
+                except asyncio.CancelledError:
+                    # Over for good before its tasks unwind: a connector closing its socket
+                    # then ends the platform session instead of keeping it for a resume.
+                    gen._end(_Ending(ConnectionEvent.STOP, "cancelled"))
+                    raise
                 raise _GenerationOver
         except* _GenerationOver:
             pass  # how it ended is in gen._ending
