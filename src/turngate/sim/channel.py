@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import random
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from turngate.channels.base import InboundMessage, Inbox
 from turngate.channels.supervisor import (
@@ -46,6 +47,15 @@ LIMIT = 60
 """The platform's message limit (short, so that replies are split into parts)."""
 
 
+class PlatformShape(enum.StrEnum):
+    """Which platform a seed's people are on."""
+
+    IM = "im"
+    """:class:`SimPlatform`, reached by :class:`SimChannel`."""
+    DISCORD = "discord"
+    """``sim/discord.py``'s platform, reached by the real Discord channel."""
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelParams:
     """A seed's platform: its people and its faults."""
@@ -59,6 +69,15 @@ class ChannelParams:
     p_send_fail: float
     p_retry_after: float
     p_refuse: float
+    shape: PlatformShape = PlatformShape.IM
+    p_reconnect: float = 0.0
+    """Discord: chance, per heartbeat, that the gateway asks for a reconnect (op 7)."""
+    p_invalid: float = 0.0
+    """Discord: chance, per heartbeat and per resume, of an INVALID_SESSION (op 9)."""
+    p_session_timeout: float = 0.0
+    """Discord: chance, per heartbeat, that the gateway closes with 4009 (not resumable)."""
+    p_long_text: float = 0.0
+    """Discord: chance a message is long enough that its reply needs two messages."""
 
     @classmethod
     def draw(cls, rng: random.Random) -> ChannelParams:
@@ -75,13 +94,31 @@ class ChannelParams:
             p_refuse=rng.choice([0.0, 0.0, 0.02]),
         )
 
+    def as_discord(self, rng: random.Random) -> ChannelParams:
+        """The same people and faults on a Discord-shaped platform, with its own faults drawn
+        from ``rng`` (after the rest: the draws before are those of an IM platform)."""
+        return replace(
+            self,
+            shape=PlatformShape.DISCORD,
+            p_reconnect=rng.choice([0.0, 0.02, 0.05]),
+            p_invalid=rng.choice([0.0, 0.03, 0.08]),
+            p_session_timeout=rng.choice([0.0, 0.02, 0.05]),
+            p_long_text=rng.choice([0.0, 0.0, 0.1]),
+        )
+
     def line(self) -> str:
         """The parameters on one line."""
+        discord = ""
+        if self.shape is PlatformShape.DISCORD:
+            discord = (
+                f" shape=discord p_reconnect={self.p_reconnect} p_invalid={self.p_invalid}"
+                f" p_session_timeout={self.p_session_timeout} p_long_text={self.p_long_text}"
+            )
         return (
             f"peers={self.peers} messages/peer={self.messages_per_peer}"
             f" p_duplicate={self.p_duplicate} p_drop={self.p_drop} p_zombie={self.p_zombie}"
             f" p_send_fail={self.p_send_fail} p_retry_after={self.p_retry_after}"
-            f" p_refuse={self.p_refuse}"
+            f" p_refuse={self.p_refuse}{discord}"
         )
 
 
@@ -112,11 +149,13 @@ class PlatformRecord:
     """Platform message ids the bot acked (it said they were stored)."""
     seen: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
     """Per conversation, what the person saw: ``(part key, text)`` in arrival order, once
-    per key."""
+    per key (Discord's platform keys a part by its nonce)."""
     stale_actions: list[tuple[float, str]] = field(default_factory=list)
     """Actions of connections that were already over: ``(time, what)``."""
     refused: set[str] = field(default_factory=set)
     """Part keys the platform refused for good."""
+    broken: list[tuple[float, str]] = field(default_factory=list)
+    """What the bot did that the platform's protocol forbids: ``(time, what)``."""
 
 
 class SimPlatform:

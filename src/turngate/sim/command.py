@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import NoReturn, TextIO
 
 from turngate.argtypes import int_at_least
+from turngate.sim.channel import PlatformShape
 from turngate.sim.runner import FailureClass, SimResult, run_seed
 from turngate.sim.surfaces import Surface
 from turngate.sim.world import Profile
@@ -55,6 +56,8 @@ class SeedSummary:
     """Whether its clients went through the gateway's edges (``sim/surfaces.py``)."""
     channel: bool = False
     """Whether people on a chat platform wrote through a channel (``sim/channel_world.py``)."""
+    discord: bool = False
+    """Whether that platform was Discord-shaped (``sim/discord.py``)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,6 +167,7 @@ def _report(result: SimResult, profile: Profile | None) -> None:
 def _summarise(seed: int, profile: Profile | None) -> SeedSummary:
     result = run_seed(seed, profile)
     first = result.violations[0].line() if result.violations else result.error.splitlines()[-1:]
+    channel = result.params.channel
     return SeedSummary(
         seed,
         result.params.profile.value,
@@ -172,7 +176,8 @@ def _summarise(seed: int, profile: Profile | None) -> SeedSummary:
         result.acked,
         result.lives,
         result.params.surfaces != (Surface.ENGINE,),
-        result.params.channel is not None,
+        channel is not None,
+        channel is not None and channel.shape is PlatformShape.DISCORD,
     )
 
 
@@ -197,7 +202,8 @@ def _many(start: int, count: int, profile: Profile | None, jobs: int) -> int:
         f" {sum(s.acked for s in summaries)} turns acknowledged,"
         f" {sum(s.lives - 1 for s in summaries)} crashes,"
         f" {sum(s.edges for s in summaries)} seeds through the gateway's edges,"
-        f" {sum(s.channel for s in summaries)} with a chat platform;"
+        f" {sum(s.channel for s in summaries)} with a chat platform"
+        f" ({sum(s.discord for s in summaries)} Discord);"
         f" {len(failed)} failed"
     )
     for summary in failed[:20]:
