@@ -26,19 +26,21 @@ from turngate.channels.base import Inbox
 from turngate.channels.discord.gateway import (
     CLOSE_END_SESSION,
     CLOSE_KEEP_SESSION,
-    GATEWAY_URL_DEFAULT,
-    Dial,
-    GatewayClosedError,
     GatewayLink,
-    GatewaySocket,
     Intent,
     ResumeState,
     SessionCounts,
-    dial_websocket,
-    gateway_url,
 )
 from turngate.channels.discord.messages import MessageFilter
 from turngate.channels.discord.rest import API_URL_DEFAULT, DiscordRest, DiscordSender
+from turngate.channels.discord.socket import (
+    GATEWAY_URL_DEFAULT,
+    Dial,
+    GatewayClosedError,
+    GatewaySocket,
+    dial_websocket,
+    gateway_url,
+)
 from turngate.channels.supervisor import (
     LOST_ERRORS,
     ConnectionSnapshot,

@@ -43,8 +43,8 @@ How it keeps the gateway's promise:
   at WARNING (at most :data:`~turngate.channels.frames.WARNINGS_PER_CONNECTION_MAX` per
   connection) and ignored.
 
-The socket is behind :class:`GatewaySocket` (``websockets`` in production, memory in the
-simulator), so the same code runs on virtual time.
+The socket is a :class:`~turngate.channels.discord.socket.GatewaySocket` (``websockets`` in
+production, memory in the simulator), so the same code runs on virtual time.
 """
 
 from __future__ import annotations
@@ -54,33 +54,20 @@ import enum
 import json
 import logging
 import platform
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
-from urllib.parse import urlsplit
-
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidURI
+from typing import Any
 
 from turngate.channels.base import InboundMessage, Inbox
 from turngate.channels.discord.messages import MessageFilter, snowflake
-from turngate.channels.frames import (
-    EXCERPT_CHARS_MAX,
-    BadFrames,
-    integer,
-    number,
-)
+from turngate.channels.discord.socket import GatewayClosedError, GatewaySocket
+from turngate.channels.frames import BadFrames, integer, number
 from turngate.channels.supervisor import Generation
 from turngate.errors import ChannelError, ChannelRefusedError, TurngateError
 
 log = logging.getLogger("turngate.channels")
 
-GATEWAY_URL_DEFAULT = "wss://gateway.discord.gg"
-API_VERSION = 10
 HEARTBEAT_S_MIN = 0.01
 HEARTBEAT_S_MAX = 3_600.0
-FRAME_BYTES_MAX = 8 * 1_048_576
-"""READY lists every guild of the bot: larger than websockets' 1 MiB default for big bots."""
 CLOSE_KEEP_SESSION = 4000
 """Our close code when the next connection resumes: 1000 and 1001 end the session."""
 CLOSE_END_SESSION = 1000
@@ -126,86 +113,6 @@ FATAL_CLOSE_CODES: dict[int, str] = {
 """Close codes that retrying cannot fix: the channel stops with this text."""
 NEW_SESSION_CLOSE_CODES = frozenset({4007, 4009})
 """Close codes after which the session cannot be resumed (invalid seq, session timed out)."""
-
-
-class GatewayClosedError(ChannelError):
-    """The gateway closed the connection (``code`` None: without a close frame)."""
-
-    def __init__(self, code: int | None, reason: str = "") -> None:
-        text = "without a close frame" if code is None else f"with code {code}"
-        super().__init__(f"Discord closed the connection {text}{f' ({reason})' if reason else ''}")
-        self.close_code = code
-
-
-class GatewaySocket(Protocol):
-    """One gateway connection's transport: text frames both ways."""
-
-    async def send(self, text: str) -> None:
-        """Send one frame; :class:`GatewayClosedError` if the connection is closed."""
-        ...
-
-    async def recv(self) -> str | bytes:
-        """The next frame; :class:`GatewayClosedError` once the connection is closed."""
-        ...
-
-    async def close(self, code: int) -> None:
-        """Close with ``code`` (bounded: a zombie may never answer the close)."""
-        ...
-
-
-Dial = Callable[[str], Awaitable[GatewaySocket]]
-"""Opens a gateway connection to a URL; OSError (or another ChannelError) if it cannot."""
-
-
-class _WebSocket:
-    """A :class:`GatewaySocket` over ``websockets``."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self._ws = ws
-
-    async def send(self, text: str) -> None:
-        try:
-            await self._ws.send(text)
-        except ConnectionClosed as exc:
-            raise _closed(exc) from None
-
-    async def recv(self) -> str | bytes:
-        try:
-            return await self._ws.recv()
-        except ConnectionClosed as exc:
-            raise _closed(exc) from None
-
-    async def close(self, code: int) -> None:
-        await self._ws.close(code)
-
-
-def _closed(exc: ConnectionClosed) -> GatewayClosedError:
-    received = exc.rcvd
-    if received is None:
-        return GatewayClosedError(None)
-    return GatewayClosedError(received.code, received.reason[:EXCERPT_CHARS_MAX])
-
-
-async def dial_websocket(url: str, *, close_timeout_s: float = 2.0) -> GatewaySocket:
-    """Open ``url`` with ``websockets``; liveness is the protocol's heartbeat, not pings."""
-    try:
-        ws = await connect(
-            url,
-            open_timeout=None,  # the supervisor's ready deadline bounds the dial
-            ping_interval=None,
-            close_timeout=close_timeout_s,
-            max_size=FRAME_BYTES_MAX,
-        )
-    except InvalidURI:
-        raise ChannelRefusedError(f"{url[:80]!r} is not a ws:// or wss:// URL") from None
-    return _WebSocket(ws)
-
-
-def gateway_url(base: str) -> str:
-    """``base`` with the API version and encoding Discord expects, unless it has a query."""
-    if urlsplit(base).query:
-        return base
-    return f"{base.rstrip('/')}/?v={API_VERSION}&encoding=json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,15 +378,9 @@ def _intent_names(intents: int) -> str:
 __all__ = [
     "CLOSE_END_SESSION",
     "CLOSE_KEEP_SESSION",
-    "GATEWAY_URL_DEFAULT",
-    "Dial",
-    "GatewayClosedError",
     "GatewayLink",
-    "GatewaySocket",
     "Intent",
     "Op",
     "ResumeState",
     "SessionCounts",
-    "dial_websocket",
-    "gateway_url",
 ]
