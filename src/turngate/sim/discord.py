@@ -1,10 +1,13 @@
-"""A Discord-shaped platform in the simulated world: its gateway and its REST API, in memory.
+"""A Discord-shaped platform in the simulated world: its gateway in memory, and its people.
 
 :class:`DiscordPlatform` plays Discord for the real
 :class:`~turngate.channels.discord.DiscordChannel`, on the loop's virtual time: the channel is
 given :meth:`DiscordPlatform.dial` (each call is a new gateway connection of the bot) and
-:meth:`DiscordPlatform.rest_transport` (an ``httpx2`` transport); nothing touches a network.
-A frame's trip is one loop iteration (``asyncio.sleep(0)``).
+:meth:`DiscordPlatform.rest_transport` (an ``httpx2`` transport onto the platform's REST API,
+:class:`~turngate.sim.discord_rest.RestApi`, whose module describes it: messages, typing,
+nonces, rate limits and send faults); nothing touches a network. A frame's trip is one loop
+iteration (``asyncio.sleep(0)``). A connection and its session, as the platform keeps them,
+are ``sim/discord_connection.py``'s records.
 
 The gateway, per connection: HELLO at once (:attr:`DiscordPlatform.hello_delay` can hold it),
 IDENTIFY opens a new session (READY, with a ``resume_gateway_url`` of its own, so that its use
@@ -24,24 +27,23 @@ Faults (only while the world's faults are on, probabilities from
 without a close frame) or the message is dispatched again (same id, next sequence number); at
 a heartbeat, the connection turns zombie (no more acks, and nothing more arrives, socket
 open; what the bot sends is lost too), the gateway asks for a reconnect (op 7), invalidates
-the session (op 9, ``d`` true or
-false) or closes with 4009 (session timed out); a RESUME may be answered with op 9; a REST
-send fails with a 500 (sometimes after the message was made: the answer got lost), a 429 for
-that channel (``retry_after`` 0.5-5 s) or, rarely, a 403 (refused for good).
+the session (op 9, ``d`` true or false) or closes with 4009 (session timed out); a RESUME may
+be answered with op 9. The REST API's faults are its own module's; they share the platform's
+record, rng and :attr:`DiscordPlatform.injected`.
 
 Recorded for the checker (``sim/channel_world.py``): what each person sent, what was acked,
-what each conversation saw (``(nonce, content)`` once per nonce, in arrival order: Discord's
-``enforce_nonce``), frames the bot sent on a connection after a newer one was dialled (stale
-actions, I6), and whatever the bot did that Discord forbids (``broken``: a frame before HELLO,
-a second IDENTIFY, a reported sequence never dispatched, a message over 2,000 characters, a
-RESUME away from the ``resume_gateway_url``...). A send on a connection the platform closed
-before the bot noticed is not stale: it raises :class:`GatewayClosedError`, as a socket would.
+frames the bot sent on a connection after a newer one was dialled (stale actions, I6), and
+whatever the bot did on the gateway that Discord forbids (``broken``: a frame before HELLO, a
+second IDENTIFY, a reported sequence never dispatched, a RESUME away from the
+``resume_gateway_url``...); what each conversation saw is recorded by the REST API. A send on
+a connection the platform closed before the bot noticed is not stale: it raises
+:class:`GatewayClosedError`, as a socket would.
 
 Idealisations: real Discord does not replay a session that is over; this one dispatches again,
 at the start of each new session, every message the bot never reported, so that "every
 message a person sent became a turn" stays checkable in every seed. A message the bot
-reported is never dispatched again: if it is no turn, the channel broke I7. Nonces are
-remembered forever (Discord: a few minutes). One session at a time: IDENTIFY ends the last.
+reported is never dispatched again: if it is no turn, the channel broke I7. One session at a
+time: IDENTIFY ends the last.
 """
 
 from __future__ import annotations
@@ -50,106 +52,34 @@ import asyncio
 import contextlib
 import json
 import random
-import re
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
 
-from turngate.channels.discord.gateway import GatewayClosedError, GatewaySocket, Op
-from turngate.channels.discord.rest import MESSAGE_CHARS_MAX
+from turngate.channels.discord.gateway import Op
+from turngate.channels.discord.socket import GatewayClosedError, GatewaySocket
 from turngate.sim.channel import ChannelParams, PlatformMessage, PlatformRecord
+from turngate.sim.discord_connection import GatewaySession, ServerConnection
+from turngate.sim.discord_rest import API_URL, BOT_ID, MESSAGE_ID_BASE, TOKEN, RestApi
 from turngate.sim.world import Faults
 
-TOKEN = "sim-discord-token"
 GATEWAY_URL = "wss://sim-discord/"
 RESUME_URL = "wss://sim-discord-resume/"
-API_URL = "https://sim-discord/api/v10"
-BOT_ID = "100000000000000001"
 USER_ID_BASE = 200_000_000_000_000_000
 DM_CHANNEL_BASE = 300_000_000_000_000_000
-MESSAGE_ID_BASE = 400_000_000_000_000_000
 HEARTBEAT_MS = 5_000
-BUCKET = "sim-create-message"
-BUCKET_LIMIT = 5
-BUCKET_WINDOW_S = 2.0
-"""The create-message limit per channel: this many per window (headers say so)."""
 LONG_TEXT_CHARS = (1_900, 4_000)
 """A long message's length (Nitro users may write 4,000): its reply needs two or three."""
 ACK = json.dumps({"op": Op.HEARTBEAT_ACK})
 END_SESSION_CODES = frozenset({1000, 1001})
 """A bot's close codes that end its session at once (any other keeps it resumable)."""
 
-Observer = Callable[[str, "ServerConnection"], None]
+Observer = Callable[[str, ServerConnection], None]
 """Told of each step of a connection: ``dial``, ``hello``, ``identify``, ``resume``,
 ``ready``, ``resumed``, ``heartbeat``, ``closed``."""
-
-
-@dataclass(slots=True)
-class _Session:
-    session_id: str
-    dispatches: list[tuple[int, str | None, str]] = field(default_factory=list)
-    """``(seq, message id or None, frame)`` in order."""
-    last_seq: int = 0
-    reported_seq: int = 0
-    acked_upto: int = 0
-    """How many of ``dispatches`` are at or before ``reported_seq``."""
-    alive: bool = True
-    connection: ServerConnection | None = None
-
-
-@dataclass(slots=True, eq=False)
-class ServerConnection:
-    """One gateway connection, as the platform sees it."""
-
-    number: int
-    url: str
-    frames: deque[str] = field(default_factory=deque)
-    """Frames on their way to the bot."""
-    waiter: asyncio.Future[None] | None = None
-    closed_by: str | None = None
-    """``server`` or ``bot`` once closed."""
-    close_code: int | None = None
-    closed_at: float | None = None
-    zombie: bool = False
-    session: _Session | None = None
-    """The session it identified or resumed (set once READY or RESUMED is on its way)."""
-    hello: str | None = None
-    """The HELLO frame, once sent."""
-    hello_received_at: float | None = None
-    """When the bot read this connection's HELLO."""
-    handshakes: list[str] = field(default_factory=list)
-    """IDENTIFY and RESUME frames the bot sent on it (``identify`` / ``resume``)."""
-    hello_timer: asyncio.TimerHandle | None = None
-
-    @property
-    def closed(self) -> bool:
-        return self.closed_by is not None
-
-    def push(self, frame: str) -> None:
-        """A frame for the bot (lost if closed, or a zombie's)."""
-        if self.closed or self.zombie:
-            return
-        self.frames.append(frame)
-        self._wake()
-
-    def close(self, by: str, code: int | None, at: float) -> None:
-        if self.closed:
-            return
-        self.closed_by, self.close_code, self.closed_at = by, code, at
-        if self.hello_timer is not None:
-            self.hello_timer.cancel()
-            self.hello_timer = None
-        if by == "bot":
-            self.frames.clear()
-        self._wake()
-
-    def _wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
 
 
 class _BotSocket:
@@ -193,19 +123,24 @@ class DiscordPlatform:
         self.observers: list[Observer] = []
         self.hello_delay: Callable[[ServerConnection], float] = lambda connection: 0.0
         """Seconds between a dial and its HELLO (tests hold it)."""
-        self.rate_limited = 0
-        """429s answered because the bot sent past a limit its headers had shown."""
         self.injected: Counter[str] = Counter()
         """Faults injected, by kind (for tests and for a look at a seed)."""
         self._unacked: dict[str, PlatformMessage] = {}
         self._dm_of_peer: dict[str, str] = {}
         self._dm_channels: set[str] = set()
-        self._sessions: dict[str, _Session] = {}
-        self._session: _Session | None = None
+        self._sessions: dict[str, GatewaySession] = {}
+        self._session: GatewaySession | None = None
         self._messages = 0
-        self._nonces: dict[str, set[str]] = {}
-        self._windows: dict[str, tuple[float, int]] = {}
         self._changed = asyncio.Event()
+        self._rest = RestApi(
+            record=self.record,
+            rng=rng,
+            params=params,
+            faults=faults,
+            changed=self._changed,
+            injected=self.injected,
+            dm_channels=self._dm_channels,
+        )
 
     async def changed(self, at_most_s: float) -> None:
         """Until the next ack or send the platform takes, or ``at_most_s``."""
@@ -217,9 +152,8 @@ class DiscordPlatform:
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    def _broken(self, connection: ServerConnection | None, what: str) -> None:
-        where = "" if connection is None else f"connection {connection.number}: "
-        self.record.broken.append((self._now(), f"{where}{what}"))
+    def _broken(self, connection: ServerConnection, what: str) -> None:
+        self.record.broken.append((self._now(), f"connection {connection.number}: {what}"))
 
     def _notify(self, what: str, connection: ServerConnection) -> None:
         for observer in self.observers:
@@ -268,7 +202,9 @@ class DiscordPlatform:
         }
         return json.dumps({"op": Op.DISPATCH, "t": "MESSAGE_CREATE", "s": seq, "d": data})
 
-    def _dispatch(self, session: _Session, message: PlatformMessage, *, again: bool = True) -> None:
+    def _dispatch(
+        self, session: GatewaySession, message: PlatformMessage, *, again: bool = True
+    ) -> None:
         """Give ``message`` the session's next number; send it if the session is live."""
         session.last_seq += 1
         frame = self._message_frame(message, session.last_seq)
@@ -286,7 +222,7 @@ class DiscordPlatform:
             self.injected["drop"] += 1
             self.drop(connection)
 
-    def _event(self, session: _Session, kind: str, data: dict[str, Any]) -> str:
+    def _event(self, session: GatewaySession, kind: str, data: dict[str, Any]) -> str:
         session.last_seq += 1
         frame = json.dumps({"op": Op.DISPATCH, "t": kind, "s": session.last_seq, "d": data})
         session.dispatches.append((session.last_seq, None, frame))
@@ -338,7 +274,7 @@ class DiscordPlatform:
         self._notify("closed", connection)
         await asyncio.sleep(0)  # the closing handshake's trip
 
-    def _end_session(self, session: _Session) -> None:
+    def _end_session(self, session: GatewaySession) -> None:
         session.alive = False
         if self._session is session:
             self._session = None
@@ -412,7 +348,7 @@ class DiscordPlatform:
             self._end_session(session)
             self.drop(connection, 4009)  # session timed out
 
-    def _reported(self, connection: ServerConnection, session: _Session, seq: object) -> None:
+    def _reported(self, connection: ServerConnection, session: GatewaySession, seq: object) -> None:
         """The bot says everything up to ``seq`` of ``session`` is stored."""
         if seq is None:
             return
@@ -437,7 +373,7 @@ class DiscordPlatform:
         self._notify("identify", connection)
         if self._session is not None:
             self._end_session(self._session)
-        session = _Session(f"{self.rng.getrandbits(64):016x}")
+        session = GatewaySession(f"{self.rng.getrandbits(64):016x}")
         self._sessions[session.session_id] = session
         self._session = session
         connection.session = session
@@ -493,124 +429,14 @@ class DiscordPlatform:
 
     # -- REST ------------------------------------------------------------------------------------
 
+    @property
+    def rate_limited(self) -> int:
+        """429s answered because the bot sent past a limit its headers had shown."""
+        return self._rest.rate_limited
+
     def rest_transport(self) -> httpx2.AsyncBaseTransport:
-        """The REST API, for one bot's ``DiscordRest`` (no network)."""
-        return _Rest(self)
-
-    def answer(self, method: str, path: str, authorization: str, body: bytes) -> httpx2.Response:
-        """Discord's answer to one REST request."""
-        if authorization != f"Bot {TOKEN}":
-            return _error(401, "401: Unauthorized", 0)
-        route = path.removeprefix(urlsplit(API_URL).path)
-        if method == "GET" and route == "/users/@me":
-            return httpx2.Response(200, json={"id": BOT_ID, "username": "sim-bot", "bot": True})
-        found = re.fullmatch(r"/channels/([0-9]+)/(messages|typing)", route)
-        if method != "POST" or found is None:
-            self._broken(None, f"{method} {path[:80]}: no such route")
-            return _error(404, "404: Not Found", 0)
-        channel_id, what = found[1], found[2]
-        if channel_id not in self._dm_channels:
-            self._broken(None, f"{method} {path[:80]}: a channel the bot is in no DM with")
-            return _error(404, "Unknown Channel", 10003)
-        if what == "typing":
-            return httpx2.Response(204)
-        return self._create_message(channel_id, body)
-
-    def _create_message(self, channel_id: str, body: bytes) -> httpx2.Response:
-        try:
-            payload = json.loads(body)
-            content, nonce = payload["content"], payload["nonce"]
-        except (ValueError, TypeError, KeyError):
-            self._broken(None, f"a message without content or nonce: {body[:80]!r}")
-            return _error(400, "Invalid Form Body", 50035)
-        if not isinstance(content, str) or not content or len(content) > MESSAGE_CHARS_MAX:
-            self._broken(None, f"a message of {len(str(content))} characters to {channel_id}")
-            return _error(400, "Invalid Form Body", 50035)
-        enforced = payload.get("enforce_nonce") is True
-        if not enforced:
-            self._broken(None, f"a message without enforce_nonce to {channel_id}")
-        seen = self._nonces.setdefault(channel_id, set())
-        if enforced and nonce in seen:
-            return httpx2.Response(200, json=self._message(channel_id, content, nonce))
-        now = self._now()
-        start, count = self._windows.get(channel_id, (now, 0))
-        if now >= start + BUCKET_WINDOW_S:
-            start, count = now, 0
-        reset_after_s = start + BUCKET_WINDOW_S - now
-        if count >= BUCKET_LIMIT:
-            self.rate_limited += 1
-            return _rate_limited(reset_after_s)
-        self._windows[channel_id] = (start, count + 1)
-        headers = {
-            "X-RateLimit-Limit": str(BUCKET_LIMIT),
-            "X-RateLimit-Remaining": str(BUCKET_LIMIT - count - 1),
-            "X-RateLimit-Reset-After": f"{reset_after_s:.3f}",
-            "X-RateLimit-Bucket": BUCKET,
-        }
-        if self.faults.on and self.rng.random() < self.params.p_send_fail:
-            if self.rng.random() < self.params.p_refuse:
-                self.injected["refused"] += 1
-                self.record.refused.add(nonce)
-                return _error(403, "Cannot send messages to this user", 50007)
-            if self.rng.random() < self.params.p_retry_after:
-                self.injected["rate_limited"] += 1
-                return _rate_limited(self.rng.uniform(0.5, 5.0))
-            self.injected["server_error"] += 1
-            if self.rng.random() < 0.5:
-                self.injected["answer_lost"] += 1
-                self._take(channel_id, content, nonce)  # made, but the answer is lost
-            return _error(500, "500: Internal Server Error", 0, headers)
-        self._take(channel_id, content, nonce)
-        return httpx2.Response(200, json=self._message(channel_id, content, nonce), headers=headers)
-
-    def _take(self, channel_id: str, content: str, nonce: str) -> None:
-        seen = self._nonces.setdefault(channel_id, set())
-        if nonce not in seen:
-            seen.add(nonce)
-            self.record.seen[channel_id].append((nonce, content))
-        self._changed.set()
-
-    def _message(self, channel_id: str, content: str, nonce: str) -> dict[str, Any]:
-        return {
-            "id": str(MESSAGE_ID_BASE + 10_000_000 + len(self.record.seen[channel_id])),
-            "channel_id": channel_id,
-            "author": {"id": BOT_ID, "username": "sim-bot", "bot": True},
-            "content": content,
-            "nonce": nonce,
-            "type": 0,
-        }
-
-
-class _Rest(httpx2.AsyncBaseTransport):
-    """The platform's REST API as an ``httpx2`` transport."""
-
-    def __init__(self, platform: DiscordPlatform) -> None:
-        self._platform = platform
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        body = await request.aread()
-        await asyncio.sleep(0)  # the request's trip
-        authorization = request.headers.get("authorization", "")
-        return self._platform.answer(request.method, request.url.path, authorization, body)
-
-
-def _error(
-    status: int, message: str, code: int, headers: dict[str, str] | None = None
-) -> httpx2.Response:
-    return httpx2.Response(status, json={"message": message, "code": code}, headers=headers)
-
-
-def _rate_limited(retry_after_s: float) -> httpx2.Response:
-    body = {"message": "You are being rate limited.", "retry_after": retry_after_s, "global": False}
-    headers = {
-        "Retry-After": str(max(1, round(retry_after_s + 0.5))),
-        "X-RateLimit-Scope": "user",
-        "X-RateLimit-Limit": str(BUCKET_LIMIT),
-        "X-RateLimit-Remaining": "0",
-        "X-RateLimit-Reset-After": f"{retry_after_s:.3f}",
-        "X-RateLimit-Bucket": BUCKET,
-    }
-    return httpx2.Response(429, json=body, headers=headers)
+        """The REST API (``sim/discord_rest.py``), for one bot's ``DiscordRest`` (no network)."""
+        return self._rest.transport()
 
 
 __all__ = [
