@@ -3,7 +3,8 @@
 A call does, in this order: swallow cancellation for a while (``ignore_cancel_s``), or forever
 (``wedged``); hang until cancelled (``hang``); raise (``raises``); wait (``latency_s``); stream
 its reply in ``chunks`` deltas, ``interval_s`` apart, stopping at the model's gate after
-``gate_after`` of them until the test opens it; report usage. The reply is the echo
+``gate_after`` of them until the test opens it; ask for its tool calls; finish (``stop``, or
+``tool_calls`` after a tool call, with the call's usage if scripted). The reply is the echo
 provider's (``echo: <the new user messages>``) unless the call says otherwise.
 
 Every wait is an ``asyncio.sleep`` on the running loop, so on the simulator's virtual-time
@@ -21,7 +22,14 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
-from turngate.providers.base import ProviderRequest
+from turngate.providers.base import (
+    Finish,
+    ProviderEvent,
+    ProviderRequest,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from turngate.providers.echo import ECHO_PREFIX
 from turngate.sim.world import ignore_cancellation_for
 
@@ -69,9 +77,11 @@ class Call:
     """Raise this instead of replying."""
     gate_after: int | None = None
     """Stop at the model's gate after this many deltas, until the test opens it."""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    """Yielded after the reply's deltas: the model asks for tools."""
     usage: Callable[[ProviderRequest, str], tuple[int, int]] | None = None
-    """``(prompt, completion)`` tokens to report once the reply is streamed, from the
-    request and the reply."""
+    """``(prompt, completion)`` tokens that the call's Finish reports, from the request and
+    the reply."""
 
 
 class ScriptedModel:
@@ -108,7 +118,8 @@ class ScriptedModel:
         with self._lock:
             self._gate_open = False
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        """Follow this call's script (see the module docstring)."""
         gate = asyncio.Event()
         with self._lock:
             self.requests.append(request)
@@ -139,11 +150,13 @@ class ScriptedModel:
                 await gate.wait()
             if index > 0 and call.interval_s > 0:
                 await asyncio.sleep(call.interval_s)
-            yield delta
+            yield TextDelta(delta)
         if call.gate_after is not None and call.gate_after >= len(deltas):
             await gate.wait()
-        if call.usage is not None:
-            request.usage.add(*call.usage(request, reply))
+        for tool_call in call.tool_calls:
+            yield tool_call
+        usage = None if call.usage is None else Usage(*call.usage(request, reply))
+        yield Finish("tool_calls" if call.tool_calls else "stop", usage)
 
 
 def split(reply: str, chunks: int) -> list[str]:

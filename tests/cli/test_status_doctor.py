@@ -21,7 +21,7 @@ from tests.support import EventWaiter, running_gateway
 from turngate.cli import doctor_cmd, status_cmd
 from turngate.cli.common import resolve
 from turngate.config import AgentConfig, CronJobConfig, HeartbeatConfig, ProviderConfig
-from turngate.providers.base import ProviderRequest
+from turngate.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta
 from turngate.runtime.events import EventBus
 from turngate.store.statedir import StateDirLock
 
@@ -69,7 +69,7 @@ class WedgedProvider:
         for loop, gate in gates:
             loop.call_soon_threadsafe(gate.set)
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
         gate = asyncio.Event()
         with self._lock:
             if self._released:
@@ -79,7 +79,8 @@ class WedgedProvider:
         while not gate.is_set():
             with contextlib.suppress(asyncio.CancelledError):  # wedged: ignores the watchdog
                 await gate.wait()
-        yield "too late"
+        yield TextDelta("too late")
+        yield Finish("stop")
 
 
 def lanes() -> tuple[AgentConfig, ...]:

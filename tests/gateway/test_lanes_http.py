@@ -14,7 +14,7 @@ from tests.fake_models import Call, ScriptedModel, heartbeat_ok_or_echo
 from tests.support import EventWaiter, running_gateway
 from turngate.cli import main
 from turngate.config import AgentConfig, CronJobConfig, HeartbeatConfig
-from turngate.providers.base import ProviderRequest
+from turngate.providers.base import ProviderEvent, ProviderRequest
 from turngate.runtime.events import EventBus
 from turngate.sim.checkers import Checker
 
@@ -46,7 +46,7 @@ class WedgeOnce:
         self._working = ScriptedModel(then=working, name="model")
         self._wedged = ScriptedModel([wedged], then=working, name="model")
 
-    def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+    def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
         if WEDGED_MESSAGE in request.new_user_messages():
             return self._wedged.stream(request)
         return self._working.stream(request)

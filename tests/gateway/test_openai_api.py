@@ -34,7 +34,7 @@ from turngate.config import AgentConfig
 from turngate.errors import ErrorCode, ProviderRejectedError
 from turngate.gateway import openai_stream
 from turngate.gateway.app import create_app
-from turngate.providers.base import ProviderRequest
+from turngate.providers.base import Finish, ProviderEvent, ProviderRequest
 from turngate.providers.echo import ECHO_PREFIX, EchoProvider
 from turngate.runtime.events import EventBus
 
@@ -97,10 +97,10 @@ class RecordingEcho:
         self.requests: list[list[tuple[str, str]]] = []
         self._echo = EchoProvider(chunks=chunks)
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
         self.requests.append([(m.role, m.content) for m in request.messages])
-        async for delta in self._echo.stream(request):
-            yield delta
+        async for event in self._echo.stream(request):
+            yield event
 
 
 class ContextTooLong:
@@ -108,12 +108,12 @@ class ContextTooLong:
 
     name = "context-too-long"
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
         raise ProviderRejectedError(
             f"{len(request.messages)} messages: prompt is too long",
             code=ErrorCode.CONTEXT_TOO_LONG,
         )
-        yield ""  # unreachable; makes this an async generator like every provider
+        yield Finish("stop")  # unreachable; makes this an async generator like every provider
 
 
 @contextmanager

@@ -21,7 +21,7 @@ import pytest
 
 from tests.support import EventLog, HangOnceProvider, running_gateway
 from turngate.cli import main
-from turngate.providers.base import ProviderRequest
+from turngate.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta
 from turngate.providers.echo import EchoProvider
 from turngate.runtime.events import Event, EventBus
 
@@ -59,11 +59,11 @@ class IgnoresCancellationProvider:
         assert release is not None
         loop.call_soon_threadsafe(release.set)
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
         self.calls += 1
         if self.calls > 1:
-            async for delta in self._echo.stream(request):
-                yield delta
+            async for event in self._echo.stream(request):
+                yield event
             return
         self.run_id = request.run_id
         self._loop = asyncio.get_running_loop()
@@ -75,7 +75,8 @@ class IgnoresCancellationProvider:
             self.cancellation_ignored.set()
             async with asyncio.timeout(ZOMBIE_HOLD_MAX_S):
                 await release.wait()
-        yield LATE_REPLY
+        yield TextDelta(LATE_REPLY)
+        yield Finish("stop")
         self.finished.set()
 
 

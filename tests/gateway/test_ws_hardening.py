@@ -27,7 +27,7 @@ from tests.secrets import GATEWAY_TOKEN as TOKEN
 from tests.support import GatedEchoProvider, gateway_config, running_gateway, serve
 from turngate.gateway.app import DB_FILE, create_app
 from turngate.gateway.ws_frames import encode_frame
-from turngate.providers.base import ProviderRequest
+from turngate.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta
 from turngate.store.base import SessionRecord
 from turngate.store.sqlite import SqliteStore
 
@@ -364,10 +364,11 @@ class ChattyProvider:
 
     name = "chatty"
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
         for _ in range(CHATTY_DELTAS):
             await asyncio.sleep(0)  # a yield to the loop between deltas, not a wait
-            yield "x"
+            yield TextDelta("x")
+        yield Finish("stop")
 
 
 @pytest.mark.asyncio

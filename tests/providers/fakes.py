@@ -27,7 +27,7 @@ import random
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -37,7 +37,14 @@ from starlette.types import Receive, Scope, Send
 from tests.secrets import PROVIDER_KEY
 from tests.support import serve
 from turngate.config import GatewayConfig, ProviderConfig
-from turngate.providers.base import ChatMessage, Provider, ProviderRequest, UsageMeter
+from turngate.providers.base import (
+    ChatMessage,
+    Finish,
+    Provider,
+    ProviderEvent,
+    ProviderRequest,
+    TextDelta,
+)
 from turngate.providers.fallback import FallbackChain
 from turngate.providers.registry import build_chain
 
@@ -497,12 +504,7 @@ REQUEST = ProviderRequest(
     "run-1",
     (ChatMessage("system", "Be brief."), ChatMessage("user", "hi")),
 )
-"""A request shared by tests that do not read its usage meter (it adds up across them)."""
-
-
-def new_request() -> ProviderRequest:
-    """:data:`REQUEST` with a usage meter of its own, for a test that reads the usage."""
-    return replace(REQUEST, usage=UsageMeter())
+"""The request every test sends, unless it says otherwise."""
 
 
 def fake_provider(
@@ -544,16 +546,46 @@ async def chain_of(
         await chain.aclose()
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one call yielded: the text of its deltas, and the Finish that ended it."""
+
+    deltas: list[str]
+    finish: Finish
+
+
+async def read_answer(
+    events: AsyncIterator[ProviderEvent], into: list[str] | None = None
+) -> Answer:
+    """A call's events to their end, held to the Provider's contract: text deltas, then
+    exactly one Finish, last. Each delta's text is also appended to ``into`` as it arrives,
+    for a test that expects the call to fail after some output. The caller bounds the wait."""
+    deltas = [] if into is None else into
+    finishes: list[Finish] = []
+    async for event in events:
+        assert not finishes, f"{event!r} came after the Finish"
+        if isinstance(event, Finish):
+            finishes.append(event)
+        else:
+            assert isinstance(event, TextDelta), f"{event!r}: no tools were offered"
+            deltas.append(event.text)
+    assert finishes, "the call ended without a Finish"
+    return Answer(deltas, finishes[0])
+
+
+async def answer(
+    provider: Provider, request: ProviderRequest = REQUEST, *, into: list[str] | None = None
+) -> Answer:
+    """One call, within :data:`CALL_TIMEOUT_S` (see :func:`read_answer`)."""
+    async with asyncio.timeout(CALL_TIMEOUT_S):
+        return await read_answer(provider.stream(request), into)
+
+
 async def collect(
     provider: Provider, request: ProviderRequest = REQUEST, *, into: list[str] | None = None
 ) -> list[str]:
-    """Every delta of one call, within :data:`CALL_TIMEOUT_S`; also appended to ``into`` as
-    they arrive, for a test that expects the call to fail after some output."""
-    deltas = [] if into is None else into
-    async with asyncio.timeout(CALL_TIMEOUT_S):
-        async for delta in provider.stream(request):
-            deltas.append(delta)
-    return deltas
+    """The text of every delta of one call (see :func:`answer`)."""
+    return (await answer(provider, request, into=into)).deltas
 
 
 async def until_set(event: threading.Event) -> bool:

@@ -19,16 +19,16 @@ from tests.providers.fakes import (
     SECRET_KEY,
     FakeModelServer,
     RawReply,
+    answer,
     anthropic_event,
     chain_of,
     collect,
     fake_provider,
-    new_request,
     until_set,
 )
 from turngate.errors import ErrorCode, ProviderError, ProviderRejectedError
 from turngate.providers.anthropic_messages import AnthropicProvider
-from turngate.providers.base import Usage
+from turngate.providers.base import Finish, TextDelta, Usage
 
 
 @pytest.mark.asyncio
@@ -136,11 +136,11 @@ async def test_a_reply_abandoned_mid_stream_hangs_up_on_the_server(
 ) -> None:
     server.script("claude", ["slow"])
     async with chain_of(fake_provider(server, "anthropic", total_timeout=30.0), "claude") as chain:
-        deltas = chain.stream(REQUEST)
-        assert isinstance(deltas, AsyncGenerator)
+        events = chain.stream(REQUEST)
+        assert isinstance(events, AsyncGenerator)
         async with asyncio.timeout(CALL_TIMEOUT_S):
-            assert await anext(deltas) == "tick 0 "
-            await deltas.aclose()
+            assert await anext(events) == TextDelta("tick 0 ")
+            await events.aclose()
         assert await until_set(server.disconnected)
 
 
@@ -304,10 +304,27 @@ async def test_a_finished_answer_reports_input_tokens_and_the_last_output_count(
     server: FakeModelServer,
 ) -> None:
     # message_start says output_tokens 1, message_delta the final count: a running total.
-    request = new_request()
     async with chain_of(fake_provider(server, "anthropic"), "claude") as chain:
-        assert await collect(chain, request) == list(REPLY)
-    assert request.usage.total() == Usage(PROMPT_TOKENS, COMPLETION_TOKENS)
+        got = await answer(chain)
+    assert got.deltas == list(REPLY)
+    assert got.finish.usage == Usage(PROMPT_TOKENS, COMPLETION_TOKENS)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("step", "reason"), [("ok", "stop"), ("truncated", "length")])
+async def test_the_stream_ends_with_one_finish_carrying_the_stop_reason_and_usage(
+    server: FakeModelServer, step: str, reason: str
+) -> None:
+    # Anthropic's end_turn and max_tokens, in the words every provider's Finish uses.
+    server.script("claude", [step])
+    provider = AnthropicProvider(fake_provider(server, "anthropic"), "claude", SECRET_KEY)
+    try:
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            events = [event async for event in provider.stream(REQUEST)]
+    finally:
+        await provider.aclose()
+    usage = Usage(PROMPT_TOKENS, COMPLETION_TOKENS)
+    assert events == [*(TextDelta(text) for text in REPLY), Finish(reason, usage)]
 
 
 @pytest.mark.asyncio
@@ -325,19 +342,19 @@ async def test_cached_prompt_tokens_count_as_prompt_tokens(server: FakeModelServ
         usage={"output_tokens": 7, "cache_read_input_tokens": 200},
     )
     server.script("claude", [RawReply(start + HELLO + stop + event("message_stop"))])
-    request = new_request()
     async with chain_of(fake_provider(server, "anthropic"), "claude") as chain:
-        assert await collect(chain, request) == ["Hello"]
-    assert request.usage.total() == Usage(303, 7)
+        got = await answer(chain)
+    assert got.deltas == ["Hello"]
+    assert got.finish.usage == Usage(303, 7)
 
 
 @pytest.mark.asyncio
 async def test_a_stream_that_reports_no_usage_reports_none(server: FakeModelServer) -> None:
     server.script("claude", [RawReply(HELLO + END)])
-    request = new_request()
     async with chain_of(fake_provider(server, "anthropic"), "claude") as chain:
-        assert await collect(chain, request) == ["Hello"]
-    assert request.usage.total() is None
+        got = await answer(chain)
+    assert got.deltas == ["Hello"]
+    assert got.finish.usage is None
 
 
 @pytest.mark.asyncio
@@ -346,9 +363,9 @@ async def test_only_the_model_that_answered_counts_when_the_first_fails_mid_stre
 ) -> None:
     # The failed attempt's message_start reported its input tokens before the error event.
     server.script("claude", ["overloaded_in_stream"])
-    request = new_request()
     config = fake_provider(server, "anthropic", max_retries=0)
     async with chain_of(config, "claude", "backup") as chain:
-        assert await collect(chain, request) == list(REPLY)
+        got = await answer(chain)
+    assert got.deltas == list(REPLY)
     assert [c.model for c in server.calls()] == ["claude", "backup"]
-    assert request.usage.total() == Usage(PROMPT_TOKENS, COMPLETION_TOKENS)
+    assert got.finish.usage == Usage(PROMPT_TOKENS, COMPLETION_TOKENS)

@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 import pytest
 
-from tests.providers.fakes import REQUEST, new_request
+from tests.providers.fakes import REQUEST, read_answer
 from turngate import errors
 from turngate.errors import (
     ErrorCode,
@@ -23,7 +23,14 @@ from turngate.errors import (
     ProviderRejectedError,
     ProviderTimeoutError,
 )
-from turngate.providers.base import ProviderRequest, Usage
+from turngate.providers.base import (
+    Finish,
+    ProviderEvent,
+    ProviderRequest,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from turngate.providers.fallback import (
     BACKOFF_MAX_S,
     ChainLink,
@@ -37,46 +44,48 @@ HANG = "hang"
 CANCEL_AFTER_S = 5.0
 """A step that waits until cancelled."""
 NOTHING = "nothing"
-"""A step that ends without yielding anything."""
+"""A step that finishes without yielding any text."""
 EMPTY_STRINGS = "empty strings"
-"""A step that yields only empty strings, then ends."""
-Step = str | BaseException | tuple[str, BaseException]
+"""A step that yields only empty text, then finishes."""
+Step = str | BaseException | tuple[str | ToolCallDelta, BaseException]
 """A reply, a failure before any output, or some output and then a failure."""
 
 
 class Scripted:
-    """A provider whose successive calls follow a script, then reply ``ok``."""
+    """A provider whose successive calls follow a script, then reply ``ok``; each call that
+    finishes reports ``usage``."""
 
-    def __init__(self, name: str, steps: Sequence[Step] = ()) -> None:
+    def __init__(self, name: str, steps: Sequence[Step] = (), usage: Usage | None = None) -> None:
         self.name = name
         self.steps = list(steps)
+        self.usage = usage
         self.calls: list[float] = []
         """The virtual time of each call."""
         self.closed = 0
         """Calls whose generator was closed while it was suspended mid-reply."""
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
         self.calls.append(asyncio.get_running_loop().time())
         step = self.steps.pop(0) if self.steps else "ok"
         if isinstance(step, BaseException):
             raise step
         if isinstance(step, tuple):
-            yield step[0]
-            raise step[1]
+            output, failure = step
+            yield TextDelta(output) if isinstance(output, str) else output
+            raise failure
         if step == HANG:
             await asyncio.Event().wait()
-        if step == NOTHING:
-            return
         if step == EMPTY_STRINGS:
-            yield ""
-            yield ""
-            return
-        try:
-            yield step
-            yield "!"
-        except GeneratorExit:
-            self.closed += 1
-            raise
+            yield TextDelta("")
+            yield TextDelta("")
+        elif step != NOTHING:
+            try:
+                yield TextDelta(step)
+                yield TextDelta("!")
+            except GeneratorExit:
+                self.closed += 1
+                raise
+        yield Finish("stop", self.usage)
 
 
 def chain(
@@ -88,11 +97,9 @@ def chain(
 
 
 async def collect(provider: FallbackChain, into: list[str] | None = None) -> list[str]:
-    """Every delta of one call (also appended to ``into`` as they arrive)."""
-    deltas = [] if into is None else into
-    async for delta in provider.stream(REQUEST):
-        deltas.append(delta)
-    return deltas
+    """The text of every delta of one call (also appended to ``into`` as they arrive), which
+    ends with exactly one Finish."""
+    return (await read_answer(provider.stream(REQUEST), into)).deltas
 
 
 def _subclasses(cls: type[BaseException]) -> set[type[BaseException]]:
@@ -364,10 +371,10 @@ def test_closing_the_chain_mid_reply_closes_the_model_call_there_and_then() -> N
     primary = Scripted("a")
 
     async def main() -> None:
-        deltas = chain(primary).stream(REQUEST)
-        assert isinstance(deltas, AsyncGenerator)
-        assert await anext(deltas) == "ok"
-        await deltas.aclose()
+        events = chain(primary).stream(REQUEST)
+        assert isinstance(events, AsyncGenerator)
+        assert await anext(events) == TextDelta("ok")
+        await events.aclose()
         assert primary.closed == 1
 
     run_virtual(main())
@@ -378,44 +385,46 @@ def test_a_chain_needs_at_least_one_model() -> None:
         FallbackChain([])
 
 
-class Metered:
-    """Reports ``usage`` into the request's meter as soon as it is called (as a provider
-    that learns the prompt's count first would), then fails before any text or replies."""
-
-    def __init__(self, name: str, usage: Usage, failure: BaseException | None = None) -> None:
-        self.name = name
-        self.usage = usage
-        self.failure = failure
-
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-        request.usage.add_usage(self.usage)
-        if self.failure is not None:
-            raise self.failure
-        yield "ok"
+async def events_of(provider: FallbackChain, into: list[ProviderEvent]) -> None:
+    """Every event of one call, appended to ``into`` as they arrive."""
+    async for event in provider.stream(REQUEST):
+        into.append(event)
 
 
-def test_only_the_attempt_that_answered_counts_toward_the_request_s_usage() -> None:
-    primary = Metered("a", Usage(100, 3), ProviderError("a: HTTP 500"))
-    backup = Metered("b", Usage(10, 5))
-    links = [ChainLink("p/a", primary, 0, 0.5), ChainLink("p/b", backup, 0, 0.5)]
-    request = new_request()
+def test_only_the_finish_and_usage_of_the_attempt_that_answered_are_passed_on() -> None:
+    # The first model finished with no text: billed, but no answer, so its Finish is held back.
+    primary = Scripted("a", [NOTHING], usage=Usage(100, 3))
+    backup = Scripted("b", usage=Usage(10, 5))
+    events: list[ProviderEvent] = []
 
-    async def main() -> None:
-        async for _ in FallbackChain(links, random.Random(7)).stream(request):
-            pass
-
-    run_virtual(main())
-    assert request.usage.total() == Usage(10, 5)
+    run_virtual(events_of(chain(primary, backup, max_retries=0), events))
+    assert events == [TextDelta("ok"), TextDelta("!"), Finish("stop", Usage(10, 5))]
 
 
-def test_a_chain_whose_every_model_failed_reports_no_usage() -> None:
-    links = [ChainLink("p/a", Metered("a", Usage(100, 3), ProviderError("a: 500")), 1, 0.5)]
-    request = new_request()
+def test_a_chain_whose_every_model_failed_yields_no_finish() -> None:
+    primary = Scripted("a", [NOTHING], usage=Usage(100, 3))
+    events: list[ProviderEvent] = []
 
     async def main() -> None:
         with pytest.raises(ProviderError):
-            async for _ in FallbackChain(links, random.Random(7)).stream(request):
-                pass
+            await events_of(chain(primary, max_retries=0), events)
 
     run_virtual(main())
-    assert request.usage.total() is None
+    assert events == []
+
+
+def test_a_tool_call_is_output_so_a_failure_after_it_is_not_retried() -> None:
+    call = ToolCallDelta(0, "call_1", "lookup", '{"q": ')
+    dropped = ProviderError("a: connection failed")
+    primary = Scripted("a", [(call, dropped)])
+    backup = Scripted("b")
+    events: list[ProviderEvent] = []
+
+    async def main() -> None:
+        with pytest.raises(ProviderError) as caught:
+            await events_of(chain(primary, backup), events)
+        assert caught.value is dropped
+
+    run_virtual(main())
+    assert events == [call]
+    assert (primary.calls, backup.calls) == ([0.0], [])

@@ -26,10 +26,10 @@ from tests.providers.fakes import (
     SECRET_KEY,
     FakeModelServer,
     RawReply,
+    answer,
     chain_of,
     collect,
     fake_provider,
-    new_request,
     openai_chunk,
     openai_event,
     openai_usage_chunk,
@@ -41,7 +41,7 @@ from turngate.errors import (
     ProviderRejectedError,
     ProviderTimeoutError,
 )
-from turngate.providers.base import Usage
+from turngate.providers.base import Finish, TextDelta, Usage
 from turngate.providers.openai_compat import OpenAICompatProvider
 
 
@@ -181,11 +181,11 @@ async def test_a_reply_abandoned_mid_stream_hangs_up_on_the_server(
 ) -> None:
     server.script("primary", ["slow"])
     async with chain_of(fake_provider(server, total_timeout=30.0), "primary") as chain:
-        deltas = chain.stream(REQUEST)
-        assert isinstance(deltas, AsyncGenerator)
+        events = chain.stream(REQUEST)
+        assert isinstance(events, AsyncGenerator)
         async with asyncio.timeout(CALL_TIMEOUT_S):
-            assert await anext(deltas) == "tick 0 "
-            await deltas.aclose()
+            assert await anext(events) == TextDelta("tick 0 ")
+            await events.aclose()
         assert await until_set(server.disconnected)
 
 
@@ -480,12 +480,28 @@ async def test_an_error_page_quoting_the_api_key_is_reported_without_it(
 async def test_a_finished_answer_reports_the_usage_of_the_stream_s_last_chunk(
     server: FakeModelServer,
 ) -> None:
-    request = new_request()
     async with chain_of(fake_provider(server), "primary") as chain:
-        assert await collect(chain, request) == list(REPLY)
+        got = await answer(chain)
+    assert got.deltas == list(REPLY)
     [call] = server.calls()
     assert call.body["stream_options"] == {"include_usage": True}
-    assert request.usage.total() == Usage(PROMPT_TOKENS, COMPLETION_TOKENS)
+    assert got.finish.usage == Usage(PROMPT_TOKENS, COMPLETION_TOKENS)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("step", "reason"), [("ok", "stop"), ("truncated", "length")])
+async def test_the_stream_ends_with_one_finish_carrying_the_finish_reason_and_usage(
+    server: FakeModelServer, step: str, reason: str
+) -> None:
+    server.script("primary", [step])
+    provider = OpenAICompatProvider(fake_provider(server), "primary", SECRET_KEY)
+    try:
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            events = [event async for event in provider.stream(REQUEST)]
+    finally:
+        await provider.aclose()
+    usage = Usage(PROMPT_TOKENS, COMPLETION_TOKENS)
+    assert events == [*(TextDelta(text) for text in REPLY), Finish(reason, usage)]
 
 
 @pytest.mark.asyncio
@@ -497,10 +513,10 @@ async def test_running_totals_on_every_chunk_count_once_as_the_last_one(
     so_far = openai_event({**hello, "usage": openai_usage_chunk(7, 1)["usage"]})
     last = openai_event(openai_usage_chunk(7, 2))
     server.script("primary", [RawReply(START + so_far + STOP + last + DONE)])
-    request = new_request()
     async with chain_of(fake_provider(server), "primary") as chain:
-        assert await collect(chain, request) == ["Hello"]
-    assert request.usage.total() == Usage(7, 2)
+        got = await answer(chain)
+    assert got.deltas == ["Hello"]
+    assert got.finish.usage == Usage(7, 2)
 
 
 @pytest.mark.asyncio
@@ -522,10 +538,10 @@ async def test_a_reply_without_readable_usage_is_delivered_and_reports_none(
     server: FakeModelServer, usage: bytes
 ) -> None:
     server.script("primary", [RawReply(START + HELLO + STOP + usage + DONE)])
-    request = new_request()
     async with chain_of(fake_provider(server), "primary") as chain:
-        assert await collect(chain, request) == ["Hello"]
-    assert request.usage.total() is None
+        got = await answer(chain)
+    assert got.deltas == ["Hello"]
+    assert got.finish.usage is None
 
 
 @pytest.mark.asyncio
@@ -533,15 +549,15 @@ async def test_a_server_that_refuses_stream_options_is_asked_again_without_them(
     server: FakeModelServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     server.script("primary", ["refuses_stream_options"] * 3)
-    request = new_request()
     with caplog.at_level(logging.WARNING, logger="turngate.providers"):
         async with chain_of(fake_provider(server, max_retries=0), "primary") as chain:
-            assert await collect(chain, request) == list(REPLY)
+            got = await answer(chain)
             # The next call goes without them from the start.
-            assert await collect(chain, new_request()) == list(REPLY)
+            assert await collect(chain) == list(REPLY)
+    assert got.deltas == list(REPLY)
     calls = server.calls()
     assert ["stream_options" in call.body for call in calls] == [True, False, False]
-    assert request.usage.total() is None
+    assert got.finish.usage is None
     [warning] = caplog.records
     assert warning.getMessage() == (
         "fake/primary refused stream_options; calls go without it, and its token usage is"
@@ -556,7 +572,7 @@ async def test_a_bad_request_that_is_not_about_stream_options_is_not_sent_again(
     server.script("primary", [400])
     async with chain_of(fake_provider(server), "primary") as chain:
         with pytest.raises(ProviderRejectedError):
-            await collect(chain, new_request())
+            await collect(chain)
     [call] = server.calls()
     assert call.body["stream_options"] == {"include_usage": True}
 
@@ -585,7 +601,7 @@ async def test_each_way_of_refusing_stream_options_is_recognised(
     page = json.dumps(refusal).encode()
     server.script("primary", [RawReply(page, "application/json", status)])
     async with chain_of(fake_provider(server, max_retries=0), "primary") as chain:
-        assert await collect(chain, new_request()) == list(REPLY)
+        assert await collect(chain) == list(REPLY)
     assert ["stream_options" in call.body for call in server.calls()] == [True, False]
 
 
@@ -600,6 +616,6 @@ async def test_a_refusal_that_only_echoes_the_request_is_not_taken_for_one_of_th
     server.script("primary", [RawReply(page, "application/json", 422)])
     async with chain_of(fake_provider(server), "primary") as chain:
         with pytest.raises(ProviderRejectedError):
-            await collect(chain, new_request())
+            await collect(chain)
     [call] = server.calls()
     assert "stream_options" in call.body

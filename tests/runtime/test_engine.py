@@ -14,6 +14,7 @@ from turngate.core.keys import parse_session_key
 from turngate.core.queue import QueueMode
 from turngate.core.turn import Outcome, TurnState, Usage
 from turngate.errors import ErrorCode, IdempotencyConflictError
+from turngate.providers.base import ToolCallDelta
 from turngate.runtime.engine import Engine, EngineSettings, SubmitRequest
 from turngate.runtime.events import Event, EventKind
 from turngate.store.sqlite import SqliteStore
@@ -321,6 +322,19 @@ def test_a_turn_whose_provider_reports_no_usage_has_none(tmp_path: Path) -> None
         assert stored.outcome() == outcome
 
     run_engine(tmp_path, echo_after(0.1), scenario)
+
+
+def test_a_model_that_calls_a_tool_when_none_are_offered_fails_the_turn(tmp_path: Path) -> None:
+    async def scenario(engine: Engine) -> None:
+        outcome = await send(engine, "look it up")
+        assert (outcome.state, outcome.code) == (TurnState.FAILED, ErrorCode.BAD_RESPONSE)
+        assert outcome.message == (
+            "session agent:main:main: scripted: the model called a tool, but no tools are offered"
+        )
+        assert await engine.store.transcript(str(KEY), 10) == []
+
+    lookup = ToolCallDelta(0, "call_1", "lookup", '{"q": "it"}')
+    run_engine(tmp_path, ScriptedModel(then=Call(tool_calls=(lookup,))), scenario)
 
 
 @pytest.mark.parametrize("yields", [0, 1, 2, 3, 4, 5])

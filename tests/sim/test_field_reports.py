@@ -14,7 +14,7 @@ from turngate.core.keys import parse_session_key
 from turngate.core.queue import QueueMode
 from turngate.core.turn import Outcome, TurnState
 from turngate.errors import ErrorCode
-from turngate.providers.base import ProviderRequest
+from turngate.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta
 from turngate.runtime.clock import LoopClock
 from turngate.runtime.engine import Engine, EngineSettings, SubmitRequest
 from turngate.runtime.events import Event, EventBus, EventKind
@@ -41,7 +41,7 @@ class Model:
         self.stuck = stuck or set()
         self.calls = 0
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
         self.calls += 1
         if self.calls in self.stuck:
             while True:  # a run whose cleanup never happens: it swallows every cancellation
@@ -50,7 +50,8 @@ class Model:
                 except asyncio.CancelledError:
                     continue
         await asyncio.sleep(self.latency_s)
-        yield "reply to: " + request.messages[-1].content
+        yield TextDelta("reply to: " + request.messages[-1].content)
+        yield Finish("stop")
 
 
 Scenario = Callable[[Engine], Awaitable[None]]
@@ -179,14 +180,15 @@ def test_seed_003_lanes_and_a_recovery_never_run_two_turns_of_one_session(
 
 def test_seed_004_a_callback_from_a_finished_run_changes_nothing(tmp_path: Path) -> None:
     class LateModel(Model):
-        async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+        async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
             self.calls += 1
             if self.calls == 1:
                 await ignore_cancellation_for(30.0)  # swallows cancellation
-                yield "a reply nobody may see"
+                yield TextDelta("a reply nobody may see")
+                yield Finish("stop")
                 return
-            async for delta in super().stream(request):
-                yield delta
+            async for event in super().stream(request):
+                yield event
 
     async def closed_then_late(engine: Engine) -> None:
         late = await send(engine, "first")

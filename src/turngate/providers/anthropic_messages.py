@@ -9,6 +9,9 @@ ends, an answer that is not an event stream, and events of the wrong shape are p
 errors (see :mod:`~turngate.providers.http_call`). The SDK builds events without validating
 them, so the fields read here are checked one by one.
 
+A finished reply ends with a :class:`~turngate.providers.base.Finish`: the ``stop_reason`` of
+its ``message_delta`` in OpenAI's words (:data:`STOP_REASONS`), and the call's token usage.
+
 Token usage comes in ``message_start`` (``message.usage``) and ``message_delta`` (``usage``),
 whose counts are running totals: the last value of each counter is the call's. The prompt's
 tokens are ``input_tokens`` plus the cache's (``cache_creation_input_tokens``,
@@ -18,7 +21,7 @@ that cannot be read is ignored: usage is a report, never a reason to lose a fini
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeGuard
 
@@ -28,7 +31,14 @@ from anthropic.types import MessageParam
 
 from turngate.config import ProviderConfig
 from turngate.errors import ProviderError
-from turngate.providers.base import ChatMessage, ProviderRequest, Usage
+from turngate.providers.base import (
+    ChatMessage,
+    Finish,
+    ProviderEvent,
+    ProviderRequest,
+    TextDelta,
+    Usage,
+)
 from turngate.providers.endpoints import ANTHROPIC_BASE_URL
 from turngate.providers.http_call import (
     END,
@@ -48,10 +58,19 @@ NO_API_KEY = "no-key"
 """Sent when no key is configured (a local proxy, say). Given none, the SDK would look for
 credentials in the environment and in profile files, and send those instead."""
 SYSTEM_SEPARATOR = "\n\n"
+STOP_REASONS: Mapping[str, str] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+}
+"""Anthropic's stop reasons that have an OpenAI name, which a Finish carries; any other
+(``pause_turn``, ...) is passed on as Anthropic said it."""
 
 
 class AnthropicProvider:
-    """One Claude model through the Messages API; yields the reply's text deltas."""
+    """One Claude model through the Messages API; yields the reply's text deltas, then its
+    :class:`~turngate.providers.base.Finish`."""
 
     def __init__(self, config: ProviderConfig, model: str, api_key: str | None) -> None:
         self.config = config
@@ -74,13 +93,15 @@ class AnthropicProvider:
         """Close the client's connection pool (at shutdown)."""
         await self._client.close()
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-        """Send the request's messages; yield each non-empty text delta in order."""
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        """Send the request's messages; yield each non-empty text delta in order, then the
+        answer's :class:`~turngate.providers.base.Finish`."""
         deadlines = CallDeadlines(
             self.name, self.config.first_token_timeout, self.config.total_timeout
         )
         system = SYSTEM_SEPARATOR.join(m.content for m in request.messages if m.role == "system")
         messages = [_message(m) for m in request.messages if m.role != "system"]
+        answer = _Answer()
         try:
             async with deadlines.bounded():
                 events = await self._client.messages.create(
@@ -94,7 +115,6 @@ class AnthropicProvider:
             async with events:
                 async with deadlines.bounded():
                     await require_event_stream(self.name, events.response, self._api_key)
-                answer = _Answer()
                 while True:
                     async with deadlines.bounded():
                         event = await next_event(self.name, events)
@@ -104,15 +124,15 @@ class AnthropicProvider:
                         break
                     if text := answer.take(self.name, event):
                         deadlines.token_arrived()
-                        yield text
+                        yield TextDelta(text)
                 answer.check(self.name)
-                # Reported only for a finished answer: a failed call's count is not the
-                # reply's (and the fallback chain counts attempts apart anyway).
-                request.usage.add_usage(answer.usage())
         except (anthropic.AnthropicError, httpx2.RequestError) as exc:
             # `from None`: the SDK's exception may carry what the server echoed; the
             # translated message is the one that travels.
             raise self.translate(exc) from None
+        # Only a finished answer has a Finish, yielded once the response is closed: a failed
+        # call's token count is not a reply's.
+        yield answer.finish()
 
     def translate(self, exc: anthropic.AnthropicError | httpx2.RequestError) -> ProviderError:
         """The one place an ``anthropic`` SDK (or transport) exception becomes a turngate error."""
@@ -162,11 +182,12 @@ USAGE_COUNTERS = (
 
 @dataclass
 class _Answer:
-    """What the stream has said so far: whether it had text, whether it stopped, and the
-    usage it reported."""
+    """What the stream has said so far: whether it had text, why and whether it stopped,
+    and the usage it reported."""
 
     has_text: bool = False
     stopped: bool = False
+    stop_reason: str | None = None
     counters: dict[str, int] = field(default_factory=dict)
     """The last value of each usage counter the stream reported (they are running totals)."""
 
@@ -193,6 +214,7 @@ class _Answer:
                 raise bad_response(label, "a message_delta without a stop_reason")
             if stop_reason == "refusal":
                 raise refused_error(label, "the model declined (stop_reason refusal)")
+            self.stop_reason = stop_reason or self.stop_reason
         elif kind == "message_stop":
             # After "max_tokens" too: an answer cut by the output budget is finished.
             self.stopped = True
@@ -203,6 +225,11 @@ class _Answer:
         check_finished(
             label, finished=self.stopped, has_text=self.has_text, stop_signal="message_stop"
         )
+
+    def finish(self) -> Finish:
+        """How the answer ended, and its usage (after :meth:`check`)."""
+        reason = self.stop_reason or "end_turn"
+        return Finish(STOP_REASONS.get(reason, reason), self.usage())
 
     def usage(self) -> Usage | None:
         """The call's usage; None if the stream reported neither input nor output tokens."""

@@ -1,32 +1,38 @@
-"""The :class:`Provider` protocol: a model call that streams its reply as text deltas.
+"""The :class:`Provider` protocol: a model call that streams its answer as typed events.
+
+A call yields :class:`TextDelta` events, the reply's text in order, and ends with exactly one
+:class:`Finish`, which says why the model stopped and the tokens the call used, if the
+provider learned them. A call that fails raises instead, and yields no :class:`Finish`: a
+failed call's token count is not a reply's. :class:`ToolCallDelta` is a piece of a tool call
+the model makes; no provider offers tools yet, so none yields one (the agent loop of issue 14
+will).
 
 The runtime runs a provider under the turn's lease and cancels it to abort; HTTP providers
 also apply their own per-call deadlines (``first_token_timeout``, ``total_timeout``), always
 within that lease. Providers raise :class:`~turngate.errors.ProviderError` (or a subclass)
 for anything that went wrong on their side; any other exception is a bug and is reported as
 ``internal``.
-
-Token usage travels beside the text, not in it: a provider that learns what a call used
-reports it into the request's :class:`UsageMeter` (``request.usage.add(...)``). This keeps
-:meth:`Provider.stream` a stream of text until providers yield typed events.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypeAlias
 
 from turngate.core.turn import Usage
 
 __all__ = [
     "ChatMessage",
+    "Finish",
     "Provider",
+    "ProviderEvent",
     "ProviderRequest",
     "Role",
+    "TextDelta",
+    "ToolCallDelta",
     "Usage",
-    "UsageMeter",
     "closing",
 ]
 
@@ -41,47 +47,13 @@ class ChatMessage:
     content: str
 
 
-class UsageMeter:
-    """The token usage reported for a request's model call(s), added up.
-
-    Mutable on purpose, inside a frozen request: the provider reports into it while the
-    caller holds the same request, and ``dataclasses.replace`` keeps the same meter (pass a
-    new one to count a call apart, as the fallback chain does for each attempt).
-    """
-
-    __slots__ = ("_total",)
-
-    def __init__(self) -> None:
-        self._total: Usage | None = None
-
-    def __repr__(self) -> str:
-        return f"UsageMeter({self._total!r})"
-
-    def add(self, prompt_tokens: int, completion_tokens: int) -> None:
-        """One call's usage, as the provider reported it."""
-        self.add_usage(Usage(prompt_tokens, completion_tokens))
-
-    def add_usage(self, usage: Usage | None) -> None:
-        """Add ``usage`` (another meter's total, say); None adds nothing."""
-        if usage is not None:
-            self._total = usage if self._total is None else self._total + usage
-
-    def total(self) -> Usage | None:
-        """Everything reported so far; None when no provider reported any usage."""
-        return self._total
-
-
 @dataclass(frozen=True, slots=True)
 class ProviderRequest:
-    """What a run asks of a model: the bounded transcript plus the new user message(s).
-
-    ``usage`` is where the provider reports the tokens the call used, if it learns them.
-    """
+    """What a run asks of a model: the bounded transcript plus the new user message(s)."""
 
     session_key: str
     run_id: str
     messages: Sequence[ChatMessage]
-    usage: UsageMeter = field(default_factory=UsageMeter, compare=False)
 
     def new_user_messages(self) -> list[str]:
         """The user messages after the last non-user message: what this turn asks."""
@@ -93,21 +65,60 @@ class ProviderRequest:
         return new[::-1]
 
 
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """The next piece of the reply's text (possibly empty: still a sign of life)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call the model is making: the first piece of call ``index`` has its
+    ``id`` and ``name``; ``arguments`` is the next fragment of its JSON arguments (split
+    anywhere, even mid-token)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The model call ended: why (``stop``, ``length``, ``tool_calls``, ...) and the tokens
+    it used, if known.
+
+    The reasons are OpenAI's words; a provider whose API has others maps them to these where
+    one means the same (Anthropic's ``end_turn`` is ``stop``, ``max_tokens`` is ``length``).
+    """
+
+    reason: str
+    usage: Usage | None = None
+
+
+ProviderEvent: TypeAlias = TextDelta | ToolCallDelta | Finish
+"""What a model call yields; see the module docstring for their order."""
+
+
 class Provider(Protocol):
     """A model client."""
 
     name: str
 
-    def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-        """Yield the reply's text in order, as it is produced."""
+    def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        """Yield the answer's events as they are produced: its text deltas in order, then
+        one :class:`Finish` if the call ended normally."""
         ...
 
 
 @asynccontextmanager
-async def closing(deltas: AsyncIterator[str]) -> AsyncIterator[AsyncIterator[str]]:
+async def closing(
+    events: AsyncIterator[ProviderEvent],
+) -> AsyncIterator[AsyncIterator[ProviderEvent]]:
     """Close an abandoned model call's stream here and now, not whenever it is collected."""
     try:
-        yield deltas
+        yield events
     finally:
-        if isinstance(deltas, AsyncGenerator):
-            await deltas.aclose()
+        if isinstance(events, AsyncGenerator):
+            await events.aclose()

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from turngate.providers.base import ProviderRequest
+from turngate.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta
 
 ECHO_PREFIX = "echo: "
 
 
 class EchoProvider:
-    """Replies ``echo: <the new user messages>``, streamed in ``chunks`` deltas."""
+    """Replies ``echo: <the new user messages>``, streamed in ``chunks`` deltas; it reports
+    no token usage (it counts no tokens)."""
 
     name = "echo"
 
@@ -26,10 +27,12 @@ class EchoProvider:
         self.latency_s = latency_s
         self.chunks = max(1, chunks)
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        """Yield the reply in ``chunks`` text deltas, then a ``stop``."""
         reply = ECHO_PREFIX + "\n".join(request.new_user_messages())
         if self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
         size = -(-len(reply) // self.chunks)
         for start in range(0, len(reply), size):
-            yield reply[start : start + size]
+            yield TextDelta(reply[start : start + size])
+        yield Finish("stop")

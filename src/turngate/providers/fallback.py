@@ -16,16 +16,18 @@ anything else, CancelledError     PROPAGATE    never caught: a bug, or an abort 
                                                shutdown, which are never retried
 ================================  ===========  ============================================
 
-A model whose answer had no text at all (nothing, or only empty strings) failed too: the
-chain raises ``empty_response`` for it, a ProviderResponseError, whatever kind of provider it
-is. Once a model's text has gone out, though, no failure is retried or handed to the next
-model: that would splice a second answer onto the first, so the turn fails with the error.
+Each attempt's text and tool-call deltas are passed on as they come. A model whose answer
+had no output at all (nothing, or only empty text) failed too: the chain raises
+``empty_response`` for it, a ProviderResponseError, whatever kind of provider it is. Once a
+model's output has gone out, though, no failure is retried or handed to the next model: that
+would splice a second answer onto the first, so the turn fails with the error.
 
-Token usage: each attempt reports into a meter of its own, and only the attempt whose reply
-was delivered adds its usage to the request's. A failed attempt was billed too, but what it
-reports is neither whole (a stream cut off mid-way never sends its usage) nor about the
-reply the client gets; the usage a client sees is that of the answer it got, as from the
-model directly.
+The :class:`~turngate.providers.base.Finish`, and the token usage it carries, is the
+delivered attempt's only: the chain holds each attempt's Finish back until that attempt has
+ended well (with output, without an error), then yields it as its own last event. A failed
+attempt was billed too, but what it reports is neither whole (a stream cut off mid-way never
+sends its usage) nor about the reply the client gets; the usage a client sees is that of the
+answer it got, as from the model directly.
 
 The backoff is exponential with full jitter, ``uniform(0, retry_backoff_s * 2**attempt)``,
 or the provider's own ``Retry-After`` when it sent one, capped at :data:`BACKOFF_MAX_S`. The
@@ -40,7 +42,7 @@ import enum
 import logging
 import random
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from turngate.errors import (
@@ -50,7 +52,15 @@ from turngate.errors import (
     ProviderRejectedError,
     ProviderResponseError,
 )
-from turngate.providers.base import Provider, ProviderRequest, UsageMeter, closing
+from turngate.providers.base import (
+    Finish,
+    Provider,
+    ProviderEvent,
+    ProviderRequest,
+    TextDelta,
+    ToolCallDelta,
+    closing,
+)
 
 log = logging.getLogger("turngate.providers")
 
@@ -124,29 +134,34 @@ class FallbackChain:
                 closed.add(id(link.provider))
                 await link.provider.aclose()
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-        """Yield the reply of the first model that gives one; see the module docstring.
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        """Yield the answer of the first model that gives one; see the module docstring.
 
-        An empty delta is passed on (the run may count it as progress) but is no output: it
-        neither counts as an answer nor stops a retry, since a retry splices nothing onto it.
+        An empty text delta is passed on (the run may count it as progress) but is no output:
+        it neither counts as an answer nor stops a retry, since a retry splices nothing onto
+        it.
         """
         failures: list[tuple[str, str]] = []
         for index, link in enumerate(self.links):
             for attempt in range(link.max_retries + 1):
                 streamed = False
-                # Its own meter: a failed attempt's usage never counts (module docstring).
-                attempt_request = replace(request, usage=UsageMeter())
+                # Held back until the attempt ended well: a failed one's never counts.
+                finish: Finish | None = None
                 try:
-                    async with closing(link.provider.stream(attempt_request)) as deltas:
-                        async for delta in deltas:
-                            streamed = streamed or bool(delta)
-                            yield delta
+                    async with closing(link.provider.stream(request)) as events:
+                        async for event in events:
+                            if isinstance(event, Finish):
+                                finish = event
+                                continue
+                            streamed = streamed or _is_output(event)
+                            yield event
                     if not streamed:
                         raise ProviderResponseError(
                             f"{link.ref}: the model finished without any text",
                             code=ErrorCode.EMPTY_RESPONSE,
                         )
-                    request.usage.add_usage(attempt_request.usage.total())
+                    if finish is not None:
+                        yield finish
                     return
                 except ProviderError as exc:
                     if streamed:
@@ -216,6 +231,11 @@ class FallbackChain:
             *args,
             extra={"run_id": request.run_id, "session_key": request.session_key},
         )
+
+
+def _is_output(event: TextDelta | ToolCallDelta) -> bool:
+    """Whether ``event`` is part of an answer: text, or a tool call (an answer too)."""
+    return not isinstance(event, TextDelta) or bool(event.text)
 
 
 def _reason(ref: str, exc: ProviderError) -> str:

@@ -9,6 +9,9 @@ stream that just ends, an answer that is not an event stream, and chunks of the 
 are provider errors (see :mod:`~turngate.providers.http_call`). The SDK builds chunks without
 validating them, so each is read field by field here rather than trusted.
 
+A finished reply ends with a :class:`~turngate.providers.base.Finish`: the ``finish_reason``
+of the stream (``stop``, ``length``, ...) and the call's token usage.
+
 Token usage: each call asks for it (``stream_options.include_usage``), and the stream's last
 chunk (``choices == []``) carries it. OpenAI, vLLM, llama.cpp, Ollama and Groq honour the
 option, and servers that do not know it mostly ignore it (then no usage is reported). A few
@@ -33,7 +36,14 @@ from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
 from turngate.config import ProviderConfig
 from turngate.errors import ProviderError
-from turngate.providers.base import ChatMessage, ProviderRequest, Usage
+from turngate.providers.base import (
+    ChatMessage,
+    Finish,
+    ProviderEvent,
+    ProviderRequest,
+    TextDelta,
+    Usage,
+)
 from turngate.providers.endpoints import OPENAI_BASE_URL
 from turngate.providers.http_call import (
     END,
@@ -61,7 +71,8 @@ log = logging.getLogger("turngate.providers")
 
 
 class OpenAICompatProvider:
-    """One model at an OpenAI-compatible endpoint; yields the reply's text deltas."""
+    """One model at an OpenAI-compatible endpoint; yields the reply's text deltas, then its
+    :class:`~turngate.providers.base.Finish`."""
 
     def __init__(self, config: ProviderConfig, model: str, api_key: str | None) -> None:
         self.config = config
@@ -87,8 +98,9 @@ class OpenAICompatProvider:
         """Close the client's connection pool (at shutdown)."""
         await self._client.close()
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
-        """Send the request's messages; yield each non-empty ``delta.content`` in order.
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        """Send the request's messages; yield each non-empty ``delta.content`` in order, then
+        the answer's :class:`~turngate.providers.base.Finish`.
 
         Raise :class:`~turngate.errors.ProviderResponseError` for an answer that is not a
         finished reply (after its text so far, if the stream was cut off).
@@ -96,6 +108,7 @@ class OpenAICompatProvider:
         deadlines = CallDeadlines(
             self.name, self.config.first_token_timeout, self.config.total_timeout
         )
+        answer = _Answer()
         try:
             async with deadlines.bounded():
                 chunks = await self._create(request)
@@ -104,7 +117,6 @@ class OpenAICompatProvider:
             async with chunks:
                 async with deadlines.bounded():
                     await require_event_stream(self.name, chunks.response, self._api_key)
-                answer = _Answer()
                 while True:
                     async with deadlines.bounded():
                         chunk = await next_event(self.name, chunks)
@@ -114,15 +126,15 @@ class OpenAICompatProvider:
                     for choice in _choices(self.name, chunk):
                         if text := answer.take(self.name, choice):
                             deadlines.token_arrived()
-                            yield text
+                            yield TextDelta(text)
                 answer.check(self.name, self._api_key)
-                # Reported only for a finished answer: a failed call's count is not the
-                # reply's (and the fallback chain counts attempts apart anyway).
-                request.usage.add_usage(answer.usage)
         except (openai.OpenAIError, httpx2.RequestError) as exc:
             # `from None`: the SDK's exception may carry what the server echoed (a key, the
             # prompt); the translated message is the one that travels.
             raise self.translate(exc) from None
+        # Only a finished answer has a Finish, yielded once the response is closed: a failed
+        # call's token count is not a reply's.
+        yield answer.finish()
 
     async def _create(self, request: ProviderRequest) -> AsyncStream[ChatCompletionChunk]:
         """Start the streamed call; without ``stream_options`` if the server refuses it."""
@@ -237,6 +249,10 @@ class _Answer:
             has_text=self.has_text,
             stop_signal="finish_reason",
         )
+
+    def finish(self) -> Finish:
+        """How the answer ended, and its usage (after :meth:`check`)."""
+        return Finish(self.finish_reason or "stop", self.usage)
 
 
 def _choices(label: str, chunk: object) -> list[_Choice]:

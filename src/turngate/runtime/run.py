@@ -6,6 +6,11 @@ exchange to the transcript in one fenced transaction with the release, so the tr
 holds an exchange exactly when its turns replied, and a run that lost its lease (aborted,
 fenced while it ignored cancellation) leaves nothing behind. Aborting a run is cancelling
 its task.
+
+The run reads its model's events: each text delta is progress and part of the reply, and each
+call's :class:`~turngate.providers.base.Finish` adds its token usage to the run's (a steered
+run's usage is the sum of its calls', as each call is billed for its whole prompt). No tools
+are offered yet, so a tool call is the provider's fault and fails the run.
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ from dataclasses import dataclass, field
 
 from turngate.core.session import RunFailed, RunReplied, RunResult
 from turngate.core.turn import Turn
-from turngate.errors import ErrorCode, ProviderError
+from turngate.errors import ErrorCode, ProviderError, ProviderResponseError
 from turngate.providers.base import (
     ChatMessage,
+    Finish,
     Provider,
     ProviderRequest,
     Role,
-    UsageMeter,
+    TextDelta,
+    Usage,
     closing,
 )
 from turngate.store.base import Store
@@ -131,18 +138,11 @@ async def _call_model(
     messages.extend(ChatMessage("user", turn.message) for turn in spec.turns)
     exchange = [("user", turn.message) for turn in spec.turns]
     replies: list[str] = []
-    # One meter for every model call of the run: a steered run's usage is the sum of its
-    # calls', as each call is billed for its whole prompt.
-    usage = UsageMeter()
+    usage: Usage | None = None
     while True:
-        request = ProviderRequest(spec.session_key, spec.run_id, tuple(messages), usage)
-        chunks: list[str] = []
-        # aclosing: the model call is closed here and now on every exit, not at collection.
-        async with closing(provider.stream(request)) as deltas:
-            async for delta in deltas:
-                chunks.append(delta)
-                on_progress(RunProgress(spec.run_id, spec.epoch, delta))
-        reply = "".join(chunks)
+        request = ProviderRequest(spec.session_key, spec.run_id, tuple(messages))
+        reply, call_usage = await _model_call(spec, provider, request, on_progress)
+        usage = _add_usage(usage, call_usage)
         replies.append(reply)
         exchange.append(("assistant", reply))
         steered = spec.inbox.take_or_close()
@@ -153,7 +153,41 @@ async def _call_model(
         messages.extend(ChatMessage("user", turn.message) for turn in steered)
         exchange.extend(("user", turn.message) for turn in steered)
         on_progress(RunProgress(spec.run_id, spec.epoch, STEER_SEPARATOR))
-    return RunReplied(STEER_SEPARATOR.join(replies), tuple(exchange), usage.total())
+    return RunReplied(STEER_SEPARATOR.join(replies), tuple(exchange), usage)
+
+
+async def _model_call(
+    spec: RunSpec,
+    provider: Provider,
+    request: ProviderRequest,
+    on_progress: Callable[[RunProgress], None],
+) -> tuple[str, Usage | None]:
+    """One model call: its reply, each delta reported as progress, and its usage, if known."""
+    chunks: list[str] = []
+    usage: Usage | None = None
+    # closing: the model call is closed here and now on every exit, not at collection.
+    async with closing(provider.stream(request)) as events:
+        async for event in events:
+            if isinstance(event, TextDelta):
+                chunks.append(event.text)
+                on_progress(RunProgress(spec.run_id, spec.epoch, event.text))
+            elif isinstance(event, Finish):
+                usage = event.usage
+            else:
+                # No tools are offered, so a model that calls one answered something this
+                # run cannot use. The agent loop (issue 14) runs the tool calls instead.
+                raise ProviderResponseError(
+                    f"{provider.name}: the model called a tool, but no tools are offered",
+                    code=ErrorCode.BAD_RESPONSE,
+                )
+    return "".join(chunks), usage
+
+
+def _add_usage(total: Usage | None, usage: Usage | None) -> Usage | None:
+    """``total`` plus ``usage``; None while no call reported any."""
+    if usage is None:
+        return total
+    return usage if total is None else total + usage
 
 
 def _role(role: str) -> Role:

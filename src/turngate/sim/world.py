@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from turngate.core.queue import QueueMode
 from turngate.errors import ErrorCode, ProviderError, ProviderRejectedError
-from turngate.providers.base import ProviderRequest
+from turngate.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta
 from turngate.sim.disk import Outage, draw_outages
 from turngate.sim.surfaces import EDGES, Surface
 
@@ -294,7 +294,8 @@ class SimProvider:
         """Draws of the lease-testing models: their own Random, so that the other seeds
         keep their schedules."""
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str]:
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        """Yield the reply's deltas and a ``stop``, or fail, hang or stall as drawn."""
         self.calls += 1
         rng, params = self.rng, self.params
         reply = SIM_PREFIX + "\n".join(request.new_user_messages())
@@ -315,9 +316,10 @@ class SimProvider:
             size = -(-len(reply) // len(gaps))
             for index, gap in enumerate(gaps):
                 await asyncio.sleep(gap)
-                yield reply[index * size : (index + 1) * size]
+                yield TextDelta(reply[index * size : (index + 1) * size])
             if then_hang:
                 await asyncio.Event().wait()
+            yield Finish("stop")
             return
         chunks = rng.randint(1, params.chunks_max)
         total = rng.uniform(params.latency_min_s, params.latency_max_s)
@@ -332,7 +334,8 @@ class SimProvider:
                 await asyncio.sleep(total / chunks)
             if index == fail_at:
                 raise ProviderError(f"sim model: injected error at chunk {index}")
-            yield reply[index * size : (index + 1) * size]
+            yield TextDelta(reply[index * size : (index + 1) * size])
+        yield Finish("stop")
 
     def _lease_model(self) -> tuple[list[float], bool] | None:
         """The pauses before each delta of a lease-testing model for this call, and whether
