@@ -1,11 +1,12 @@
-"""What tests share: a real gateway on an ephemeral loopback port, and two presets of the
-scriptable fake model (:mod:`tests.fake_models`)."""
+"""What tests share: a real gateway on an ephemeral loopback port, two presets of the
+scriptable fake model (:mod:`tests.fake_models`), and a state directory whose transcript
+holds tool calls."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,13 @@ from starlette.applications import Starlette
 
 from tests.fake_models import Call, ScriptedModel
 from turngate.config import GatewayConfig
-from turngate.gateway.app import create_app
+from turngate.core.transcript import ToolCall, TranscriptItem
+from turngate.core.turn import Outcome, TurnState
+from turngate.gateway.app import DB_FILE, create_app
 from turngate.gateway.server import GatewayServer, listening_socket, uvicorn_config
 from turngate.runtime.events import Event, EventBus
+from turngate.store.base import TurnRecord
+from turngate.store.sqlite import SqliteStore
 
 SERVER_STOP_TIMEOUT_S = 30.0
 EVENT_TIMEOUT_S = 15.0
@@ -123,3 +128,43 @@ class GatedEchoProvider(ScriptedModel):
 
     def __init__(self, ahead: int = 0) -> None:
         super().__init__(then=Call(chunks=4, gate_after=ahead), name="gated-echo")
+
+
+TOOL_EXCHANGE = (
+    TranscriptItem.user("weather in Lisbon?"),
+    TranscriptItem.assistant("Let me look."),
+    TranscriptItem.calls(
+        [
+            ToolCall("c1", "weather", '{"city": "Lisbon"}'),
+            ToolCall("c2", "forecast", "{not json"),
+        ]
+    ),
+    TranscriptItem.tool_result("c1", "weather", "sunny, 24°C"),
+    TranscriptItem.tool_result("c2", "forecast", "arguments are not JSON", is_error=True),
+    TranscriptItem.assistant("Sunny, 24°C."),
+)
+"""One turn's exchange in which the model called two tools, one of which failed."""
+
+
+async def store_exchange(
+    state_dir: Path, session_key: str, exchange: Sequence[TranscriptItem], at: float
+) -> None:
+    """Write to ``state_dir``'s database, as a gateway would, one turn of ``session_key``
+    that replied with ``exchange`` at wall time ``at``: what a state directory holds once
+    the agent loop calls tools (nothing in the gateway writes tool entries yet)."""
+    store = SqliteStore(state_dir / DB_FILE)
+    await store.open()
+    try:
+        epoch = await store.session_epoch(session_key) + 1
+        turn_id = f"tools-{epoch}"
+        message = exchange[0].text
+        record = TurnRecord(
+            turn_id, session_key, "main", message, "followup", TurnState.ACCEPTED, at, 60.0
+        )
+        await store.accept_turn(record)
+        await store.start_run(session_key, turn_id, epoch, [turn_id], at)
+        reply = exchange[-1].text
+        outcome = Outcome(turn_id, TurnState.REPLIED, turn_id, reply=reply)
+        await store.end_run(session_key, turn_id, epoch, [outcome], exchange, at)
+    finally:
+        await store.close()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.support import running_gateway
+from tests.support import TOOL_EXCHANGE, running_gateway, store_exchange
 from turngate.cli import build_parser, main
 from turngate.cli.common import ExitCode
 
@@ -65,6 +66,69 @@ def test_sessions_list_show_and_export_read_the_state_directory(
         ("assistant", "echo: two"),
     ]
     assert all(e["epoch"] >= 1 and e["runId"] and e["at"].endswith("Z") for e in lines)
+
+
+def test_sessions_show_and_export_tool_calls_and_results_with_their_fields(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    at = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
+    asyncio.run(store_exchange(tmp_path, "agent:main:t", TOOL_EXCHANGE, at))
+    capsys.readouterr()
+    assert main(["sessions", "--state-dir", str(tmp_path), "show", "agent:main:t"]) == 0
+    shown = capsys.readouterr().out
+    transcript = shown[shown.index("transcript (times UTC):\n") :].splitlines()[1:]
+    when = "  2027-01-15 08:00:00  "
+    assert transcript == [
+        f"{when}[user] weather in Lisbon?",
+        f"{when}[assistant] Let me look.",
+        f'{when}[tool call c1] weather {{"city": "Lisbon"}}',
+        f"{when}[tool call c2] forecast {{not json",
+        f"{when}[tool result c1] weather: sunny, 24°C",
+        f"{when}[tool error c2] forecast: arguments are not JSON",
+        f"{when}[assistant] Sunny, 24°C.",
+    ]
+    out = tmp_path / "t.jsonl"
+    command = ["sessions", "--state-dir", str(tmp_path), "export", "agent:main:t", "-o", str(out)]
+    assert main(command) == 0
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    same = {
+        "sessionKey": "agent:main:t",
+        "runId": "tools-1",
+        "epoch": 1,
+        "at": "2027-01-15T08:00:00.000Z",
+    }
+    assert [{k: v for k, v in e.items() if k not in same} for e in exported] == [
+        {"seq": 1, "role": "user", "text": "weather in Lisbon?"},
+        {"seq": 2, "role": "assistant", "text": "Let me look."},
+        {
+            "seq": 3,
+            "role": "toolCalls",
+            "toolCalls": [
+                {"id": "c1", "name": "weather", "arguments": '{"city": "Lisbon"}'},
+                {"id": "c2", "name": "forecast", "arguments": "{not json"},
+            ],
+        },
+        {
+            "seq": 4,
+            "role": "toolResult",
+            "toolCallId": "c1",
+            "toolName": "weather",
+            "isError": False,
+            "text": "sunny, 24°C",
+        },
+        {
+            "seq": 5,
+            "role": "toolResult",
+            "toolCallId": "c2",
+            "toolName": "forecast",
+            "isError": True,
+            "text": "arguments are not JSON",
+        },
+        {"seq": 6, "role": "assistant", "text": "Sunny, 24°C."},
+    ]
+    assert all({k: e[k] for k in same} == same for e in exported)
+    assert main(["sessions", "--state-dir", str(tmp_path), "show", "--json", "agent:main:t"]) == 0
+    assert json.loads(capsys.readouterr().out)["transcript"] == exported
 
 
 def test_sessions_on_an_empty_state_directory_says_so(

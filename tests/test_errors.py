@@ -9,6 +9,7 @@ import pytest
 
 from tests.fake_models import Call, ScriptedModel
 from turngate.core.session import RunFailed
+from turngate.core.transcript import TranscriptItem
 from turngate.core.turn import Outcome, Turn, TurnState
 from turngate.errors import (
     ErrorCode,
@@ -91,7 +92,9 @@ def test_the_store_refuses_to_end_a_run_whose_epoch_is_stale_and_writes_nothing(
             await store.start_run("agent:main:main", "t1", 1, ["t1"], 1.0)
             done = Outcome("t1", TurnState.REPLIED, "t1", reply="late")
             with pytest.raises(StaleEpochError) as caught:
-                await store.end_run("agent:main:main", "t1", 0, [done], [("user", "hi")], 2.0)
+                await store.end_run(
+                    "agent:main:main", "t1", 0, [done], [TranscriptItem.user("hi")], 2.0
+                )
             assert caught.value.code is ErrorCode.STALE_EPOCH
             assert "agent:main:main" in caught.value.message
             assert await store.transcript("agent:main:main", 10) == []

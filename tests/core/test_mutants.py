@@ -21,6 +21,7 @@ from turngate.core.keys import (
 from turngate.core.lease import Lease, LeaseTerms
 from turngate.core.queue import QueueMode, SessionQueue
 from turngate.core.session import RunCancelled, RunFailed, RunReplied, SessionCore, SessionPolicy
+from turngate.core.transcript import TranscriptItem
 from turngate.core.turn import AbortReason, Turn, TurnState, Usage
 from turngate.errors import ErrorCode, InvalidSessionKeyError
 from turngate.sim.runner import run_seed
@@ -153,7 +154,7 @@ def test_a_reply_is_written_to_the_transcript_as_the_users_messages_then_the_ass
     _running(session, "a")
     (end,) = session.run_ended("a", 1, RunReplied("hello"), now=1.0)
     assert isinstance(end, EndRun)
-    assert end.exchange == (("user", "message a"), ("assistant", "hello"))
+    assert end.exchange == (TranscriptItem.user("message a"), TranscriptItem.assistant("hello"))
 
 
 def test_a_run_that_fails_or_is_cancelled_writes_nothing_to_the_transcript() -> None:

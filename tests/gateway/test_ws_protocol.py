@@ -23,7 +23,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from tests.secrets import GATEWAY_TOKEN as TOKEN
-from tests.support import EventWaiter, running_gateway
+from tests.support import TOOL_EXCHANGE, EventWaiter, running_gateway, store_exchange
 from turngate.runtime.events import EventBus
 
 FRAME_TIMEOUT_S = 15.0
@@ -188,6 +188,63 @@ async def test_history_abort_sessions_and_health_answer_over_websocket(tmp_path:
             [health] = await client.response(await client.request("health"))
             assert health["payload"]["status"] == "live"
             assert sent
+
+
+@pytest.mark.asyncio
+async def test_history_shows_tool_calls_and_results_in_the_shapes_the_control_ui_reads(
+    tmp_path: Path,
+) -> None:
+    await store_exchange(tmp_path, "agent:main:x", TOOL_EXCHANGE, at=1_800_000_000.0)
+    with running_gateway(tmp_path, echo_latency_ms=20) as url:
+        async with session(url) as client:
+            await client.send_message("agent:main:x", "thanks", "h-2")
+            await client.until_terminal(["h-2"])
+            [history] = await client.response(
+                await client.request("chat.history", sessionKey="agent:main:x")
+            )
+    messages = history["payload"]["messages"]
+    at = {"timestamp": 1_800_000_000_000, "runId": "tools-1"}
+    assert messages[:6] == [
+        {"role": "user", "content": [{"type": "text", "text": "weather in Lisbon?"}], **at},
+        {"role": "assistant", "content": [{"type": "text", "text": "Let me look."}], **at},
+        {
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "toolCall",
+                    "id": "c1",
+                    "name": "weather",
+                    "arguments": {"city": "Lisbon"},
+                },
+                # Arguments that are not a JSON object are shown as the model sent them.
+                {"type": "toolCall", "id": "c2", "name": "forecast", "arguments": "{not json"},
+            ],
+            **at,
+        },
+        {
+            "role": "toolResult",
+            "toolCallId": "c1",
+            "toolName": "weather",
+            "content": [{"type": "text", "text": "sunny, 24°C"}],
+            "isError": False,
+            **at,
+        },
+        {
+            "role": "toolResult",
+            "toolCallId": "c2",
+            "toolName": "forecast",
+            "content": [{"type": "text", "text": "arguments are not JSON"}],
+            "isError": True,
+            **at,
+        },
+        {"role": "assistant", "content": [{"type": "text", "text": "Sunny, 24°C."}], **at},
+    ]
+    # The turn after the tool calls: its text entries have the shape they always had.
+    assert [(m["role"], m["content"], m["runId"]) for m in messages[6:]] == [
+        ("user", [{"type": "text", "text": "thanks"}], "h-2"),
+        ("assistant", [{"type": "text", "text": "echo: thanks"}], "h-2"),
+    ]
+    assert all(set(m) == {"role", "content", "timestamp", "runId"} for m in messages[6:])
 
 
 @pytest.mark.asyncio

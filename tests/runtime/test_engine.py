@@ -10,11 +10,12 @@ import pytest
 
 from tests.fake_models import Call, ScriptedModel, echo_last
 from tests.harness import EngineHarness, Scenario
+from tests.support import TOOL_EXCHANGE, store_exchange
 from turngate.core.keys import parse_session_key
 from turngate.core.queue import QueueMode
 from turngate.core.turn import Outcome, TurnState, Usage
 from turngate.errors import ErrorCode, IdempotencyConflictError
-from turngate.providers.base import ToolCallDelta
+from turngate.providers.base import ChatMessage, ToolCallDelta
 from turngate.runtime.engine import Engine, EngineSettings, SubmitRequest
 from turngate.runtime.events import Event, EventKind
 from turngate.store.sqlite import SqliteStore
@@ -274,7 +275,7 @@ def test_a_steered_message_reaches_the_running_turn_at_its_next_model_call(
         assert two.run_id == one.turn_id
         assert engine.clock.now() == 2.0
         transcript = await engine.store.transcript(str(KEY), 10)
-        assert [(e.role, e.text) for e in transcript] == [
+        assert [(e.kind, e.text) for e in transcript] == [
             ("user", "plan a trip"),
             ("assistant", "echo: plan a trip"),
             ("user", "make it Lisbon"),
@@ -287,6 +288,37 @@ def test_a_steered_message_reaches_the_running_turn_at_its_next_model_call(
         "echo: plan a trip",
         "make it Lisbon",
     ]
+
+
+@pytest.mark.parametrize(
+    ("history_entries_max", "history"),
+    [
+        (
+            10,
+            [
+                ChatMessage("user", "weather in Lisbon?"),
+                ChatMessage("assistant", "Let me look.", tool_calls=TOOL_EXCHANGE[2].tool_calls),
+                ChatMessage.tool_result("c1", "weather", "sunny, 24°C"),
+                ChatMessage.tool_result("c2", "forecast", "arguments are not JSON", is_error=True),
+                ChatMessage("assistant", "Sunny, 24°C."),
+            ],
+        ),
+        # The bound keeps both results but not their calls: the results are not sent.
+        (3, [ChatMessage("assistant", "Sunny, 24°C.")]),
+    ],
+)
+def test_a_run_sends_the_stored_tool_calls_and_results_back_to_the_model(
+    tmp_path: Path, history_entries_max: int, history: list[ChatMessage]
+) -> None:
+    asyncio.run(store_exchange(tmp_path, str(KEY), TOOL_EXCHANGE, at=0.0))
+    provider = echo_after(0.1)
+
+    async def scenario(engine: Engine) -> None:
+        assert (await send(engine, "thanks")).reply == "echo: thanks"
+
+    run_engine(tmp_path, provider, scenario, history_entries_max=history_entries_max)
+    [request] = provider.requests
+    assert list(request.messages) == [*history, ChatMessage("user", "thanks")]
 
 
 def test_a_steered_run_reports_the_usage_of_all_its_model_calls_and_stores_it(

@@ -4,6 +4,7 @@ and a turn's ending written whole."""
 from __future__ import annotations
 
 from turngate.core.queue import QueueMode
+from turngate.core.transcript import ToolCall, TranscriptItem
 from turngate.core.turn import TurnState
 from turngate.errors import ErrorCode
 from turngate.runtime.events import Event, EventKind
@@ -132,8 +133,12 @@ def turn(state: TurnState = TurnState.REPLIED, ended_at: float = 2.0) -> TurnRec
     )
 
 
-def entry(seq: int, role: str, text: str) -> TranscriptEntry:
-    return TranscriptEntry(seq, KEY, role, text, RunId(RUN), Epoch(1), WallS(2.0))
+HELLO = TranscriptItem.user("hello")
+ANSWER = TranscriptItem.assistant(REPLY)
+
+
+def entry(seq: int, item: TranscriptItem) -> TranscriptEntry:
+    return TranscriptEntry(seq, KEY, item, RunId(RUN), Epoch(1), WallS(2.0))
 
 
 def finish(stored: TurnRecord, *entries: TranscriptEntry) -> list[str]:
@@ -149,7 +154,19 @@ def finish(stored: TurnRecord, *entries: TranscriptEntry) -> list[str]:
 
 
 def test_a_replied_turn_with_its_message_and_reply_is_whole() -> None:
-    assert finish(turn(), entry(1, "user", "hello"), entry(2, "assistant", REPLY)) == []
+    assert finish(turn(), entry(1, HELLO), entry(2, ANSWER)) == []
+
+
+def test_tool_calls_and_results_are_neither_a_turns_message_nor_its_reply() -> None:
+    call = ToolCall("c1", "search", '{"q": "hello"}')
+    lines = finish(
+        turn(),
+        entry(1, HELLO),
+        entry(2, TranscriptItem.calls([call])),
+        entry(3, TranscriptItem.tool_result("c1", "search", "hello", is_error=True)),
+        entry(4, ANSWER),
+    )
+    assert lines == []
 
 
 def test_a_replied_turn_without_its_exchange_was_not_written_whole() -> None:
@@ -162,16 +179,16 @@ def test_a_replied_turn_without_its_exchange_was_not_written_whole() -> None:
 def test_a_reply_written_twice_means_two_writers() -> None:
     lines = finish(
         turn(),
-        entry(1, "user", "hello"),
-        entry(2, "assistant", REPLY),
-        entry(3, "assistant", REPLY),
+        entry(1, HELLO),
+        entry(2, ANSWER),
+        entry(3, ANSWER),
     )
     assert [line[:2] for line in lines] == ["I3"]
     assert "has 2 replies of that run, expected 1" in lines[0]
 
 
 def test_a_reply_of_a_run_whose_turn_did_not_reply_is_an_ending_denied() -> None:
-    lines = finish(turn(TurnState.FAILED), entry(1, "user", "hello"), entry(2, "assistant", REPLY))
+    lines = finish(turn(TurnState.FAILED), entry(1, HELLO), entry(2, ANSWER))
     assert [line[:2] for line in lines] == ["I1", "I1"]
     assert "no turn it replied to" in lines[1]
 
@@ -189,7 +206,7 @@ def acked_and_crashed(*, after_commit: bool) -> list[str]:
     outcome = stored.outcome()
     assert outcome is not None
     record.outcomes[RUN] = outcome
-    transcript = [entry(1, "user", "hello"), entry(2, "assistant", REPLY)]
+    transcript = [entry(1, HELLO), entry(2, ANSWER)]
     check.finish(record, {stored.turn_id: stored}, transcript, 0, 10.0)
     return [violation.line() for violation in check.violations]
 

@@ -12,6 +12,7 @@ import pytest
 
 from turngate.core.keys import parse_session_key
 from turngate.core.queue import QueueMode
+from turngate.core.transcript import EntryKind
 from turngate.core.turn import Outcome, TurnState
 from turngate.errors import ErrorCode
 from turngate.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta
@@ -170,7 +171,7 @@ def test_seed_003_lanes_and_a_recovery_never_run_two_turns_of_one_session(
         assert [o.code for o in stalled] == [ErrorCode.STALLED]
         assert all(o.reply == f"reply to: {o.turn_id and ''}" or o.reply for o in ended if o.reply)
         transcript = await engine.store.transcript(str(KEY), 100)
-        users = [e.text for e in transcript if e.role == "user"]
+        users = [e.text for e in transcript if e.kind is EntryKind.USER]
         assert len(users) == len(set(users)) == 15
 
     events = run(tmp_path, Model(0.5, stuck={3}), two_lanes, stall_timeout_s=5.0)

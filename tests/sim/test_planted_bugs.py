@@ -33,6 +33,7 @@ from turngate.channels.supervisor import Generation
 from turngate.core.effects import Effect, EndRun
 from turngate.core.lease import Lease, LeaseState
 from turngate.core.session import SessionCore
+from turngate.core.transcript import TranscriptItem
 from turngate.core.turn import AbortReason, Outcome
 from turngate.errors import ChannelError, StaleEpochError
 from turngate.gateway import openai_api, openai_stream
@@ -46,6 +47,7 @@ from turngate.store.base import Delivery, DeliveryOrder, DeliveryState
 from turngate.store.sqlite import SqliteStore
 from turngate.store.sqlite_commit import GroupCommits, _GroupCommit
 from turngate.store.sqlite_outbox import insert_orders
+from turngate.store.sqlite_transcript import append_items
 from turngate.types import Epoch, MonotonicS, RunId, TurnId, WallS
 
 T = TypeVar("T")
@@ -213,7 +215,7 @@ def store_without_fencing(monkeypatch: pytest.MonkeyPatch) -> None:
         run_id: RunId,
         epoch: Epoch,
         outcomes: Sequence[Outcome],
-        exchange: Sequence[tuple[str, str]],
+        exchange: Sequence[TranscriptItem],
         at: WallS,
         orders: Sequence[DeliveryOrder] = (),
     ) -> None:
@@ -225,11 +227,7 @@ def store_without_fencing(monkeypatch: pytest.MonkeyPatch) -> None:
             ).rowcount
             if released != 1:
                 raise StaleEpochError(session_key, run_id, epoch)
-            db.executemany(
-                "INSERT INTO transcript (session_key, role, text, run_id, epoch, at_wall)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(session_key, role, text, run_id, epoch, at) for role, text in exchange],
-            )
+            append_items(db, session_key, exchange, run_id, epoch, at)
             self._record_outcomes(db, outcomes, at)
             insert_orders(db, orders, at)
 
@@ -249,7 +247,7 @@ def outcome_and_transcript_apart(monkeypatch: pytest.MonkeyPatch) -> None:
         run_id: RunId,
         epoch: Epoch,
         outcomes: Sequence[Outcome],
-        exchange: Sequence[tuple[str, str]],
+        exchange: Sequence[TranscriptItem],
         at: WallS,
         orders: Sequence[DeliveryOrder] = (),
     ) -> None:
@@ -265,11 +263,7 @@ def outcome_and_transcript_apart(monkeypatch: pytest.MonkeyPatch) -> None:
             insert_orders(db, orders, at)
         if exchange:
             async with self._tx.write("append the exchange") as db:
-                db.executemany(
-                    "INSERT INTO transcript (session_key, role, text, run_id, epoch, at_wall)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [(session_key, role, text, run_id, epoch, at) for role, text in exchange],
-                )
+                append_items(db, session_key, exchange, run_id, epoch, at)
 
     monkeypatch.setattr(SqliteStore, "end_run", end_run)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from turngate.core.transcript import TranscriptItem
 from turngate.core.turn import Outcome, TurnState
 from turngate.errors import (
     ErrorCode,
@@ -202,15 +203,15 @@ async def test_a_sessions_last_turns_and_transcript_lines_are_read_oldest_first(
         ]
         await store.start_run(KEY, "t1", 1, ["t1"], at=10.0)
         exchange = [
-            ("user", "message 1"),
-            ("assistant", "one"),
-            ("user", "more"),
-            ("assistant", "two"),
+            TranscriptItem.user("message 1"),
+            TranscriptItem.assistant("one"),
+            TranscriptItem.user("more"),
+            TranscriptItem.assistant("two"),
         ]
         outcome = Outcome("t1", TurnState.REPLIED, "t1", reply="two")
         await store.end_run(KEY, "t1", 1, [outcome], exchange, at=11.0)
         last = await store.transcript(KEY, 3)
-        assert [(e.role, e.text) for e in last] == exchange[1:]
+        assert [e.item for e in last] == exchange[1:]
         assert {(e.session_key, e.run_id, e.epoch, e.at_wall) for e in last} == {
             (KEY, "t1", 1, 11.0)
         }
@@ -422,7 +423,9 @@ async def test_a_run_ends_only_under_the_epoch_that_holds_the_lease(tmp_path: Pa
         replied = Outcome("a", TurnState.REPLIED, "a", reply="ok")
         for run_id, epoch in (("a", 2), ("b", 1)):
             with pytest.raises(StaleEpochError) as refused:
-                await store.end_run(KEY, run_id, epoch, [replied], [("user", "hi")], at=2.0)
+                await store.end_run(
+                    KEY, run_id, epoch, [replied], [TranscriptItem.user("hi")], at=2.0
+                )
             assert (refused.value.session_key, refused.value.run_id, refused.value.epoch) == (
                 KEY,
                 run_id,
@@ -432,7 +435,7 @@ async def test_a_run_ends_only_under_the_epoch_that_holds_the_lease(tmp_path: Pa
         assert running is not None
         assert running.state is TurnState.RUNNING
         assert await store.transcript(KEY, 10) == []
-        await store.end_run(KEY, "a", 1, [replied], [("user", "hi")], at=2.0)
+        await store.end_run(KEY, "a", 1, [replied], [TranscriptItem.user("hi")], at=2.0)
         ended = await store.get_turn("a")
         assert ended is not None
         assert (ended.state, ended.ended_wall) == (TurnState.REPLIED, 2.0)

@@ -1,6 +1,7 @@
 """The SQLite file across versions: a file an older turngate wrote opens with its data intact,
-for writing (migrated in place, the outbox added) and read-only (as it is, with no
-deliveries); token usage is stored with each outcome and read back."""
+for writing (migrated in place, the outbox added, the transcript typed) and read-only (as it
+is, with no deliveries, its transcript read as user and assistant text); token usage is stored
+with each outcome and read back."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from turngate.core.transcript import EntryKind, ToolCall, TranscriptItem
 from turngate.core.turn import Outcome, TurnState, Usage
 from turngate.errors import ErrorCode, StoreError
 from turngate.store.base import TurnRecord
@@ -70,6 +72,31 @@ CREATE TABLE cron_jobs (
 """
 """The schema turngate wrote as version 1, frozen here: what old state dirs hold."""
 
+V3_CHANGES = """
+ALTER TABLE turns ADD COLUMN prompt_tokens INTEGER;
+ALTER TABLE turns ADD COLUMN completion_tokens INTEGER;
+CREATE TABLE deliveries (
+    delivery_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    session_key TEXT NOT NULL REFERENCES sessions(key),
+    run_id TEXT NOT NULL,
+    channel_id TEXT NOT NULL,
+    conversation TEXT NOT NULL,
+    text TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    parts_sent INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_wall REAL NOT NULL,
+    created_wall REAL NOT NULL,
+    ended_wall REAL,
+    last_error TEXT
+);
+CREATE INDEX deliveries_pending ON deliveries(channel_id, delivery_id) WHERE state = 'pending';
+CREATE INDEX deliveries_by_session ON deliveries(session_key, delivery_id);
+"""
+"""What versions 2 (token usage) and 3 (the outbox) added to version 1, frozen here: with
+:data:`V1_SCHEMA`, the shape of a version-3 file, whose transcript is untyped."""
+
 
 def version_1_file(path: Path) -> Path:
     """A version-1 file as turngate 1 left it: one replied turn, one failed, one queued."""
@@ -103,6 +130,20 @@ def version_1_file(path: Path) -> Path:
     return path
 
 
+def version_3_file(path: Path) -> Path:
+    """A version-3 file: the turns and transcript of :func:`version_1_file` (the replied
+    turn with its usage), written before transcript entries had kinds."""
+    version_1_file(path)
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.executescript(V3_CHANGES)
+        db.execute("UPDATE turns SET prompt_tokens = 5, completion_tokens = 2 WHERE turn_id = 't1'")
+        db.execute("PRAGMA user_version=3")
+    finally:
+        db.close()
+    return path
+
+
 def user_version(path: Path) -> int:
     db = sqlite3.connect(path)
     try:
@@ -115,6 +156,14 @@ def turn_columns(path: Path) -> set[str]:
     db = sqlite3.connect(path)
     try:
         return {str(row[1]) for row in db.execute("PRAGMA table_info(turns)")}
+    finally:
+        db.close()
+
+
+def transcript_columns(path: Path) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        return {str(row[1]) for row in db.execute("PRAGMA table_info(transcript)")}
     finally:
         db.close()
 
@@ -138,7 +187,10 @@ async def assert_version_1_data_intact(store: SqliteStore) -> None:
     assert [t.usage for t in (replied, failed, queued)] == [None, None, None]
     assert await store.get_turn("t1") == replied
     transcript = await store.transcript(KEY, 10)
-    assert [(e.role, e.text) for e in transcript] == [("user", "hi"), ("assistant", "echo: hi")]
+    assert [e.item for e in transcript] == [
+        TranscriptItem.user("hi"),
+        TranscriptItem.assistant("echo: hi"),
+    ]
     session = await store.session(KEY)
     assert session is not None
     assert (session.epoch, session.turns_total, session.turns_open) == (2, 3, 1)
@@ -154,15 +206,16 @@ async def test_a_version_1_file_is_migrated_on_open_and_keeps_every_turn(tmp_pat
         # The migrated file takes usage for the turn still open.
         await store.start_run(KEY, "t3", 3, ["t3"], at=4.0)
         outcome = Outcome("t3", TurnState.REPLIED, "t3", reply="echo: later", usage=Usage(8, 3))
-        await store.end_run(KEY, "t3", 3, [outcome], [("user", "later")], at=5.0)
+        await store.end_run(KEY, "t3", 3, [outcome], [TranscriptItem.user("later")], at=5.0)
         stored = await store.get_turn("t3")
         assert stored is not None
         assert stored.outcome() == outcome
     finally:
         await store.close()
-    assert user_version(path) == SCHEMA_VERSION == 3
+    assert user_version(path) == SCHEMA_VERSION == 4
     assert {"prompt_tokens", "completion_tokens"} <= turn_columns(path)
     assert "deliveries" in tables(path)
+    assert {"kind", "data"} <= transcript_columns(path)
     # A second open finds nothing to do.
     again = SqliteStore(path)
     await again.open()
@@ -186,6 +239,78 @@ async def test_a_read_only_open_reads_a_version_1_file_as_it_is(tmp_path: Path) 
     assert user_version(path) == 1
     assert "prompt_tokens" not in turn_columns(path)
     assert "deliveries" not in tables(path)
+
+
+TOOL_TURN = (
+    TranscriptItem.user("weather?"),
+    TranscriptItem.assistant("Let me look."),
+    TranscriptItem.calls([ToolCall("c1", "weather", '{"city": "Lisbon"}')]),
+    TranscriptItem.tool_result("c1", "weather", "no such city", is_error=True),
+    TranscriptItem.assistant("I could not find it."),
+)
+"""A run's exchange with a tool call in it: what version 4 can write."""
+
+
+@pytest.mark.asyncio
+async def test_a_version_3_file_is_migrated_on_open_and_takes_typed_entries(
+    tmp_path: Path,
+) -> None:
+    path = version_3_file(tmp_path / "turngate.db")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        transcript = await store.transcript(KEY, 10)
+        assert [e.item for e in transcript] == [
+            TranscriptItem.user("hi"),
+            TranscriptItem.assistant("echo: hi"),
+        ]
+        assert [t.usage for t in await store.session_turns(KEY, 10)] == [Usage(5, 2), None, None]
+        await store.start_run(KEY, "t3", 3, ["t3"], at=4.0)
+        outcome = Outcome("t3", TurnState.REPLIED, "t3", reply="I could not find it.")
+        await store.end_run(KEY, "t3", 3, [outcome], TOOL_TURN, at=5.0)
+        transcript = await store.transcript(KEY, 10)
+    finally:
+        await store.close()
+    assert [e.item for e in transcript[2:]] == list(TOOL_TURN)
+    assert [(e.run_id, e.epoch) for e in transcript] == [("t1", 1)] * 2 + [("t3", 3)] * 5
+    assert user_version(path) == SCHEMA_VERSION == 4
+    assert {"kind", "data"} <= transcript_columns(path)
+    # The rows written before keep no kind (read as their role): none was rewritten.
+    db = sqlite3.connect(path)
+    try:
+        kinds = [row[0] for row in db.execute("SELECT kind FROM transcript ORDER BY seq")]
+    finally:
+        db.close()
+    assert kinds == [None, None, "user", "assistant", "tool_calls", "tool_result", "assistant"]
+    # A second open finds nothing to do and reads the same.
+    again = SqliteStore(path)
+    await again.open()
+    try:
+        assert [e.item for e in await again.transcript(KEY, 10)] == [e.item for e in transcript]
+    finally:
+        await again.close()
+
+
+@pytest.mark.asyncio
+async def test_a_read_only_open_reads_a_version_3_transcript_as_user_and_assistant_text(
+    tmp_path: Path,
+) -> None:
+    path = version_3_file(tmp_path / "turngate.db")
+    store = SqliteStore(path, readonly=True)
+    await store.open()
+    try:
+        transcript = await store.transcript(KEY, 10)
+        turns = await store.session_turns(KEY, 10)
+        assert await store.outbox.of_session(KEY, 10) == []
+    finally:
+        await store.close()
+    assert [(e.kind, e.text, e.run_id, e.epoch) for e in transcript] == [
+        (EntryKind.USER, "hi", "t1", 1),
+        (EntryKind.ASSISTANT, "echo: hi", "t1", 1),
+    ]
+    assert [t.usage for t in turns] == [Usage(5, 2), None, None]
+    assert user_version(path) == 3
+    assert "kind" not in transcript_columns(path)
 
 
 @pytest.mark.asyncio
@@ -221,7 +346,7 @@ async def test_usage_is_stored_with_a_reply_and_unknown_usage_stays_unknown(
             Outcome("a", TurnState.REPLIED, "a", reply="echo: hi", usage=usage),
             Outcome("b", TurnState.REPLIED, "a", reply="echo: hi", usage=usage),
         ]
-        await store.end_run(KEY, "a", 1, outcomes, [("user", "hi")], at=2.0)
+        await store.end_run(KEY, "a", 1, outcomes, [TranscriptItem.user("hi")], at=2.0)
         assert (
             await store.accept_turn(
                 TurnRecord("c", KEY, "main", "hi", "followup", TurnState.ACCEPTED, 0.0, 60.0)
@@ -230,7 +355,7 @@ async def test_usage_is_stored_with_a_reply_and_unknown_usage_stays_unknown(
         )
         await store.start_run(KEY, "c", 2, ["c"], at=3.0)
         untold = Outcome("c", TurnState.REPLIED, "c", reply="echo: hi")
-        await store.end_run(KEY, "c", 2, [untold], [("user", "hi")], at=4.0)
+        await store.end_run(KEY, "c", 2, [untold], [TranscriptItem.user("hi")], at=4.0)
         stored = [await store.get_turn(turn_id) for turn_id in "abc"]
         assert [r.outcome() if r else None for r in stored] == [*outcomes, untold]
         assert [r.usage if r else None for r in stored] == [usage, usage, None]

@@ -3,6 +3,11 @@
 ``list``, ``show`` and ``export`` open the database read-only, so they work beside a running
 gateway and never change anything. Their JSON uses the field names and time format of the
 HTTP and WebSocket APIs: camelCase, times in ISO 8601 UTC.
+
+A transcript entry's ``role`` says what it is: ``user`` and ``assistant`` (with ``text``),
+``toolCalls`` (with ``toolCalls``: each call's ``id``, ``name`` and ``arguments``, the JSON
+text the model sent) and ``toolResult`` (with ``toolCallId``, ``toolName``, ``isError`` and
+the result as ``text``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from turngate.cli.common import (
     utc_time,
 )
 from turngate.config import load_config
+from turngate.core.transcript import EntryKind
 from turngate.gateway.frames import WIRE_STATUS
 from turngate.store.base import SessionRecord, TranscriptEntry, TurnRecord
 from turngate.store.sqlite import SqliteStore
@@ -186,17 +192,49 @@ def turn_json(record: TurnRecord) -> dict[str, Any]:
     return body
 
 
+ENTRY_ROLE = {
+    EntryKind.USER: "user",
+    EntryKind.ASSISTANT: "assistant",
+    EntryKind.TOOL_CALLS: "toolCalls",
+    EntryKind.TOOL_RESULT: "toolResult",
+}
+"""The JSON ``role`` of each kind of transcript entry (see the module docstring)."""
+
+
 def entry_json(entry: TranscriptEntry) -> dict[str, Any]:
     """A transcript entry as the APIs name its fields."""
-    return {
+    item = entry.item
+    body: dict[str, Any] = {
         "seq": entry.seq,
         "sessionKey": entry.session_key,
-        "role": entry.role,
-        "text": entry.text,
-        "runId": entry.run_id,
-        "epoch": entry.epoch,
-        "at": iso_time(entry.at_wall),
+        "role": ENTRY_ROLE[item.kind],
     }
+    if item.kind is EntryKind.TOOL_CALLS:
+        body["toolCalls"] = [
+            {"id": call.id, "name": call.name, "arguments": call.arguments}
+            for call in item.tool_calls
+        ]
+    elif item.kind is EntryKind.TOOL_RESULT:
+        body.update(toolCallId=item.call_id, toolName=item.tool_name, isError=item.is_error)
+    if item.kind is not EntryKind.TOOL_CALLS:
+        body["text"] = item.text
+    body.update(runId=entry.run_id, epoch=entry.epoch, at=iso_time(entry.at_wall))
+    return body
+
+
+def entry_lines(entry: TranscriptEntry) -> list[str]:
+    """What ``show`` prints of a transcript entry: one line, or one per tool call."""
+    item = entry.item
+    when = utc_time(entry.at_wall)
+    if item.kind is EntryKind.TOOL_CALLS:
+        return [
+            f"  {when}  [tool call {call.id}] {call.name} {call.arguments}"
+            for call in item.tool_calls
+        ]
+    if item.kind is EntryKind.TOOL_RESULT:
+        what = "tool error" if item.is_error else "tool result"
+        return [f"  {when}  [{what} {item.call_id}] {item.tool_name}: {item.text}"]
+    return [f"  {when}  [{item.kind.value}] {item.text}"]
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -276,7 +314,8 @@ def run_show(args: argparse.Namespace) -> int:
         )
     print("transcript (times UTC):")
     for entry in transcript:
-        print(f"  {utc_time(entry.at_wall)}  [{entry.role}] {entry.text}")
+        for line in entry_lines(entry):
+            print(line)
     return ExitCode.OK
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from turngate.core.transcript import TranscriptItem
 from turngate.core.turn import AbortReason, Outcome, Turn
 from turngate.types import Epoch, RunId, TurnId
 
@@ -61,10 +62,11 @@ class EndRun:
     epoch: Epoch
     outcomes: tuple[Outcome, ...]
     fenced: bool = False
-    exchange: tuple[tuple[str, str], ...] = ()
-    """``(role, text)`` lines to append to the transcript: the run's user messages and its
-    reply when it replied, nothing otherwise. Written in the same transaction as the release,
-    so the transcript holds an exchange exactly when its turns replied."""
+    exchange: tuple[TranscriptItem, ...] = ()
+    """Entries to append to the transcript: the run's user messages and its reply (with
+    any tool calls and results in between) when it replied, nothing otherwise. Written in
+    the same transaction as the release, so the transcript holds an exchange exactly when
+    its turns replied."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from turngate.core.effects import (
 )
 from turngate.core.lease import Lease, LeaseState, LeaseTerms
 from turngate.core.queue import Batch, QueueMode, SessionQueue
+from turngate.core.transcript import TranscriptItem
 from turngate.core.turn import AbortReason, Outcome, Turn, TurnEvent, TurnState, Usage
 from turngate.errors import ErrorCode
 from turngate.types import Epoch, MonotonicS, RunId
@@ -48,12 +49,13 @@ class RunReplied:
     """The run produced its reply.
 
     ``exchange`` is the transcript the run produced, when it is more than its turns' messages
-    followed by the reply (a steered run: question, answer, steered message, answer).
+    followed by the reply (a steered run: question, answer, steered message, answer; a run
+    that called tools: its calls and their results too).
     ``usage`` is what its model calls used, summed; None when no provider reported any.
     """
 
     reply: str
-    exchange: tuple[tuple[str, str], ...] = ()
+    exchange: tuple[TranscriptItem, ...] = ()
     usage: Usage | None = None
 
 
@@ -182,13 +184,13 @@ class SessionCore:
         active, self.active = self.active, None
         active.lease.release()
         outcomes = tuple(self._outcome(turn, active, result) for turn in active.batch.turns)
-        exchange: tuple[tuple[str, str], ...] = ()
+        exchange: tuple[TranscriptItem, ...] = ()
         if isinstance(result, RunReplied) and result.exchange:
             exchange = result.exchange
         elif isinstance(result, RunReplied):
             exchange = (
-                *(("user", turn.message) for turn in active.batch.turns),
-                ("assistant", result.reply),
+                *(TranscriptItem.user(turn.message) for turn in active.batch.turns),
+                TranscriptItem.assistant(result.reply),
             )
         effects: list[Effect] = [EndRun(run_id, epoch, outcomes, exchange=exchange)]
         effects.extend(self._start_next(now))

@@ -13,9 +13,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
+from turngate.core.transcript import EntryKind, ToolCall
 from turngate.core.turn import Outcome, TurnState
 from turngate.errors import ErrorCode
 from turngate.gateway.frames import IDEMPOTENCY_KEY_PATTERN, TIMEOUT_MS_MAX
+from turngate.store.base import TranscriptEntry
 
 PROTOCOL_VERSION = 4
 PRE_HANDSHAKE_BYTES_MAX = 65_536
@@ -205,6 +207,43 @@ def assistant_message(text: str, timestamp_ms: int) -> dict[str, Any]:
         "role": "assistant",
         "content": [{"type": "text", "text": text}],
         "timestamp": timestamp_ms,
+    }
+
+
+def history_message(entry: TranscriptEntry) -> dict[str, Any]:
+    """A transcript entry as ``chat.history`` shows it, in the shapes OpenClaw's Control UI
+    reads: user and assistant text as ``{role, content: [text block]}``; tool calls as an
+    assistant message of ``toolCall`` blocks; a tool result as a ``toolResult`` message."""
+    item = entry.item
+    if item.kind is EntryKind.TOOL_CALLS:
+        body: dict[str, Any] = {
+            "role": "assistant",
+            "content": [_tool_call_block(call) for call in item.tool_calls],
+        }
+    elif item.kind is EntryKind.TOOL_RESULT:
+        body = {
+            "role": "toolResult",
+            "toolCallId": item.call_id,
+            "toolName": item.tool_name,
+            "content": [{"type": "text", "text": item.text}],
+            "isError": item.is_error,
+        }
+    else:
+        body = {"role": item.kind.value, "content": [{"type": "text", "text": item.text}]}
+    body["timestamp"] = int(entry.at_wall * 1000)
+    body["runId"] = entry.run_id
+    return body
+
+
+def _tool_call_block(call: ToolCall) -> dict[str, Any]:
+    """One ``toolCall`` block: its arguments as a JSON object, or as the model's text when
+    they are not one."""
+    arguments = call.arguments_object()
+    return {
+        "type": "toolCall",
+        "id": call.id,
+        "name": call.name,
+        "arguments": call.arguments if arguments is None else arguments,
     }
 
 

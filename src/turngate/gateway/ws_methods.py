@@ -27,6 +27,7 @@ from turngate.gateway.ws_frames import (
     SessionParams,
     assistant_message,
     error_response,
+    history_message,
     pending_chat,
     response,
     terminal_chat,
@@ -299,15 +300,7 @@ class Methods:
         limit = params.limit or 100
         entries = await self.engine.store.transcript(str(key), limit + 1)
         more = len(entries) > limit
-        messages = [
-            {
-                "role": entry.role,
-                "content": [{"type": "text", "text": entry.text}],
-                "timestamp": int(entry.at_wall * 1000),
-                "runId": entry.run_id,
-            }
-            for entry in entries[-limit:]
-        ]
+        messages = [history_message(entry) for entry in entries[-limit:]]
         payload = {"sessionKey": str(key), "messages": messages, "hasMore": more}
         self.peer.send(response(request.id, payload))
 

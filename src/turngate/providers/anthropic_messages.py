@@ -1,7 +1,8 @@
 """Anthropic's Messages API, streamed, through the official ``anthropic`` SDK.
 
 System messages go to the ``system`` parameter (the API takes the conversation's instructions
-there, not as a turn). The SDK's own retries are off: retrying, and moving to another model,
+there, not as a turn). Tool calls and results take the API's block shapes
+(:func:`request_messages`). The SDK's own retries are off: retrying, and moving to another model,
 is the :class:`~turngate.providers.fallback.FallbackChain`'s job.
 
 A reply counts only when the stream reached ``message_stop`` and had text; a stream that just
@@ -21,13 +22,19 @@ that cannot be read is ignored: usage is a report, never a reason to lose a fini
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import itertools
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeGuard
 
 import anthropic
 import httpx2
-from anthropic.types import MessageParam
+from anthropic.types import (
+    MessageParam,
+    TextBlockParam,
+    ToolResultBlockParam,
+    ToolUseBlockParam,
+)
 
 from turngate.config import ProviderConfig
 from turngate.errors import ProviderError
@@ -99,8 +106,7 @@ class AnthropicProvider:
         deadlines = CallDeadlines(
             self.name, self.config.first_token_timeout, self.config.total_timeout
         )
-        system = SYSTEM_SEPARATOR.join(m.content for m in request.messages if m.role == "system")
-        messages = [_message(m) for m in request.messages if m.role != "system"]
+        system, messages = request_messages(request.messages)
         answer = _Answer()
         try:
             async with deadlines.bounded():
@@ -269,7 +275,53 @@ def _text(label: str, delta: object) -> str | None:
     return text
 
 
+def request_messages(messages: Sequence[ChatMessage]) -> tuple[str, list[MessageParam]]:
+    """The ``system`` text and the ``messages`` of a Messages API request.
+
+    The system messages are joined into ``system``. An assistant message's tool calls are
+    ``tool_use`` blocks after its text; their ``input`` is the call's arguments as a JSON
+    object, or ``{}`` when the model's arguments were not one (the API takes nothing else;
+    the call's result says what was wrong with them). Tool results are ``tool_result``
+    blocks of a *user* message, the consecutive ones in one message: the API wants every
+    result of an assistant message in the user message right after it. Other consecutive
+    messages of one role are sent as they are, which the API joins into one turn.
+    """
+    system = SYSTEM_SEPARATOR.join(m.content for m in messages if m.role == "system")
+    params: list[MessageParam] = []
+    chat = (m for m in messages if m.role != "system")
+    for are_results, run in itertools.groupby(chat, key=lambda m: m.role == "tool"):
+        if are_results:
+            params.append({"role": "user", "content": [_tool_result(m) for m in run]})
+        else:
+            params.extend(_message(m) for m in run)
+    return system, params
+
+
 def _message(message: ChatMessage) -> MessageParam:
+    if message.role == "assistant" and message.tool_calls:
+        blocks: list[TextBlockParam | ToolUseBlockParam] = []
+        if message.content:  # the API refuses an empty text block
+            blocks.append({"type": "text", "text": message.content})
+        blocks.extend(
+            {
+                "type": "tool_use",
+                "id": call.id,
+                "name": call.name,
+                "input": call.arguments_object() or {},
+            }
+            for call in message.tool_calls
+        )
+        return {"role": "assistant", "content": blocks}
     if message.role == "assistant":
         return {"role": "assistant", "content": message.content}
     return {"role": "user", "content": message.content}
+
+
+def _tool_result(message: ChatMessage) -> ToolResultBlockParam:
+    assert message.tool_call_id is not None  # a tool message names its call (ChatMessage)
+    return {
+        "type": "tool_result",
+        "tool_use_id": message.tool_call_id,
+        "content": message.content,
+        "is_error": message.is_error,
+    }

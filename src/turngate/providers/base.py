@@ -5,7 +5,8 @@ A call yields :class:`TextDelta` events, the reply's text in order, and ends wit
 provider learned them. A call that fails raises instead, and yields no :class:`Finish`: a
 failed call's token count is not a reply's. :class:`ToolCallDelta` is a piece of a tool call
 the model makes; no provider offers tools yet, so none yields one (the agent loop of issue 14
-will).
+will). A request's messages (:class:`ChatMessage`) can already hold tool calls and their
+results, as a transcript that has them is sent back to the model.
 
 The runtime runs a provider under the turn's lease and cancels it to abort; HTTP providers
 also apply their own per-call deadlines (``first_token_timeout``, ``total_timeout``), always
@@ -21,6 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeAlias
 
+from turngate.core.transcript import ToolCall
 from turngate.core.turn import Usage
 
 __all__ = [
@@ -31,20 +33,52 @@ __all__ = [
     "ProviderRequest",
     "Role",
     "TextDelta",
+    "ToolCall",
     "ToolCallDelta",
     "Usage",
     "closing",
 ]
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
-    """One message of the conversation sent to a model."""
+    """One message of the conversation sent to a model.
+
+    An ``assistant`` message may carry ``tool_calls`` (its ``content`` is then the text it
+    said along with them, possibly empty). A ``tool`` message is the result of one call: its
+    ``content`` is what the tool returned, ``tool_call_id`` the call it answers,
+    ``tool_name`` the tool's name, and ``is_error`` whether the call failed. Each provider
+    turns these into its API's shapes.
+    """
 
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    is_error: bool = False
+
+    def __post_init__(self) -> None:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError(f"tool_calls: only an assistant message has them ({self.role})")
+        is_tool = self.role == "tool"
+        if is_tool != bool(self.tool_call_id) or is_tool != bool(self.tool_name):
+            raise ValueError(
+                f"tool_call_id, tool_name: present exactly in a tool message ({self.role})"
+            )
+        if self.is_error and not is_tool:
+            raise ValueError(f"is_error: only a tool message has it ({self.role})")
+
+    @classmethod
+    def tool_result(
+        cls, tool_call_id: str, tool_name: str, content: str, *, is_error: bool = False
+    ) -> ChatMessage:
+        """The result of the call ``tool_call_id`` of ``tool_name``."""
+        return cls(
+            "tool", content, tool_call_id=tool_call_id, tool_name=tool_name, is_error=is_error
+        )
 
 
 @dataclass(frozen=True, slots=True)

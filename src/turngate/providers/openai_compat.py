@@ -24,7 +24,7 @@ a finished reply.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TypeGuard
 
@@ -138,7 +138,7 @@ class OpenAICompatProvider:
 
     async def _create(self, request: ProviderRequest) -> AsyncStream[ChatCompletionChunk]:
         """Start the streamed call; without ``stream_options`` if the server refuses it."""
-        messages = [_message(m) for m in request.messages]
+        messages = request_messages(request.messages)
         try:
             return await self._client.chat.completions.create(
                 model=self.model,
@@ -338,9 +338,35 @@ def _codes(exc: openai.APIError) -> tuple[str, ...]:
     return tuple(c for c in (exc.code, exc.type) if c)
 
 
+def request_messages(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessageParam]:
+    """The ``messages`` of a chat completions request: one per message, in order.
+
+    An assistant message's tool calls go in its ``tool_calls`` (its ``content`` is null when
+    it said nothing with them), and a tool result is a ``tool`` message naming its call. The
+    API has no field for a failed call: the result's content says so.
+    """
+    return [_message(message) for message in messages]
+
+
 def _message(message: ChatMessage) -> ChatCompletionMessageParam:
     if message.role == "system":
         return {"role": "system", "content": message.content}
+    if message.role == "tool":
+        assert message.tool_call_id is not None  # a tool message names its call (ChatMessage)
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    if message.role == "assistant" and message.tool_calls:
+        return {
+            "role": "assistant",
+            "content": message.content or None,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in message.tool_calls
+            ],
+        }
     if message.role == "assistant":
         return {"role": "assistant", "content": message.content}
     return {"role": "user", "content": message.content}

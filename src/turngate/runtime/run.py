@@ -1,5 +1,7 @@
 """One run: read the bounded transcript, call the provider, return the reply.
 
+What the model is sent is built from the typed transcript by :mod:`~turngate.runtime.history`.
+
 A run writes nothing. It reports progress to its session's owner, which holds the lease, and
 the owner learns how it ended from its task. The owner records the outcome and appends the
 exchange to the transcript in one fenced transaction with the release, so the transcript
@@ -20,18 +22,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from turngate.core.session import RunFailed, RunReplied, RunResult
+from turngate.core.transcript import TranscriptItem
 from turngate.core.turn import Turn
 from turngate.errors import ErrorCode, ProviderError, ProviderResponseError
 from turngate.providers.base import (
-    ChatMessage,
     Finish,
     Provider,
     ProviderRequest,
-    Role,
     TextDelta,
     Usage,
     closing,
 )
+from turngate.runtime.history import model_messages
 from turngate.store.base import Store
 from turngate.types import Epoch, RunId
 
@@ -131,27 +133,22 @@ async def _call_model(
         if spec.history_entries_max
         else []
     )
-    messages: list[ChatMessage] = []
-    if spec.system_prompt:
-        messages.append(ChatMessage("system", spec.system_prompt))
-    messages.extend(ChatMessage(_role(entry.role), entry.text) for entry in history)
-    messages.extend(ChatMessage("user", turn.message) for turn in spec.turns)
-    exchange = [("user", turn.message) for turn in spec.turns]
+    past = [entry.item for entry in history]
+    exchange = [TranscriptItem.user(turn.message) for turn in spec.turns]
     replies: list[str] = []
     usage: Usage | None = None
     while True:
+        messages = model_messages(spec.system_prompt, past, exchange)
         request = ProviderRequest(spec.session_key, spec.run_id, tuple(messages))
         reply, call_usage = await _model_call(spec, provider, request, on_progress)
         usage = _add_usage(usage, call_usage)
         replies.append(reply)
-        exchange.append(("assistant", reply))
+        exchange.append(TranscriptItem.assistant(reply))
         steered = spec.inbox.take_or_close()
         if not steered:
             break
         # A steered message goes into the next model call, after the answer so far.
-        messages.append(ChatMessage("assistant", reply))
-        messages.extend(ChatMessage("user", turn.message) for turn in steered)
-        exchange.extend(("user", turn.message) for turn in steered)
+        exchange.extend(TranscriptItem.user(turn.message) for turn in steered)
         on_progress(RunProgress(spec.run_id, spec.epoch, STEER_SEPARATOR))
     return RunReplied(STEER_SEPARATOR.join(replies), tuple(exchange), usage)
 
@@ -188,11 +185,3 @@ def _add_usage(total: Usage | None, usage: Usage | None) -> Usage | None:
     if usage is None:
         return total
     return usage if total is None else total + usage
-
-
-def _role(role: str) -> Role:
-    if role == "assistant":
-        return "assistant"
-    if role == "system":
-        return "system"
-    return "user"

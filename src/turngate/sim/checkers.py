@@ -38,6 +38,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from turngate.core.transcript import EntryKind
 from turngate.core.turn import Outcome, TurnState
 from turngate.runtime.events import Event, EventKind
 from turngate.runtime.run import STEER_SEPARATOR
@@ -484,14 +485,15 @@ class Checker:
     ) -> None:
         """The transcript holds each turn's ending whole, once: a replied turn's message, and
         its run's reply (one per model round of a steered run, joined as the turn's reply);
-        nothing of a turn or run that did not reply. Each entry was written while its run and
-        epoch held the session (I6)."""
+        nothing of a turn or run that did not reply. Tool calls and results are neither a
+        turn's message nor its reply. Each entry was written while its run and epoch held the
+        session (I6)."""
         users: dict[str, int] = defaultdict(int)
         replies: dict[tuple[str, int | None], list[str]] = defaultdict(list)
         for entry in transcript:
-            if entry.role == "user":
+            if entry.kind is EntryKind.USER:
                 users[entry.text] += 1
-            elif entry.role == "assistant":
+            elif entry.kind is EntryKind.ASSISTANT:
                 replies[(entry.run_id, entry.epoch)].append(entry.text)
             self._check_entry_holder(entry, end_at)
         for turn in turns.values():

@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from turngate.core.transcript import TranscriptItem
 from turngate.errors import StaleEpochError, StoreError
 from turngate.runtime.events import Event, EventKind
 from turngate.sim.checkers import Checker
@@ -95,7 +96,10 @@ class Zombies:
             return
         loop = asyncio.get_running_loop()
         what = f"paused owner of run {run_id} wakes with epoch {epoch}: end_run"
-        exchange = (("user", f"zombie of {run_id}"), ("assistant", "zombie reply"))
+        exchange = (
+            TranscriptItem.user(f"zombie of {run_id}"),
+            TranscriptItem.assistant("zombie reply"),
+        )
         await self._attempt(
             key,
             what,

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from turngate.core.transcript import EntryKind, TranscriptItem
 from turngate.core.turn import Outcome, TurnState, Usage
 from turngate.errors import ErrorCode
 from turngate.types import Epoch, RunId, TurnId, WallS
@@ -99,15 +100,26 @@ class CronJobState:
 
 @dataclass(frozen=True, slots=True)
 class TranscriptEntry:
-    """One line of a session's transcript."""
+    """One entry of a session's transcript as stored: the typed ``item`` (see
+    :mod:`turngate.core.transcript`), with where it sits and which run wrote it."""
 
     seq: int
     session_key: str
-    role: str
-    text: str
+    item: TranscriptItem
     run_id: RunId
     epoch: Epoch
     at_wall: WallS
+
+    @property
+    def kind(self) -> EntryKind:
+        """What the entry is: a user message, assistant text, tool calls, a tool result."""
+        return self.item.kind
+
+    @property
+    def text(self) -> str:
+        """The entry's text: the message, the reply, or the tool's result (empty for tool
+        calls)."""
+        return self.item.text
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,13 +270,13 @@ class Store(Protocol):
         run_id: RunId,
         epoch: Epoch,
         outcomes: Sequence[Outcome],
-        exchange: Sequence[tuple[str, str]],
+        exchange: Sequence[TranscriptItem],
         at: WallS,
         orders: Sequence[DeliveryOrder] = (),
     ) -> None:
         """Release the lease held by ``(run_id, epoch)``, record the outcomes, append the
-        ``(role, text)`` exchange to the transcript and queue the ``orders``, in one
-        transaction; fenced."""
+        ``exchange`` to the transcript and queue the ``orders``, in one transaction;
+        fenced."""
         ...
 
     async def end_turns(

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from turngate.core.transcript import TranscriptItem
 from turngate.core.turn import Outcome, TurnState
 from turngate.errors import (
     StaleEpochError,
@@ -35,12 +36,19 @@ from turngate.store.sqlite_schema import (
     SCHEMA,
     SCHEMA_VERSION,
     SESSION_SELECT,
+    TRANSCRIPT_COLUMNS_ADDED,
     TURN_COLUMNS,
     TURN_COLUMNS_ADDED,
     TURN_COLUMNS_OF_V1_FILE,
+    has_columns,
     migrate,
-    turn_columns_of,
     turn_from_row,
+)
+from turngate.store.sqlite_transcript import (
+    TRANSCRIPT_COLUMNS,
+    TRANSCRIPT_COLUMNS_OF_V3_FILE,
+    append_items,
+    entry_from_row,
 )
 from turngate.types import Epoch, RunId, TurnId, WallS
 
@@ -70,6 +78,8 @@ class SqliteStore:
         """Messages owed to chat platforms (see :mod:`~turngate.store.sqlite_outbox`)."""
         self._turn_columns = TURN_COLUMNS
         """What a turn's SELECT reads (a read-only open of an older file lacks columns)."""
+        self._transcript_columns = TRANSCRIPT_COLUMNS
+        """What a transcript entry's SELECT reads (likewise)."""
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -94,7 +104,8 @@ class SqliteStore:
             db = self._connect(f"{self.path.as_uri()}?mode=ro", uri=True)
             self._check_version(db)
             try:
-                columns = turn_columns_of(db)
+                turns_whole = has_columns(db, "turns", TURN_COLUMNS_ADDED)
+                transcript_typed = has_columns(db, "transcript", TRANSCRIPT_COLUMNS_ADDED)
                 outbox = db.execute(
                     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deliveries'"
                 ).fetchone()
@@ -102,8 +113,10 @@ class SqliteStore:
                 db.close()
                 raise storage_error(self.path, exc, "read its schema") from None
             # Read-only: an older file is read as it is, never migrated.
-            if not all(name in columns for name, _ in TURN_COLUMNS_ADDED):
+            if not turns_whole:
                 self._turn_columns = TURN_COLUMNS_OF_V1_FILE
+            if not transcript_typed:
+                self._transcript_columns = TRANSCRIPT_COLUMNS_OF_V3_FILE
             self.outbox.present = outbox is not None
             self._tx.db = db
             return
@@ -272,7 +285,7 @@ class SqliteStore:
         run_id: RunId,
         epoch: Epoch,
         outcomes: Sequence[Outcome],
-        exchange: Sequence[tuple[str, str]],
+        exchange: Sequence[TranscriptItem],
         at: WallS,
         orders: Sequence[DeliveryOrder] = (),
     ) -> None:
@@ -284,11 +297,7 @@ class SqliteStore:
             ).rowcount
             if released != 1:
                 raise StaleEpochError(session_key, run_id, epoch)
-            db.executemany(
-                "INSERT INTO transcript (session_key, role, text, run_id, epoch, at_wall)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(session_key, role, text, run_id, epoch, at) for role, text in exchange],
-            )
+            append_items(db, session_key, exchange, run_id, epoch, at)
             self._record_outcomes(db, outcomes, at)
             insert_orders(db, orders, at)
 
@@ -371,11 +380,11 @@ class SqliteStore:
     async def transcript(self, session_key: str, limit: int) -> list[TranscriptEntry]:
         rows = self._tx.rows(
             "read a transcript",
-            "SELECT seq, session_key, role, text, run_id, epoch, at_wall FROM transcript"
+            f"SELECT {self._transcript_columns} FROM transcript"
             " WHERE session_key = ? ORDER BY seq DESC LIMIT ?",
             (session_key, limit),
         )
-        return [TranscriptEntry(*row) for row in reversed(rows)]
+        return [entry_from_row(row) for row in reversed(rows)]
 
     async def sessions(self, limit: int, offset: int = 0) -> list[SessionRecord]:
         rows = self._tx.rows(

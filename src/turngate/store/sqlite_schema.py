@@ -11,13 +11,19 @@ from turngate.core.turn import TurnState, Usage
 from turngate.errors import ErrorCode
 from turngate.store.base import TurnRecord
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema this code writes, kept in ``PRAGMA user_version``. 1: the first. 2: ``turns``
 gains ``prompt_tokens`` and ``completion_tokens`` (null when the provider reported no usage,
 and for turns recorded before). Opening a version-1 file for writing adds them; a read-only
 open reads a version-1 file as it is, each turn's usage unknown. 3: the outbox, table
 ``deliveries`` (created when an older file is opened for writing; a read-only open of an
-older file reads no deliveries)."""
+older file reads no deliveries). 4: typed transcript entries: ``transcript`` gains ``kind``
+(``user``, ``assistant``, ``tool_calls``, ``tool_result``) and ``data`` (JSON: the tool
+calls, or the result's call id, tool name and error flag; null for user and assistant
+text). Rows written before have neither and read as their ``role``, which was always
+``user`` or ``assistant``; opening an older file for writing adds the columns and rewrites no
+row, and a read-only open reads it as it is (see :mod:`~turngate.store.sqlite_transcript`).
+"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -61,7 +67,9 @@ CREATE TABLE IF NOT EXISTS transcript (
     text TEXT NOT NULL,
     run_id TEXT NOT NULL,
     epoch INTEGER NOT NULL,
-    at_wall REAL NOT NULL
+    at_wall REAL NOT NULL,
+    kind TEXT,
+    data TEXT
 );
 CREATE INDEX IF NOT EXISTS transcript_by_session ON transcript(session_key, seq);
 CREATE TABLE IF NOT EXISTS probe (
@@ -102,6 +110,10 @@ TURN_COLUMNS_V1 = (
 )
 TURN_COLUMNS_ADDED = (("prompt_tokens", "INTEGER"), ("completion_tokens", "INTEGER"))
 """Columns of ``turns`` added since version 1, with their declarations (all nullable)."""
+TRANSCRIPT_COLUMNS_ADDED = (("kind", "TEXT"), ("data", "TEXT"))
+"""Columns of ``transcript`` added in version 4, with their declarations (all nullable)."""
+COLUMNS_ADDED = {"turns": TURN_COLUMNS_ADDED, "transcript": TRANSCRIPT_COLUMNS_ADDED}
+"""Per table, the columns an older file may lack; :func:`migrate` adds them."""
 TURN_COLUMNS = TURN_COLUMNS_V1 + "".join(f", {name}" for name, _ in TURN_COLUMNS_ADDED)
 TURN_COLUMNS_OF_V1_FILE = TURN_COLUMNS_V1 + ", NULL" * len(TURN_COLUMNS_ADDED)
 """What a read-only open of a version-1 file selects: the added columns read as unknown."""
@@ -118,9 +130,15 @@ SESSION_SELECT = (
 )
 
 
-def turn_columns_of(db: sqlite3.Connection) -> set[str]:
-    """The columns the file's ``turns`` table has (none when it has no such table)."""
-    return {str(row[1]) for row in db.execute("PRAGMA table_info(turns)")}
+def columns_of(db: sqlite3.Connection, table: str) -> set[str]:
+    """The columns the file's ``table`` has (none when it has no such table)."""
+    return {str(row[1]) for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def has_columns(db: sqlite3.Connection, table: str, added: tuple[tuple[str, str], ...]) -> bool:
+    """Whether the file's ``table`` has every one of the ``added`` columns."""
+    present = columns_of(db, table)
+    return all(name in present for name, _ in added)
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -135,8 +153,8 @@ def migrate(db: sqlite3.Connection) -> None:
         return
     db.execute("BEGIN IMMEDIATE")
     try:
-        for name, declaration in columns_missing(db):
-            db.execute(f"ALTER TABLE turns ADD COLUMN {name} {declaration}")
+        for table, name, declaration in columns_missing(db):
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
@@ -145,13 +163,15 @@ def migrate(db: sqlite3.Connection) -> None:
         raise
 
 
-def columns_missing(db: sqlite3.Connection) -> list[tuple[str, str]]:
-    """The added columns an older file's ``turns`` lacks; none for a new file (no table yet:
-    the schema script makes it whole)."""
-    present = turn_columns_of(db)
-    if not present:
-        return []
-    return [(name, decl) for name, decl in TURN_COLUMNS_ADDED if name not in present]
+def columns_missing(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    """The added columns an older file lacks, as ``(table, column, declaration)``; none for a
+    new file (no tables yet: the schema script makes them whole)."""
+    missing: list[tuple[str, str, str]] = []
+    for table, added in COLUMNS_ADDED.items():
+        present = columns_of(db, table)
+        if present:
+            missing.extend((table, name, decl) for name, decl in added if name not in present)
+    return missing
 
 
 def turn_from_row(row: tuple[Any, ...]) -> TurnRecord:
