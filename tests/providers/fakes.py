@@ -44,9 +44,13 @@ from turngate.providers.base import (
     ProviderEvent,
     ProviderRequest,
     TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolDefinition,
 )
 from turngate.providers.fallback import FallbackChain
 from turngate.providers.registry import build_chain
+from turngate.providers.tool_calls import ToolCallAssembler
 
 REPLY = ("Hello", " there", ",", " friend", ".")
 """The deltas of an ``ok`` reply, in order."""
@@ -586,6 +590,63 @@ async def collect(
 ) -> list[str]:
     """The text of every delta of one call (see :func:`answer`)."""
     return (await answer(provider, request, into=into)).deltas
+
+
+WEATHER_TOOL = ToolDefinition(
+    "weather",
+    "The weather in a city today.",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+CLOCK_TOOL = ToolDefinition("clock", "The time now.", {"type": "object", "properties": {}})
+TOOL_REQUEST = ProviderRequest(
+    "agent:main:main",
+    "run-1",
+    (ChatMessage("system", "Be brief."), ChatMessage("user", "weather in Lisbon?")),
+    tools=(WEATHER_TOOL, CLOCK_TOOL),
+)
+"""A request that offers two tools."""
+ESCAPED_ARGUMENTS = '{"city": "Z\\u00fcrich", "mood": "\\ud83d\\ude00", "raw": "Zürich 😀"}'
+"""Tool-call arguments as JSON text with a \\u escape, a surrogate pair's escapes, and raw
+multi-byte characters: split one character a chunk, the cuts fall inside each escape."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolAnswer:
+    """What one call that may call tools yielded: its text and tool-call deltas in order,
+    and the Finish that ended it."""
+
+    events: list[TextDelta | ToolCallDelta]
+    finish: Finish
+
+    @property
+    def text(self) -> str:
+        """The answer's text."""
+        return "".join(e.text for e in self.events if isinstance(e, TextDelta))
+
+    @property
+    def calls(self) -> list[ToolCall]:
+        """The answer's tool calls, put back together."""
+        assembler = ToolCallAssembler("test")
+        for event in self.events:
+            if isinstance(event, ToolCallDelta):
+                assembler.add(event)
+        return assembler.calls()
+
+
+async def tool_answer(provider: Provider, request: ProviderRequest = TOOL_REQUEST) -> ToolAnswer:
+    """One call, within :data:`CALL_TIMEOUT_S`, held to the Provider's contract: text and
+    tool-call deltas, then exactly one Finish, last."""
+    events: list[TextDelta | ToolCallDelta] = []
+    finishes: list[Finish] = []
+    async with asyncio.timeout(CALL_TIMEOUT_S):
+        async for event in provider.stream(request):
+            assert not finishes, f"{event!r} came after the Finish"
+            if isinstance(event, Finish):
+                finishes.append(event)
+            else:
+                events.append(event)
+    assert finishes, "the call ended without a Finish"
+    return ToolAnswer(events, finishes[0])
 
 
 async def until_set(event: threading.Event) -> bool:

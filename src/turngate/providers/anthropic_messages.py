@@ -5,56 +5,51 @@ there, not as a turn). Tool calls and results take the API's block shapes
 (:func:`request_messages`). The SDK's own retries are off: retrying, and moving to another model,
 is the :class:`~turngate.providers.fallback.FallbackChain`'s job.
 
-A reply counts only when the stream reached ``message_stop`` and had text; a stream that just
-ends, an answer that is not an event stream, and events of the wrong shape are provider
-errors (see :mod:`~turngate.providers.http_call`). The SDK builds events without validating
-them, so the fields read here are checked one by one.
+A reply counts only when the stream reached ``message_stop`` and had text or tool calls; a
+stream that just ends, an answer that is not an event stream, and events of the wrong shape
+are provider errors (see :mod:`~turngate.providers.http_call`). Events are read, and their
+fields checked, by :mod:`~turngate.providers.anthropic_events`.
+
+Tools the request offers go in ``tools`` (:func:`request_tools`); the model's ``tool_use``
+blocks come back as :class:`~turngate.providers.base.ToolCallDelta` pieces. A request without
+tools sends no ``tools`` at all.
 
 A finished reply ends with a :class:`~turngate.providers.base.Finish`: the ``stop_reason`` of
-its ``message_delta`` in OpenAI's words (:data:`STOP_REASONS`), and the call's token usage.
-
-Token usage comes in ``message_start`` (``message.usage``) and ``message_delta`` (``usage``),
-whose counts are running totals: the last value of each counter is the call's. The prompt's
-tokens are ``input_tokens`` plus the cache's (``cache_creation_input_tokens``,
-``cache_read_input_tokens``), as OpenAI's ``prompt_tokens`` counts cached tokens too. A count
-that cannot be read is ignored: usage is a report, never a reason to lose a finished reply.
+its ``message_delta`` in OpenAI's words (``tool_use`` is ``tool_calls``), and the call's
+token usage.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TypeGuard
+from collections.abc import AsyncIterator, Sequence
 
 import anthropic
 import httpx2
 from anthropic.types import (
     MessageParam,
     TextBlockParam,
+    ToolParam,
     ToolResultBlockParam,
     ToolUseBlockParam,
 )
 
 from turngate.config import ProviderConfig
 from turngate.errors import ProviderError
+from turngate.providers.anthropic_events import Answer
 from turngate.providers.base import (
     ChatMessage,
-    Finish,
     ProviderEvent,
     ProviderRequest,
-    TextDelta,
-    Usage,
+    ToolDefinition,
 )
 from turngate.providers.endpoints import ANTHROPIC_BASE_URL
 from turngate.providers.http_call import (
     END,
     CallDeadlines,
     bad_response,
-    check_finished,
     next_event,
     provider_text,
-    refused_error,
     require_event_stream,
     retry_after_s,
     status_error,
@@ -65,19 +60,11 @@ NO_API_KEY = "no-key"
 """Sent when no key is configured (a local proxy, say). Given none, the SDK would look for
 credentials in the environment and in profile files, and send those instead."""
 SYSTEM_SEPARATOR = "\n\n"
-STOP_REASONS: Mapping[str, str] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "tool_use": "tool_calls",
-}
-"""Anthropic's stop reasons that have an OpenAI name, which a Finish carries; any other
-(``pause_turn``, ...) is passed on as Anthropic said it."""
 
 
 class AnthropicProvider:
-    """One Claude model through the Messages API; yields the reply's text deltas, then its
-    :class:`~turngate.providers.base.Finish`."""
+    """One Claude model through the Messages API; yields the reply's text and tool-call
+    deltas, then its :class:`~turngate.providers.base.Finish`."""
 
     def __init__(self, config: ProviderConfig, model: str, api_key: str | None) -> None:
         self.config = config
@@ -101,13 +88,13 @@ class AnthropicProvider:
         await self._client.close()
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
-        """Send the request's messages; yield each non-empty text delta in order, then the
-        answer's :class:`~turngate.providers.base.Finish`."""
+        """Send the request's messages and tools; yield each non-empty text delta and each
+        tool-call piece in order, then the answer's :class:`~turngate.providers.base.Finish`."""
         deadlines = CallDeadlines(
             self.name, self.config.first_token_timeout, self.config.total_timeout
         )
         system, messages = request_messages(request.messages)
-        answer = _Answer()
+        answer = Answer(self.name)
         try:
             async with deadlines.bounded():
                 events = await self._client.messages.create(
@@ -115,6 +102,7 @@ class AnthropicProvider:
                     max_tokens=self.config.max_tokens,
                     messages=messages,
                     system=system or anthropic.omit,
+                    tools=request_tools(request.tools) or anthropic.omit,
                     stream=True,
                 )
             # Closed on every way out, cancellation included: an aborted turn hangs up.
@@ -128,10 +116,10 @@ class AnthropicProvider:
                         # Read to the end of the body, past message_stop, like the OpenAI
                         # SDK past [DONE]: a connection left mid-body cannot be reused.
                         break
-                    if text := answer.take(self.name, event):
+                    for output in answer.take(event):
                         deadlines.token_arrived()
-                        yield TextDelta(text)
-                answer.check(self.name)
+                        yield output
+                answer.check()
         except (anthropic.AnthropicError, httpx2.RequestError) as exc:
             # `from None`: the SDK's exception may carry what the server echoed; the
             # translated message is the one that travels.
@@ -173,106 +161,6 @@ class AnthropicProvider:
         if isinstance(exc, anthropic.APIError):
             return ProviderError(f"{self.name}: {provider_text(exc.message, self._api_key)}")
         return ProviderError(f"{self.name}: {provider_text(str(exc), self._api_key)}")
-
-
-_NO_FIELD = object()
-"""What ``getattr`` gives for a field an event does not have at all."""
-USAGE_COUNTERS = (
-    "input_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "output_tokens",
-)
-"""The counters of an event's ``usage`` that make up a call's :class:`Usage`."""
-
-
-@dataclass
-class _Answer:
-    """What the stream has said so far: whether it had text, why and whether it stopped,
-    and the usage it reported."""
-
-    has_text: bool = False
-    stopped: bool = False
-    stop_reason: str | None = None
-    counters: dict[str, int] = field(default_factory=dict)
-    """The last value of each usage counter the stream reported (they are running totals)."""
-
-    def take(self, label: str, event: object) -> str | None:
-        """Note ``event``; its text, if any, to pass on.
-
-        Event types this code does not know are skipped: Anthropic adds new ones and asks
-        clients to ignore them. An event without a type, or a known one with fields of the
-        wrong type, is ``bad_response``.
-        """
-        kind = getattr(event, "type", None)
-        if not isinstance(kind, str):
-            raise bad_response(label, "an event without a type")
-        if kind == "content_block_delta":
-            text = _text(label, getattr(event, "delta", None))
-            self.has_text = self.has_text or bool(text)
-            return text
-        if kind == "message_start":
-            self._note_usage(getattr(getattr(event, "message", None), "usage", None))
-        elif kind == "message_delta":
-            self._note_usage(getattr(event, "usage", None))
-            stop_reason = getattr(getattr(event, "delta", None), "stop_reason", _NO_FIELD)
-            if stop_reason is _NO_FIELD or not isinstance(stop_reason, str | None):
-                raise bad_response(label, "a message_delta without a stop_reason")
-            if stop_reason == "refusal":
-                raise refused_error(label, "the model declined (stop_reason refusal)")
-            self.stop_reason = stop_reason or self.stop_reason
-        elif kind == "message_stop":
-            # After "max_tokens" too: an answer cut by the output budget is finished.
-            self.stopped = True
-        return None
-
-    def check(self, label: str) -> None:
-        """At the end of the stream: refuse a cut-off or an empty answer."""
-        check_finished(
-            label, finished=self.stopped, has_text=self.has_text, stop_signal="message_stop"
-        )
-
-    def finish(self) -> Finish:
-        """How the answer ended, and its usage (after :meth:`check`)."""
-        reason = self.stop_reason or "end_turn"
-        return Finish(STOP_REASONS.get(reason, reason), self.usage())
-
-    def usage(self) -> Usage | None:
-        """The call's usage; None if the stream reported neither input nor output tokens."""
-        if "input_tokens" not in self.counters and "output_tokens" not in self.counters:
-            return None
-        c = self.counters
-        prompt = (
-            c.get("input_tokens", 0)
-            + c.get("cache_creation_input_tokens", 0)
-            + c.get("cache_read_input_tokens", 0)
-        )
-        return Usage(prompt, c.get("output_tokens", 0))
-
-    def _note_usage(self, usage: object) -> None:
-        for name in USAGE_COUNTERS:
-            # Counters a given event does not carry, or carries as null, keep their value.
-            value = getattr(usage, name, None)
-            if _is_count(value):
-                self.counters[name] = value
-
-
-def _is_count(value: object) -> TypeGuard[int]:
-    # bool is an int to Python, never a count.
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _text(label: str, delta: object) -> str | None:
-    """The text of a content block's delta; None for other deltas (thinking, tool input)."""
-    delta_type = getattr(delta, "type", None)
-    if not isinstance(delta_type, str):
-        raise bad_response(label, "a content_block_delta without a typed delta")
-    if delta_type != "text_delta":
-        return None
-    text = getattr(delta, "text", None)
-    if not isinstance(text, str):
-        raise bad_response(label, "a text_delta whose text is not text")
-    return text
 
 
 def request_messages(messages: Sequence[ChatMessage]) -> tuple[str, list[MessageParam]]:
@@ -325,3 +213,16 @@ def _tool_result(message: ChatMessage) -> ToolResultBlockParam:
         "content": message.content,
         "is_error": message.is_error,
     }
+
+
+def request_tools(tools: Sequence[ToolDefinition]) -> list[ToolParam]:
+    """The ``tools`` of a Messages API request: one per definition, its JSON schema as the
+    ``input_schema``."""
+    return [
+        {
+            "name": tool.name,
+            "description": tool.description,
+            "input_schema": dict(tool.parameters),
+        }
+        for tool in tools
+    ]

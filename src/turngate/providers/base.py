@@ -3,10 +3,14 @@
 A call yields :class:`TextDelta` events, the reply's text in order, and ends with exactly one
 :class:`Finish`, which says why the model stopped and the tokens the call used, if the
 provider learned them. A call that fails raises instead, and yields no :class:`Finish`: a
-failed call's token count is not a reply's. :class:`ToolCallDelta` is a piece of a tool call
-the model makes; no provider offers tools yet, so none yields one (the agent loop of issue 14
-will). A request's messages (:class:`ChatMessage`) can already hold tool calls and their
-results, as a transcript that has them is sent back to the model.
+failed call's token count is not a reply's.
+
+A request may offer tools (:class:`ToolDefinition`); the model may then call them instead of,
+or after, saying something. Each call arrives as :class:`ToolCallDelta` pieces, interleaved
+with those of the answer's other calls, and the answer's :class:`Finish` says ``tool_calls``;
+:class:`~turngate.providers.tool_calls.ToolCallAssembler` puts the pieces together. A
+request's messages (:class:`ChatMessage`) hold the calls made so far and their results, as a
+transcript that has them is sent back to the model.
 
 The runtime runs a provider under the turn's lease and cancels it to abort; HTTP providers
 also apply their own per-call deadlines (``first_token_timeout``, ``total_timeout``), always
@@ -17,10 +21,10 @@ for anything that went wrong on their side; any other exception is a bug and is 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 from turngate.core.transcript import ToolCall
 from turngate.core.turn import Usage
@@ -35,6 +39,7 @@ __all__ = [
     "TextDelta",
     "ToolCall",
     "ToolCallDelta",
+    "ToolDefinition",
     "Usage",
     "closing",
 ]
@@ -82,12 +87,26 @@ class ChatMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolDefinition:
+    """A tool the model may call: its ``name``, what it does (``description``, which the
+    model reads to decide when to call it), and its ``parameters`` as a JSON schema object
+    (``{"type": "object", "properties": {...}, ...}``). Each provider sends it in its API's
+    shape."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderRequest:
-    """What a run asks of a model: the bounded transcript plus the new user message(s)."""
+    """What a run asks of a model: the bounded transcript plus the new user message(s), and
+    the tools the model may call (none: the request offers no tools at all)."""
 
     session_key: str
     run_id: str
     messages: Sequence[ChatMessage]
+    tools: Sequence[ToolDefinition] = ()
 
     def new_user_messages(self) -> list[str]:
         """The user messages after the last non-user message: what this turn asks."""
@@ -141,8 +160,8 @@ class Provider(Protocol):
     name: str
 
     def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
-        """Yield the answer's events as they are produced: its text deltas in order, then
-        one :class:`Finish` if the call ended normally."""
+        """Yield the answer's events as they are produced: its text and tool-call deltas in
+        order, then one :class:`Finish` if the call ended normally."""
         ...
 
 

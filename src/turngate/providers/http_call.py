@@ -20,7 +20,7 @@ an event that is not JSON, or of the        ProviderResponseError ``bad_response
 wrong shape
 a stream that ends before the provider      ProviderResponseError
 said it was finished                        ``incomplete_response``
-a finished answer without any text          ProviderResponseError ``empty_response``
+a finished answer with no text, no call     ProviderResponseError ``empty_response``
 ==========================================  =====================================
 
 The last four are the answers a provider calls successful but that are not a reply: each is
@@ -207,8 +207,9 @@ def bad_response(label: str, why: str) -> ProviderResponseError:
     return response_error(label, why, ErrorCode.BAD_RESPONSE)
 
 
-def check_finished(label: str, *, finished: bool, has_text: bool, stop_signal: str) -> None:
-    """Refuse an answer that ended without the provider's ``stop_signal`` or without text.
+def check_finished(label: str, *, finished: bool, has_output: bool, stop_signal: str) -> None:
+    """Refuse an answer that ended without the provider's ``stop_signal`` or without any
+    output (text or a tool call).
 
     A reply is delivered only when the provider said it was complete: a body that just ends
     (a proxy's timeout, a crashed server) would otherwise pass part of an answer, or none,
@@ -217,7 +218,7 @@ def check_finished(label: str, *, finished: bool, has_text: bool, stop_signal: s
     if not finished:
         why = f"the answer stopped before the model finished it (no {stop_signal})"
         raise response_error(label, why, ErrorCode.INCOMPLETE_RESPONSE)
-    if not has_text:
+    if not has_output:
         why = "the model finished without any text"
         raise response_error(label, why, ErrorCode.EMPTY_RESPONSE)
 

@@ -4,13 +4,17 @@ Works with OpenAI itself and with servers that speak its API (llama.cpp, Ollama,
 Groq, ...). The SDK's own retries are off: retrying, and moving to another model, is the
 :class:`~turngate.providers.fallback.FallbackChain`'s job, with one policy for every provider.
 
-A reply counts only when a ``finish_reason`` says the model finished it and it has text; a
-stream that just ends, an answer that is not an event stream, and chunks of the wrong shape
-are provider errors (see :mod:`~turngate.providers.http_call`). The SDK builds chunks without
-validating them, so each is read field by field here rather than trusted.
+A reply counts only when a ``finish_reason`` says the model finished it and it has text or
+tool calls; a stream that just ends, an answer that is not an event stream, and chunks of the
+wrong shape are provider errors (see :mod:`~turngate.providers.http_call`). Chunks are read
+field by field by :mod:`~turngate.providers.openai_chunks`.
+
+Tools the request offers go in ``tools`` as ``function`` tools (:func:`request_tools`); the
+model's calls come back as :class:`~turngate.providers.base.ToolCallDelta` pieces. A request
+without tools sends no ``tools`` at all (some servers refuse an empty list).
 
 A finished reply ends with a :class:`~turngate.providers.base.Finish`: the ``finish_reason``
-of the stream (``stop``, ``length``, ...) and the call's token usage.
+of the stream (``stop``, ``length``, ``tool_calls``, ...) and the call's token usage.
 
 Token usage: each call asks for it (``stream_options.include_usage``), and the stream's last
 chunk (``choices == []``) carries it. OpenAI, vLLM, llama.cpp, Ollama and Groq honour the
@@ -25,31 +29,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import TypeGuard
 
 import httpx2
 import openai
 from openai import AsyncStream
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
-from openai.types.chat.chat_completion_chunk import ChoiceDelta
+from openai.types.chat import (
+    ChatCompletionChunk,
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageParam,
+)
 
 from turngate.config import ProviderConfig
 from turngate.errors import ProviderError
 from turngate.providers.base import (
     ChatMessage,
-    Finish,
     ProviderEvent,
     ProviderRequest,
-    TextDelta,
-    Usage,
+    ToolDefinition,
 )
 from turngate.providers.endpoints import OPENAI_BASE_URL
 from turngate.providers.http_call import (
     END,
     CallDeadlines,
     bad_response,
-    check_finished,
     next_event,
     provider_text,
     refused_error,
@@ -58,6 +60,7 @@ from turngate.providers.http_call import (
     status_error,
     transport_error,
 )
+from turngate.providers.openai_chunks import Answer, choices, chunk_usage
 
 NO_API_KEY = "no-key"
 """Sent when no key is configured (local servers ignore it). The SDK refuses an empty key
@@ -71,8 +74,8 @@ log = logging.getLogger("turngate.providers")
 
 
 class OpenAICompatProvider:
-    """One model at an OpenAI-compatible endpoint; yields the reply's text deltas, then its
-    :class:`~turngate.providers.base.Finish`."""
+    """One model at an OpenAI-compatible endpoint; yields the reply's text and tool-call
+    deltas, then its :class:`~turngate.providers.base.Finish`."""
 
     def __init__(self, config: ProviderConfig, model: str, api_key: str | None) -> None:
         self.config = config
@@ -99,16 +102,17 @@ class OpenAICompatProvider:
         await self._client.close()
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
-        """Send the request's messages; yield each non-empty ``delta.content`` in order, then
-        the answer's :class:`~turngate.providers.base.Finish`.
+        """Send the request's messages and tools; yield each non-empty ``delta.content``
+        and each tool-call piece in order, then the answer's
+        :class:`~turngate.providers.base.Finish`.
 
         Raise :class:`~turngate.errors.ProviderResponseError` for an answer that is not a
-        finished reply (after its text so far, if the stream was cut off).
+        finished reply (after its output so far, if the stream was cut off).
         """
         deadlines = CallDeadlines(
             self.name, self.config.first_token_timeout, self.config.total_timeout
         )
-        answer = _Answer()
+        answer = Answer(self.name)
         try:
             async with deadlines.bounded():
                 chunks = await self._create(request)
@@ -122,12 +126,12 @@ class OpenAICompatProvider:
                         chunk = await next_event(self.name, chunks)
                     if chunk is END:
                         break
-                    answer.usage = _usage(chunk) or answer.usage
-                    for choice in _choices(self.name, chunk):
-                        if text := answer.take(self.name, choice):
+                    answer.usage = chunk_usage(chunk) or answer.usage
+                    for choice in choices(self.name, chunk):
+                        for event in answer.take(choice):
                             deadlines.token_arrived()
-                            yield TextDelta(text)
-                answer.check(self.name, self._api_key)
+                            yield event
+                answer.check(self._api_key)
         except (openai.OpenAIError, httpx2.RequestError) as exc:
             # `from None`: the SDK's exception may carry what the server echoed (a key, the
             # prompt); the translated message is the one that travels.
@@ -139,10 +143,12 @@ class OpenAICompatProvider:
     async def _create(self, request: ProviderRequest) -> AsyncStream[ChatCompletionChunk]:
         """Start the streamed call; without ``stream_options`` if the server refuses it."""
         messages = request_messages(request.messages)
+        tools = request_tools(request.tools) or openai.omit
         try:
             return await self._client.chat.completions.create(
                 model=self.model,
                 messages=messages,
+                tools=tools,
                 # max_completion_tokens, not max_tokens: OpenAI's reasoning models refuse
                 # the latter, and compatible servers that lack the former ignore it.
                 max_completion_tokens=self.config.max_tokens,
@@ -164,6 +170,7 @@ class OpenAICompatProvider:
         return await self._client.chat.completions.create(
             model=self.model,
             messages=messages,
+            tools=tools,
             max_completion_tokens=self.config.max_tokens,
             stream=True,
         )
@@ -204,99 +211,6 @@ class OpenAICompatProvider:
         if isinstance(exc, openai.ContentFilterFinishReasonError):
             return refused_error(self.name, "stopped by the content filter")
         return ProviderError(f"{self.name}: {provider_text(str(exc), self._api_key)}")
-
-
-@dataclass(frozen=True, slots=True)
-class _Choice:
-    """What one choice of one chunk says, its fields checked."""
-
-    content: str | None
-    refusal: str | None
-    finish_reason: str | None
-
-
-@dataclass
-class _Answer:
-    """What the stream has said so far: whether it had text, its refusal, how it finished,
-    and the last usage it reported (servers that report usage on every chunk, as vLLM can,
-    report running totals, so the last one is the call's)."""
-
-    has_text: bool = False
-    refusal: str = ""
-    finish_reason: str | None = None
-    usage: Usage | None = None
-
-    def take(self, label: str, choice: _Choice) -> str | None:
-        """Note ``choice``; its text, if any, to pass on."""
-        if choice.refusal:
-            self.refusal += choice.refusal
-        if choice.finish_reason == "content_filter":
-            raise refused_error(label, "stopped by the content filter")
-        if choice.finish_reason is not None:
-            # "length" too: an answer cut by the output budget is finished, and delivered.
-            self.finish_reason = choice.finish_reason
-        if choice.content:
-            self.has_text = True
-        return choice.content
-
-    def check(self, label: str, api_key: str | None) -> None:
-        """At the end of the stream: refuse a refusal, a cut-off or an empty answer."""
-        if self.refusal:
-            raise refused_error(label, provider_text(self.refusal, api_key))
-        check_finished(
-            label,
-            finished=self.finish_reason is not None,
-            has_text=self.has_text,
-            stop_signal="finish_reason",
-        )
-
-    def finish(self) -> Finish:
-        """How the answer ended, and its usage (after :meth:`check`)."""
-        return Finish(self.finish_reason or "stop", self.usage)
-
-
-def _choices(label: str, chunk: object) -> list[_Choice]:
-    """The choices of one chunk; ``bad_response`` if it is not shaped like one.
-
-    A chunk with an empty list is fine (usage and content-filter results come that way).
-    """
-    choices = getattr(chunk, "choices", None)
-    if not isinstance(choices, list):
-        raise bad_response(label, "a chunk without a list of choices")
-    return [_choice(label, choice) for choice in choices]
-
-
-def _choice(label: str, choice: object) -> _Choice:
-    finish_reason = getattr(choice, "finish_reason", None)
-    delta = getattr(choice, "delta", None)
-    # Some servers end with a choice that has a finish_reason and no delta at all.
-    if not isinstance(delta, ChoiceDelta) and not (delta is None and finish_reason):
-        raise bad_response(label, "a choice without a delta")
-    content = getattr(delta, "content", None)
-    refusal = getattr(delta, "refusal", None)
-    for name, value in (
-        ("finish_reason", finish_reason),
-        ("content", content),
-        ("refusal", refusal),
-    ):
-        if value is not None and not isinstance(value, str):
-            raise bad_response(label, f"a choice whose {name} is not text")
-    return _Choice(content, refusal, finish_reason)
-
-
-def _usage(chunk: object) -> Usage | None:
-    """The chunk's ``usage``, if it has one that reads as token counts; else None."""
-    usage = getattr(chunk, "usage", None)
-    prompt = getattr(usage, "prompt_tokens", None)
-    completion = getattr(usage, "completion_tokens", None)
-    if _is_count(prompt) and _is_count(completion):
-        return Usage(prompt, completion)
-    return None
-
-
-def _is_count(value: object) -> TypeGuard[int]:
-    # bool is an int to Python, never a count.
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _refuses_stream_options(exc: openai.APIStatusError) -> bool:
@@ -370,3 +284,22 @@ def _message(message: ChatMessage) -> ChatCompletionMessageParam:
     if message.role == "assistant":
         return {"role": "assistant", "content": message.content}
     return {"role": "user", "content": message.content}
+
+
+def request_tools(tools: Sequence[ToolDefinition]) -> list[ChatCompletionFunctionToolParam]:
+    """The ``tools`` of a chat completions request: one ``function`` tool per definition.
+
+    ``parallel_tool_calls`` is left to the API's default (on where the server has it): the
+    caller runs every call of an answer.
+    """
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": dict(tool.parameters),
+            },
+        }
+        for tool in tools
+    ]
