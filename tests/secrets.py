@@ -23,6 +23,10 @@ EXAMPLE_IM_TOKEN = "example-im-token-1a2b3c4d5e6f"
 DISCORD_BOT_TOKEN = "MTEwMDAwMDAwMDAwMDAwMDAwMQ.GfAkEd.fake-discord-token_0123456789abcdef"
 DISCORD_WRONG_TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.Gz9y8x.wrong-discord-token_987654321"
 """The Discord channel's tokens: the fake Discord's, and one it refuses."""
+MCP_HEADER_TOKEN = "mcp-header-token-5e4d3c2b1a09"
+"""The bearer token an MCP server over HTTP is sent, from an environment variable."""
+MCP_ENV_SECRET = "mcp-env-secret-8a7b6c5d4e3f"
+"""A value a stdio MCP server gets through a ``${NAME}`` reference in its ``env``."""
 
 ALL_SECRETS = (
     GATEWAY_TOKEN,
@@ -38,4 +42,6 @@ ALL_SECRETS = (
     EXAMPLE_IM_TOKEN,
     DISCORD_BOT_TOKEN,
     DISCORD_WRONG_TOKEN,
+    MCP_HEADER_TOKEN,
+    MCP_ENV_SECRET,
 )

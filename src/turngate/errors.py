@@ -23,6 +23,12 @@ Tree::
     │   └── StorageUnavailableError  the disk is full or failing: nothing was written (503)
     ├── StateDirError             the state directory cannot be used (in use by another
     │                             gateway, not writable)
+    ├── ChannelError              a chat platform failed an operation (tried again)
+    │   ├── DeliveryRefusedError  the platform refused a message for good
+    │   └── ChannelRefusedError   the platform refused the connection for good: its
+    │       │                     supervisor stops
+    │       └── ToolServerRefusedError  an MCP server cannot be started as configured (a
+    │                             variable its configuration names is not set): stops too
     ├── ProviderError             the model provider failed a call (retry, then next model)
     │   ├── ProviderTimeoutError  no answer (or no first token) in time (retry)
     │   ├── ProviderAuthError     the provider refused our credentials (next model at once)
@@ -250,6 +256,14 @@ class ChannelRefusedError(ChannelError):
     message is shown in ``/health``: it names the cause, never the credential."""
 
     code = ErrorCode.CHANNEL_REFUSED
+
+
+class ToolServerRefusedError(ChannelRefusedError):
+    """An MCP tool server cannot be started as configured, and retrying cannot help: an
+    environment variable its configuration names is not set. Its supervisor stops (like a
+    channel refused for good) and its tools are not offered; the message names the variable
+    and the key, never a value. Shares ``channel_refused``: a connection the supervisor gave
+    up on."""
 
 
 class ProviderError(TurngateError):

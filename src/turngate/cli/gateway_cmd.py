@@ -23,6 +23,7 @@ from turngate.cli.common import (
 from turngate.config import DEFAULT_PORT, GatewayConfig, load_config_with_sources
 from turngate.logs import configure_logging
 from turngate.port_owner import port_owner
+from turngate.tools.mcp_env import configured_secrets
 
 DESCRIPTION = """\
 Run the gateway: chat clients talk to it over HTTP and WebSocket, and it runs each session's
@@ -172,6 +173,9 @@ def config_secrets(config: GatewayConfig) -> list[str]:
     for provider in config.all_providers:
         if provider.api_key_env and os.environ.get(provider.api_key_env):
             secrets.append(os.environ[provider.api_key_env])
+    for agent in config.agents:
+        for server in agent.mcp:
+            secrets += configured_secrets(server, os.environ)
     return secrets
 
 
