@@ -3,6 +3,7 @@ key), and what each server reads from the gateway's environment."""
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import pytest
 from tests.secrets import MCP_ENV_SECRET, MCP_HEADER_TOKEN
 from tests.test_config import NO_STATE_DIR, problems_of
 from turngate.cli.gateway_cmd import config_secrets
-from turngate.config import McpServerConfig, load_config
+from turngate.config import GatewayConfig, McpServerConfig, load_config
 from turngate.errors import ChannelRefusedError, ErrorCode, ToolServerRefusedError
+from turngate.gateway.assembly import build_agents
 from turngate.runtime.clock import LoopClock
 from turngate.tools.mcp import mcp_servers
 from turngate.tools.mcp_env import configured_secrets, resolve_environment
@@ -168,3 +170,15 @@ def test_an_agent_s_servers_are_built_from_its_entries_offering_nothing_before_t
     assert servers[0].owns("fs__read")
     assert not servers[0].owns("search__find")
     assert not servers[0].owns("fs_read")
+
+
+def test_an_agent_with_mcp_servers_is_told_at_start_that_they_are_not_run_yet(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Until the agent loop calls tools, a configured server must not look as if it worked.
+    config = GatewayConfig.model_validate(
+        {"agents": [{"id": "main", "mcp": [{"name": "files", "command": "files-server"}]}]}
+    )
+    with caplog.at_level(logging.WARNING, logger="turngate"):
+        build_agents(config)
+    assert "agent main: its [[agents.mcp]] servers (files) are not started" in caplog.text

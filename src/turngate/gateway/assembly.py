@@ -83,6 +83,14 @@ def build_agents(
 
 
 def _agent(agent: AgentConfig, default: AgentSpec, provider: Provider) -> AgentSpec:
+    if agent.mcp:
+        # Said at start rather than ignored: the agent loop that calls tools is not there yet.
+        log.warning(
+            "agent %s: its [[agents.mcp]] servers (%s) are not started: agents do not call"
+            " tools yet in this version",
+            agent.id,
+            ", ".join(server.name for server in agent.mcp),
+        )
     terms = default.policy.lease_terms
     policy = SessionPolicy(
         queue_turns_max=agent.max_queue or default.policy.queue_turns_max,
