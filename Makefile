@@ -13,7 +13,7 @@ ARGS ?=
 LOWEST := .cache/venv-lowest
 LOWEST_STAMP := $(LOWEST)/.installed
 
-.PHONY: run test test-lowest lint typecheck pytest sim bench bench-channels soak fuzz mutants clean
+.PHONY: run test test-lowest lint typecheck pytest sim bench bench-channels bench-providers soak fuzz mutants clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -100,6 +100,11 @@ bench: $(STAMP_RUN)
 # The Telegram channel against the tests' fake Bot API; e.g. ARGS="--messages 200".
 bench-channels: $(STAMP_RUN)
 	$(BIN)/python bench/channels_telegram.py $(ARGS)
+
+# The gateway's CPU per model call (openai and anthropic providers against a local fake server)
+# at 1, 41 and 201 history messages; e.g. ARGS="--provider openai --profile".
+bench-providers: $(STAMP_RUN)
+	$(BIN)/python bench/provider_overhead.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
