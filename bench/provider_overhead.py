@@ -55,7 +55,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from http_turns import HOST, BenchError, loop_factory, machine_info, positive_int
-from turngate.config import ProviderConfig
+from turngate.config_providers import ProviderConfig
 from turngate.providers.base import ChatMessage, Finish, Provider, ProviderRequest, TextDelta
 from turngate.providers.fallback import FallbackChain
 from turngate.providers.registry import build_chain

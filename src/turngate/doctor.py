@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from turngate.config import GatewayConfig, ProviderConfig, is_loopback, load_config
+from turngate.config import GatewayConfig, is_loopback, load_config
+from turngate.config_providers import ProviderConfig
 from turngate.errors import TurngateError
 from turngate.providers.endpoints import ANTHROPIC_BASE_URL, OPENAI_BASE_URL
 

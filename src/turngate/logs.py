@@ -34,7 +34,8 @@ from urllib.parse import urlsplit, urlunsplit
 from turngate.errors import InvalidFieldError
 
 if TYPE_CHECKING:
-    from turngate.config import GatewayConfig, ProviderConfig
+    from turngate.config import GatewayConfig
+    from turngate.config_providers import ProviderConfig
 
 FIELDS = ("session_key", "run_id", "epoch", "event")
 REDACTED = "[redacted]"

@@ -1,5 +1,5 @@
 """A scriptable fake WebSocket IM server, on 127.0.0.1, speaking the bot protocol of
-:mod:`turngate.channels.websocket_im`.
+:mod:`turngate.channels.websocket_im_link`.
 
 It keeps one bot's message stream (``seq`` from 1), what the bot acked, and what it sent; a
 :class:`Script` per connection (by number, from 1; the last one repeats) says how it misbehaves

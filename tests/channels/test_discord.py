@@ -26,7 +26,7 @@ from tests.secrets import DISCORD_BOT_TOKEN, DISCORD_WRONG_TOKEN
 from turngate.channels.base import InboundMessage
 from turngate.channels.discord import DiscordChannel, DiscordSettings
 from turngate.channels.outbox import OutboxWorker
-from turngate.config import ChannelConfig
+from turngate.config_channels import ChannelConfig
 from turngate.core.connection import BackoffPolicy, ConnectionState
 from turngate.core.turn import Outcome, TurnState
 from turngate.runtime.clock import LoopClock

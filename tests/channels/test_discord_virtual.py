@@ -24,7 +24,7 @@ import pytest
 from turngate.channels.base import InboundMessage
 from turngate.channels.discord import DiscordChannel, DiscordSettings
 from turngate.channels.discord.gateway import GatewayLink, Op
-from turngate.config import ChannelConfig
+from turngate.config_channels import ChannelConfig
 from turngate.core.connection import BackoffPolicy
 from turngate.runtime.clock import LoopClock
 from turngate.sim import discord

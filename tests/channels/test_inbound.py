@@ -15,7 +15,7 @@ from tests.harness import EngineHarness
 from turngate.channels.base import InboundMessage
 from turngate.channels.inbound import ChannelInbox
 from turngate.channels.routes import ChannelRoutes
-from turngate.config import ChannelConfig
+from turngate.config_channels import ChannelConfig
 from turngate.errors import ProviderError
 from turngate.runtime.engine import Engine
 from turngate.store.base import DeliveryOrder

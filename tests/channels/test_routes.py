@@ -5,7 +5,7 @@ session no channel serves."""
 from __future__ import annotations
 
 from turngate.channels.routes import ChannelRoutes, session_key_of
-from turngate.config import ChannelConfig
+from turngate.config_channels import ChannelConfig
 from turngate.core.turn import Outcome, TurnState
 from turngate.errors import ErrorCode
 

@@ -14,7 +14,7 @@ from turngate.channels.base import InboundMessage, Inbox
 from turngate.channels.routes import ChannelRoutes
 from turngate.channels.runtime import ChannelRuntime
 from turngate.channels.supervisor import ConnectionSnapshot
-from turngate.config import ChannelConfig
+from turngate.config_channels import ChannelConfig
 from turngate.core.connection import ConnectionState
 from turngate.core.keys import parse_session_key
 from turngate.lanes.cron import CronJob, CronLane

@@ -25,12 +25,8 @@ from typing import Any
 
 import pytest
 
-from turngate.channels.supervisor import (
-    Connector,
-    Generation,
-    Supervisor,
-    SupervisorSettings,
-)
+from turngate.channels.generation import Generation
+from turngate.channels.supervisor import Connector, Supervisor, SupervisorSettings
 from turngate.core.connection import BackoffPolicy, ConnectionState
 from turngate.errors import ChannelError, ChannelRefusedError
 from turngate.runtime.clock import LoopClock

@@ -33,7 +33,7 @@ from turngate.channels.outbox import OutboxSettings, OutboxWorker
 from turngate.channels.split import utf16_length
 from turngate.channels.telegram import TelegramChannel
 from turngate.channels.telegram_format import telegram_html
-from turngate.config import ChannelConfig
+from turngate.config_channels import ChannelConfig
 from turngate.core.connection import BackoffPolicy, ConnectionState
 from turngate.errors import ChannelError, DeliveryRefusedError, StorageUnavailableError
 from turngate.gateway.server import listening_socket

@@ -20,7 +20,8 @@ import pytest
 from tests.support import EventWaiter, running_gateway
 from turngate.cli import doctor_cmd, status_cmd
 from turngate.cli.common import resolve
-from turngate.config import AgentConfig, CronJobConfig, HeartbeatConfig, ProviderConfig
+from turngate.config_agents import AgentConfig, CronJobConfig, HeartbeatConfig
+from turngate.config_providers import ProviderConfig
 from turngate.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta
 from turngate.runtime.events import EventBus
 from turngate.store.statedir import StateDirLock

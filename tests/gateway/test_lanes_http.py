@@ -13,7 +13,7 @@ import httpx2
 from tests.fake_models import Call, ScriptedModel, heartbeat_ok_or_echo
 from tests.support import EventWaiter, running_gateway
 from turngate.cli import main
-from turngate.config import AgentConfig, CronJobConfig, HeartbeatConfig
+from turngate.config_agents import AgentConfig, CronJobConfig, HeartbeatConfig
 from turngate.providers.base import ProviderEvent, ProviderRequest
 from turngate.runtime.events import EventBus
 from turngate.sim.checkers import Checker

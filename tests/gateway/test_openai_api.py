@@ -30,7 +30,7 @@ from tests.providers.fakes import (
 from tests.secrets import OPENAI_SURFACE_TOKEN as TOKEN
 from tests.support import EventWaiter, GatedEchoProvider, gateway_config, running_gateway, serve
 from turngate.cli import main as cli_main
-from turngate.config import AgentConfig
+from turngate.config_agents import AgentConfig
 from turngate.errors import ErrorCode, ProviderRejectedError
 from turngate.gateway import openai_stream
 from turngate.gateway.app import create_app

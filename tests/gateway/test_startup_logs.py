@@ -16,7 +16,8 @@ import pytest
 
 from tests.secrets import LOG_TEST_TOKEN, PROVIDER_KEY
 from tests.support import gateway_config, serve
-from turngate.config import AgentConfig, CronJobConfig, HeartbeatConfig, ProviderConfig
+from turngate.config_agents import AgentConfig, CronJobConfig, HeartbeatConfig
+from turngate.config_providers import ProviderConfig
 from turngate.core.queue import QueueMode
 from turngate.gateway.app import create_app
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.fake_models import Call, ScriptedModel, heartbeat_ok_or_echo
 from tests.harness import EngineHarness
-from turngate.config import AgentConfig, CronJobConfig, HeartbeatConfig
+from turngate.config_agents import AgentConfig, CronJobConfig, HeartbeatConfig
 from turngate.core.keys import parse_session_key
 from turngate.lanes.cron import CronJob, CronLane
 from turngate.lanes.heartbeat import HeartbeatLane

@@ -36,7 +36,8 @@ from starlette.types import Receive, Scope, Send
 
 from tests.secrets import PROVIDER_KEY
 from tests.support import serve
-from turngate.config import GatewayConfig, ProviderConfig
+from turngate.config import GatewayConfig
+from turngate.config_providers import ProviderConfig
 from turngate.providers.base import (
     ChatMessage,
     Finish,

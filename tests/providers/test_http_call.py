@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.secrets import LIVE_LOOKING_KEY as KEY
-from turngate.config import ProviderConfig
+from turngate.config_providers import ProviderConfig
 from turngate.errors import (
     ErrorCode,
     ProviderAuthError,

@@ -6,7 +6,7 @@ import pytest
 
 from tests.providers.fakes import REQUEST, collect
 from tests.secrets import REGISTRY_KEYS
-from turngate.config import BUILTIN_ECHO, ProviderConfig
+from turngate.config_providers import BUILTIN_ECHO, ProviderConfig
 from turngate.errors import InvalidFieldError
 from turngate.providers.anthropic_messages import AnthropicProvider
 from turngate.providers.echo import EchoProvider

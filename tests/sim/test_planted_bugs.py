@@ -27,9 +27,9 @@ import pytest
 
 from turngate.channels.base import InboundMessage
 from turngate.channels.discord.gateway import GatewayLink
+from turngate.channels.generation import Generation
 from turngate.channels.inbound import Admitted, ChannelInbox
 from turngate.channels.outbox import OutboxWorker
-from turngate.channels.supervisor import Generation
 from turngate.core.effects import Effect, EndRun
 from turngate.core.lease import Lease, LeaseState
 from turngate.core.session import SessionCore

@@ -20,7 +20,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from tests.tools.mcp_test_server import build_server
-from turngate.config import McpServerConfig
+from turngate.config_mcp import McpServerConfig
 from turngate.core.connection import BackoffPolicy
 from turngate.gateway.server import listening_socket
 from turngate.runtime.clock import LoopClock

@@ -12,7 +12,8 @@ import pytest
 from tests.secrets import MCP_ENV_SECRET, MCP_HEADER_TOKEN
 from tests.test_config import NO_STATE_DIR, problems_of
 from turngate.cli.gateway_cmd import config_secrets
-from turngate.config import GatewayConfig, McpServerConfig, load_config
+from turngate.config import GatewayConfig, load_config
+from turngate.config_mcp import McpServerConfig
 from turngate.errors import ChannelRefusedError, ErrorCode, ToolServerRefusedError
 from turngate.gateway.assembly import build_agents
 from turngate.runtime.clock import LoopClock

@@ -9,7 +9,7 @@ import pytest
 
 from tests.secrets import MCP_HEADER_TOKEN
 from tests.tools.servers import connected, http_server, names, until
-from turngate.config import McpServerConfig
+from turngate.config_mcp import McpServerConfig
 from turngate.core.connection import ConnectionState
 from turngate.gateway.server import listening_socket
 from turngate.tools.base import Toolbox, ToolResult

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from turngate.channels.base import InboundMessage
 from turngate.channels.routes import session_key_of
-from turngate.config import ChannelConfig
+from turngate.config_channels import ChannelConfig
 from turngate.core.keys import IDEMPOTENCY_KEY_PATTERN, parse_session_key
 from turngate.errors import ChannelError, IdempotencyConflictError
 from turngate.runtime.engine import Engine, SubmitRequest

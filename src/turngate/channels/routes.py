@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from turngate.config import ChannelConfig
+from turngate.config_channels import ChannelConfig
 from turngate.core.keys import id_from_segment, id_segment
 from turngate.core.turn import Outcome, TurnState
 from turngate.errors import ErrorCode

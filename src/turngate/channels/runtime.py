@@ -21,7 +21,7 @@ from turngate.channels.inbound import ChannelInbox
 from turngate.channels.outbox import OutboxCounts, OutboxSettings, OutboxWorker
 from turngate.channels.routes import ChannelRoutes
 from turngate.channels.supervisor import ConnectionSnapshot
-from turngate.config import ChannelConfig
+from turngate.config_channels import ChannelConfig
 from turngate.errors import ChannelError
 from turngate.runtime.engine import Engine
 from turngate.runtime.events import Event, EventKind

@@ -50,17 +50,17 @@ from urllib.parse import quote
 import httpx2
 
 from turngate.channels.base import InboundMessage, Inbox
+from turngate.channels.generation import Generation
 from turngate.channels.http import network_transport
 from turngate.channels.split import utf16_length
 from turngate.channels.supervisor import (
     LOST_ERRORS,
     ConnectionSnapshot,
-    Generation,
     Supervisor,
     SupervisorSettings,
 )
 from turngate.channels.telegram_format import telegram_html
-from turngate.config import ChannelConfig
+from turngate.config_channels import ChannelConfig
 from turngate.core.clock import Clock
 from turngate.core.connection import BackoffPolicy
 from turngate.errors import ChannelError, ChannelRefusedError, DeliveryRefusedError, TurngateError

@@ -15,7 +15,9 @@ from turngate.channels.outbox import OutboxSettings
 from turngate.channels.runtime import ChannelRuntime
 from turngate.channels.telegram import TelegramChannel
 from turngate.channels.websocket_im import WebSocketChannel, WebSocketSettings
-from turngate.config import AgentConfig, ChannelConfig, GatewayConfig
+from turngate.config import GatewayConfig
+from turngate.config_agents import AgentConfig
+from turngate.config_channels import ChannelConfig
 from turngate.core.lease import LeaseTerms
 from turngate.core.session import SessionPolicy
 from turngate.errors import InvalidFieldError

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from croniter import croniter
 
-from turngate.config import AgentConfig, CronJobConfig
+from turngate.config_agents import AgentConfig, CronJobConfig
 from turngate.core.keys import SessionKey, parse_session_key
 from turngate.core.queue import QueueMode
 from turngate.errors import NotFoundError, StorageUnavailableError, StoreError, TurngateError

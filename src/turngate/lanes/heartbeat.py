@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 
-from turngate.config import HeartbeatConfig
+from turngate.config_agents import HeartbeatConfig
 from turngate.core.keys import parse_session_key
 from turngate.core.queue import QueueMode
 from turngate.errors import TurngateError

@@ -34,7 +34,7 @@ from anthropic.types import (
     ToolUseBlockParam,
 )
 
-from turngate.config import ProviderConfig
+from turngate.config_providers import ProviderConfig
 from turngate.errors import ProviderError
 from turngate.providers.anthropic_events import Answer
 from turngate.providers.base import (

@@ -39,7 +39,7 @@ from openai.types.chat import (
     ChatCompletionMessageParam,
 )
 
-from turngate.config import ProviderConfig
+from turngate.config_providers import ProviderConfig
 from turngate.errors import ProviderError
 from turngate.providers.base import (
     ChatMessage,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
-from turngate.config import ProviderConfig
+from turngate.config_providers import ProviderConfig
 from turngate.errors import InvalidFieldError
 from turngate.providers.base import Provider
 from turngate.providers.echo import EchoProvider

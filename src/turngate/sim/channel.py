@@ -27,12 +27,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
 from turngate.channels.base import InboundMessage, Inbox
-from turngate.channels.supervisor import (
-    ConnectionSnapshot,
-    Generation,
-    Supervisor,
-    SupervisorSettings,
-)
+from turngate.channels.generation import Generation
+from turngate.channels.supervisor import ConnectionSnapshot, Supervisor, SupervisorSettings
 from turngate.core.clock import Clock
 from turngate.core.connection import BackoffPolicy
 from turngate.errors import ChannelError, DeliveryRefusedError

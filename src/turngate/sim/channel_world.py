@@ -41,7 +41,7 @@ from turngate.channels.outbox import OutboxSettings
 from turngate.channels.routes import ChannelRoutes
 from turngate.channels.runtime import ChannelRuntime
 from turngate.channels.split import split_message
-from turngate.config import ChannelConfig
+from turngate.config_channels import ChannelConfig
 from turngate.core.connection import BackoffPolicy
 from turngate.core.turn import TurnState
 from turngate.runtime.engine import Engine

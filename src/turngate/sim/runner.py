@@ -22,7 +22,8 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from turngate.config import GatewayConfig, HeartbeatConfig
+from turngate.config import GatewayConfig
+from turngate.config_agents import HeartbeatConfig
 from turngate.core.keys import parse_session_key
 from turngate.errors import StorageUnavailableError
 from turngate.gateway.app import create_app, serve_engine

@@ -53,14 +53,15 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
 import turngate
+from turngate.channels.generation import Generation
 from turngate.channels.supervisor import (
     LOST_ERRORS,
     ConnectionSnapshot,
-    Generation,
     Supervisor,
     SupervisorSettings,
 )
-from turngate.config import AgentConfig, McpServerConfig
+from turngate.config_agents import AgentConfig
+from turngate.config_mcp import McpServerConfig
 from turngate.core.clock import Clock
 from turngate.core.connection import BackoffPolicy
 from turngate.errors import ToolServerRefusedError

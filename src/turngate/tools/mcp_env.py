@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from turngate.config import McpServerConfig, env_reference
+from turngate.config_mcp import McpServerConfig, env_reference
 from turngate.errors import ToolServerRefusedError
 
 

@@ -27,7 +27,7 @@ from mcp.client._transport import ReadStream, TransportStreams
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 
-from turngate.config import McpServerConfig
+from turngate.config_mcp import McpServerConfig
 from turngate.tools.mcp_env import ServerEnvironment
 
 HTTP_CONNECT_TIMEOUT_S = 30.0

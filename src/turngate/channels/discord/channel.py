@@ -29,7 +29,6 @@ from turngate.channels.discord.gateway import (
     GatewayLink,
     Intent,
     ResumeState,
-    SessionCounts,
 )
 from turngate.channels.discord.messages import MessageFilter
 from turngate.channels.discord.rest import API_URL_DEFAULT, DiscordRest, DiscordSender
@@ -41,14 +40,14 @@ from turngate.channels.discord.socket import (
     dial_websocket,
     gateway_url,
 )
+from turngate.channels.generation import Generation, SessionCounts
 from turngate.channels.supervisor import (
     LOST_ERRORS,
     ConnectionSnapshot,
-    Generation,
     Supervisor,
     SupervisorSettings,
 )
-from turngate.config import ChannelConfig
+from turngate.config_channels import ChannelConfig
 from turngate.core.clock import Clock
 from turngate.core.connection import BackoffPolicy
 from turngate.errors import ChannelError

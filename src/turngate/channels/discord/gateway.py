@@ -4,7 +4,7 @@ Why not discord.py: it runs its own reconnect loop and a heartbeat *thread* whos
 outlive the socket they were made for (seed 004's "Attempted to reconnect zombie connection"
 is exactly that), and it dispatches each event to handlers that run on their own; we need the
 loop, the heartbeat and every callback to belong to one
-:class:`~turngate.channels.supervisor.Generation`, and a message to be stored before we move
+:class:`~turngate.channels.generation.Generation`, and a message to be stored before we move
 past its sequence number. The protocol itself is small; this module speaks it.
 
 One connection (``→`` we send, ``←`` Discord sends)::
@@ -61,7 +61,7 @@ from turngate.channels.base import InboundMessage, Inbox
 from turngate.channels.discord.messages import MessageFilter, snowflake
 from turngate.channels.discord.socket import GatewayClosedError, GatewaySocket
 from turngate.channels.frames import BadFrames, integer, number
-from turngate.channels.supervisor import Generation
+from turngate.channels.generation import Generation, SessionCounts
 from turngate.errors import ChannelError, ChannelRefusedError, TurngateError
 
 log = logging.getLogger("turngate.channels")
@@ -123,14 +123,6 @@ class ResumeState:
     session_id: str
     seq: int
     resume_url: str
-
-
-@dataclass(slots=True)
-class SessionCounts:
-    """A channel's sessions since it started (for ``/health`` and metrics)."""
-
-    identifies: int = 0
-    resumes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,5 +374,4 @@ __all__ = [
     "Intent",
     "Op",
     "ResumeState",
-    "SessionCounts",
 ]
