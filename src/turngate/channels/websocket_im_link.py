@@ -156,6 +156,14 @@ class ImLink:
     # Inbound frames.
 
     def _handle_frame(self, raw: str | bytes) -> None:
+        # As the Discord link does: what a frame means for the connection ends the
+        # generation, and is never an exception in whoever handed the frame.
+        try:
+            self._on_frame(raw)
+        except ChannelError as exc:
+            self.gen.fail(exc)
+
+    def _on_frame(self, raw: str | bytes) -> None:
         frame = self.bad_frames.json_object(raw)
         if frame is None:
             return
