@@ -31,6 +31,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from turngate.providers.base import Provider
+from turngate.runtime.agents import AgentRegistry, AgentSpec
 from turngate.runtime.clock import LoopClock
 from turngate.runtime.engine import Engine, EngineSettings
 from turngate.runtime.events import Event, EventBus
@@ -38,6 +39,7 @@ from turngate.runtime.outbound import OutboundRouter
 from turngate.sim.checkers import Checker
 from turngate.sim.loop import run_virtual
 from turngate.store.sqlite import SqliteStore
+from turngate.tools.base import Toolbox
 from turngate.types import WallS
 
 DB_NAME = "turngate.db"
@@ -52,7 +54,8 @@ class EngineHarness:
 
     ``wall_at_zero`` pins the wall clock to virtual time 0 (for cron, and for the checker);
     ``check_invariants`` has the simulator's checker watch each life and fail it on any
-    violation of I1-I8; ``outbound`` is what the channels owe (their router).
+    violation of I1-I8; ``outbound`` is what the channels owe (their router); with a
+    ``toolbox``, the agent's model is offered its tools, for up to ``max_steps`` steps.
     """
 
     def __init__(
@@ -64,6 +67,8 @@ class EngineHarness:
         wall_at_zero: WallS | None = None,
         check_invariants: bool = False,
         outbound: OutboundRouter | None = None,
+        toolbox: Toolbox | None = None,
+        max_steps: int = 8,
     ) -> None:
         if check_invariants and wall_at_zero is None:
             raise ValueError("check_invariants: the checker needs wall_at_zero")
@@ -73,6 +78,8 @@ class EngineHarness:
         self.wall_at_zero = wall_at_zero
         self.check_invariants = check_invariants
         self.outbound = outbound
+        self.toolbox = toolbox
+        self.max_steps = max_steps
         self.events: list[Event] = []
 
     @asynccontextmanager
@@ -94,11 +101,27 @@ class EngineHarness:
             clock=LoopClock(self.wall_at_zero),
             events=bus,
             outbound=self.outbound,
+            agents=self._agents(),
         )
         async with engine:
             yield engine
         if checker is not None:
-            assert checker.violations == []
+            assert not checker.violations, "\n".join(map(str, checker.violations))
+
+    def _agents(self) -> AgentRegistry | None:
+        """With a toolbox, every agent's model is offered its tools; else the default."""
+        if self.toolbox is None:
+            return None
+        settings = self.settings
+        main = AgentSpec(
+            "main",
+            settings.policy(),
+            self.provider,
+            settings.system_prompt,
+            toolbox=self.toolbox,
+            max_steps=self.max_steps,
+        )
+        return AgentRegistry(main, strict=False)
 
     def run(self, scenario: Scenario) -> list[Event]:
         """Run ``scenario`` in one life on a fresh virtual-time loop (time starts at 0);

@@ -4,6 +4,7 @@ timeouts, its lanes (heartbeat, cron jobs) and its MCP tool servers."""
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -12,6 +13,8 @@ from turngate.config_types import Duration, ModelRef
 from turngate.core.queue import QueueMode
 
 _AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+BuiltinTool = Literal["sessions_send", "sessions_history"]
+"""The names of the built-in tools an agent may enable."""
 
 
 class HeartbeatConfig(BaseModel):
@@ -71,6 +74,12 @@ class AgentConfig(BaseModel):
     cron: tuple[CronJobConfig, ...] = ()
     mcp: tuple[McpServerConfig, ...] = ()
     """MCP tool servers (``[[agents.mcp]]``), each with its own ``name``."""
+    tools: tuple[BuiltinTool, ...] = ()
+    """Built-in tools its model may call (none unless listed): ``sessions_send`` queues a
+    message to another session of this agent, ``sessions_history`` reads one, bounded."""
+    max_steps: int = Field(default=24, ge=1, le=1000)
+    """Model steps one run may take when the model calls tools (each step after the
+    results of the one before); past them the turn fails with ``max_steps``."""
 
     @field_validator("id")
     @classmethod

@@ -92,6 +92,8 @@ class ErrorCode(enum.StrEnum):
     """The model finished without any content."""
     BAD_RESPONSE = "bad_response"
     """The provider's answer could not be read (not a stream, malformed, wrong shape)."""
+    MAX_STEPS = "max_steps"
+    """The model was still calling tools after the agent's ``max_steps`` model steps."""
     UNAUTHORIZED = "unauthorized"
     RATE_LIMITED = "rate_limited"
     FRAME_TOO_LARGE = "frame_too_large"

@@ -154,7 +154,10 @@ def test_a_reply_is_written_to_the_transcript_as_the_users_messages_then_the_ass
     _running(session, "a")
     (end,) = session.run_ended("a", 1, RunReplied("hello"), now=1.0)
     assert isinstance(end, EndRun)
-    assert end.exchange == (TranscriptItem.user("message a"), TranscriptItem.assistant("hello"))
+    assert end.exchange == (
+        TranscriptItem.user("message a", "a"),
+        TranscriptItem.assistant("hello"),
+    )
 
 
 def test_a_run_that_fails_or_is_cancelled_writes_nothing_to_the_transcript() -> None:

@@ -347,31 +347,40 @@ def test_any_schedule_ends_every_turn_exactly_once_with_one_run_at_a_time(
     assert set(ended) == set(submitted)
 
 
-def test_steer_joins_the_running_turn_when_nothing_waits() -> None:
+def test_a_steered_message_waits_and_joins_the_run_when_it_asks_before_its_next_step() -> None:
     session = new_session()
     session.submit(turn("a"), QueueMode.FOLLOWUP, 0.0)
     steer = turn("b")
-    effects = session.submit(steer, QueueMode.STEER, 0.1)
-    assert effects == [Enqueued(("b",)), Steered("a", 1, steer)]
+    assert session.submit(steer, QueueMode.STEER, 0.1) == [Enqueued(("b",))]
+    assert steer.state is TurnState.QUEUED
+    assert session.take_steered("a", 1) == [Steered("a", 1, steer)]
     assert steer.state is TurnState.RUNNING
-    ended = outcomes(session.run_ended("a", 1, RunReplied("A\n\nB"), 1.0))
-    assert [(o.turn_id, o.run_id, o.reply) for o in ended] == [
-        ("a", "a", "A\n\nB"),
-        ("b", "a", "A\n\nB"),
-    ]
+    assert session.take_steered("a", 1) == []
+    ended = outcomes(session.run_ended("a", 1, RunReplied("A"), 1.0))
+    assert [(o.turn_id, o.run_id, o.reply) for o in ended] == [("a", "a", "A"), ("b", "a", "A")]
 
 
-def test_steer_behind_waiting_turns_or_a_cancelled_run_queues_instead() -> None:
+def test_a_steered_message_the_run_never_asks_for_runs_as_the_next_turn() -> None:
+    session = new_session()
+    session.submit(turn("a"), QueueMode.FOLLOWUP, 0.0)
+    session.submit(turn("b"), QueueMode.STEER, 0.1)
+    effects = session.run_ended("a", 1, RunReplied("A"), 1.0)
+    assert [e.turns[0].turn_id for e in effects if isinstance(e, StartRun)] == ["b"]
+
+
+def test_only_steered_messages_at_the_head_join_and_never_a_cancelled_or_stale_run() -> None:
     session = new_session()
     session.submit(turn("a"), QueueMode.FOLLOWUP, 0.0)
     session.submit(turn("b"), QueueMode.FOLLOWUP, 0.0)
-    effects = session.submit(turn("c"), QueueMode.STEER, 0.1)
-    assert not any(isinstance(e, Steered) for e in effects)
+    session.submit(turn("c"), QueueMode.STEER, 0.1)
+    assert session.take_steered("a", 1) == []  # c waits behind b: order first
     assert [t.turn_id for t in session.queue.turns()] == ["b", "c"]
-    session.abort(None, 0.2)
+    assert session.take_steered("a", 0) == [IgnoredStale("a", 0, "a request for steered messages")]
     session.queue.take_all()
-    effects = session.submit(turn("d"), QueueMode.STEER, 0.3)
-    assert not any(isinstance(e, Steered) for e in effects)
+    session.submit(turn("d"), QueueMode.STEER, 0.2)
+    session.abort(None, 0.3)
+    assert session.take_steered("a", 1) == []
+    assert [t.turn_id for t in session.queue.turns()] == ["d"]
 
 
 def test_every_turn_a_run_served_carries_the_run_s_whole_usage() -> None:

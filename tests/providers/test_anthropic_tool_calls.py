@@ -149,7 +149,7 @@ async def test_a_tool_use_block_streamed_in_pieces_is_a_call_that_finishes_with_
         ToolCallDelta(0, arguments=': "Lisbon"}'),
     ]
     assert got.calls == [ToolCall("toolu_1", "weather", '{"city": "Lisbon"}')]
-    assert got.finish == Finish("tool_calls", USAGE)
+    assert got.finish == Finish("tool_calls", USAGE, "fake/claude")
 
 
 @pytest.mark.asyncio

@@ -392,13 +392,14 @@ async def events_of(provider: FallbackChain, into: list[ProviderEvent]) -> None:
 
 
 def test_only_the_finish_and_usage_of_the_attempt_that_answered_are_passed_on() -> None:
-    # The first model finished with no text: billed, but no answer, so its Finish is held back.
+    # The first model finished with no text: billed, but no answer, so its Finish is held back;
+    # the one passed on names the model that answered.
     primary = Scripted("a", [NOTHING], usage=Usage(100, 3))
     backup = Scripted("b", usage=Usage(10, 5))
     events: list[ProviderEvent] = []
 
     run_virtual(events_of(chain(primary, backup, max_retries=0), events))
-    assert events == [TextDelta("ok"), TextDelta("!"), Finish("stop", Usage(10, 5))]
+    assert events == [TextDelta("ok"), TextDelta("!"), Finish("stop", Usage(10, 5), "p/b")]
 
 
 def test_a_chain_whose_every_model_failed_yields_no_finish() -> None:

@@ -154,7 +154,7 @@ async def test_a_tool_call_alone_is_an_answer_that_finishes_with_tool_calls(
         ToolCallDelta(0, arguments=': "Lisbon"}'),
     ]
     assert got.calls == [ToolCall("call_1", "weather", '{"city": "Lisbon"}')]
-    assert got.finish == Finish("tool_calls", USAGE)
+    assert got.finish == Finish("tool_calls", USAGE, "fake/primary")
     assert [c.model for c in server.calls()] == ["primary"]
 
 
@@ -164,7 +164,7 @@ async def test_a_call_sent_whole_in_one_chunk_arrives_whole(server: FakeModelSer
     async with chain_of(fake_provider(server), "primary") as chain:
         got = await tool_answer(chain)
     assert got.events == [ToolCallDelta(0, "call_1", "clock", "{}")]
-    assert got.finish == Finish("tool_calls", USAGE)
+    assert got.finish == Finish("tool_calls", USAGE, "fake/primary")
 
 
 @pytest.mark.asyncio
@@ -236,7 +236,7 @@ async def test_a_server_that_says_stop_after_its_calls_still_finishes_with_tool_
     server.script("primary", [reply(call, finish=chunk({}, "stop"))])
     async with chain_of(fake_provider(server), "primary") as chain:
         got = await tool_answer(chain)
-    assert got.finish == Finish("tool_calls", USAGE)
+    assert got.finish == Finish("tool_calls", USAGE, "fake/primary")
 
 
 @pytest.mark.asyncio
@@ -244,7 +244,7 @@ async def test_a_text_answer_still_finishes_with_stop(server: FakeModelServer) -
     async with chain_of(fake_provider(server), "primary") as chain:
         got = await tool_answer(chain)
     assert got.text == "".join(REPLY)
-    assert got.finish == Finish("stop", USAGE)
+    assert got.finish == Finish("stop", USAGE, "fake/primary")
 
 
 # -- answers that are not a reply -------------------------------------------------------------

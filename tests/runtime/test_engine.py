@@ -13,7 +13,7 @@ from tests.harness import EngineHarness, Scenario
 from tests.support import TOOL_EXCHANGE, store_exchange
 from turngate.core.keys import parse_session_key
 from turngate.core.queue import QueueMode
-from turngate.core.turn import Outcome, TurnState, Usage
+from turngate.core.turn import Outcome, TurnState
 from turngate.errors import ErrorCode, IdempotencyConflictError
 from turngate.providers.base import ChatMessage, ToolCallDelta
 from turngate.runtime.engine import Engine, EngineSettings, SubmitRequest
@@ -258,38 +258,6 @@ def test_a_streaming_client_receives_the_reply_as_deltas_then_the_outcome(
     run_engine(tmp_path, echo_after(0.1), scenario)
 
 
-def test_a_steered_message_reaches_the_running_turn_at_its_next_model_call(
-    tmp_path: Path,
-) -> None:
-    provider = echo_after(1.0)
-
-    async def scenario(engine: Engine) -> None:
-        first = await engine.submit(SubmitRequest(KEY, "plan a trip"))
-        started = asyncio.Event()
-        engine.events.subscribe(lambda e: started.set() if e.kind is EventKind.STARTED else None)
-        await started.wait()
-        steer = await engine.submit(SubmitRequest(KEY, "make it Lisbon", mode=QueueMode.STEER))
-        one, two = await first.outcome, await steer.outcome
-        assert one.reply == two.reply == "echo: plan a trip\n\necho: make it Lisbon"
-        assert two.merged
-        assert two.run_id == one.turn_id
-        assert engine.clock.now() == 2.0
-        transcript = await engine.store.transcript(str(KEY), 10)
-        assert [(e.kind, e.text) for e in transcript] == [
-            ("user", "plan a trip"),
-            ("assistant", "echo: plan a trip"),
-            ("user", "make it Lisbon"),
-            ("assistant", "echo: make it Lisbon"),
-        ]
-
-    run_engine(tmp_path, provider, scenario)
-    assert [m.content for m in provider.requests[1].messages] == [
-        "plan a trip",
-        "echo: plan a trip",
-        "make it Lisbon",
-    ]
-
-
 @pytest.mark.parametrize(
     ("history_entries_max", "history"),
     [
@@ -319,28 +287,6 @@ def test_a_run_sends_the_stored_tool_calls_and_results_back_to_the_model(
     run_engine(tmp_path, provider, scenario, history_entries_max=history_entries_max)
     [request] = provider.requests
     assert list(request.messages) == [*history, ChatMessage("user", "thanks")]
-
-
-def test_a_steered_run_reports_the_usage_of_all_its_model_calls_and_stores_it(
-    tmp_path: Path,
-) -> None:
-    async def scenario(engine: Engine) -> None:
-        first = await engine.submit(SubmitRequest(KEY, "plan a trip"))
-        started = asyncio.Event()
-        engine.events.subscribe(lambda e: started.set() if e.kind is EventKind.STARTED else None)
-        await started.wait()
-        steer = await engine.submit(SubmitRequest(KEY, "make it Lisbon", mode=QueueMode.STEER))
-        one, two = await first.outcome, await steer.outcome
-        # Call 1: 1 message, "echo: plan a trip"; call 2: 3 messages, "echo: make it Lisbon".
-        usage = Usage(1 + 3, len("echo: plan a trip") + len("echo: make it Lisbon"))
-        assert one.usage == two.usage == usage
-        stored = await engine.store.get_turn(steer.turn_id)
-        assert stored is not None
-        assert stored.usage == usage
-        assert stored.outcome() == two
-
-    metered = Call(latency_s=1.0, usage=lambda request, reply: (len(request.messages), len(reply)))
-    run_engine(tmp_path, ScriptedModel(then=metered), scenario)
 
 
 def test_a_turn_whose_provider_reports_no_usage_has_none(tmp_path: Path) -> None:

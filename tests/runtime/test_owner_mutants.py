@@ -17,6 +17,7 @@ import pytest
 
 from tests.fake_models import Call, ScriptedModel, echo_last
 from tests.harness import EngineHarness
+from tests.runtime.tool_fakes import FakeTool, FakeTools, ask
 from turngate.core.keys import parse_session_key
 from turngate.core.queue import QueueMode
 from turngate.core.turn import TurnState
@@ -26,6 +27,7 @@ from turngate.runtime.engine import Engine, EngineSettings, SubmitRequest
 from turngate.runtime.events import Event, EventBus, EventKind
 from turngate.sim.loop import run_virtual
 from turngate.store.sqlite import SqliteStore
+from turngate.tools.base import Toolbox
 
 KEY = parse_session_key("agent:main:main")
 WALL = 1_800_000_000.0
@@ -204,6 +206,10 @@ def test_a_turn_that_expires_while_waiting_is_stored_with_when_it_ended(tmp_path
 def test_a_steered_turn_is_reported_and_stored_as_started_in_the_running_run(
     tmp_path: Path,
 ) -> None:
+    # The run's tool call returns at 1.0 s: the steered turn joins it then, before step 2.
+    tools = FakeTools([FakeTool("search", latency_s=1.0)])
+    model = ScriptedModel([Call(reply="", tool_calls=ask(("c1", "search", "trips")))])
+
     async def scenario(engine: Engine) -> None:
         first_started, steer_started, _ = starts(engine)
         first = await engine.submit(SubmitRequest(KEY, "plan a trip"))
@@ -217,17 +223,19 @@ def test_a_steered_turn_is_reported_and_stored_as_started_in_the_running_run(
             TurnState.RUNNING,
             first.turn_id,
             1,
-            WALL + 0.5,
+            WALL + 1.0,
         )
         await first.outcome
         await steer.outcome
 
-    events = harness(tmp_path, ScriptedModel(then=Call(latency_s=1.0))).run(scenario)
+    events = EngineHarness(
+        tmp_path, model, EngineSettings(), wall_at_zero=WALL, toolbox=Toolbox([tools])
+    ).run(scenario)
     [_, joined] = of(events, EventKind.STARTED)
     assert (joined.at, joined.epoch, joined.wait_s, joined.ready_wait_s, joined.detail) == (
-        0.5,
+        1.0,
         1,
-        0.0,
+        0.5,
         0.0,
         "steered into the running turn",
     )

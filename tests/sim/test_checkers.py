@@ -3,6 +3,8 @@ and a turn's ending written whole."""
 
 from __future__ import annotations
 
+import pytest
+
 from turngate.core.queue import QueueMode
 from turngate.core.transcript import ToolCall, TranscriptItem
 from turngate.core.turn import TurnState
@@ -10,7 +12,7 @@ from turngate.errors import ErrorCode
 from turngate.runtime.events import Event, EventKind
 from turngate.sim.checkers import Checker, LeaseCheck
 from turngate.sim.workload import ClientRecord, ClientTurn
-from turngate.store.base import TranscriptEntry, TurnRecord
+from turngate.store.base import INTERRUPTED_CALL_RESULT, TranscriptEntry, TurnRecord
 from turngate.types import Epoch, RunId, TurnId, WallS
 
 KEY = "agent:sim:main"
@@ -133,7 +135,7 @@ def turn(state: TurnState = TurnState.REPLIED, ended_at: float = 2.0) -> TurnRec
     )
 
 
-HELLO = TranscriptItem.user("hello")
+HELLO = TranscriptItem.user("hello", RUN)
 ANSWER = TranscriptItem.assistant(REPLY)
 
 
@@ -173,7 +175,7 @@ def test_a_replied_turn_without_its_exchange_was_not_written_whole() -> None:
     lines = finish(turn())
     assert [line[:2] for line in lines] == ["I1", "I1"]
     assert "has its message 0 times" in lines[0]
-    assert "has 0 replies of that run, expected 1" in lines[1]
+    assert "its run wrote nothing to the transcript" in lines[1]
 
 
 def test_a_reply_written_twice_means_two_writers() -> None:
@@ -184,13 +186,88 @@ def test_a_reply_written_twice_means_two_writers() -> None:
         entry(3, ANSWER),
     )
     assert [line[:2] for line in lines] == ["I3"]
-    assert "has 2 replies of that run, expected 1" in lines[0]
+    assert "has 2 texts of that run, expected 1" in lines[0]
 
 
 def test_a_reply_of_a_run_whose_turn_did_not_reply_is_an_ending_denied() -> None:
     lines = finish(turn(TurnState.FAILED), entry(1, HELLO), entry(2, ANSWER))
     assert [line[:2] for line in lines] == ["I1", "I1"]
     assert "no turn it replied to" in lines[1]
+
+
+CALL = ToolCall("c1", "search", "{}")
+
+
+def test_a_run_that_failed_after_calling_tools_keeps_its_steps() -> None:
+    lines = finish(
+        turn(TurnState.FAILED),
+        entry(1, HELLO),
+        entry(2, TranscriptItem.assistant("Let me look.")),
+        entry(3, TranscriptItem.calls([CALL])),
+        entry(4, TranscriptItem.tool_result("c1", "search", "cancelled", is_error=True)),
+    )
+    assert lines == []
+
+
+def test_a_failed_run_s_answer_is_an_ending_denied_even_after_tool_steps() -> None:
+    lines = finish(
+        turn(TurnState.FAILED),
+        entry(1, HELLO),
+        entry(2, TranscriptItem.calls([CALL])),
+        entry(3, TranscriptItem.tool_result("c1", "search", "found")),
+        entry(4, ANSWER),
+    )
+    assert [line[:2] for line in lines] == ["I1"]
+    assert "has an answer in the transcript but no turn it replied to" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("results", "found"),
+    [
+        ((), "tool call c1 has 0 results in the transcript, expected exactly 1"),
+        (("a", "b"), "tool call c1 has 2 results in the transcript, expected exactly 1"),
+    ],
+)
+def test_every_tool_call_has_exactly_one_result(results: tuple[str, ...], found: str) -> None:
+    lines = finish(
+        turn(TurnState.FAILED),
+        entry(1, HELLO),
+        entry(2, TranscriptItem.calls([CALL])),
+        *(
+            entry(3 + index, TranscriptItem.tool_result("c1", "search", text))
+            for index, text in enumerate(results)
+        ),
+    )
+    assert [line[:3] for line in lines] == ["I10"]
+    assert found in lines[0]
+
+
+def test_a_result_without_its_call_is_found() -> None:
+    lines = finish(
+        turn(TurnState.FAILED),
+        entry(1, HELLO),
+        entry(2, TranscriptItem.tool_result("c9", "search", "from nowhere")),
+    )
+    assert [line[:3] for line in lines] == ["I1 ", "I10"]
+    assert "a result of tool call c9 with no call before it" in lines[1]
+
+
+def test_the_result_recovery_wrote_after_the_run_held_the_session_is_not_a_stale_write() -> None:
+    late = TranscriptEntry(
+        4,
+        KEY,
+        TranscriptItem.tool_result("c1", "search", INTERRUPTED_CALL_RESULT, is_error=True),
+        RunId(RUN),
+        Epoch(1),
+        WallS(9.0),
+    )
+    lines = finish(
+        turn(TurnState.FAILED),
+        entry(1, HELLO),
+        entry(2, TranscriptItem.calls([CALL])),
+        late,
+    )
+    assert lines == []
 
 
 def acked_and_crashed(*, after_commit: bool) -> list[str]:

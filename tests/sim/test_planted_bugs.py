@@ -43,11 +43,12 @@ from turngate.runtime.engine import Ticket
 from turngate.runtime.owner import SessionOwner
 from turngate.sim.channel_world import draw_channel
 from turngate.sim.runner import SimResult, run_seed
-from turngate.store.base import Delivery, DeliveryOrder, DeliveryState
+from turngate.sim.tools import draw_tools
+from turngate.store.base import Delivery, DeliveryOrder, DeliveryState, TurnRecord
 from turngate.store.sqlite import SqliteStore
 from turngate.store.sqlite_commit import GroupCommits, _GroupCommit
 from turngate.store.sqlite_outbox import insert_orders
-from turngate.store.sqlite_transcript import append_items
+from turngate.store.sqlite_transcript import append_items, close_calls
 from turngate.types import Epoch, MonotonicS, RunId, TurnId, WallS
 
 T = TypeVar("T")
@@ -55,10 +56,16 @@ T = TypeVar("T")
 SEEDS_MAX = 1000
 
 
-def first_failure(*, chat_platform: bool = False) -> SimResult:
+def first_failure(*, chat_platform: bool = False, tools: bool = False) -> SimResult:
     """The first of :data:`SEEDS_MAX` seeds that fails; with ``chat_platform``, of the seeds
-    that have one (a channel's bug cannot show in the others)."""
-    seeds = (s for s in itertools.count() if not chat_platform or draw_channel(s) is not None)
+    that have one (a channel's bug cannot show in the others); with ``tools``, of the seeds
+    whose model calls tools."""
+    seeds = (
+        s
+        for s in itertools.count()
+        if (not chat_platform or draw_channel(s) is not None)
+        and (not tools or draw_tools(s, 1.0) is not None)
+    )
     for seed in itertools.islice(seeds, SEEDS_MAX):
         result = run_seed(seed)
         if not result.ok:
@@ -149,7 +156,7 @@ def storage_failure_ends_the_owner(monkeypatch: pytest.MonkeyPatch) -> None:
         del what, run_id
         return await attempt()
 
-    monkeypatch.setattr(SessionOwner, "_durably", durably)
+    monkeypatch.setattr(SessionOwner, "durably", durably)
 
 
 @pytest.fixture
@@ -218,6 +225,7 @@ def store_without_fencing(monkeypatch: pytest.MonkeyPatch) -> None:
         exchange: Sequence[TranscriptItem],
         at: WallS,
         orders: Sequence[DeliveryOrder] = (),
+        unanswered: str | None = None,
     ) -> None:
         async with self._tx.write("end a run") as db:
             released = db.execute(
@@ -227,6 +235,7 @@ def store_without_fencing(monkeypatch: pytest.MonkeyPatch) -> None:
             ).rowcount
             if released != 1:
                 raise StaleEpochError(session_key, run_id, epoch)
+            close_calls(db, session_key, run_id, epoch, unanswered, at)
             append_items(db, session_key, exchange, run_id, epoch, at)
             self._record_outcomes(db, outcomes, at)
             insert_orders(db, orders, at)
@@ -250,6 +259,7 @@ def outcome_and_transcript_apart(monkeypatch: pytest.MonkeyPatch) -> None:
         exchange: Sequence[TranscriptItem],
         at: WallS,
         orders: Sequence[DeliveryOrder] = (),
+        unanswered: str | None = None,
     ) -> None:
         async with self._tx.write("end a run") as db:
             released = db.execute(
@@ -261,11 +271,34 @@ def outcome_and_transcript_apart(monkeypatch: pytest.MonkeyPatch) -> None:
                 raise StaleEpochError(session_key, run_id, epoch)
             self._record_outcomes(db, outcomes, at)
             insert_orders(db, orders, at)
-        if exchange:
+        if exchange or unanswered:
             async with self._tx.write("append the exchange") as db:
+                close_calls(db, session_key, run_id, epoch, unanswered, at)
                 append_items(db, session_key, exchange, run_id, epoch, at)
 
     monkeypatch.setattr(SqliteStore, "end_run", end_run)
+
+
+@pytest.fixture
+def calls_left_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that ends before its tool calls returned (aborted, fenced, failed) leaves them
+    without a result: the next model call of the session would be refused."""
+    monkeypatch.setattr(SessionOwner, "_unanswered", lambda self, effect: None)
+
+
+@pytest.fixture
+def recovery_that_leaves_calls_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a crash mid-tool, recovery frees the lease but does not close the calls that
+    were running."""
+    original = SqliteStore.recover
+
+    async def recover(self: SqliteStore, at: WallS) -> list[TurnRecord]:
+        # Nothing else writes while the gateway recovers: only recovery's closing is gone.
+        with monkeypatch.context() as patched:
+            patched.setattr("turngate.store.sqlite.close_calls", lambda *args: None)
+            return await original(self, at)
+
+    monkeypatch.setattr(SqliteStore, "recover", recover)
 
 
 @pytest.fixture
@@ -511,6 +544,22 @@ def test_the_simulator_finds_recovery_that_does_not_wait_for_release() -> None:
 @pytest.mark.usefixtures("callback_without_generation_check")
 def test_the_simulator_finds_a_stale_callback_acted_upon() -> None:
     assert first_failure().violations[0].invariant == "I6"
+
+
+@pytest.mark.usefixtures("calls_left_open")
+def test_the_simulator_finds_tool_calls_an_ended_run_left_without_a_result() -> None:
+    first = first_failure(tools=True).violations[0]
+    assert first.invariant == "I10"
+    assert "has 0 results" in first.message
+
+
+@pytest.mark.usefixtures("recovery_that_leaves_calls_open")
+def test_the_simulator_finds_tool_calls_a_crash_left_without_a_result() -> None:
+    # Besides the open call (I10), the resumed run's model may be refused or answer a
+    # conversation with a call and no result; the first violation is the open call.
+    first = first_failure(tools=True).violations[0]
+    assert first.invariant == "I10"
+    assert "has 0 results" in first.message
 
 
 def test_without_planted_bugs_the_same_seeds_pass() -> None:

@@ -24,7 +24,7 @@ from turngate.config_mcp import McpServerConfig
 from turngate.core.connection import BackoffPolicy
 from turngate.gateway.server import listening_socket
 from turngate.runtime.clock import LoopClock
-from turngate.tools.base import Toolbox
+from turngate.tools.base import Toolbox, ToolContext
 from turngate.tools.mcp import McpServer
 
 SERVER_SCRIPT = Path(__file__).with_name("mcp_test_server.py")
@@ -123,3 +123,7 @@ async def http_server() -> AsyncIterator[HttpServer]:
                 await task
         finally:
             sock.close()
+
+
+CONTEXT = ToolContext("agent:main:tools", "run-1", 1)
+"""The caller of the tests' tool calls."""

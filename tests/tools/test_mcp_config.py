@@ -3,7 +3,6 @@ key), and what each server reads from the gateway's environment."""
 
 from __future__ import annotations
 
-import logging
 import random
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from turngate.cli.gateway_cmd import config_secrets
 from turngate.config import GatewayConfig, load_config
 from turngate.config_mcp import McpServerConfig
 from turngate.errors import ChannelRefusedError, ErrorCode, ToolServerRefusedError
+from turngate.gateway.agent_tools import build_agent_tools
 from turngate.gateway.assembly import build_agents
 from turngate.runtime.clock import LoopClock
 from turngate.tools.mcp import mcp_servers
@@ -173,13 +173,26 @@ def test_an_agent_s_servers_are_built_from_its_entries_offering_nothing_before_t
     assert not servers[0].owns("fs_read")
 
 
-def test_an_agent_with_mcp_servers_is_told_at_start_that_they_are_not_run_yet(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # Until the agent loop calls tools, a configured server must not look as if it worked.
+def test_an_agent_with_tools_is_offered_its_servers_and_built_in_tools_and_others_none() -> None:
     config = GatewayConfig.model_validate(
-        {"agents": [{"id": "main", "mcp": [{"name": "files", "command": "files-server"}]}]}
+        {
+            "agents": [
+                {
+                    "id": "main",
+                    "mcp": [{"name": "files", "command": "files-server"}],
+                    "tools": ["sessions_history"],
+                    "max_steps": 7,
+                },
+                {"id": "plain"},
+            ]
+        }
     )
-    with caplog.at_level(logging.WARNING, logger="turngate"):
-        build_agents(config)
-    assert "agent main: its [[agents.mcp]] servers (files) are not started" in caplog.text
+    tools = build_agent_tools(config, LoopClock(), {})
+    assert [server.label for server in tools.servers] == ["main/files"]
+    agents = build_agents(config, toolboxes=tools.toolboxes)
+    main, plain = agents.get("main"), agents.get("plain")
+    assert main.toolbox is tools.toolboxes["main"]
+    assert main.max_steps == 7
+    # The server offers nothing until it runs; the built-in tool is there at once.
+    assert [spec.name for spec in main.toolbox.specs()] == ["sessions_history"]
+    assert plain.toolbox is None

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from tests.secrets import MCP_HEADER_TOKEN
-from tests.tools.servers import connected, http_server, names, until
+from tests.tools.servers import CONTEXT, connected, http_server, names, until
 from turngate.config_mcp import McpServerConfig
 from turngate.core.connection import ConnectionState
 from turngate.gateway.server import listening_socket
@@ -31,9 +31,13 @@ async def test_the_header_from_the_environment_reaches_the_server_and_no_log(
         async with connected(config, environ) as server:
             toolbox = Toolbox([server])
             assert "web__add" in names(toolbox)
-            added = await toolbox.call("web__add", '{"a": 40, "b": 2}', timeout_s=CALL_S)
+            added = await toolbox.call(
+                "web__add", '{"a": 40, "b": 2}', context=CONTEXT, timeout_s=CALL_S
+            )
             assert added == ToolResult("42", is_error=False)
-            assert (await toolbox.call("web__fail", "{}", timeout_s=CALL_S)).is_error
+            assert (
+                await toolbox.call("web__fail", "{}", context=CONTEXT, timeout_s=CALL_S)
+            ).is_error
     assert served.authorizations
     assert set(served.authorizations) == {f"Bearer {MCP_HEADER_TOKEN}"}
     assert MCP_HEADER_TOKEN not in caplog.text
@@ -45,10 +49,14 @@ async def test_a_hanging_tool_over_http_meets_its_deadline_and_the_server_sees_i
         config = McpServerConfig(name="web", url=served.url, tool_timeout=0.5)
         async with connected(config) as server:
             toolbox = Toolbox([server])
-            result = await toolbox.call("web__hang", '{"label": "http"}', timeout_s=CALL_S)
+            result = await toolbox.call(
+                "web__hang", '{"label": "http"}', context=CONTEXT, timeout_s=CALL_S
+            )
             assert result.content == "tool web__hang did not finish within 0.5s and was cancelled"
             seen = '{"label": "http", "what": "cancelled"}'
-            assert (await toolbox.call("web__seen", seen, timeout_s=CALL_S)).content == "true"
+            assert (
+                await toolbox.call("web__seen", seen, context=CONTEXT, timeout_s=CALL_S)
+            ).content == "true"
 
 
 @pytest.mark.asyncio
@@ -58,9 +66,13 @@ async def test_a_new_tool_is_offered_once_the_http_server_says_its_tools_changed
         connected(McpServerConfig(name="web", url=served.url)) as server,
     ):
         toolbox = Toolbox([server])
-        assert (await toolbox.call("web__grow", "{}", timeout_s=CALL_S)).content == "grown"
+        assert (
+            await toolbox.call("web__grow", "{}", context=CONTEXT, timeout_s=CALL_S)
+        ).content == "grown"
         await until(server, lambda: "web__extra" in names(toolbox))
-        assert (await toolbox.call("web__extra", '{"x": 4}', timeout_s=CALL_S)).content == "8"
+        assert (
+            await toolbox.call("web__extra", '{"x": 4}', context=CONTEXT, timeout_s=CALL_S)
+        ).content == "8"
 
 
 @pytest.mark.asyncio
@@ -72,11 +84,13 @@ async def test_allow_and_deny_limit_what_is_offered_and_what_can_be_called() -> 
         async with connected(config) as server:
             toolbox = Toolbox([server])
             assert names(toolbox) == ["web__add", "web__fail"]
-            refused = await toolbox.call("web__hang", '{"label": "x"}', timeout_s=CALL_S)
+            refused = await toolbox.call(
+                "web__hang", '{"label": "x"}', context=CONTEXT, timeout_s=CALL_S
+            )
             assert refused == ToolResult(
                 "tool web__hang is not offered to this agent (MCP server web)", is_error=True
             )
-            unknown = await toolbox.call("web__nothing", "{}", timeout_s=CALL_S)
+            unknown = await toolbox.call("web__nothing", "{}", context=CONTEXT, timeout_s=CALL_S)
             assert unknown == ToolResult("tool web__nothing is unknown (MCP server web)", True)
 
 
@@ -96,7 +110,9 @@ async def test_arguments_that_are_not_a_json_object_are_an_error_result(
         http_server() as served,
         connected(McpServerConfig(name="web", url=served.url)) as server,
     ):
-        result = await Toolbox([server]).call("web__add", arguments, timeout_s=CALL_S)
+        result = await Toolbox([server]).call(
+            "web__add", arguments, context=CONTEXT, timeout_s=CALL_S
+        )
         assert result.is_error
         assert result.content.startswith(error)
 
@@ -107,7 +123,9 @@ async def test_arguments_the_tool_refuses_are_an_error_result_from_the_server() 
         http_server() as served,
         connected(McpServerConfig(name="web", url=served.url)) as server,
     ):
-        result = await Toolbox([server]).call("web__add", '{"a": "one"}', timeout_s=CALL_S)
+        result = await Toolbox([server]).call(
+            "web__add", '{"a": "one"}', context=CONTEXT, timeout_s=CALL_S
+        )
         assert result.is_error
         assert "add" in result.content
 
@@ -121,7 +139,9 @@ async def test_a_server_that_cannot_be_reached_offers_nothing_and_its_calls_say_
         await until(server, lambda: server.snapshot().generation >= 2)
         toolbox = Toolbox([server])
         assert toolbox.specs() == []
-        result = await toolbox.call("web__add", '{"a": 1, "b": 2}', timeout_s=CALL_S)
+        result = await toolbox.call(
+            "web__add", '{"a": 1, "b": 2}', context=CONTEXT, timeout_s=CALL_S
+        )
         assert result.is_error
         assert result.content.startswith("tool web__add: MCP server web is unavailable (it is")
         assert "ConnectError" in result.content

@@ -14,7 +14,7 @@ from mcp.client.session import MessageHandlerFnT
 
 from tests.secrets import MCP_ENV_SECRET
 from tests.tools.mcp_test_server import FAILURE_TEXT, LONG_NAME, UNSET
-from tests.tools.servers import WAIT_S, connected, names, stdio_config, until
+from tests.tools.servers import CONTEXT, WAIT_S, connected, names, stdio_config, until
 from turngate.core.connection import ConnectionState
 from turngate.tools.base import Toolbox, ToolResult
 
@@ -42,10 +42,10 @@ async def test_a_stdio_server_s_tools_are_offered_namespaced_and_called(
         assert add.description == "Add two numbers."
         assert add.input_schema["required"] == ["a", "b"]
 
-        assert await toolbox.call("srv__add", '{"a": 2, "b": 3}', timeout_s=CALL_S) == ToolResult(
-            "5", is_error=False
-        )
-        failed = await toolbox.call("srv__fail", "", timeout_s=CALL_S)
+        assert await toolbox.call(
+            "srv__add", '{"a": 2, "b": 3}', context=CONTEXT, timeout_s=CALL_S
+        ) == ToolResult("5", is_error=False)
+        failed = await toolbox.call("srv__fail", "", context=CONTEXT, timeout_s=CALL_S)
         assert failed.is_error
         assert FAILURE_TEXT in failed.content
         assert server.snapshot().generation == 1
@@ -59,18 +59,24 @@ async def test_a_stdio_server_s_tools_are_offered_namespaced_and_called(
 async def test_a_hanging_tool_meets_its_deadline_and_the_server_sees_the_cancellation() -> None:
     async with connected(stdio_config(tool_timeout=0.5)) as server:
         toolbox = Toolbox([server])
-        result = await toolbox.call("srv__hang", '{"label": "deadline"}', timeout_s=CALL_S)
+        result = await toolbox.call(
+            "srv__hang", '{"label": "deadline"}', context=CONTEXT, timeout_s=CALL_S
+        )
         assert result == ToolResult(
             "tool srv__hang did not finish within 0.5s and was cancelled", is_error=True
         )
         seen = '{"label": "deadline", "what": "cancelled"}'
-        assert await toolbox.call("srv__seen", seen, timeout_s=CALL_S) == ToolResult("true", False)
+        assert await toolbox.call(
+            "srv__seen", seen, context=CONTEXT, timeout_s=CALL_S
+        ) == ToolResult("true", False)
 
 
 @pytest.mark.asyncio
 async def test_the_caller_s_shorter_budget_is_the_deadline() -> None:
     async with connected(stdio_config(tool_timeout=60)) as server:
-        result = await Toolbox([server]).call("srv__hang", '{"label": "budget"}', timeout_s=0.3)
+        result = await Toolbox([server]).call(
+            "srv__hang", '{"label": "budget"}', context=CONTEXT, timeout_s=0.3
+        )
         assert result.content == "tool srv__hang did not finish within 0.3s and was cancelled"
 
 
@@ -80,15 +86,19 @@ async def test_cancelling_the_caller_cancels_the_call_on_the_server(legacy: bool
     async with connected(stdio_config(legacy=legacy)) as server:
         toolbox = Toolbox([server])
         call = asyncio.create_task(
-            toolbox.call("srv__hang", '{"label": "abort"}', timeout_s=CALL_S)
+            toolbox.call("srv__hang", '{"label": "abort"}', context=CONTEXT, timeout_s=CALL_S)
         )
         started = '{"label": "abort", "what": "started"}'
-        assert (await toolbox.call("srv__seen", started, timeout_s=CALL_S)).content == "true"
+        assert (
+            await toolbox.call("srv__seen", started, context=CONTEXT, timeout_s=CALL_S)
+        ).content == "true"
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
         cancelled = '{"label": "abort", "what": "cancelled"}'
-        assert (await toolbox.call("srv__seen", cancelled, timeout_s=CALL_S)).content == "true"
+        assert (
+            await toolbox.call("srv__seen", cancelled, context=CONTEXT, timeout_s=CALL_S)
+        ).content == "true"
 
 
 @pytest.mark.asyncio
@@ -96,11 +106,13 @@ async def test_a_server_that_dies_mid_call_ends_its_calls_and_is_restarted() -> 
     async with connected(stdio_config()) as server:
         toolbox = Toolbox([server])
         hanging = asyncio.create_task(
-            toolbox.call("srv__hang", '{"label": "in-flight"}', timeout_s=CALL_S)
+            toolbox.call("srv__hang", '{"label": "in-flight"}', context=CONTEXT, timeout_s=CALL_S)
         )
         started = '{"label": "in-flight", "what": "started"}'
-        assert (await toolbox.call("srv__seen", started, timeout_s=CALL_S)).content == "true"
-        died = await toolbox.call("srv__die", "{}", timeout_s=CALL_S)
+        assert (
+            await toolbox.call("srv__seen", started, context=CONTEXT, timeout_s=CALL_S)
+        ).content == "true"
+        died = await toolbox.call("srv__die", "{}", context=CONTEXT, timeout_s=CALL_S)
         assert died.is_error
         assert "went away during the call" in died.content
         assert (await hanging).content == (
@@ -111,7 +123,9 @@ async def test_a_server_that_dies_mid_call_ends_its_calls_and_is_restarted() -> 
         await until(server, lambda: server.snapshot().generation == 2 and bool(server.specs()))
         snapshot = server.snapshot()
         assert (snapshot.state, snapshot.reconnects) == (ConnectionState.READY, 1)
-        again = await toolbox.call("srv__add", '{"a": 1, "b": 1}', timeout_s=CALL_S)
+        again = await toolbox.call(
+            "srv__add", '{"a": 1, "b": 1}', context=CONTEXT, timeout_s=CALL_S
+        )
         assert again == ToolResult("2", is_error=False)
 
 
@@ -121,9 +135,11 @@ async def test_a_new_tool_is_offered_once_the_server_says_its_tools_changed(lega
     async with connected(stdio_config(legacy=legacy)) as server:
         toolbox = Toolbox([server])
         assert "srv__extra" not in names(toolbox)
-        assert (await toolbox.call("srv__grow", "{}", timeout_s=CALL_S)).content == "grown"
+        assert (
+            await toolbox.call("srv__grow", "{}", context=CONTEXT, timeout_s=CALL_S)
+        ).content == "grown"
         await until(server, lambda: "srv__extra" in names(toolbox))
-        doubled = await toolbox.call("srv__extra", '{"x": 21}', timeout_s=CALL_S)
+        doubled = await toolbox.call("srv__extra", '{"x": 21}', context=CONTEXT, timeout_s=CALL_S)
         assert doubled == ToolResult("42", is_error=False)
         assert server.snapshot().generation == 1
 
@@ -138,7 +154,9 @@ async def test_the_server_gets_its_env_with_references_read_and_no_other_gateway
         toolbox = Toolbox([server])
 
         async def env_of(name: str) -> str:
-            result = await toolbox.call("srv__env", f'{{"name": "{name}"}}', timeout_s=CALL_S)
+            result = await toolbox.call(
+                "srv__env", f'{{"name": "{name}"}}', context=CONTEXT, timeout_s=CALL_S
+            )
             return result.content
 
         assert await env_of("FROM_GATEWAY") == MCP_ENV_SECRET
@@ -161,7 +179,9 @@ async def test_a_server_whose_variable_is_not_set_is_refused_for_good_and_unavai
         )
         toolbox = Toolbox([server])
         assert toolbox.specs() == []
-        result = await toolbox.call("srv__add", '{"a": 1, "b": 2}', timeout_s=CALL_S)
+        result = await toolbox.call(
+            "srv__add", '{"a": 1, "b": 2}', context=CONTEXT, timeout_s=CALL_S
+        )
         assert result.is_error
         assert result.content.startswith("tool srv__add: MCP server srv is unavailable (it is")
         assert "MISSING_TOKEN" in result.content
@@ -185,7 +205,7 @@ async def test_an_old_generation_s_notification_changes_nothing(
     RecordingClient.handlers.clear()
     async with connected(stdio_config()) as server:
         toolbox = Toolbox([server])
-        assert (await toolbox.call("srv__die", "{}", timeout_s=CALL_S)).is_error
+        assert (await toolbox.call("srv__die", "{}", context=CONTEXT, timeout_s=CALL_S)).is_error
         await until(server, lambda: server.snapshot().generation == 2 and bool(server.specs()))
         first, second = RecordingClient.handlers
         offered = toolbox.specs()
@@ -210,7 +230,9 @@ async def test_something_unreadable_from_the_server_is_logged_and_the_connection
         [handler] = RecordingClient.handlers
         # What the SDK hands over for a line on the server's stdout that is not JSON-RPC.
         await handler(ValueError("Invalid JSON: expected value at line 1 column 1"))
-        result = await Toolbox([server]).call("srv__add", '{"a": 1, "b": 2}', timeout_s=CALL_S)
+        result = await Toolbox([server]).call(
+            "srv__add", '{"a": 1, "b": 2}', context=CONTEXT, timeout_s=CALL_S
+        )
         assert result.content == "3"
         assert server.snapshot().generation == 1
     [warning] = [r for r in caplog.records if "sent something unreadable" in r.getMessage()]

@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 
 from tests.test_architecture import PACKAGE, imports_of
+from tests.tools.servers import CONTEXT
 from turngate.tools.base import (
     ARGUMENTS_CHARS_MAX,
     NAMES_LISTED_MAX,
     RESULT_CHARS_MAX,
     Toolbox,
+    ToolContext,
     ToolResult,
     ToolSpec,
 )
@@ -40,7 +42,7 @@ class Source:
     def owns(self, name: str) -> bool:
         return name.startswith(f"{self.prefix}__")
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> ToolResult:
+    async def call(self, name: str, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         self.calls.append((name, arguments))
         tool = name.removeprefix(f"{self.prefix}__")
         if tool == "hang":
@@ -66,14 +68,14 @@ async def test_a_call_goes_to_the_source_that_owns_the_name() -> None:
         "a__boom",
         "b__echo",
     ]
-    result = await toolbox.call("b__echo", '{"q": [1, 2]}', timeout_s=5)
+    result = await toolbox.call("b__echo", '{"q": [1, 2]}', context=CONTEXT, timeout_s=5)
     assert result == ToolResult("b__echo {'q': [1, 2]}", is_error=False)
     assert (first.calls, second.calls) == ([], [("b__echo", {"q": [1, 2]})])
 
 
 @pytest.mark.asyncio
 async def test_an_unknown_tool_is_an_error_result_naming_the_tools_offered() -> None:
-    result = await Toolbox([Source("a")]).call("nope", "{}", timeout_s=5)
+    result = await Toolbox([Source("a")]).call("nope", "{}", context=CONTEXT, timeout_s=5)
     assert result == ToolResult(
         "unknown tool 'nope'; the tools offered are: a__echo, a__hang, a__boom", is_error=True
     )
@@ -82,7 +84,7 @@ async def test_an_unknown_tool_is_an_error_result_naming_the_tools_offered() -> 
 @pytest.mark.asyncio
 async def test_the_unknown_tool_s_list_of_offered_tools_is_bounded() -> None:
     toolbox = Toolbox([Source(f"s{i}") for i in range(20)])
-    result = await toolbox.call("nope", "{}", timeout_s=5)
+    result = await toolbox.call("nope", "{}", context=CONTEXT, timeout_s=5)
     assert result.content.endswith(f", and {60 - NAMES_LISTED_MAX} more")
 
 
@@ -104,7 +106,7 @@ async def test_arguments_that_are_not_a_json_object_are_an_error_result_and_no_c
     arguments: str, error: str
 ) -> None:
     source = Source("a")
-    result = await Toolbox([source]).call("a__echo", arguments, timeout_s=5)
+    result = await Toolbox([source]).call("a__echo", arguments, context=CONTEXT, timeout_s=5)
     assert result.is_error
     assert result.content.startswith(f"the arguments of tool a__echo {error}")
     assert source.calls == []
@@ -113,7 +115,9 @@ async def test_arguments_that_are_not_a_json_object_are_an_error_result_and_no_c
 @pytest.mark.asyncio
 async def test_empty_arguments_mean_no_arguments() -> None:
     source = Source("a")
-    assert (await Toolbox([source]).call("a__echo", "  ", timeout_s=5)).content == "a__echo {}"
+    assert (
+        await Toolbox([source]).call("a__echo", "  ", context=CONTEXT, timeout_s=5)
+    ).content == "a__echo {}"
 
 
 @pytest.mark.parametrize(
@@ -124,7 +128,7 @@ async def test_a_call_past_the_shorter_deadline_is_cancelled_and_an_error_result
     caller_s: float, tool_s: float, limit: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     source = Source("a", call_timeout_s=tool_s)
-    result = await Toolbox([source]).call("a__hang", "{}", timeout_s=caller_s)
+    result = await Toolbox([source]).call("a__hang", "{}", context=CONTEXT, timeout_s=caller_s)
     assert result == ToolResult(
         f"tool a__hang did not finish within {limit} and was cancelled", is_error=True
     )
@@ -136,7 +140,9 @@ async def test_a_call_past_the_shorter_deadline_is_cancelled_and_an_error_result
 @pytest.mark.asyncio
 async def test_cancelling_the_caller_cancels_the_call_and_is_no_result() -> None:
     source = Source("a")
-    call = asyncio.create_task(Toolbox([source]).call("a__hang", "{}", timeout_s=60))
+    call = asyncio.create_task(
+        Toolbox([source]).call("a__hang", "{}", context=CONTEXT, timeout_s=60)
+    )
     async with asyncio.timeout(5):
         await source.started.wait()
     call.cancel()
@@ -149,7 +155,7 @@ async def test_cancelling_the_caller_cancels_the_call_and_is_no_result() -> None
 async def test_a_bug_in_a_source_is_an_error_result_and_an_error_in_the_log(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    result = await Toolbox([Source("a")]).call("a__boom", "{}", timeout_s=5)
+    result = await Toolbox([Source("a")]).call("a__boom", "{}", context=CONTEXT, timeout_s=5)
     assert result == ToolResult("tool a__boom failed: an internal error in the gateway", True)
     [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert error.exc_info is not None
@@ -159,7 +165,7 @@ async def test_a_bug_in_a_source_is_an_error_result_and_an_error_in_the_log(
 @pytest.mark.asyncio
 async def test_a_huge_result_is_cut_with_a_note() -> None:
     source = Source("a", size=RESULT_CHARS_MAX + 10)
-    result = await Toolbox([source]).call("a__huge", "{}", timeout_s=5)
+    result = await Toolbox([source]).call("a__huge", "{}", context=CONTEXT, timeout_s=5)
     assert result.content == "x" * RESULT_CHARS_MAX + "\n[10 more characters cut]"
 
 
@@ -174,6 +180,7 @@ def test_the_toolbox_imports_no_sdk_and_the_tools_no_outer_layer() -> None:
         "dataclasses",
         "json",
         "logging",
+        "math",
         "typing",
     }
     for path in tools.glob("*.py"):

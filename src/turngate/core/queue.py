@@ -2,7 +2,9 @@
 
 The queue holds *batches*: one batch becomes one run. A batch has one turn, except in
 ``collect`` mode, where messages that arrive while a turn runs merge into the next batch.
-The queue is bounded by the number of turns it holds, not batches.
+A ``steer`` batch at the head of the queue may instead be taken into the running run, at its
+next model step (:meth:`SessionQueue.take_steered`). The queue is bounded by the number of
+turns it holds, not batches.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ class QueueMode(enum.StrEnum):
     INTERRUPT = "interrupt"
     """Abort the running turn and everything queued before it (``superseded``), then run."""
     STEER = "steer"
-    """Inject into the running turn where the provider allows; otherwise ``followup``."""
+    """Inject into the running turn before its next model step; when it takes none (it
+    answered), run as ``followup``."""
     REJECT = "reject"
     """Refuse with ``busy`` while a turn runs or waits."""
 
@@ -37,6 +40,7 @@ class Batch:
 
     turns: list[Turn]
     collect: bool
+    steer: bool = False
 
     @property
     def run_id(self) -> RunId:
@@ -65,14 +69,29 @@ class SessionQueue:
         for batch in self._batches:
             yield from batch.turns
 
-    def append(self, turn: Turn, *, collect: bool) -> None:
+    def append(self, turn: Turn, *, collect: bool = False, steer: bool = False) -> None:
         """Add ``turn`` at the tail; a collect turn joins a collect batch already at the tail."""
         tail = self._batches[-1] if self._batches else None
         if collect and tail is not None and tail.collect:
             tail.turns.append(turn)
         else:
-            self._batches.append(Batch([turn], collect=collect))
+            self._batches.append(Batch([turn], collect=collect, steer=steer))
         self._turn_count += 1
+
+    def append_batch(self, turns: list[Turn]) -> None:
+        """Add ``turns`` at the tail as one batch: they will be served by one run."""
+        self._batches.append(Batch(list(turns), collect=False))
+        self._turn_count += len(turns)
+
+    def take_steered(self) -> list[Turn]:
+        """Remove and return the turns of the ``steer`` batches at the head, in order: only
+        those, so that no turn is served before one accepted earlier."""
+        taken: list[Turn] = []
+        while self._batches and self._batches[0].steer:
+            batch = self._batches.popleft()
+            self._turn_count -= len(batch.turns)
+            taken.extend(batch.turns)
+        return taken
 
     def pop(self) -> Batch | None:
         """The batch at the head, removed; None when empty."""

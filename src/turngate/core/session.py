@@ -48,9 +48,9 @@ class SessionPolicy:
 class RunReplied:
     """The run produced its reply.
 
-    ``exchange`` is the transcript the run produced, when it is more than its turns' messages
-    followed by the reply (a steered run: question, answer, steered message, answer; a run
-    that called tools: its calls and their results too).
+    ``exchange`` is what the run has still to add to the transcript, when it is more than its
+    turns' messages followed by the reply: a run that called tools wrote its steps as it went,
+    and ends with its last messages and its answer.
     ``usage`` is what its model calls used, summed; None when no provider reported any.
     """
 
@@ -123,20 +123,6 @@ class SessionCore:
             return [self._end_unstarted(turn, TurnEvent.REJECT, ErrorCode.BUSY, self._busy_text())]
         if mode is QueueMode.INTERRUPT and self.is_busy:
             effects.extend(self._supersede_all(now))
-        active = self.active
-        if (
-            mode is QueueMode.STEER
-            and active is not None
-            and active.lease.state is LeaseState.HELD
-            and not self.queue
-        ):
-            # Into the running turn, at its next model call. Only when nothing waits, so that
-            # turns still start in acceptance order; the caller has checked that the run
-            # still takes messages (otherwise it asks for followup).
-            turn.advance(TurnEvent.ENQUEUE)
-            turn.advance(TurnEvent.START)
-            active.batch.turns.append(turn)
-            return [Enqueued((turn.turn_id,)), Steered(active.run_id, active.lease.epoch, turn)]
         if self.queue.is_full:
             message = (
                 f"session {self.session_key}: queue is full"
@@ -147,10 +133,35 @@ class SessionCore:
             )
             return effects
         turn.advance(TurnEvent.ENQUEUE)
-        self.queue.append(turn, collect=mode is QueueMode.COLLECT)
+        self.queue.append(turn, collect=mode is QueueMode.COLLECT, steer=mode is QueueMode.STEER)
         effects.append(Enqueued((turn.turn_id,)))
         effects.extend(self._start_next(now))
         return effects
+
+    def resume(self, turns: list[Turn], now: MonotonicS) -> list[Effect]:
+        """Turns that one run served when the gateway stopped resume as one batch again,
+        so that the resumed run answers all of them (their messages are in its transcript
+        together). They were accepted long ago: the queue's bound does not refuse them."""
+        for turn in turns:
+            turn.advance(TurnEvent.ENQUEUE)
+        self.queue.append_batch(turns)
+        return [Enqueued(tuple(turn.turn_id for turn in turns)), *self._start_next(now)]
+
+    def take_steered(self, run_id: RunId, epoch: Epoch) -> list[Effect]:
+        """The run is about to make its next model step: the ``steer`` turns at the head of
+        the queue join it (one :class:`Steered` each). Nothing joins a run that no longer
+        holds the session, or whose lease is being revoked."""
+        if not self._holds(run_id, epoch):
+            return [IgnoredStale(run_id, epoch, "a request for steered messages")]
+        active = self.active
+        assert active is not None
+        if active.lease.state is not LeaseState.HELD:
+            return []
+        taken = self.queue.take_steered()
+        for turn in taken:
+            turn.advance(TurnEvent.START)
+            active.batch.turns.append(turn)
+        return [Steered(run_id, epoch, turn) for turn in taken]
 
     def run_started(self, run_id: RunId, epoch: Epoch, now: MonotonicS) -> None:
         """The run's start is durable and its task begins now: its lease clocks start here,
@@ -189,7 +200,7 @@ class SessionCore:
             exchange = result.exchange
         elif isinstance(result, RunReplied):
             exchange = (
-                *(TranscriptItem.user(turn.message) for turn in active.batch.turns),
+                *(TranscriptItem.user(turn.message, turn.turn_id) for turn in active.batch.turns),
                 TranscriptItem.assistant(result.reply),
             )
         effects: list[Effect] = [EndRun(run_id, epoch, outcomes, exchange=exchange)]

@@ -2,7 +2,8 @@
 
 A transcript is a sequence of :class:`TranscriptItem` values, each of one :class:`EntryKind`:
 
-- ``user``: a user's message (``text``);
+- ``user``: a user's message (``text``), with the id of the turn it is the message of
+  (``turn_id``; None in entries written before turngate recorded it);
 - ``assistant``: the assistant's text (``text``);
 - ``tool_calls``: the tools the assistant called in one message (``tool_calls``, at least one);
 - ``tool_result``: what one tool call returned (``call_id``, ``tool_name``, its content in
@@ -12,6 +13,11 @@ An assistant message that both says something and calls tools is two entries: it
 (``assistant``), then its calls (``tool_calls``). Each call's result follows as its own
 entry. The constructors (:meth:`TranscriptItem.user`, ...) make the valid combinations, and
 any other is refused when the item is made, so an item read back is always one of these.
+
+A transcript is *valid for a model call* when every tool call has exactly one result: both
+model APIs refuse a call without its result. A run that ends before its calls returned
+(aborted, fenced, interrupted by a crash) leaves calls open; :func:`closing_results` writes
+the results that close them.
 """
 
 from __future__ import annotations
@@ -72,6 +78,8 @@ class TranscriptItem:
     call_id: str | None = None
     tool_name: str | None = None
     is_error: bool = False
+    turn_id: str | None = None
+    """The turn whose message a ``user`` entry is."""
 
     def __post_init__(self) -> None:
         is_calls = self.kind is EntryKind.TOOL_CALLS
@@ -90,11 +98,13 @@ class TranscriptItem:
             raise ValueError("call_id, tool_name: a tool result names its call and its tool")
         if self.is_error and not is_result:
             raise ValueError(f"is_error: only a tool_result entry has it ({self.kind})")
+        if self.turn_id is not None and self.kind is not EntryKind.USER:
+            raise ValueError(f"turn_id: only a user entry has it ({self.kind})")
 
     @classmethod
-    def user(cls, text: str) -> TranscriptItem:
-        """A user's message."""
-        return cls(EntryKind.USER, text)
+    def user(cls, text: str, turn_id: str | None = None) -> TranscriptItem:
+        """The message of turn ``turn_id``."""
+        return cls(EntryKind.USER, text, turn_id=turn_id)
 
     @classmethod
     def assistant(cls, text: str) -> TranscriptItem:
@@ -120,3 +130,24 @@ class TranscriptItem:
             tool_name=tool_name,
             is_error=is_error,
         )
+
+
+def unanswered_calls(items: Sequence[TranscriptItem]) -> list[ToolCall]:
+    """The tool calls of ``items`` that no result in ``items`` answers, in call order."""
+    answered = {item.call_id for item in items if item.kind is EntryKind.TOOL_RESULT}
+    return [
+        call
+        for item in items
+        if item.kind is EntryKind.TOOL_CALLS
+        for call in item.tool_calls
+        if call.id not in answered
+    ]
+
+
+def closing_results(items: Sequence[TranscriptItem], why: str) -> list[TranscriptItem]:
+    """One error result per call of ``items`` left without one, saying ``why`` it has none
+    (the run ended, or the gateway restarted, before the call returned)."""
+    return [
+        TranscriptItem.tool_result(call.id, call.name, why, is_error=True)
+        for call in unanswered_calls(items)
+    ]

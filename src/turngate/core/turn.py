@@ -166,6 +166,8 @@ class Turn:
     accepted_at: MonotonicS
     deadline: MonotonicS
     state: TurnState = TurnState.ACCEPTED
+    restarts: int = 0
+    """Gateway restarts that interrupted this turn's runs so far."""
 
     def advance(self, event: TurnEvent) -> None:
         """Move to the next state by the table, or raise :class:`IllegalTransitionError`."""

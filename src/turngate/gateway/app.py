@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from turngate.channels.runtime import ChannelRuntime
 from turngate.config import GatewayConfig
 from turngate.errors import ErrorCode, TurngateError
 from turngate.gateway import chat_http, chat_ws, openai_api
+from turngate.gateway.agent_tools import build_agent_tools
 from turngate.gateway.assembly import (
     build_agents,
     build_channels,
@@ -37,6 +39,7 @@ from turngate.gateway.metrics import GatewayMetrics
 from turngate.lanes.delivery import DeliveryTargets
 from turngate.logs import startup_lines
 from turngate.providers.base import Provider
+from turngate.runtime.clock import LoopClock
 from turngate.runtime.engine import Engine
 from turngate.runtime.events import EventBus
 from turngate.store.base import Store
@@ -112,7 +115,9 @@ async def _running(app: Starlette, parts: AppParts) -> AsyncIterator[None]:
     it, names the configuration file there.
     """
     config = parts.config
-    agents = build_agents(config, parts.provider)
+    tools = build_agent_tools(config, LoopClock(), os.environ)
+    app.state.tool_servers = tools.servers
+    agents = build_agents(config, parts.provider, toolboxes=tools.toolboxes)
     store = parts.store or SqliteStore(
         config.state_path / DB_FILE, durability=config.sqlite_durability
     )
@@ -124,6 +129,7 @@ async def _running(app: Starlette, parts: AppParts) -> AsyncIterator[None]:
         agents=agents,
         outbound=ChannelRoutes(config.channels),
     )
+    tools.attach(engine)
     app.state.channels = build_channels(config, engine)
     serve_engine(app, engine)
     async with contextlib.AsyncExitStack() as stack:
@@ -151,10 +157,12 @@ async def _running(app: Starlette, parts: AppParts) -> AsyncIterator[None]:
             tasks = [lanes.create_task(lane.run()) for lane in heartbeats]
             tasks.append(lanes.create_task(cron.run()))
             tasks += [lanes.create_task(channel.run()) for channel in app.state.channels]
+            tasks.append(lanes.create_task(tools.run(), name="tool servers"))
             try:
                 yield
             finally:
-                # Lanes and channels stop before the engine, so none submits into a closing engine.
+                # Lanes, channels and tool servers stop before the engine, so none submits into
+                # (or answers a run of) a closing engine.
                 for task in tasks:
                     task.cancel()
 

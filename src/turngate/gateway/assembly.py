@@ -28,6 +28,7 @@ from turngate.providers.base import Provider
 from turngate.providers.registry import build_chain
 from turngate.runtime.agents import AgentRegistry, AgentSpec
 from turngate.runtime.engine import Engine, EngineSettings
+from turngate.tools.base import Toolbox
 
 log = logging.getLogger("turngate.channels")
 
@@ -50,13 +51,16 @@ def build_agents(
     config: GatewayConfig,
     provider: Provider | None = None,
     env: Mapping[str, str] | None = None,
+    toolboxes: Mapping[str, Toolbox] | None = None,
 ) -> AgentRegistry:
     """The agent registry: open with no ``[[agents]]``, strict (plus ``main``) with some.
 
     Each agent's model is a fallback chain over its model and fallbacks, API keys read from
     ``env`` (the process environment by default). ``provider`` replaces every agent's model
-    (tests inject fakes this way).
+    (tests inject fakes this way). An agent with a toolbox in ``toolboxes`` (by agent id;
+    see :mod:`~turngate.gateway.agent_tools`) is offered its tools.
     """
+    toolboxes = toolboxes or {}
     settings = engine_settings(config)
     env = os.environ if env is None else env
     providers = {p.id: p for p in config.all_providers}
@@ -80,19 +84,13 @@ def build_agents(
         latency_ms = (
             config.echo_latency_ms if agent.echo_latency_ms is None else agent.echo_latency_ms
         )
-        agents.append(_agent(agent, default, model(refs, latency_ms)))
+        agents.append(_agent(agent, default, model(refs, latency_ms), toolboxes.get(agent.id)))
     return AgentRegistry(default, agents, strict=bool(config.agents))
 
 
-def _agent(agent: AgentConfig, default: AgentSpec, provider: Provider) -> AgentSpec:
-    if agent.mcp:
-        # Said at start rather than ignored: the agent loop that calls tools is not there yet.
-        log.warning(
-            "agent %s: its [[agents.mcp]] servers (%s) are not started: agents do not call"
-            " tools yet in this version",
-            agent.id,
-            ", ".join(server.name for server in agent.mcp),
-        )
+def _agent(
+    agent: AgentConfig, default: AgentSpec, provider: Provider, toolbox: Toolbox | None
+) -> AgentSpec:
     terms = default.policy.lease_terms
     policy = SessionPolicy(
         queue_turns_max=agent.max_queue or default.policy.queue_turns_max,
@@ -111,6 +109,8 @@ def _agent(agent: AgentConfig, default: AgentSpec, provider: Provider) -> AgentS
         if agent.system_prompt is not None
         else default.system_prompt,
         queue_mode=agent.queue_mode or default.queue_mode,
+        toolbox=toolbox,
+        max_steps=agent.max_steps,
     )
 
 

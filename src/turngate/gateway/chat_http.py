@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from starlette.requests import ClientDisconnect, Request
@@ -49,6 +49,9 @@ from turngate.lanes.cron import CronLane
 from turngate.lanes.heartbeat import HeartbeatLane
 from turngate.runtime.engine import Engine, LeaseView, SubmitRequest
 from turngate.store.statedir import LOCK_FILE
+
+if TYPE_CHECKING:
+    from turngate.tools.mcp import McpServer
 
 log = logging.getLogger("turngate.gateway")
 
@@ -185,7 +188,8 @@ async def liveness(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     """Liveness plus the figures an operator looks at first (``turngate status`` prints
-    them): storage, sessions, stalled and slow runs, lanes with their next fires, providers,
+    them): storage, sessions, running turns (their model step and the tools under way),
+    stalled and slow runs, lanes with their next fires, providers,
     uptime, and who holds the state directory. ``503`` with ``"status": "degraded"`` while
     storage refuses writes."""
     engine = _engine(request)
@@ -222,10 +226,12 @@ async def health(request: Request) -> Response:
             "runningTurns": snapshot.running_turns,
             "queuedTurns": snapshot.queued_turns,
             "oldestLeaseAgeS": round(snapshot.oldest_lease_age_s, 3),
+            "running": [_lease_body(lease) for lease in snapshot.leases],
             "stalled": [_lease_body(lease) for lease in snapshot.leases if lease.stalled],
             "slow": [_lease_body(lease) for lease in snapshot.leases if lease.slow],
             "lanes": _lanes_body(request, now_wall),
             "channels": _channels_body(request),
+            "toolServers": _tool_servers_body(request),
             "deliveries": await _deliveries_body(engine),
             "providers": _providers_body(config),
         },
@@ -300,6 +306,27 @@ def _channels_body(request: Request) -> list[dict[str, Any]]:
     return body
 
 
+def _tool_servers_body(request: Request) -> list[dict[str, Any]]:
+    """Each agent's MCP servers: their connection, and how many tools each offers now."""
+    servers: list[McpServer] = getattr(request.app.state, "tool_servers", [])
+    body = []
+    for server in servers:
+        connection = server.snapshot()
+        body.append(
+            {
+                "name": server.label,
+                "state": connection.state.value,
+                "generation": connection.generation,
+                "reconnects": connection.reconnects,
+                "tools": len(server.specs()),
+                "lastError": connection.last_error,
+                "nextAttemptInS": connection.next_attempt_in_s,
+                "stopped": connection.fatal,
+            }
+        )
+    return body
+
+
 async def _deliveries_body(engine: Engine) -> dict[str, int] | None:
     """Outbox deliveries by state (None when the store cannot say)."""
     try:
@@ -367,6 +394,8 @@ def _lease_body(lease: LeaseView) -> dict[str, Any]:
         "state": lease.state,
         "ageS": round(lease.age_s, 3),
         "sinceProgressS": round(lease.since_progress_s, 3),
+        "step": lease.step,
+        "tools": [{"name": name, "forS": round(for_s, 3)} for name, for_s in lease.tools],
     }
 
 

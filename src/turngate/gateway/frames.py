@@ -58,6 +58,7 @@ ERROR_HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INCOMPLETE_RESPONSE: 502,
     ErrorCode.EMPTY_RESPONSE: 502,
     ErrorCode.BAD_RESPONSE: 502,
+    ErrorCode.MAX_STEPS: 502,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.FRAME_TOO_LARGE: 413,

@@ -116,6 +116,25 @@ class GatewayMetrics:
         self.fenced = Counter(
             "turngate_runs_fenced", "Runs that ignored cancellation and were fenced.", registry=r
         )
+        self.tool_calls = Counter(
+            "turngate_tool_calls",
+            "Tool calls of agent runs that returned, by tool and outcome (ok, error).",
+            ["tool", "outcome"],
+            registry=r,
+        )
+        self.tool_call_seconds = Histogram(
+            "turngate_tool_call_seconds",
+            "How long a tool call took, by tool.",
+            ["tool"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.model_tokens = Counter(
+            "turngate_model_tokens",
+            "Tokens the models reported, by model and kind (prompt, completion).",
+            ["model", "kind"],
+            registry=r,
+        )
         self.stale_writes = Counter(
             "turngate_stale_writes_refused", "Writes refused for a stale fencing epoch.", registry=r
         )
@@ -197,7 +216,15 @@ class GatewayMetrics:
                     self.watchdog_aborts.labels(reason).inc()
             case EventKind.FENCED:
                 self.fenced.inc()
-            case EventKind.STALE_WRITE_REFUSED:
+            case EventKind.TOOL_CALLED:
+                self.tool_calls.labels(event.detail, event.state or "ok").inc()
+                if event.duration_s is not None:
+                    self.tool_call_seconds.labels(event.detail).observe(event.duration_s)
+            case EventKind.MODEL_ANSWERED if event.usage is not None:
+                model = event.detail or "unknown"
+                self.model_tokens.labels(model, "prompt").inc(event.usage.prompt_tokens)
+                self.model_tokens.labels(model, "completion").inc(event.usage.completion_tokens)
+            case EventKind.STALE_WRITE_REFUSED | EventKind.STEP_REFUSED:
                 self.stale_writes.inc()
             case EventKind.STALE_IGNORED:
                 self.stale_reports.inc()

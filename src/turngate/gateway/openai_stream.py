@@ -21,6 +21,7 @@ from turngate.gateway.openai_answers import (
     outcome_error_body,
     usage_body,
 )
+from turngate.runtime.deltas import Delta
 from turngate.runtime.engine import Ticket
 
 log = logging.getLogger("turngate.gateway")
@@ -68,7 +69,7 @@ async def _sse(
     streamed: list[str] = []
     # The wait for the next delta outlives keep-alives (cancelling it would end the stream),
     # so it is a task, and this generator cancels it however it ends.
-    pending: asyncio.Task[tuple[str, str] | None] | None = None
+    pending: asyncio.Task[tuple[str, Delta] | None] | None = None
     try:
         # A retry (same Idempotency-Key) of a turn under way joins its stream late, having
         # missed the deltas before: it waits and sends the whole reply at the end instead.
@@ -82,9 +83,10 @@ async def _sse(
                 item, pending = pending.result(), None
                 if item is None:
                     break
-                if item[1]:
-                    streamed.append(item[1])
-                    yield chunk({"content": item[1]})
+                delta = item[1]
+                if isinstance(delta, str) and delta:  # tool calls are not part of the answer
+                    streamed.append(delta)
+                    yield chunk({"content": delta})
         while not await _ready_or_keepalive(ticket.outcome, deadline):
             yield KEEPALIVE
         outcome = ticket.outcome.result()

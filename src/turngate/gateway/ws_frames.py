@@ -17,6 +17,7 @@ from turngate.core.transcript import EntryKind, ToolCall
 from turngate.core.turn import Outcome, TurnState
 from turngate.errors import ErrorCode
 from turngate.gateway.frames import IDEMPOTENCY_KEY_PATTERN, TIMEOUT_MS_MAX
+from turngate.runtime.activity import ToolActivity, ToolStarted
 from turngate.store.base import TranscriptEntry
 
 PROTOCOL_VERSION = 4
@@ -244,6 +245,33 @@ def _tool_call_block(call: ToolCall) -> dict[str, Any]:
         "id": call.id,
         "name": call.name,
         "arguments": call.arguments if arguments is None else arguments,
+    }
+
+
+def tool_event(
+    run_id: str, session_key: str, activity: ToolActivity, timestamp_ms: int
+) -> dict[str, Any]:
+    """An ``agent`` event payload (``stream: "tool"``) for a tool call beginning (``phase:
+    "start"``, with its arguments) or returning (``phase: "result"``, with its result and
+    ``isError``), in the shape OpenClaw's clients read."""
+    call = activity.call
+    data: dict[str, Any] = {"toolCallId": call.id, "name": call.name}
+    if isinstance(activity, ToolStarted):
+        arguments = call.arguments_object()
+        data.update(phase="start", args=call.arguments if arguments is None else arguments)
+    else:
+        data.update(
+            phase="result",
+            result={"content": [{"type": "text", "text": activity.result.content}]},
+            isError=activity.result.is_error,
+            durationMs=round(activity.duration_s * 1000),
+        )
+    return {
+        "runId": run_id,
+        "sessionKey": session_key,
+        "stream": "tool",
+        "ts": timestamp_ms,
+        "data": data,
     }
 
 

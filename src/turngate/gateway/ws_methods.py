@@ -31,6 +31,7 @@ from turngate.gateway.ws_frames import (
     pending_chat,
     response,
     terminal_chat,
+    tool_event,
 )
 from turngate.gateway.ws_outbox import ConnectionClosed, now_ms
 from turngate.lanes.delivery import DeliveryTargets
@@ -240,8 +241,14 @@ class Methods:
         return True
 
     async def _stream_deltas(self, ticket: Ticket, deltas: DeltaStream, relay: _Relay) -> None:
-        """Send each delta as a ``chat`` event, counting them in ``relay``."""
+        """Send each text delta as a ``chat`` event, counting them in ``relay``, and each tool
+        call beginning or returning as an ``agent`` event (``stream: "tool"``)."""
         async for _, delta in deltas:
+            if not isinstance(delta, str):
+                self.peer.event(
+                    "agent", tool_event(ticket.turn_id, ticket.session_key, delta, now_ms())
+                )
+                continue
             relay.seq += 1
             relay.text += delta
             self.peer.event(

@@ -148,6 +148,9 @@ class Finish:
 
     reason: str
     usage: Usage | None = None
+    model: str = ""
+    """Which model answered (``<provider id>/<model>``), when the caller knows it: the
+    fallback chain says which of its models it was."""
 
 
 ProviderEvent: TypeAlias = TextDelta | ToolCallDelta | Finish

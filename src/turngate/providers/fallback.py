@@ -24,7 +24,8 @@ would splice a second answer onto the first, so the turn fails with the error.
 
 The :class:`~turngate.providers.base.Finish`, and the token usage it carries, is the
 delivered attempt's only: the chain holds each attempt's Finish back until that attempt has
-ended well (with output, without an error), then yields it as its own last event. A failed
+ended well (with output, without an error), then yields it as its own last event, naming the
+model that answered (``model``; a plain ``stop`` when the model sent none). A failed
 attempt was billed too, but what it reports is neither whole (a stream cut off mid-way never
 sends its usage) nor about the reply the client gets; the usage a client sees is that of the
 answer it got, as from the model directly.
@@ -42,7 +43,7 @@ import enum
 import logging
 import random
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 from turngate.errors import (
@@ -160,8 +161,7 @@ class FallbackChain:
                             f"{link.ref}: the model finished without any text",
                             code=ErrorCode.EMPTY_RESPONSE,
                         )
-                    if finish is not None:
-                        yield finish
+                    yield replace(finish or Finish("stop"), model=link.ref)
                     return
                 except ProviderError as exc:
                     if streamed:

@@ -1,4 +1,4 @@
-"""Agents as the runtime sees them: per agent, its session policy, model and prompt.
+"""Agents as the runtime sees them: per agent, its session policy, model, prompt and tools.
 
 A registry is either *open* (no agents configured: any agent id is served with the defaults,
 so a gateway with no configuration answers ``agent:test:main``) or *strict* (only the agents
@@ -14,6 +14,7 @@ from turngate.core.queue import QueueMode
 from turngate.core.session import SessionPolicy
 from turngate.errors import UnknownAgentError
 from turngate.providers.base import Provider
+from turngate.tools.base import Toolbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,11 @@ class AgentSpec:
     provider: Provider
     system_prompt: str | None = None
     queue_mode: QueueMode = QueueMode.FOLLOWUP
+    toolbox: Toolbox | None = None
+    """The tools its model is offered; None: none, and the model only talks."""
+    max_steps: int = 1
+    """Model steps one run may take (each after the results of the one before's tool
+    calls) before it fails with ``max_steps``."""
 
 
 class AgentRegistry:

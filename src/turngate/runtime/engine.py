@@ -27,7 +27,7 @@ from turngate.errors import (
 from turngate.providers.base import Provider
 from turngate.runtime.agents import AgentRegistry, AgentSpec
 from turngate.runtime.clock import LoopClock
-from turngate.runtime.deltas import DeltaStream
+from turngate.runtime.deltas import Delta, DeltaStream
 from turngate.runtime.engine_api import (
     EngineSettings as EngineSettings,
 )
@@ -45,8 +45,9 @@ from turngate.runtime.engine_api import (
 )
 from turngate.runtime.events import Event, EventBus, EventKind
 from turngate.runtime.outbound import NoOutbound, OutboundRouter
-from turngate.runtime.owner import Abort, Command, SessionOwner, Submit, Unstick
+from turngate.runtime.owner import Abort, Command, Resume, SessionOwner, Submit, Unstick
 from turngate.runtime.recovery import recover
+from turngate.runtime.run_host import TakeSteered
 from turngate.runtime.storage_watch import StorageWatch
 from turngate.store.base import Store, TurnRecord
 from turngate.types import MonotonicS, RunId, TurnId
@@ -351,6 +352,7 @@ class Engine:
             if core.active is not None:
                 running += len(core.active.batch.turns)
                 lease = core.active.lease
+                activity = owner.activity.get(core.active.run_id)
                 leases.append(
                     LeaseView(
                         owner.session_key,
@@ -361,6 +363,8 @@ class Engine:
                         now - lease.last_progress_at,
                         lease.terms.stall_timeout_s,
                         lease.terms.run_timeout_s,
+                        activity.step if activity else 1,
+                        activity.running(now) if activity else (),
                     )
                 )
         return EngineSnapshot(
@@ -383,7 +387,9 @@ class Engine:
         """Hand ``command`` to the session's owner, creating the owner for a new turn."""
         owner = self._owners.get(session_key)
         if owner is None:
-            if not isinstance(command, Submit):
+            if isinstance(command, TakeSteered) and not command.done.done():
+                command.done.set_result([])  # a run that outlived its session's owner
+            if not isinstance(command, Submit | Resume):
                 run_id = getattr(command, "run_id", None)
                 epoch = getattr(command, "epoch", None)
                 self.emit(
@@ -444,21 +450,23 @@ class Engine:
             waiter.set_result(outcome)
         self.emit(EventKind.DELIVERED, session_key, run_id=outcome.run_id, turn_id=outcome.turn_id)
 
-    def publish_delta(self, turns: Iterable[Turn], run_id: RunId, text: str) -> None:
-        """Hand a run's delta to every client streaming one of the turns it serves."""
+    def publish_delta(self, turns: Iterable[Turn], run_id: RunId, delta: Delta) -> None:
+        """Hand a run's delta (text, or a tool call beginning or returning) to every client
+        streaming one of the turns it serves."""
         for turn in turns:
             for stream in self._streams.get(turn.turn_id, ()):
-                stream.put(run_id, text)
+                stream.put(run_id, delta)
 
     def _open_stream(self, turn_id: TurnId) -> DeltaStream:
         stream = DeltaStream()
         self._streams.setdefault(turn_id, []).append(stream)
         return stream
 
-    def stale_write_refused(self, error: StaleEpochError) -> None:
-        """A run tried to write after losing its lease; the store refused it."""
+    def stale_write_refused(self, error: StaleEpochError, *, step: bool = False) -> None:
+        """A write for a run that lost its lease was refused by the store: the owner's own
+        (a bug, in one process), or the run's ``step`` (a fenced run writing on)."""
         self.emit(
-            EventKind.STALE_WRITE_REFUSED,
+            EventKind.STEP_REFUSED if step else EventKind.STALE_WRITE_REFUSED,
             error.session_key,
             run_id=error.run_id,
             epoch=error.epoch,

@@ -92,6 +92,10 @@ class LeaseView:
     since_progress_s: float
     stall_timeout_s: float
     run_timeout_s: float
+    step: int = 1
+    """The run's model step (the first, or the one after its latest tool results)."""
+    tools: tuple[tuple[str, float], ...] = ()
+    """The tool calls under way: each tool's name and how long it has run."""
 
     @property
     def stalled(self) -> bool:

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from turngate.core.turn import Usage
 from turngate.errors import ErrorCode
 from turngate.types import Epoch, MonotonicS, RunId
 
@@ -36,6 +37,9 @@ class EventKind(enum.StrEnum):
     DELIVERED = "delivered"
     STALE_IGNORED = "stale_ignored"
     STALE_WRITE_REFUSED = "stale_write_refused"
+    STEP_REFUSED = "step_refused"
+    """The store refused a step of a run that no longer held its session (fenced): the
+    fence at work, unlike ``stale_write_refused``, which is the owner's own write."""
     RECOVERED = "recovered"
     OWNER_FAILED = "owner_failed"
     UNSTUCK = "unstuck"
@@ -44,6 +48,10 @@ class EventKind(enum.StrEnum):
     LANE_FAILED = "lane_failed"
     STORAGE_FAILED = "storage_failed"
     STORAGE_RECOVERED = "storage_recovered"
+    TOOL_CALLED = "tool_called"
+    """A tool call of a run returned: ``detail`` the tool, ``state`` ok or error."""
+    MODEL_ANSWERED = "model_answered"
+    """A model step of a run ended: ``detail`` the model, ``usage`` its tokens."""
 
 
 ABNORMAL = frozenset(
@@ -52,6 +60,7 @@ ABNORMAL = frozenset(
         EventKind.FENCED,
         EventKind.STALE_IGNORED,
         EventKind.STALE_WRITE_REFUSED,
+        EventKind.STEP_REFUSED,
         EventKind.RECOVERED,
         EventKind.OWNER_FAILED,
         EventKind.UNSTUCK,
@@ -85,6 +94,10 @@ class Event:
     """On ``started``: seconds since the turn was accepted."""
     ready_wait_s: float | None = None
     """On ``started``: seconds the turn waited while it was next and its session was free."""
+    duration_s: float | None = None
+    """On ``tool_called``: how long the call took."""
+    usage: Usage | None = None
+    """On ``model_answered``: the tokens the model step used, when reported."""
 
     @property
     def abnormal(self) -> bool:

@@ -37,11 +37,13 @@ from turngate.core.effects import (
 )
 from turngate.core.queue import QueueMode
 from turngate.core.session import RunCancelled, RunFailed, RunResult, SessionCore
-from turngate.core.turn import AbortReason, Outcome, Turn
+from turngate.core.turn import AbortReason, Outcome, Turn, TurnState
 from turngate.errors import ErrorCode, StaleEpochError, StorageUnavailableError
+from turngate.runtime.activity import ToolFinished, ToolStarted
 from turngate.runtime.agents import AgentSpec
 from turngate.runtime.events import EventKind
-from turngate.runtime.run import RunInbox, RunProgress, RunSpec, execute_run
+from turngate.runtime.run import RunProgress, RunSpec, execute_run
+from turngate.runtime.run_host import OwnerRunHost, RunActivity, TakeSteered
 from turngate.types import Epoch, MonotonicS, RunId, TurnId
 
 if TYPE_CHECKING:
@@ -62,6 +64,14 @@ class Submit:
     turn: Turn
     mode: QueueMode
     lane: str = "direct"
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Turns one run served when the gateway stopped: they resume as one batch."""
+
+    turns: tuple[Turn, ...]
+    lane: str = "recovery"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +98,7 @@ class RunDone:
     result: RunResult
 
 
-Command = Submit | Abort | Unstick | RunProgress | RunDone
+Command = Submit | Resume | Abort | Unstick | RunProgress | RunDone | TakeSteered
 
 
 @dataclass(slots=True)
@@ -103,7 +113,10 @@ class SessionOwner:
     runs: dict[RunId, asyncio.Task[RunResult]] = field(default_factory=dict)
     lanes: dict[str, str] = field(default_factory=dict)
     started_at: dict[RunId, MonotonicS] = field(default_factory=dict)
-    inboxes: dict[RunId, RunInbox] = field(default_factory=dict)
+    activity: dict[RunId, RunActivity] = field(default_factory=dict)
+    """What each running run is doing: its model step, its tool calls under way."""
+    wrote_steps: set[tuple[RunId, Epoch]] = field(default_factory=set)
+    """Runs that began writing steps: their end closes the tool calls they left open."""
     free_since: MonotonicS = 0.0
     storage_blocked_since: MonotonicS | None = None
     """Set while a write of this session waits for storage to take writes again."""
@@ -123,14 +136,18 @@ class SessionOwner:
     async def run(self) -> None:
         """The owner task: process commands until the session is idle."""
         engine = self.engine
-        epoch = await self._durably(
+        epoch = await self.durably(
             "read the session's epoch", None, lambda: engine.store.session_epoch(self.session_key)
         )
         core = self.core = SessionCore(self.session_key, epoch, self.agent.policy)
         self.free_since = engine.clock.now()
         while True:
             if self._inbox:
-                await self._apply(self._dispatch(core, self._inbox.popleft()))
+                command = self._inbox.popleft()
+                if isinstance(command, TakeSteered):
+                    await self._take_steered(core, command)
+                else:
+                    await self._apply(self._dispatch(core, command))
                 continue
             deadline = core.next_deadline()
             if deadline is None:
@@ -154,15 +171,12 @@ class SessionOwner:
         match command:
             case Submit(turn, mode, lane):
                 self.lanes[turn.turn_id] = lane
-                if mode is QueueMode.STEER and not self._steerable(core):
-                    mode = QueueMode.FOLLOWUP
-                effects = core.submit(turn, mode, now)
-                for effect in effects:
-                    if isinstance(effect, Steered):
-                        taken = self.inboxes[effect.run_id].offer(effect.turn)
-                        assert taken, "checked by _steerable with no await in between"
-                return effects
-            case RunProgress(run_id, epoch, text):
+                return core.submit(turn, mode, now)
+            case Resume(turns, lane):
+                for turn in turns:
+                    self.lanes[turn.turn_id] = lane
+                return core.resume(list(turns), now)
+            case RunProgress(run_id, epoch):
                 effects = core.progress(run_id, epoch, now)
                 active = core.active
                 if not effects and active is not None:
@@ -171,8 +185,7 @@ class SessionOwner:
                     self.engine.emit(
                         EventKind.PROGRESS, self.session_key, run_id=run_id, epoch=epoch
                     )
-                    if text:
-                        self.engine.publish_delta(active.batch.turns, run_id, text)
+                    self._show(active.batch.turns, command)
                 return effects
             case RunDone(run_id, epoch, result):
                 return core.run_ended(run_id, epoch, result, now)
@@ -186,6 +199,39 @@ class SessionOwner:
                 if not done.done():
                     done.set_result(ids)
                 return effects
+            case TakeSteered():
+                raise AssertionError("taken by _take_steered, which writes before it answers")
+
+    def _show(self, turns: list[Turn], progress: RunProgress) -> None:
+        """Hand a run's progress to the clients streaming its turns, and keep what it is
+        doing for the session's running state."""
+        activity = self.activity.get(progress.run_id)
+        if activity is not None:
+            activity.saw(progress, self.engine.clock.now())
+        engine = self.engine
+        if progress.text:
+            engine.publish_delta(turns, progress.run_id, progress.text)
+        match progress.activity:
+            case ToolFinished(call, result, duration_s):
+                engine.publish_delta(turns, progress.run_id, progress.activity)
+                engine.emit(
+                    EventKind.TOOL_CALLED,
+                    self.session_key,
+                    run_id=progress.run_id,
+                    state="error" if result.is_error else "ok",
+                    detail=call.name,
+                    duration_s=duration_s,
+                )
+            case ToolStarted():
+                engine.publish_delta(turns, progress.run_id, progress.activity)
+            case None:
+                pass
+
+    async def _take_steered(self, core: SessionCore, command: TakeSteered) -> None:
+        effects = core.take_steered(command.run_id, command.epoch)
+        await self._apply(effects)
+        if not command.done.done():
+            command.done.set_result([e.turn for e in effects if isinstance(e, Steered)])
 
     async def _apply(self, effects: list[Effect]) -> None:
         """Carry out one step's effects in order. Outcomes are delivered as soon as the write
@@ -227,7 +273,7 @@ class SessionOwner:
     async def _enqueued(self, turn_ids: tuple[TurnId, ...], started_now: set[TurnId]) -> None:
         waiting = [turn_id for turn_id in turn_ids if turn_id not in started_now]
         if waiting:
-            await self._durably(
+            await self.durably(
                 "mark turns queued", None, lambda: self.engine.store.mark_queued(waiting)
             )
         for turn_id in turn_ids:
@@ -239,7 +285,7 @@ class SessionOwner:
         engine = self.engine
         turn_ids = [turn.turn_id for turn in turns]
         try:
-            await self._durably(
+            await self.durably(
                 "start a run",
                 run_id,
                 lambda: engine.store.start_run(
@@ -262,7 +308,7 @@ class SessionOwner:
 
     async def _steered(self, run_id: RunId, epoch: Epoch, turn: Turn) -> None:
         engine = self.engine
-        await self._durably(
+        await self.durably(
             "steer a turn into the run",
             run_id,
             lambda: engine.store.join_run(
@@ -297,7 +343,7 @@ class SessionOwner:
     async def _end_turns(self, outcomes: tuple[Outcome, ...]) -> None:
         engine = self.engine
         orders = engine.outbound.orders(self.session_key, outcomes)
-        await self._durably(
+        await self.durably(
             "record turn outcomes",
             None,
             lambda: engine.store.end_turns(outcomes, engine.clock.wall(), orders),
@@ -307,8 +353,9 @@ class SessionOwner:
         engine = self.engine
         run_id, epoch = effect.run_id, effect.epoch
         orders = engine.outbound.orders(self.session_key, effect.outcomes)
+        unanswered = self._unanswered(effect)
         try:
-            await self._durably(
+            await self.durably(
                 "end a run",
                 run_id,
                 lambda: engine.store.end_run(
@@ -319,6 +366,7 @@ class SessionOwner:
                     effect.exchange,
                     engine.clock.wall(),
                     orders,
+                    unanswered,
                 ),
             )
         except StaleEpochError as exc:
@@ -338,11 +386,23 @@ class SessionOwner:
                 f" ({self._ages(run_id, now)})",
             )
         self.started_at.pop(run_id, None)
-        self.inboxes.pop(run_id, None)
+        self.activity.pop(run_id, None)
         engine.emit(EventKind.LEASE_RELEASED, self.session_key, run_id=run_id, epoch=epoch)
         self.free_since = now
 
-    async def _durably(
+    def _unanswered(self, effect: EndRun) -> str | None:
+        """The result each tool call the run left open gets, if it wrote any and did not
+        reply: why the call has no result of its own."""
+        if (effect.run_id, effect.epoch) not in self.wrote_steps:
+            return None
+        self.wrote_steps.discard((effect.run_id, effect.epoch))
+        outcome = effect.outcomes[0] if effect.outcomes else None
+        if outcome is None or outcome.state is TurnState.REPLIED:
+            return None
+        why = outcome.code.value if outcome.code is not None else outcome.state.value
+        return f"cancelled: the turn ended ({why}) before this tool call returned"
+
+    async def durably(
         self, what: str, run_id: RunId | None, attempt: Callable[[], Awaitable[T]]
     ) -> T:
         """``attempt()``, tried again while storage is unavailable (see the module docstring).
@@ -388,14 +448,6 @@ class SessionOwner:
             detail=detail,
         )
 
-    def _steerable(self, core: SessionCore) -> bool:
-        """Whether the running run still takes steered messages."""
-        active = core.active
-        if active is None:
-            return False
-        inbox = self.inboxes.get(active.run_id)
-        return inbox is not None and inbox.open
-
     def _ages(self, run_id: RunId, now: MonotonicS) -> str:
         """``run age 12.0s, no progress for 10.0s`` for a run of this session."""
         parts = []
@@ -412,24 +464,22 @@ class SessionOwner:
 
     def _start(self, run_id: RunId, epoch: Epoch, turns: tuple[Turn, ...]) -> None:
         engine = self.engine
-        inbox = self.inboxes[run_id] = RunInbox()
+        agent = self.agent
         spec = RunSpec(
             self.session_key,
             run_id,
             epoch,
             turns,
             engine.settings.history_entries_max,
-            self.agent.system_prompt,
-            inbox,
+            agent.system_prompt,
+            agent.toolbox,
+            agent.max_steps,
+            agent.policy.lease_terms.stall_timeout_s,
         )
+        self.activity[run_id] = RunActivity()
+        host = OwnerRunHost(self, run_id, epoch)
         task = engine.spawn_run(
-            execute_run(
-                spec,
-                engine.store,
-                self.agent.provider,
-                on_progress=lambda progress: engine.route(self.session_key, progress),
-            ),
-            name=f"run {run_id}",
+            execute_run(spec, engine.store, agent.provider, host), name=f"run {run_id}"
         )
         self.runs[run_id] = task
         task.add_done_callback(lambda done: self._run_exited(run_id, epoch, done))

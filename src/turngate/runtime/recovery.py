@@ -15,7 +15,7 @@ from turngate.core.queue import QueueMode
 from turngate.core.turn import Outcome, Turn, TurnState
 from turngate.errors import ErrorCode, UnknownAgentError
 from turngate.runtime.events import EventKind
-from turngate.runtime.owner import Submit
+from turngate.runtime.owner import Resume, Submit
 from turngate.store.base import TurnRecord
 
 if TYPE_CHECKING:
@@ -27,11 +27,14 @@ log = logging.getLogger("turngate.runtime")
 async def recover(engine: Engine) -> None:
     """After a crash: every turn not yet ended runs again, in acceptance order, or ends
     explicitly (see :func:`end_on_restart`); clients that resend get the outcome (I7)."""
-    records = await engine.store.recover()
-    now = engine.clock.now()
     wall = engine.clock.wall()
+    records = await engine.store.recover(wall)
+    now = engine.clock.now()
     given_up: list[TurnRecord] = []
     outcomes: list[Outcome] = []
+    # The turns one run served resume as one batch (its earlier attempt wrote their messages
+    # together): keyed by that run, the others each on their own.
+    batches: dict[tuple[str, str], list[Turn]] = {}
     for record in records:
         ended = end_on_restart(engine, record, wall)
         if ended is not None:
@@ -40,7 +43,14 @@ async def recover(engine: Engine) -> None:
             continue
         remaining = record.accepted_wall + record.timeout_s - wall
         engine.expect_outcome(record.turn_id)
-        turn = Turn(record.turn_id, record.session_key, record.message, now, now + remaining)
+        turn = Turn(
+            record.turn_id,
+            record.session_key,
+            record.message,
+            now,
+            now + remaining,
+            restarts=record.attempts,
+        )
         engine.emit(
             EventKind.RECOVERED,
             record.session_key,
@@ -48,7 +58,12 @@ async def recover(engine: Engine) -> None:
             lane="recovery",
             detail=f"resumed after a restart (restarts so far: {record.attempts})",
         )
-        engine.route(record.session_key, Submit(turn, QueueMode.FOLLOWUP, "recovery"))
+        batches.setdefault((record.session_key, record.run_id or record.turn_id), []).append(turn)
+    for (session_key, _), turns in batches.items():
+        if len(turns) == 1:
+            engine.route(session_key, Submit(turns[0], QueueMode.FOLLOWUP, "recovery"))
+        else:
+            engine.route(session_key, Resume(tuple(turns)))
     if outcomes:
         orders = [
             order

@@ -9,7 +9,8 @@ Each check names the invariant (docs/architecture.md) it enforces:
   terminal ``chat`` event per run id.
   A turn's ending is written whole: a replied turn has its message and its reply in the
   transcript (not missing after a crash), and the transcript holds no message or reply of a
-  turn or run that did not reply (an ending its turn's stored state denies).
+  turn or run that did not reply (an ending its turn's stored state denies), except the
+  steps of a run that called tools.
 - I2 order: within one life of the gateway, a session's turns start in acceptance order.
 - I3 mutual exclusion: a lease is taken only when free, with a larger epoch; no earlier run
   of the session is still alive unless it was fenced after its full grace; a replied turn's
@@ -28,6 +29,8 @@ Each check names the invariant (docs/architecture.md) it enforces:
   was written.
 - I7 durability: every acknowledged turn is in the store after every crash.
 - I8 visibility: every abnormal event was logged at WARNING.
+- I10 tool pairs: every tool call in a transcript has exactly one result
+  (``sim/transcript_checks.py``, with the transcript's other checks).
 """
 
 from __future__ import annotations
@@ -38,11 +41,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from turngate.core.transcript import EntryKind
 from turngate.core.turn import Outcome, TurnState
 from turngate.runtime.events import Event, EventKind
-from turngate.runtime.run import STEER_SEPARATOR
 from turngate.sim.surfaces import Answer
+from turngate.sim.transcript_checks import check_transcript
 from turngate.sim.workload import ClientRecord
 from turngate.sim.world import SIM_PREFIX
 from turngate.store.base import TranscriptEntry, TurnRecord
@@ -367,6 +369,18 @@ class Checker:
             " a stale run's report changed the session's state",
         )
 
+    def _step_refused(self, e: Event) -> None:
+        # A run's step is refused when its lease is gone (fenced, ended): the fence at work.
+        # Refusing a step of the run that holds the session would lose its work.
+        view = self.sessions[e.session_key]
+        if view.holder == (e.run_id, e.epoch):
+            self.fail(
+                "I6",
+                e.at,
+                f"{e.session_key}: the store refused a step of run {e.run_id} (epoch {e.epoch}),"
+                " which holds the session",
+            )
+
     def _delivered(self, e: Event) -> None:
         view = self.sessions[e.session_key]
         if view.holder is not None and view.holder[0] == e.run_id:
@@ -444,7 +458,9 @@ class Checker:
         for run_id, at, what in record.extra_answers:
             self.fail("I1", at, f"run {run_id}: {what}")
         self._check_order(turns, end_at)
-        self._check_transcript(turns, transcript, end_at)
+        check_transcript(
+            self.fail, turns, transcript, lambda e: self._check_entry_holder(e, end_at), end_at
+        )
         self.violations.sort(key=lambda violation: violation.at)
         if warnings_logged < self.abnormal:
             self.fail(
@@ -479,59 +495,6 @@ class Checker:
                         end_at,
                         f"{session_key}, life {life}: turn #{after} started after turn #{before}",
                     )
-
-    def _check_transcript(
-        self, turns: dict[str, TurnRecord], transcript: list[TranscriptEntry], end_at: float
-    ) -> None:
-        """The transcript holds each turn's ending whole, once: a replied turn's message, and
-        its run's reply (one per model round of a steered run, joined as the turn's reply);
-        nothing of a turn or run that did not reply. Tool calls and results are neither a
-        turn's message nor its reply. Each entry was written while its run and epoch held the
-        session (I6)."""
-        users: dict[str, int] = defaultdict(int)
-        replies: dict[tuple[str, int | None], list[str]] = defaultdict(list)
-        for entry in transcript:
-            if entry.kind is EntryKind.USER:
-                users[entry.text] += 1
-            elif entry.kind is EntryKind.ASSISTANT:
-                replies[(entry.run_id, entry.epoch)].append(entry.text)
-            self._check_entry_holder(entry, end_at)
-        for turn in turns.values():
-            if turn.lane == "heartbeat":
-                continue  # one prompt, many turns: counted by the lane's own checks
-            count = users.get(turn.message, 0)
-            want = 1 if turn.state is TurnState.REPLIED else 0
-            if count != want:
-                self.fail(
-                    "I3" if want == 1 and count > 1 else "I1",
-                    end_at,
-                    f"turn {turn.turn_id} ({turn.state}) has its message {count} times in the"
-                    f" transcript of {turn.session_key}, expected {want}",
-                )
-        # Per run: its reply, once, exactly when its turns replied.
-        replied: dict[tuple[str, int | None], TurnRecord] = {}
-        for turn in turns.values():
-            if turn.state is TurnState.REPLIED and turn.run_id is not None:
-                replied.setdefault((turn.run_id, turn.epoch), turn)
-        for (run_id, epoch), turn in replied.items():
-            written = replies.pop((run_id, epoch), [])
-            if turn.lane == "heartbeat" or STEER_SEPARATOR.join(written) == turn.reply:
-                continue
-            rounds = 1 + (turn.reply or "").count(STEER_SEPARATOR)
-            self.fail(
-                "I3" if len(written) > rounds else "I1",
-                end_at,
-                f"turn {turn.turn_id} replied (run {run_id}, epoch {epoch}), but the transcript"
-                f" of {turn.session_key} has {len(written)} replies of that run, expected"
-                f" {rounds}: {written!r}",
-            )
-        for (run_id, epoch), written in replies.items():
-            self.fail(
-                "I1",
-                end_at,
-                f"run {run_id} (epoch {epoch}) has {len(written)} replies in the transcript but"
-                " no turn it replied to: an ending its turns' stored state denies",
-            )
 
     def _check_entry_holder(self, entry: TranscriptEntry, end_at: float) -> None:
         at = entry.at_wall - self.wall_at_zero
@@ -577,4 +540,5 @@ _HANDLERS: dict[EventKind, Callable[[Checker, Event], None]] = {
     EventKind.ENDED: Checker._ended,
     EventKind.DELIVERED: Checker._delivered,
     EventKind.STALE_WRITE_REFUSED: Checker._stale_write,
+    EventKind.STEP_REFUSED: Checker._step_refused,
 }

@@ -58,6 +58,8 @@ class SeedSummary:
     """Whether people on a chat platform wrote through a channel (``sim/channel_world.py``)."""
     discord: bool = False
     """Whether that platform was Discord-shaped (``sim/discord.py``)."""
+    tool_calls: int = 0
+    """Tool calls its model made (``sim/tools.py``)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,6 +180,7 @@ def _summarise(seed: int, profile: Profile | None) -> SeedSummary:
         result.params.surfaces != (Surface.ENGINE,),
         channel is not None,
         channel is not None and channel.shape is PlatformShape.DISCORD,
+        result.tool_calls,
     )
 
 
@@ -203,7 +206,9 @@ def _many(start: int, count: int, profile: Profile | None, jobs: int) -> int:
         f" {sum(s.lives - 1 for s in summaries)} crashes,"
         f" {sum(s.edges for s in summaries)} seeds through the gateway's edges,"
         f" {sum(s.channel for s in summaries)} with a chat platform"
-        f" ({sum(s.discord for s in summaries)} Discord);"
+        f" ({sum(s.discord for s in summaries)} Discord),"
+        f" {sum(bool(s.tool_calls) for s in summaries)} with tool calls"
+        f" ({sum(s.tool_calls for s in summaries)} calls);"
         f" {len(failed)} failed"
     )
     for summary in failed[:20]:

@@ -28,7 +28,9 @@ from turngate.core.keys import parse_session_key
 from turngate.errors import StorageUnavailableError
 from turngate.gateway.app import create_app, serve_engine
 from turngate.lanes.heartbeat import HeartbeatLane
+from turngate.providers.base import Provider
 from turngate.providers.fallback import ChainLink, FallbackChain
+from turngate.runtime.agents import AgentRegistry, AgentSpec
 from turngate.runtime.clock import LoopClock
 from turngate.runtime.engine import Engine, EngineSettings
 from turngate.runtime.events import Event, EventBus
@@ -38,12 +40,14 @@ from turngate.sim.checkers import Checker, LeaseCheck, Violation, WarningCounter
 from turngate.sim.disk import Outages
 from turngate.sim.loop import VirtualDeadlockError, VirtualTimeLoop
 from turngate.sim.surfaces import Surface
+from turngate.sim.tools import SimToolCalls, SimTools, draw_tools
 from turngate.sim.trace import Trace
 from turngate.sim.workload import ClientRecord, Gateway, client, crash_times
 from turngate.sim.world import Faults, Profile, SimParams, SimProvider
 from turngate.sim.zombie import Zombies
 from turngate.store.base import Delivery
 from turngate.store.sqlite import SqliteStore
+from turngate.tools.base import Toolbox
 
 WALL_AT_ZERO = 1_800_000_000.0
 """The simulated wall clock at virtual time 0 (fixed, so that a seed replays exactly)."""
@@ -83,6 +87,8 @@ class SimResult:
     replied: int = 0
     lives: int = 0
     virtual_s: float = 0.0
+    tool_calls: int = 0
+    """Tool calls its model made (seeds with tools)."""
 
     @property
     def ok(self) -> bool:
@@ -107,6 +113,7 @@ def run_seed(seed: int, profile: Profile | None = None, *, edges: bool = True) -
         .with_zombies(random.Random(f"zombies-{seed}"))
         .with_commit_crash(random.Random(f"commit-crash-{seed}"))
     )
+    params = replace(params, tools=draw_tools(seed, params.stall_timeout_s))
     if edges:
         params = params.with_edges(random.Random(f"edges-{seed}"))
         params = replace(params, channel=draw_channel(seed))
@@ -153,6 +160,24 @@ class _Life:
     """The network to this life's app (seeds whose clients use the gateway's edges)."""
 
 
+def _agents(
+    params: SimParams, settings: EngineSettings, provider: Provider, faults: Faults, seed: int
+) -> AgentRegistry | None:
+    """In a seed with tools, every agent is offered the sim's tools; else the default."""
+    if params.tools is None:
+        return None
+    tools = SimTools(params.tools, random.Random(f"tool-acts-{seed}"), faults)
+    main = AgentSpec(
+        "main",
+        settings.policy(),
+        provider,
+        settings.system_prompt,
+        toolbox=Toolbox([tools]),
+        max_steps=params.tools.max_steps,
+    )
+    return AgentRegistry(main, strict=False)
+
+
 def _edge_wire(engine: Engine, path: Path) -> Wire:
     """A gateway app serving ``engine`` (its lifespan never runs: the simulation runs the
     engine), behind an in-process network."""
@@ -175,11 +200,16 @@ async def _simulate(
     faults = Faults()
     channel = None if params.channel is None else ChannelWorld(seed, params.channel, faults)
     lease_rng = random.Random(f"lease-calls-{seed}")
+    tool_calls = (
+        None
+        if params.tools is None
+        else SimToolCalls(params.tools, random.Random(f"tool-calls-{seed}"))
+    )
     provider = FallbackChain(
         [
             ChainLink(
                 f"sim/m{index}",
-                SimProvider(rng, params, faults, lease_rng),
+                SimProvider(rng, params, faults, lease_rng, tool_calls),
                 params.model_retries,
                 params.retry_backoff_s,
             )
@@ -198,6 +228,7 @@ async def _simulate(
         turn_timeout_s=params.turn_timeout_s,
         history_entries_max=HISTORY_ENTRIES_MAX,
     )
+    agents = _agents(params, settings, provider, faults, seed)
     current: list[SqliteStore] = []
 
     def lease_of(session_key: str) -> tuple[str | None, int]:
@@ -273,6 +304,7 @@ async def _simulate(
             settings=settings,
             clock=LoopClock(WALL_AT_ZERO),
             events=bus,
+            agents=agents,
             outbound=None if channel is None else channel.routes,
         )
         ready = asyncio.Event()
@@ -461,6 +493,7 @@ async def _simulate(
     finally:
         await final.close()
     result.acked = len(record.acked)
+    result.tool_calls = 0 if tool_calls is None else tool_calls.made
     result.replied = sum(1 for t in turns.values() if t.state.value == "replied")
     if result.failure is None:
         if channel is not None:

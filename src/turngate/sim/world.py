@@ -24,6 +24,7 @@ from turngate.sim.surfaces import EDGES, Surface
 
 if TYPE_CHECKING:
     from turngate.sim.channel import ChannelParams
+    from turngate.sim.tools import SimToolCalls, ToolParams
 
 SIM_PREFIX = "sim: "
 LEASE_MODELS_SHARE = 0.3
@@ -112,6 +113,8 @@ class SimParams:
     """How the clients send their messages: each message draws one of these."""
     channel: ChannelParams | None = None
     """People on a chat platform, writing through a channel (``sim/channel_world.py``)."""
+    tools: ToolParams | None = None
+    """A model that calls tools, and the tools (``sim/tools.py``)."""
 
     @classmethod
     def draw(cls, rng: random.Random, profile: Profile) -> SimParams:
@@ -256,6 +259,7 @@ class SimParams:
             f" crash_after_commit={self.crash_after_commit or '-'}"
             f" surfaces={','.join(surface.value for surface in self.surfaces)}"
             f" channel={self.channel.line() if self.channel else '-'}"
+            f" tools={self.tools.line() if self.tools else '-'}"
         )
 
 
@@ -273,8 +277,9 @@ class Faults:
 class SimProvider:
     """A model whose latency, chunking and failures come from the run's Random.
 
-    Its reply is ``sim: `` followed by the new user messages, so a checker can tell a real
-    reply (one that contains the turn's own message) from anything else.
+    Its reply is ``sim: `` followed by the user messages since its last answer, so a checker
+    can tell a real reply (one that contains the turn's own message) from anything else. In
+    a seed with tools, a step may then call tools instead of answering (``tool_calls``).
     """
 
     name = "sim"
@@ -285,7 +290,9 @@ class SimProvider:
         params: SimParams,
         faults: Faults,
         lease_rng: random.Random | None = None,
+        tool_calls: SimToolCalls | None = None,
     ) -> None:
+        self.tool_calls = tool_calls
         self.rng = rng
         self.params = params
         self.faults = faults
@@ -298,7 +305,7 @@ class SimProvider:
         """Yield the reply's deltas and a ``stop``, or fail, hang or stall as drawn."""
         self.calls += 1
         rng, params = self.rng, self.params
-        reply = SIM_PREFIX + "\n".join(request.new_user_messages())
+        reply = SIM_PREFIX + "\n".join(_since_last_answer(request))
         fault = rng.random() if self.faults.on else 1.0
         if self.faults.on and params.p_reject and rng.random() < params.p_reject:
             raise ProviderRejectedError(
@@ -321,6 +328,7 @@ class SimProvider:
                 await asyncio.Event().wait()
             yield Finish("stop")
             return
+        calls = () if self.tool_calls is None else self.tool_calls.calls(request)
         chunks = rng.randint(1, params.chunks_max)
         total = rng.uniform(params.latency_min_s, params.latency_max_s)
         fail_at = (
@@ -335,7 +343,9 @@ class SimProvider:
             if index == fail_at:
                 raise ProviderError(f"sim model: injected error at chunk {index}")
             yield TextDelta(reply[index * size : (index + 1) * size])
-        yield Finish("stop")
+        for call in calls:
+            yield call
+        yield Finish("tool_calls" if calls else "stop")
 
     def _lease_model(self) -> tuple[list[float], bool] | None:
         """The pauses before each delta of a lease-testing model for this call, and whether
@@ -356,6 +366,18 @@ class SimProvider:
             every = stall * (1.0 - rng.uniform(*NEAR_STALL_MARGIN))
             return [every] * rng.randint(2, 4), False
         return None
+
+
+def _since_last_answer(request: ProviderRequest) -> list[str]:
+    """The user messages after the model's last answer (an assistant message that called no
+    tools): those of the run so far, steered ones too, even across a restart."""
+    said: list[str] = []
+    for message in reversed(request.messages):
+        if message.role == "assistant" and not message.tool_calls:
+            break
+        if message.role == "user":
+            said.append(message.content)
+    return said[::-1]
 
 
 async def ignore_cancellation_for(seconds: float) -> None:

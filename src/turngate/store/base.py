@@ -12,9 +12,15 @@ Rules every implementation keeps:
   epoch is the next one; otherwise it raises :class:`~turngate.errors.StaleEpochError`.
 - ``end_run`` is fenced: it succeeds only while ``(run_id, epoch)`` holds the lease, and
   raises :class:`~turngate.errors.StaleEpochError` (writing nothing) otherwise. It releases
-  the lease, records the outcomes, appends the run's exchange to the transcript and queues
-  the messages the end owes a chat platform (:class:`DeliveryOrder`, the outbox) in one
-  transaction. A terminal turn never changes again.
+  the lease, records the outcomes, appends the run's exchange to the transcript, closes the
+  tool calls the run left without a result, and queues the messages the end owes a chat
+  platform (:class:`DeliveryOrder`, the outbox) in one transaction. A terminal turn never
+  changes again.
+- ``write_steps`` (a run that calls tools writes each step as it happens) is fenced the same
+  way: a run that no longer holds the lease writes nothing.
+- The transcript stays valid for a model call: every tool call gets exactly one result,
+  from its run, from ``end_run`` (the run ended first), or from ``recover`` (the gateway
+  stopped first).
 - The outbox (:class:`Outbox`): an order is stored once (by its ``key``), whatever the retries;
   a delivery ends ``sent`` or ``failed`` exactly once and records, on the turns it answers,
   what became of their reply.
@@ -31,6 +37,11 @@ from turngate.core.transcript import EntryKind, TranscriptItem
 from turngate.core.turn import Outcome, TurnState, Usage
 from turngate.errors import ErrorCode
 from turngate.types import Epoch, RunId, TurnId, WallS
+
+INTERRUPTED_CALL_RESULT = (
+    "this tool call did not return: the gateway stopped while it ran; its result is unknown"
+)
+"""The result ``recover`` gives a call that was running when the gateway stopped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +275,18 @@ class Store(Protocol):
         """A steered turn joins the run holding the lease at ``epoch``; fenced."""
         ...
 
+    async def write_steps(
+        self,
+        session_key: str,
+        run_id: RunId,
+        epoch: Epoch,
+        items: Sequence[TranscriptItem],
+        at: WallS,
+    ) -> None:
+        """Append a step of the run holding the lease at ``epoch`` (its tool calls, a tool's
+        result, the messages before them) to the transcript; fenced."""
+        ...
+
     async def end_run(
         self,
         session_key: str,
@@ -273,10 +296,21 @@ class Store(Protocol):
         exchange: Sequence[TranscriptItem],
         at: WallS,
         orders: Sequence[DeliveryOrder] = (),
+        unanswered: str | None = None,
     ) -> None:
         """Release the lease held by ``(run_id, epoch)``, record the outcomes, append the
         ``exchange`` to the transcript and queue the ``orders``, in one transaction;
-        fenced."""
+        fenced. With ``unanswered`` (the run wrote tool calls and did not reply), every call
+        of the run left without a result gets an error result saying so."""
+        ...
+
+    async def since_messages(
+        self, session_key: str, turn_ids: Sequence[TurnId], limit: int
+    ) -> list[TranscriptEntry]:
+        """The session's transcript from the first message of ``turn_ids`` on, at most
+        ``limit`` entries (none when no message of them is written): what a run resumed
+        after a restart wrote before it (its messages with its first step, then its
+        steps)."""
         ...
 
     async def end_turns(
@@ -286,9 +320,12 @@ class Store(Protocol):
         (notices owed for them), in one transaction."""
         ...
 
-    async def recover(self) -> list[TurnRecord]:
-        """After a crash: free every lease, put running turns back in the queue (one more
-        attempt), and return every turn not yet ended, in acceptance order."""
+    async def recover(self, at: WallS) -> list[TurnRecord]:
+        """After a crash: free every lease, close the tool calls its run left without a
+        result, put running turns back in the queue (one more attempt), and return every
+        turn not yet ended, in acceptance order. A returned turn that was running carries
+        the id of the run it was part of (``run_id``), so that the turns of one run resume
+        as one; the stored turn has none until it runs again."""
         ...
 
     async def set_delivery(self, turn_id: TurnId, delivery: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +23,7 @@ from turngate.errors import (
     StoreError,
 )
 from turngate.store.base import (
+    INTERRUPTED_CALL_RESULT,
     CronJobState,
     DeliveryOrder,
     SessionRecord,
@@ -48,7 +50,9 @@ from turngate.store.sqlite_transcript import (
     TRANSCRIPT_COLUMNS,
     TRANSCRIPT_COLUMNS_OF_V3_FILE,
     append_items,
+    close_calls,
     entry_from_row,
+    since_messages,
 )
 from turngate.types import Epoch, RunId, TurnId, WallS
 
@@ -279,6 +283,23 @@ class SqliteStore:
                 (run_id, epoch, at, turn_id),
             )
 
+    async def write_steps(
+        self,
+        session_key: str,
+        run_id: RunId,
+        epoch: Epoch,
+        items: Sequence[TranscriptItem],
+        at: WallS,
+    ) -> None:
+        async with self._tx.write("write a run's step") as db:
+            holds = db.execute(
+                "SELECT 1 FROM sessions WHERE key = ? AND lease_run_id = ? AND epoch = ?",
+                (session_key, run_id, epoch),
+            ).fetchone()
+            if holds is None:
+                raise StaleEpochError(session_key, run_id, epoch)
+            append_items(db, session_key, items, run_id, epoch, at)
+
     async def end_run(
         self,
         session_key: str,
@@ -288,6 +309,7 @@ class SqliteStore:
         exchange: Sequence[TranscriptItem],
         at: WallS,
         orders: Sequence[DeliveryOrder] = (),
+        unanswered: str | None = None,
     ) -> None:
         async with self._tx.write("end a run") as db:
             released = db.execute(
@@ -297,6 +319,7 @@ class SqliteStore:
             ).rowcount
             if released != 1:
                 raise StaleEpochError(session_key, run_id, epoch)
+            close_calls(db, session_key, run_id, epoch, unanswered, at)
             append_items(db, session_key, exchange, run_id, epoch, at)
             self._record_outcomes(db, outcomes, at)
             insert_orders(db, orders, at)
@@ -330,8 +353,22 @@ class SqliteStore:
             ],
         )
 
-    async def recover(self) -> list[TurnRecord]:
+    async def since_messages(
+        self, session_key: str, turn_ids: Sequence[TurnId], limit: int
+    ) -> list[TranscriptEntry]:
+        with self._tx.reading("read a transcript from a turn's message") as db:
+            return since_messages(db, session_key, turn_ids, limit)
+
+    async def recover(self, at: WallS) -> list[TurnRecord]:
         async with self._tx.write("recover open turns") as db:
+            held = db.execute(
+                "SELECT key, lease_run_id, epoch FROM sessions WHERE lease_run_id IS NOT NULL"
+            ).fetchall()
+            for session_key, run_id, epoch in held:
+                close_calls(db, session_key, run_id, epoch, INTERRUPTED_CALL_RESULT, at)
+            interrupted = dict(
+                db.execute("SELECT turn_id, run_id FROM turns WHERE state = 'running'").fetchall()
+            )
             db.execute(
                 "UPDATE sessions SET lease_run_id = NULL, lease_granted_wall = NULL"
                 " WHERE lease_run_id IS NOT NULL"
@@ -344,7 +381,8 @@ class SqliteStore:
                 f"SELECT {self._turn_columns} FROM turns WHERE state IN (?, ?, ?) ORDER BY seq",
                 OPEN_STATES,
             ).fetchall()
-        return [turn_from_row(row) for row in rows]
+        records = [turn_from_row(row) for row in rows]
+        return [replace(r, run_id=interrupted.get(r.turn_id)) for r in records]
 
     async def set_delivery(self, turn_id: TurnId, delivery: str) -> None:
         async with self._tx.write("record a delivery") as db:

@@ -8,6 +8,9 @@ a JSON ``data`` column:
   the JSON text the model sent, kept as text);
 - ``tool_result``: ``{"call_id", "tool_name", "is_error"}`` (the result itself is ``text``).
 
+A ``user`` row's ``data`` is ``{"turn_id"}``, the turn whose message it is (null in rows
+written before turngate recorded it).
+
 Rows written before schema version 4 have no ``kind`` and no ``data``: they read as their
 ``role``, which was always ``user`` or ``assistant``.
 """
@@ -19,11 +22,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from turngate.core.transcript import EntryKind, ToolCall, TranscriptItem
+from turngate.core.transcript import EntryKind, ToolCall, TranscriptItem, closing_results
 from turngate.errors import StoreError
 from turngate.store.base import TranscriptEntry
 from turngate.store.sqlite_schema import TRANSCRIPT_COLUMNS_ADDED
-from turngate.types import Epoch, RunId, WallS
+from turngate.types import Epoch, RunId, TurnId, WallS
 
 TRANSCRIPT_COLUMNS_V3 = "seq, session_key, role, text, run_id, epoch, at_wall"
 TRANSCRIPT_COLUMNS = TRANSCRIPT_COLUMNS_V3 + "".join(
@@ -87,6 +90,8 @@ def entry_from_row(row: tuple[Any, ...]) -> TranscriptEntry:
 
 def _data_of(item: TranscriptItem) -> str | None:
     """The ``data`` column of ``item``: its typed fields as JSON, or null if it has none."""
+    if item.turn_id is not None:
+        return json.dumps({"turn_id": item.turn_id})
     if item.kind is EntryKind.TOOL_CALLS:
         calls = [
             {"id": call.id, "name": call.name, "arguments": call.arguments}
@@ -102,11 +107,11 @@ def _data_of(item: TranscriptItem) -> str | None:
 
 def _item(kind: EntryKind, text: str, data: str | None) -> TranscriptItem:
     """The item a row's ``kind``, ``text`` and ``data`` describe."""
+    fields = json.loads(data or "null")
     if kind is EntryKind.USER:
-        return TranscriptItem.user(text)
+        return TranscriptItem.user(text, None if fields is None else str(fields["turn_id"]))
     if kind is EntryKind.ASSISTANT:
         return TranscriptItem.assistant(text)
-    fields = json.loads(data or "null")
     if kind is EntryKind.TOOL_CALLS:
         return TranscriptItem.calls(
             [
@@ -117,3 +122,47 @@ def _item(kind: EntryKind, text: str, data: str | None) -> TranscriptItem:
     return TranscriptItem.tool_result(
         str(fields["call_id"]), str(fields["tool_name"]), text, is_error=bool(fields["is_error"])
     )
+
+
+def close_calls(
+    db: sqlite3.Connection,
+    session_key: str,
+    run_id: RunId,
+    epoch: Epoch,
+    why: str | None,
+    at: WallS,
+) -> None:
+    """Give every tool call ``(run_id, epoch)`` left without a result an error result saying
+    ``why`` (nothing when ``why`` is None: the run left none open)."""
+    if why is not None:
+        closing = closing_results(run_items(db, session_key, run_id, epoch), why)
+        append_items(db, session_key, closing, run_id, epoch, at)
+
+
+def run_items(
+    db: sqlite3.Connection, session_key: str, run_id: RunId, epoch: Epoch
+) -> list[TranscriptItem]:
+    """The tool entries ``(run_id, epoch)`` wrote to the session's transcript, in order."""
+    rows = db.execute(
+        f"SELECT {TRANSCRIPT_COLUMNS} FROM transcript WHERE session_key = ? AND run_id = ?"
+        " AND epoch = ? AND kind IN ('tool_calls', 'tool_result') ORDER BY seq",
+        (session_key, run_id, epoch),
+    ).fetchall()
+    return [entry_from_row(row).item for row in rows]
+
+
+def since_messages(
+    db: sqlite3.Connection, session_key: str, turn_ids: Sequence[TurnId], limit: int
+) -> list[TranscriptEntry]:
+    """The session's transcript from the first message of ``turn_ids`` on (at most ``limit``
+    entries); empty when none of them is written."""
+    if not turn_ids:
+        return []
+    marks = ", ".join("?" * len(turn_ids))
+    rows = db.execute(
+        f"SELECT {TRANSCRIPT_COLUMNS} FROM transcript WHERE session_key = ? AND seq >= ("
+        "SELECT MIN(seq) FROM transcript WHERE session_key = ? AND kind = 'user'"
+        f" AND json_extract(data, '$.turn_id') IN ({marks})) ORDER BY seq LIMIT ?",
+        (session_key, session_key, *turn_ids, limit),
+    ).fetchall()
+    return [entry_from_row(row) for row in rows]

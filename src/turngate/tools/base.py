@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -62,6 +63,15 @@ class ToolSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolContext:
+    """Who is calling: the session and run whose model made the call."""
+
+    session_key: str
+    run_id: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class ToolResult:
     """What a tool call gives back to the model."""
 
@@ -87,8 +97,9 @@ class ToolSource(Protocol):
         tool of a server that is down gets that server's answer, not "unknown tool")."""
         ...
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> ToolResult:
-        """Run the tool; a failure the source expects is an error result, not an exception."""
+    async def call(self, name: str, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        """Run the tool for ``context``; a failure the source expects is an error result,
+        not an exception."""
         ...
 
 
@@ -102,14 +113,27 @@ class Toolbox:
         """What to offer the model now, in the sources' order."""
         return [spec for source in self._sources for spec in source.specs()]
 
-    async def call(self, name: str, arguments_json: str, *, timeout_s: float) -> ToolResult:
-        """Call tool ``name`` with the model's ``arguments_json`` (empty means no arguments).
+    def timeout_for(self, name: str) -> float:
+        """How long a call to ``name`` may take (0 for a tool no source answers)."""
+        source = self._source_of(name)
+        return 0.0 if source is None else source.call_timeout_s
+
+    async def call(
+        self,
+        name: str,
+        arguments_json: str,
+        *,
+        context: ToolContext,
+        timeout_s: float = math.inf,
+    ) -> ToolResult:
+        """Call tool ``name`` with the model's ``arguments_json`` (empty means no arguments),
+        for the run ``context`` names.
 
         The call gets ``timeout_s`` (the caller's budget) or the tool's own ``call_timeout_s``,
         whichever is shorter. Never raises for the tool's failure (see the module docstring);
         cancelling the caller cancels the call.
         """
-        source = next((s for s in self._sources if s.owns(name)), None)
+        source = self._source_of(name)
         if source is None:
             return self._unknown(name)
         arguments = _parse_arguments(name, arguments_json)
@@ -119,7 +143,7 @@ class Toolbox:
         deadline = asyncio.timeout(limit_s)
         try:
             async with deadline:
-                result = await source.call(name, arguments)
+                result = await source.call(name, arguments, context)
         except TimeoutError:
             if not deadline.expired():
                 raise  # raised by the tool's source itself: a failure, handled below
@@ -139,6 +163,9 @@ class Toolbox:
                 f"tool {name} failed: an internal error in the gateway", is_error=True
             )
         return _bounded(result)
+
+    def _source_of(self, name: str) -> ToolSource | None:
+        return next((s for s in self._sources if s.owns(name)), None)
 
     def _unknown(self, name: str) -> ToolResult:
         offered = [spec.name for spec in self.specs()]

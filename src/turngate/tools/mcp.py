@@ -66,7 +66,7 @@ from turngate.core.clock import Clock
 from turngate.core.connection import BackoffPolicy
 from turngate.errors import ToolServerRefusedError
 from turngate.logs import redact
-from turngate.tools.base import ToolResult, ToolSpec
+from turngate.tools.base import ToolContext, ToolResult, ToolSpec
 from turngate.tools.mcp_env import ServerEnvironment, resolve_environment
 from turngate.tools.mcp_listing import SEPARATOR, Offered, offered_tools, result_of
 from turngate.tools.mcp_transport import WatchedTransport, open_transport
@@ -148,6 +148,11 @@ class McpServer:
         return self._config.name
 
     @property
+    def label(self) -> str:
+        """``<agent id>/<name>``: how logs and ``/health`` name the server."""
+        return self._label
+
+    @property
     def call_timeout_s(self) -> float:
         """The configured ``tool_timeout``."""
         return self._config.tool_timeout
@@ -181,7 +186,7 @@ class McpServer:
         """Whether ``name`` is in this server's namespace."""
         return name.startswith(self._prefix)
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> ToolResult:
+    async def call(self, name: str, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         """Call tool ``name`` (namespaced); every failure is an error result."""
         connected = self._connected
         if connected is None:

@@ -1,0 +1,112 @@
+"""A run's tool steps in the store: written as they happen and fenced, every call closed by
+the run's end or by the recovery after a crash, and read back for a resumed run."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from turngate.core.transcript import ToolCall, TranscriptItem, unanswered_calls
+from turngate.core.turn import Outcome, TurnState
+from turngate.errors import ErrorCode, StaleEpochError
+from turngate.store.base import INTERRUPTED_CALL_RESULT, TurnRecord
+from turngate.store.sqlite import SqliteStore
+
+KEY = "agent:main:main"
+CALLS = TranscriptItem.calls([ToolCall("c1", "search", "{}"), ToolCall("c2", "fetch", "{}")])
+
+
+def record(turn_id: str, message: str = "hi") -> TurnRecord:
+    return TurnRecord(turn_id, KEY, "main", message, "followup", TurnState.ACCEPTED, 0.0, 60.0)
+
+
+@pytest_asyncio.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(tmp_path / "turngate.db")
+    await store.open()
+    await store.accept_turn(record("a", "look it up"))
+    await store.start_run(KEY, "a", 1, ["a"], at=1.0)
+    yield store
+    await store.close()
+
+
+async def kinds_and_texts(store: SqliteStore) -> list[tuple[str, str]]:
+    return [(e.kind.value, e.text) for e in await store.transcript(KEY, 100)]
+
+
+@pytest.mark.asyncio
+async def test_steps_are_written_by_the_holder_only(store: SqliteStore) -> None:
+    await store.write_steps(KEY, "a", 1, [TranscriptItem.user("look it up", "a"), CALLS], at=2.0)
+    for run_id, epoch in (("a", 2), ("x", 1)):
+        with pytest.raises(StaleEpochError):
+            await store.write_steps(KEY, run_id, epoch, [TranscriptItem.assistant("no")], at=3.0)
+    entries = await store.transcript(KEY, 100)
+    assert [e.item for e in entries] == [TranscriptItem.user("look it up", "a"), CALLS]
+    assert entries[0].item.turn_id == "a"
+
+
+@pytest.mark.asyncio
+async def test_a_run_that_ends_without_replying_closes_its_open_calls_and_only_those(
+    store: SqliteStore,
+) -> None:
+    await store.write_steps(KEY, "a", 1, [TranscriptItem.user("look it up", "a"), CALLS], at=2.0)
+    done = TranscriptItem.tool_result("c1", "search", "found")
+    await store.write_steps(KEY, "a", 1, [done], at=3.0)
+    aborted = Outcome("a", TurnState.ABORTED, "a", code=ErrorCode.USER_ABORT, message="aborted")
+    await store.end_run(KEY, "a", 1, [aborted], [], at=4.0, unanswered="cancelled")
+    entries = await store.transcript(KEY, 100)
+    assert [(e.kind.value, e.text, e.item.is_error) for e in entries[2:]] == [
+        ("tool_result", "found", False),
+        ("tool_result", "cancelled", True),
+    ]
+    assert entries[3].item.call_id == "c2"
+    assert unanswered_calls([e.item for e in entries]) == []
+
+
+@pytest.mark.asyncio
+async def test_recovery_closes_the_calls_of_the_run_the_crash_interrupted(
+    store: SqliteStore,
+) -> None:
+    await store.accept_turn(record("b", "and this"))
+    await store.join_run(KEY, "b", "a", 1, at=1.5)
+    await store.write_steps(KEY, "a", 1, [TranscriptItem.user("look it up", "a"), CALLS], at=2.0)
+    records = await store.recover(at=9.0)
+    # The turns of the interrupted run come back with that run's id, to resume as one.
+    assert [(r.turn_id, r.state, r.attempts, r.run_id) for r in records] == [
+        ("a", TurnState.QUEUED, 1, "a"),
+        ("b", TurnState.QUEUED, 1, "a"),
+    ]
+    stored = await store.get_turn("a")
+    assert stored is not None
+    assert stored.run_id is None
+    entries = await store.transcript(KEY, 100)
+    assert [(e.text, e.item.call_id, e.at_wall) for e in entries[2:]] == [
+        (INTERRUPTED_CALL_RESULT, "c1", 9.0),
+        (INTERRUPTED_CALL_RESULT, "c2", 9.0),
+    ]
+    await store.recover(at=10.0)
+    assert len(await store.transcript(KEY, 100)) == len(entries)  # nothing more to close
+
+
+@pytest.mark.asyncio
+async def test_a_resumed_run_reads_the_transcript_from_its_first_message(
+    store: SqliteStore,
+) -> None:
+    await store.end_run(
+        KEY,
+        "a",
+        1,
+        [Outcome("a", TurnState.REPLIED, "a", reply="ok")],
+        [TranscriptItem.user("look it up", "a"), TranscriptItem.assistant("ok")],
+        at=2.0,
+    )
+    await store.accept_turn(record("b", "next"))
+    await store.start_run(KEY, "b", 2, ["b"], at=3.0)
+    await store.write_steps(KEY, "b", 2, [TranscriptItem.user("next", "b"), CALLS], at=4.0)
+    since = await store.since_messages(KEY, ["b", "zz"], 100)
+    assert [e.item for e in since] == [TranscriptItem.user("next", "b"), CALLS]
+    assert await store.since_messages(KEY, ["zz"], 100) == []
+    assert len(await store.since_messages(KEY, ["a"], 3)) == 3
