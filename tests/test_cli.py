@@ -12,6 +12,9 @@ import pytest
 from tests.support import TOOL_EXCHANGE, running_gateway, store_exchange
 from turngate.cli import build_parser, main
 from turngate.cli.common import ExitCode
+from turngate.cli.sessions_cmd import entry_lines
+from turngate.core.transcript import TranscriptItem
+from turngate.store.base import TranscriptEntry
 
 
 def test_send_prints_the_reply_and_exits_zero(
@@ -168,3 +171,12 @@ def test_every_command_has_a_description_examples_and_clean_help(
     for option, env_var in (("--url", "TURNGATE_URL"), ("--token", "TURNGATE_TOKEN")):
         if option in text:
             assert env_var in text, (prog, option)
+
+
+def test_a_multi_line_text_is_shown_indented_under_its_entry() -> None:
+    item = TranscriptItem.tool_result("c1", "notes__list", "1. milk\n2. eggs")
+    entry = TranscriptEntry(3, "agent:main:t", item, "r1", 1, 1_800_000_000.0)
+    assert entry_lines(entry) == [
+        "  2027-01-15 08:00:00  [tool result c1] notes__list: 1. milk",
+        "                       2. eggs",
+    ]

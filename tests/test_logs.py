@@ -206,3 +206,20 @@ def test_configuring_again_closes_the_log_file_opened_before(tmp_path: Path) -> 
     (first,) = (h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler))
     configure_logging("info", "text", file=tmp_path / "second.log")
     assert first.stream is None  # closed
+
+
+@pytest.mark.parametrize(("level", "library_level"), [("info", "WARNING"), ("debug", "NOTSET")])
+def test_libraries_that_log_each_request_are_quiet_unless_debugging(
+    level: str, library_level: str
+) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging(level, "text")
+        assert logging.getLevelName(logging.getLogger("httpx2").level) == library_level
+        assert logging.getLevelName(logging.getLogger("mcp").level) == library_level
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+        for name in ("httpx", "httpx2", "httpcore", "httpcore2", "mcp"):
+            logging.getLogger(name).setLevel(logging.NOTSET)

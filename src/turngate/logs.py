@@ -120,6 +120,11 @@ class LoggerRenamer(logging.Filter):
         return True
 
 
+LIBRARY_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "mcp")
+"""Libraries that log every request (or every message) at INFO: above ``debug`` they log
+WARNING and up, so that a model call or a tool call is not a log line of its own."""
+
+
 def configure_logging(
     level: str,
     form: Literal["text", "json"],
@@ -149,6 +154,9 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = handlers
     root.setLevel(level.upper())
+    quiet = logging.NOTSET if root.level <= logging.DEBUG else max(logging.WARNING, root.level)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)
     # A file opened by an earlier call would otherwise stay open until the process ends.
     for old in _opened:
         old.close()

@@ -216,6 +216,8 @@ def entry_json(entry: TranscriptEntry) -> dict[str, Any]:
         ]
     elif item.kind is EntryKind.TOOL_RESULT:
         body.update(toolCallId=item.call_id, toolName=item.tool_name, isError=item.is_error)
+    elif item.turn_id is not None:
+        body["turnId"] = item.turn_id
     if item.kind is not EntryKind.TOOL_CALLS:
         body["text"] = item.text
     body.update(runId=entry.run_id, epoch=entry.epoch, at=iso_time(entry.at_wall))
@@ -223,7 +225,8 @@ def entry_json(entry: TranscriptEntry) -> dict[str, Any]:
 
 
 def entry_lines(entry: TranscriptEntry) -> list[str]:
-    """What ``show`` prints of a transcript entry: one line, or one per tool call."""
+    """What ``show`` prints of a transcript entry: one line, or one per tool call; the lines
+    of a text after its first are indented under it, so entries stay apart."""
     item = entry.item
     when = utc_time(entry.at_wall)
     if item.kind is EntryKind.TOOL_CALLS:
@@ -233,8 +236,12 @@ def entry_lines(entry: TranscriptEntry) -> list[str]:
         ]
     if item.kind is EntryKind.TOOL_RESULT:
         what = "tool error" if item.is_error else "tool result"
-        return [f"  {when}  [{what} {item.call_id}] {item.tool_name}: {item.text}"]
-    return [f"  {when}  [{item.kind.value}] {item.text}"]
+        head = f"  {when}  [{what} {item.call_id}] {item.tool_name}: "
+    else:
+        head = f"  {when}  [{item.kind.value}] "
+    first, *rest = item.text.split("\n")
+    indent = " " * (len(when) + 4)
+    return [head + first, *(indent + line for line in rest)]
 
 
 def run_list(args: argparse.Namespace) -> int:
