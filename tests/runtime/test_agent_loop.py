@@ -348,3 +348,20 @@ def test_a_tool_run_reports_the_usage_of_all_its_model_steps_and_stores_it(
         assert stored.outcome() == outcome
 
     harness(tmp_path, model, tools).run(scenario)
+
+
+def test_a_message_steered_during_the_last_step_runs_on_its_own(tmp_path: Path) -> None:
+    tools = FakeTools([FakeTool("again", latency_s=1.0)])
+    step = Call(reply="", tool_calls=ask(("c", "again", "x")))
+    model = ScriptedModel([step] * 4, then=Call())
+
+    async def scenario(engine: Engine) -> None:
+        first = await engine.submit(SubmitRequest(KEY, "loop"))
+        await asyncio.sleep(3.5)  # during step 4's tool call: max_steps is 4
+        steer = await engine.submit(SubmitRequest(KEY, "then this", mode=QueueMode.STEER))
+        one, two = await first.outcome, await steer.outcome
+        assert (one.state, one.code) == (TurnState.FAILED, ErrorCode.MAX_STEPS)
+        assert (two.state, two.reply) == (TurnState.REPLIED, "echo: then this")
+        assert not two.merged
+
+    harness(tmp_path, model, tools).run(scenario)

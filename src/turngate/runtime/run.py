@@ -188,9 +188,12 @@ async def _agent_loop(spec: RunSpec, store: Store, provider: Provider, host: Run
         written.extend(unwritten)
         assert spec.toolbox is not None, "a model offered no tools cannot call one"
         written.extend(await _call_tools(spec, spec.toolbox, host, step, answer.calls))
-        unwritten = [
-            TranscriptItem.user(turn.message, turn.turn_id) for turn in await host.take_steered()
-        ]
+        unwritten = []
+        if step < spec.max_steps:  # after the last step, a steered message runs on its own
+            unwritten = [
+                TranscriptItem.user(turn.message, turn.turn_id)
+                for turn in await host.take_steered()
+            ]
     return RunFailed(
         ErrorCode.MAX_STEPS,
         f"session {spec.session_key}: run {spec.run_id} was still calling tools after"
