@@ -18,20 +18,27 @@ batches) in ms per call, the wall time per call, and the slope between consecuti
 microseconds per extra message. Every answer is checked: its text names the number of messages
 the server received, and it ends with a Finish carrying usage; a wrong one exits with code 1.
 
+Besides the two providers, ``httpx2`` is a floor to read them against: the same OpenAI request
+body (built by the provider's own ``request_body``, JSON-encoded as the SDK does) posted with a
+bare ``httpx2.AsyncClient``, the SDKs' HTTP client, and its event stream read line by line with
+``json.loads``, with no SDK, no deadlines and no fallback chain. What a provider costs above it
+is the SDK's and turngate's; the floor itself is the HTTP client's.
+
 How to read it: the CPU at 1 message is the fixed cost of a call (HTTP request, SSE parsing,
 turngate's event handling); the slope is what each message of history adds (building the
-request, the SDK's transformation of the params, JSON encoding); a slope over few messages is
-within the batches' noise, read the widest one. Goals (issue 14, item 7): <= 1 ms per call at 41
-messages, a slope <= 10 us per message. At C ms per call, one core makes at most 1000 / C calls
-a second. CPU time is steadier than wall time on a busy machine, but not immune to it (shared
-caches, SMT siblings): compare the load averages printed. Nothing is asserted on time.
-``--profile`` prints instead the top functions (cProfile, cumulative time, filtered to turngate
-and the SDKs) of one batch at the middle size.
+request body, JSON encoding); a slope over few messages is within the batches' noise, read the
+widest one. Goals (issue 14, item 7): <= 1 ms per call at 41 messages, a slope <= 10 us per
+message. At C ms per call, one core makes at most 1000 / C calls a second. CPU time is steadier
+than wall time on a busy machine, but not immune to it (shared caches, SMT siblings): compare
+the load averages printed. Nothing is asserted on time. ``--profile`` prints instead the top
+functions (cProfile, cumulative time, filtered to turngate and the SDKs) of one batch at the
+middle size.
 
 Run it from the project root::
 
     python bench/provider_overhead.py            # or: make bench-providers
     python bench/provider_overhead.py --provider openai --sizes 1,41,201,1001 --json
+    python bench/provider_overhead.py --provider both   # the providers only, no floor
 """
 
 from __future__ import annotations
@@ -50,14 +57,25 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
+import httpx2
+
 from http_turns import HOST, BenchError, loop_factory, machine_info, positive_int
 from turngate.config_providers import ProviderConfig
-from turngate.providers.base import ChatMessage, Finish, Provider, ProviderRequest, TextDelta
+from turngate.providers.base import (
+    ChatMessage,
+    Finish,
+    Provider,
+    ProviderEvent,
+    ProviderRequest,
+    TextDelta,
+    Usage,
+)
 from turngate.providers.fallback import FallbackChain
+from turngate.providers.openai_compat import request_body
 from turngate.providers.registry import build_chain
 
 REPLY = ("Hello", " there", ",", " friend", ".")
@@ -71,6 +89,10 @@ GOAL_SIZE = 41
 GOAL_CPU_MS = 1.0
 GOAL_SLOPE_US = 10.0
 PACKAGES = ("openai", "anthropic", "httpx2", "httpcore2", "pydantic", "uvloop")
+KINDS = ("openai", "anthropic", "httpx2")
+"""What ``--provider all`` measures, in this order; ``both`` is the first two."""
+FLOOR_MAX_TOKENS = 4096
+"""The floor's ``max_completion_tokens``: ProviderConfig's default, which the providers send."""
 TEXT = (
     "The weather tool says Lisbon is sunny and 24 degrees; the user asked for a short plan for "
     "the afternoon, so the model suggested a walk by the river, a late lunch, and a museum that "
@@ -173,7 +195,48 @@ def history(size: int, rng: random.Random) -> tuple[ChatMessage, ...]:
     )
 
 
-def chain(kind: str, port: int) -> FallbackChain:
+class HttpFloor:
+    """The floor: an OpenAI call made with the HTTP client alone (see the module docstring).
+
+    It has the shape of a provider (``name``, ``stream``, ``aclose``) so that the same
+    ``call`` drives and checks it.
+    """
+
+    name = "httpx2"
+
+    def __init__(self, port: int) -> None:
+        self._client = httpx2.AsyncClient(base_url=f"http://{HOST}:{port}/v1")
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        """Post the request's body; yield each chunk's text, then a Finish with its usage."""
+        body = request_body("bench-model", request, FLOOR_MAX_TOKENS, asks_usage=True)
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        headers = {"content-type": "application/json", "authorization": "Bearer no-key"}
+        usage: Usage | None = None
+        async with self._client.stream(
+            "POST", "/chat/completions", content=content, headers=headers
+        ) as response:
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[len("data: ") :])
+                for choice in chunk["choices"]:
+                    if text := choice["delta"].get("content"):
+                        yield TextDelta(text)
+                if counts := chunk.get("usage"):
+                    usage = Usage(counts["prompt_tokens"], counts["completion_tokens"])
+        yield Finish("stop", usage)
+
+    async def aclose(self) -> None:
+        """Close the client's connections."""
+        await self._client.aclose()
+
+
+def chain(kind: str, port: int) -> FallbackChain | HttpFloor:
+    """What ``kind`` names, on the fake server: a one-link chain as the gateway builds it, or
+    the floor."""
+    if kind == "httpx2":
+        return HttpFloor(port)
     base = f"http://{HOST}:{port}" + ("/v1" if kind == "openai" else "")
     config = {"id": "bench", "kind": kind, "base_url": base, "max_retries": 0}
     providers = {"bench": ProviderConfig.model_validate(config)}
@@ -274,7 +337,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls", type=positive_int, default=200, help="calls per batch")
     parser.add_argument("--repeats", type=positive_int, default=5, help="batches per size")
     parser.add_argument("--sizes", type=sizes, default=[1, 41, 201], help="e.g. 1,41,201")
-    parser.add_argument("--provider", choices=("openai", "anthropic", "both"), default="both")
+    parser.add_argument(
+        "--provider",
+        choices=(*KINDS, "both", "all"),
+        default="all",
+        help="both: openai and anthropic; all: both, then the httpx2 floor",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the middle size")
     parser.add_argument("--json", action="store_true", help="also print all figures as JSON")
     return parser.parse_args(argv)
@@ -296,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  packages: {versions}")
     print(f"  load average at start: {machine['loadavg']}")
     print(f"  history: alternating user/assistant messages of {MESSAGE_CHARS} characters")
-    kinds = ["openai", "anthropic"] if args.provider == "both" else [args.provider]
+    kinds = {"all": list(KINDS), "both": list(KINDS[:2])}.get(args.provider, [args.provider])
     parent, child = multiprocessing.get_context("spawn").Pipe()
     server = multiprocessing.get_context("spawn").Process(target=serve, args=(child,), daemon=True)
     server.start()

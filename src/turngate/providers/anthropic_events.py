@@ -1,8 +1,10 @@
 """Reading a Messages API stream, event by event, into events of a model call.
 
-The SDK builds events without validating them, so the fields read here are checked one by
-one: a known event with fields of the wrong type is ``bad_response``, and event types this
-code does not know are skipped (Anthropic adds new ones and asks clients to ignore them).
+The SDK hands each event over as the JSON it parsed (dicts, lists, strings, numbers), not as a
+model (see :data:`~turngate.providers.anthropic_messages.RawEvents`), so the fields read here
+are checked one by one: a known event with fields of the wrong type is ``bad_response``, and
+event types this code does not know are skipped (Anthropic adds new ones and asks clients to
+ignore them). A field that is absent reads as null, as it did when the SDK built models.
 :class:`Answer` keeps what the stream has said so far and decides, at its end, whether it was
 a reply (:meth:`Answer.check`): it reached ``message_stop`` and had text or tool calls.
 
@@ -49,7 +51,7 @@ USAGE_COUNTERS = (
 )
 """The counters of an event's ``usage`` that make up a call's :class:`Usage`."""
 _NO_FIELD = object()
-"""What ``getattr`` gives for a field an event does not have at all."""
+"""A ``message_delta``'s ``stop_reason`` when it has no ``delta`` object to hold one."""
 
 
 @dataclass
@@ -83,7 +85,7 @@ class Answer:
 
     def take(self, event: object) -> list[TextDelta | ToolCallDelta]:
         """Note ``event``; the events it carries, to pass on (see the module docstring)."""
-        kind = getattr(event, "type", None)
+        kind = _field(event, "type")
         if not isinstance(kind, str):
             raise bad_response(self.label, "an event without a type")
         if kind == "content_block_start":
@@ -93,7 +95,7 @@ class Answer:
         if kind == "content_block_stop" and self._open_tools:
             return self._stop_block(_block_index(self.label, event))
         if kind == "message_start":
-            self._note_usage(getattr(getattr(event, "message", None), "usage", None))
+            self._note_usage(_field(_field(event, "message"), "usage"))
         elif kind == "message_delta":
             self._note_delta(event)
         elif kind == "message_stop":
@@ -136,34 +138,34 @@ class Answer:
         return Usage(prompt, c.get("output_tokens", 0))
 
     def _start_block(self, event: object) -> list[TextDelta | ToolCallDelta]:
-        block = getattr(event, "content_block", None)
-        if getattr(block, "type", None) != "tool_use":
+        block = _field(event, "content_block")
+        if _field(block, "type") != "tool_use":
             return []  # text arrives in deltas; other blocks are not this gateway's
         block_index = _block_index(self.label, event)
-        call_id = getattr(block, "id", None)
-        name = getattr(block, "name", None)
+        call_id = _field(block, "id")
+        name = _field(block, "name")
         if not (isinstance(call_id, str) and isinstance(name, str)):
             raise bad_response(self.label, "a tool_use block whose id or name is not text")
         if block_index in self._open_tools:
             raise bad_response(self.label, f"two content blocks with index {block_index}")
-        tool = _ToolBlock(len(self.tool_calls), getattr(block, "input", None))
+        tool = _ToolBlock(len(self.tool_calls), _field(block, "input"))
         self._open_tools[block_index] = tool
         return [self._call(ToolCallDelta(tool.index, call_id, name))]
 
     def _block_delta(self, event: object) -> list[TextDelta | ToolCallDelta]:
-        delta = getattr(event, "delta", None)
-        delta_type = getattr(delta, "type", None)
+        delta = _field(event, "delta")
+        delta_type = _field(delta, "type")
         if not isinstance(delta_type, str):
             raise bad_response(self.label, "a content_block_delta without a typed delta")
         if delta_type == "text_delta":
-            text = getattr(delta, "text", None)
+            text = _field(delta, "text")
             if not isinstance(text, str):
                 raise bad_response(self.label, "a text_delta whose text is not text")
             self.has_text = self.has_text or bool(text)
             return [TextDelta(text)] if text else []
         if delta_type != "input_json_delta":
             return []  # thinking, citations, ...
-        partial_json = getattr(delta, "partial_json", None)
+        partial_json = _field(delta, "partial_json")
         if not isinstance(partial_json, str):
             raise bad_response(self.label, "an input_json_delta whose partial_json is not text")
         # Input for a block that is not a tool_use (a server tool's, say) is not a call.
@@ -187,8 +189,9 @@ class Answer:
         return delta
 
     def _note_delta(self, event: object) -> None:
-        self._note_usage(getattr(event, "usage", None))
-        stop_reason = getattr(getattr(event, "delta", None), "stop_reason", _NO_FIELD)
+        self._note_usage(_field(event, "usage"))
+        delta = _field(event, "delta")
+        stop_reason = delta.get("stop_reason") if isinstance(delta, dict) else _NO_FIELD
         if stop_reason is _NO_FIELD or not isinstance(stop_reason, str | None):
             raise bad_response(self.label, "a message_delta without a stop_reason")
         if stop_reason == "refusal":
@@ -198,13 +201,18 @@ class Answer:
     def _note_usage(self, usage: object) -> None:
         for name in USAGE_COUNTERS:
             # Counters a given event does not carry, or carries as null, keep their value.
-            value = getattr(usage, name, None)
+            value = _field(usage, name)
             if _is_count(value):
                 self.counters[name] = value
 
 
+def _field(value: object, name: str) -> object:
+    """Field ``name`` of ``value`` if it is a JSON object that has it; else None."""
+    return value.get(name) if isinstance(value, dict) else None
+
+
 def _block_index(label: str, event: object) -> int:
-    index = getattr(event, "index", None)
+    index = _field(event, "index")
     if not _is_count(index):
         raise bad_response(label, "a content block event without an index")
     return index

@@ -56,6 +56,9 @@ from turngate.providers.http_call import (
     transport_error,
 )
 
+RawEvents = anthropic.AsyncStream[object]
+"""The SDK's event stream, its events left as the JSON objects it parsed (see
+:meth:`AnthropicProvider._create`)."""
 NO_API_KEY = "no-key"
 """Sent when no key is configured (a local proxy, say). Given none, the SDK would look for
 credentials in the environment and in profile files, and send those instead."""
@@ -93,18 +96,10 @@ class AnthropicProvider:
         deadlines = CallDeadlines(
             self.name, self.config.first_token_timeout, self.config.total_timeout
         )
-        system, messages = request_messages(request.messages)
         answer = Answer(self.name)
         try:
             async with deadlines.bounded():
-                events = await self._client.messages.create(
-                    model=self.model,
-                    max_tokens=self.config.max_tokens,
-                    messages=messages,
-                    system=system or anthropic.omit,
-                    tools=request_tools(request.tools) or anthropic.omit,
-                    stream=True,
-                )
+                events = await self._create(request)
             # Closed on every way out, cancellation included: an aborted turn hangs up.
             async with events:
                 async with deadlines.bounded():
@@ -127,6 +122,34 @@ class AnthropicProvider:
         # Only a finished answer has a Finish, yielded once the response is closed: a failed
         # call's token count is not a reply's.
         yield answer.finish()
+
+    async def _create(self, request: ProviderRequest) -> RawEvents:
+        """Start the streamed call: ``messages.create``, its events left as parsed JSON.
+
+        Through ``with_raw_response``, whose ``parse(to=...)`` chooses what the events become:
+        plain ``create`` would validate each one into a pydantic model of the
+        ``RawMessageStreamEvent`` union, the largest cost of a call after the HTTP client's
+        own, and :mod:`~turngate.providers.anthropic_events` checks every field it reads
+        either way. The call is otherwise ``create``'s: its body, headers, auth, errors and
+        tracing span, and the SDK's SSE parsing (``ping`` skipped, ``error`` events raised
+        as status errors). The one difference on the wire is the SDK's own
+        ``x-stainless-raw-response`` header, which every ``with_raw_response`` call sends.
+        """
+        system, messages = request_messages(request.messages)
+        response = await self._client.messages.with_raw_response.create(
+            model=self.model,
+            max_tokens=self.config.max_tokens,
+            messages=messages,
+            system=system or anthropic.omit,
+            tools=request_tools(request.tools) or anthropic.omit,
+            stream=True,
+        )
+        try:
+            # For an event stream this only wraps the response; nothing is read yet.
+            return await response.parse(to=RawEvents)
+        except BaseException:
+            await response.close()
+            raise
 
     def translate(self, exc: anthropic.AnthropicError | httpx2.RequestError) -> ProviderError:
         """The one place an ``anthropic`` SDK (or transport) exception becomes a turngate error."""

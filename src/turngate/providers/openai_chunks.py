@@ -1,10 +1,11 @@
 """Reading an OpenAI-compatible chat completions stream, chunk by chunk, into events.
 
-The SDK builds chunks without validating them, so each is read field by field here rather
-than trusted: a chunk of the wrong shape is ``bad_response``. :class:`Answer` keeps what the
-stream has said so far and decides, at its end, whether it was a reply
-(:meth:`Answer.check`): finished (a ``finish_reason``), not refused, and with some output,
-text or tool calls.
+The SDK hands each chunk over as the JSON it parsed (dicts, lists, strings, numbers), not as a
+model (see :data:`~turngate.providers.openai_compat.RawChunks`), so each is read field by
+field here rather than trusted: a chunk of the wrong shape is ``bad_response``.
+:class:`Answer` keeps what the stream has said so far and decides, at its end, whether it was
+a reply (:meth:`Answer.check`): finished (a ``finish_reason``), not refused, and with some
+output, text or tool calls.
 
 Tool calls come as ``delta.tool_calls`` entries: each has the call's ``index``; the first
 entry of a call has its ``id`` and ``function.name``, and every entry may have the next
@@ -15,10 +16,10 @@ servers). Parallel calls interleave by index. Each entry that says something bec
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeGuard
-
-from openai.types.chat.chat_completion_chunk import ChoiceDelta, ChoiceDeltaToolCallFunction
+from types import MappingProxyType
+from typing import Any, TypeGuard
 
 from turngate.providers.base import Finish, TextDelta, ToolCallDelta, Usage
 from turngate.providers.http_call import (
@@ -108,20 +109,22 @@ def choices(label: str, chunk: object) -> list[Choice]:
 
     A chunk with an empty list is fine (usage and content-filter results come that way).
     """
-    found = getattr(chunk, "choices", None)
+    found = chunk.get("choices") if isinstance(chunk, dict) else None
     if not isinstance(found, list):
         raise bad_response(label, "a chunk without a list of choices")
     return [_choice(label, choice) for choice in found]
 
 
 def _choice(label: str, choice: object) -> Choice:
-    finish_reason = getattr(choice, "finish_reason", None)
-    delta = getattr(choice, "delta", None)
+    fields = _object(choice)
+    finish_reason = fields.get("finish_reason")
+    delta = fields.get("delta")
     # Some servers end with a choice that has a finish_reason and no delta at all.
-    if not isinstance(delta, ChoiceDelta) and not (delta is None and finish_reason):
+    if not isinstance(delta, dict) and not (delta is None and finish_reason):
         raise bad_response(label, "a choice without a delta")
-    content = getattr(delta, "content", None)
-    refusal = getattr(delta, "refusal", None)
+    said = _object(delta)
+    content = said.get("content")
+    refusal = said.get("refusal")
     for name, value in (
         ("finish_reason", finish_reason),
         ("content", content),
@@ -129,12 +132,12 @@ def _choice(label: str, choice: object) -> Choice:
     ):
         if value is not None and not isinstance(value, str):
             raise bad_response(label, f"a choice whose {name} is not text")
-    return Choice(content, refusal, finish_reason, _tool_calls(label, delta))
+    return Choice(content, refusal, finish_reason, _tool_calls(label, said))
 
 
-def _tool_calls(label: str, delta: object) -> tuple[ToolCallDelta, ...]:
+def _tool_calls(label: str, delta: Mapping[str, Any]) -> tuple[ToolCallDelta, ...]:
     """The tool-call pieces of one delta that say something (an id, a name or arguments)."""
-    entries = getattr(delta, "tool_calls", None)
+    entries = delta.get("tool_calls")
     if entries is None:
         return ()
     if not isinstance(entries, list):
@@ -144,15 +147,16 @@ def _tool_calls(label: str, delta: object) -> tuple[ToolCallDelta, ...]:
 
 
 def _tool_call(label: str, entry: object) -> ToolCallDelta:
-    index = getattr(entry, "index", None)
+    fields = _object(entry)
+    index = fields.get("index")
     if not _is_count(index):
         raise bad_response(label, "a tool call without an index")
-    function = getattr(entry, "function", None)
-    if function is not None and not isinstance(function, ChoiceDeltaToolCallFunction):
+    function = fields.get("function")
+    if function is not None and not isinstance(function, dict):
         raise bad_response(label, "a tool call whose function is not an object")
-    call_id = getattr(entry, "id", None)
-    name = getattr(function, "name", None)
-    arguments = getattr(function, "arguments", None)
+    call_id = fields.get("id")
+    name = _object(function).get("name")
+    arguments = _object(function).get("arguments")
     for what, value in (("id", call_id), ("name", name), ("arguments", arguments)):
         if value is not None and not isinstance(value, str):
             raise bad_response(label, f"a tool call whose {what} is not text")
@@ -161,12 +165,21 @@ def _tool_call(label: str, entry: object) -> ToolCallDelta:
 
 def chunk_usage(chunk: object) -> Usage | None:
     """The chunk's ``usage``, if it has one that reads as token counts; else None."""
-    usage = getattr(chunk, "usage", None)
-    prompt = getattr(usage, "prompt_tokens", None)
-    completion = getattr(usage, "completion_tokens", None)
+    usage = _object(_object(chunk).get("usage"))
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
     if _is_count(prompt) and _is_count(completion):
         return Usage(prompt, completion)
     return None
+
+
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
+
+
+def _object(value: object) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: a field of something that is not
+    an object is absent, which each caller then judges."""
+    return value if isinstance(value, dict) else _NOTHING
 
 
 def _is_count(value: object) -> TypeGuard[int]:

@@ -9,6 +9,11 @@ tool calls; a stream that just ends, an answer that is not an event stream, and 
 wrong shape are provider errors (see :mod:`~turngate.providers.http_call`). Chunks are read
 field by field by :mod:`~turngate.providers.openai_chunks`.
 
+The request body is built here (:func:`request_body`), the JSON that
+``chat.completions.create`` would send, and posted with the client's ``post``: ``create``
+would spend a fraction of a millisecond per message of history re-checking the parameters
+(see :meth:`OpenAICompatProvider._post`). Everything on the wire stays the SDK's.
+
 Tools the request offers go in ``tools`` as ``function`` tools (:func:`request_tools`); the
 model's calls come back as :class:`~turngate.providers.base.ToolCallDelta` pieces. A request
 without tools sends no ``tools`` at all (some servers refuse an empty list).
@@ -34,7 +39,6 @@ import httpx2
 import openai
 from openai import AsyncStream
 from openai.types.chat import (
-    ChatCompletionChunk,
     ChatCompletionFunctionToolParam,
     ChatCompletionMessageParam,
 )
@@ -69,6 +73,12 @@ this is."""
 STREAM_OPTIONS_PARAM = "stream_options"
 """The request parameter that asks for usage; a refusal that names it is not the call's."""
 OPTION_REFUSED_STATUSES = (400, 422)
+CHAT_COMPLETIONS_PATH = "/chat/completions"
+RawChunks = AsyncStream[object]
+"""The SDK's event stream, its chunks left as the JSON objects it parsed (``cast_to`` is
+``object``): the SDK would otherwise build a ``ChatCompletionChunk`` model for each one, which
+costs more than everything else a chunk takes, and :mod:`~turngate.providers.openai_chunks`
+checks every field it reads either way."""
 
 log = logging.getLogger("turngate.providers")
 
@@ -140,21 +150,11 @@ class OpenAICompatProvider:
         # call's token count is not a reply's.
         yield answer.finish()
 
-    async def _create(self, request: ProviderRequest) -> AsyncStream[ChatCompletionChunk]:
+    async def _create(self, request: ProviderRequest) -> RawChunks:
         """Start the streamed call; without ``stream_options`` if the server refuses it."""
-        messages = request_messages(request.messages)
-        tools = request_tools(request.tools) or openai.omit
+        body = request_body(self.model, request, self.config.max_tokens, asks_usage=self.asks_usage)
         try:
-            return await self._client.chat.completions.create(
-                model=self.model,
-                messages=messages,
-                tools=tools,
-                # max_completion_tokens, not max_tokens: OpenAI's reasoning models refuse
-                # the latter, and compatible servers that lack the former ignore it.
-                max_completion_tokens=self.config.max_tokens,
-                stream=True,
-                stream_options={"include_usage": True} if self.asks_usage else openai.omit,
-            )
+            return await self._post(body)
         except openai.APIStatusError as exc:
             if not (self.asks_usage and _refuses_stream_options(exc)):
                 raise
@@ -167,12 +167,29 @@ class OpenAICompatProvider:
             STREAM_OPTIONS_PARAM,
             extra={"run_id": request.run_id, "session_key": request.session_key},
         )
-        return await self._client.chat.completions.create(
-            model=self.model,
-            messages=messages,
-            tools=tools,
-            max_completion_tokens=self.config.max_tokens,
+        del body[STREAM_OPTIONS_PARAM]
+        return await self._post(body)
+
+    async def _post(self, body: dict[str, object]) -> RawChunks:
+        """POST ``body`` as ``chat.completions.create(stream=True)`` does, minus its work on
+        the parameters.
+
+        ``create`` passes its parameters through the SDK's ``async_maybe_transform``, which
+        walks every message against the TypedDicts of the API (a fraction of a millisecond
+        per message, on the event loop); the body built here is already the JSON the API
+        takes, so it goes straight to the client's ``post``, the method ``create`` itself
+        ends in. Everything else stays the SDK's: the URL, headers and bearer auth, the JSON
+        encoding, the timeouts, the status errors (``APIStatusError`` and its subclasses),
+        and the event stream (SSE parsing, ``error`` events, ``[DONE]``).
+        """
+        return await self._client.post(
+            CHAT_COMPLETIONS_PATH,
+            cast_to=object,
+            body=body,
+            # What `create` asks of the client besides the body: the API key as a bearer token.
+            options={"security": {"bearer_auth": True}},
             stream=True,
+            stream_cls=RawChunks,
         )
 
     def translate(self, exc: openai.OpenAIError | httpx2.RequestError) -> ProviderError:
@@ -250,6 +267,30 @@ def _own_message(exc: openai.APIError) -> str:
 
 def _codes(exc: openai.APIError) -> tuple[str, ...]:
     return tuple(c for c in (exc.code, exc.type) if c)
+
+
+def request_body(
+    model: str, request: ProviderRequest, max_tokens: int, *, asks_usage: bool
+) -> dict[str, object]:
+    """The JSON body of a streamed chat completions call, as ``chat.completions.create``
+    would send it for the same arguments (same keys, same order).
+
+    ``max_completion_tokens``, not ``max_tokens``: OpenAI's reasoning models refuse the
+    latter, and compatible servers that lack the former ignore it. ``stream_options`` asks
+    for usage unless the server refused it; ``tools`` is left out when there are none (some
+    servers refuse an empty list).
+    """
+    body: dict[str, object] = {
+        "model": model,
+        "stream": True,
+        "messages": request_messages(request.messages),
+        "max_completion_tokens": max_tokens,
+    }
+    if asks_usage:
+        body[STREAM_OPTIONS_PARAM] = {"include_usage": True}
+    if request.tools:
+        body["tools"] = request_tools(request.tools)
+    return body
 
 
 def request_messages(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessageParam]:
