@@ -200,6 +200,12 @@ def startup_lines(
     for agent in config.agents:
         refs = [agent.model, *agent.fallbacks] if agent.model else default_refs
         lines.append(_agent_line(agent.id, refs, (agent.queue_mode or config.queue_mode).value))
+        tools = [f"MCP server {server.name}" for server in agent.mcp] + list(agent.tools)
+        if tools:
+            # The servers' tools are offered once each has started and listed them.
+            lines.append(
+                f"tools of agent {agent.id}: {', '.join(tools)}; max_steps {agent.max_steps}"
+            )
     if model_override is not None:
         lines.append(f"models: every agent's model is replaced by {model_override}")
     lines.extend(_provider_line(provider) for provider in config.all_providers)

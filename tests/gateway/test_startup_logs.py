@@ -48,6 +48,8 @@ def test_startup_says_what_was_loaded_and_where_it_listens_without_a_secret(
                 queue_mode=QueueMode.COLLECT,
                 heartbeat=HeartbeatConfig(every=1800.0),
                 cron=(CronJobConfig(id="daily", schedule="0 9 * * *", message="report"),),
+                tools=("sessions_history",),
+                max_steps=5,
             ),
         ),
     )
@@ -66,6 +68,7 @@ def test_startup_says_what_was_loaded_and_where_it_listens_without_a_secret(
     assert f"state dir: {tmp_path} (turngate.db, durability normal)" in said
     assert "agent main: model echo/echo, fallbacks none, queue followup" in said
     assert "agent ops: model echo/echo, fallbacks remote/gpt-test, queue collect" in said
+    assert "tools of agent ops: sessions_history; max_steps 5" in said
     assert "provider echo: kind echo" in said
     assert (
         "provider remote: kind openai, base_url https://models.example/v1,"
