@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from tests.fake_models import Call, ScriptedModel
 from turngate.core.session import RunFailed
 from turngate.core.transcript import TranscriptItem
-from turngate.core.turn import Outcome, Turn, TurnState
+from turngate.core.turn import Outcome, Turn, TurnState, Usage
 from turngate.errors import (
     ErrorCode,
     InvalidFieldError,
@@ -20,7 +21,7 @@ from turngate.errors import (
     TurngateError,
 )
 from turngate.gateway.frames import ERROR_HTTP_STATUS, TERMINAL_HTTP_STATUS, WIRE_STATUS
-from turngate.runtime.run import RunSpec, execute_run
+from turngate.runtime.run import RunProgress, RunSpec, execute_run
 from turngate.store.base import TurnRecord
 from turngate.store.sqlite import SqliteStore
 
@@ -56,6 +57,25 @@ def test_field_errors_name_their_field() -> None:
         (ValueError("a provider bug"), ErrorCode.INTERNAL),
     ],
 )
+class QuietHost:
+    """A run's host that takes its reports and has nothing to steer in."""
+
+    def now(self) -> float:
+        return 0.0
+
+    def progress(self, progress: RunProgress) -> None:
+        del progress
+
+    def model_answered(self, model: str, usage: Usage | None) -> None:
+        del model, usage
+
+    async def write_steps(self, items: Sequence[TranscriptItem]) -> None:
+        raise AssertionError(f"a run offered no tools writes no step: {items}")
+
+    async def take_steered(self) -> list[Turn]:
+        return []
+
+
 def test_provider_failures_become_failed_turns_with_a_code(
     tmp_path: Path, error: Exception, code: ErrorCode
 ) -> None:
@@ -66,7 +86,7 @@ def test_provider_failures_become_failed_turns_with_a_code(
             turn = Turn("r", "agent:main:main", "hi", 0.0, 10.0)
             spec = RunSpec("agent:main:main", "r", 1, (turn,), 10)
             result = await execute_run(
-                spec, store, ScriptedModel(then=Call(raises=error)), lambda _: None
+                spec, store, ScriptedModel(then=Call(raises=error)), QuietHost()
             )
         finally:
             await store.close()

@@ -352,7 +352,7 @@ def test_a_steered_message_waits_and_joins_the_run_when_it_asks_before_its_next_
     session.submit(turn("a"), QueueMode.FOLLOWUP, 0.0)
     steer = turn("b")
     assert session.submit(steer, QueueMode.STEER, 0.1) == [Enqueued(("b",))]
-    assert steer.state is TurnState.QUEUED
+    assert steer.state.value == "queued"
     assert session.take_steered("a", 1) == [Steered("a", 1, steer)]
     assert steer.state is TurnState.RUNNING
     assert session.take_steered("a", 1) == []
