@@ -49,14 +49,6 @@ def test_field_errors_name_their_field() -> None:
     assert isinstance(error, TurngateError)
 
 
-@pytest.mark.parametrize(
-    ("error", "code"),
-    [
-        (ProviderError("upstream said 503"), ErrorCode.PROVIDER_ERROR),
-        (ProviderTimeoutError("no first token in 30s"), ErrorCode.PROVIDER_TIMEOUT),
-        (ValueError("a provider bug"), ErrorCode.INTERNAL),
-    ],
-)
 class QuietHost:
     """A run's host that takes its reports and has nothing to steer in."""
 
@@ -76,6 +68,14 @@ class QuietHost:
         return []
 
 
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ProviderError("upstream said 503"), ErrorCode.PROVIDER_ERROR),
+        (ProviderTimeoutError("no first token in 30s"), ErrorCode.PROVIDER_TIMEOUT),
+        (ValueError("a provider bug"), ErrorCode.INTERNAL),
+    ],
+)
 def test_provider_failures_become_failed_turns_with_a_code(
     tmp_path: Path, error: Exception, code: ErrorCode
 ) -> None:
