@@ -155,7 +155,16 @@ def test_sessions_views_show_human_times_and_api_field_names(gateway: Gateway) -
         ("user", "seen"),
         ("assistant", "echo: seen"),
     ]
-    assert set(exported[0]) == {"seq", "sessionKey", "role", "text", "runId", "epoch", "at"}
+    assert set(exported[0]) == {
+        "seq",
+        "sessionKey",
+        "role",
+        "turnId",
+        "text",
+        "runId",
+        "epoch",
+        "at",
+    }
 
 
 def test_export_of_an_unknown_session_fails_like_show(gateway: Gateway) -> None:
