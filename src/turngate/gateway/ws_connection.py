@@ -27,6 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from turngate.config import GatewayConfig
 from turngate.errors import ErrorCode, RequestError, TurngateError
+from turngate.gateway.ws_directory import Directory
 from turngate.gateway.ws_frames import (
     PRE_HANDSHAKE_BYTES_MAX,
     RequestFrame,
@@ -41,8 +42,9 @@ from turngate.gateway.ws_handshake import (
     check_connect,
     hello,
 )
-from turngate.gateway.ws_methods import METHODS, Handler, Methods
+from turngate.gateway.ws_methods import METHODS, Methods
 from turngate.gateway.ws_outbox import ConnectionClosed, Outbox, now_ms
+from turngate.gateway.ws_peer import Handler
 from turngate.gateway.ws_receive import field_message, receive_frame
 from turngate.lanes.delivery import DeliveryTargets
 from turngate.runtime.engine import Engine
@@ -124,7 +126,8 @@ class Connection:
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._methods = Methods(self, engine, config, targets)
-        self._handlers = self._methods.handlers()
+        self._directory = Directory(self, engine, config)
+        self._handlers = {**self._methods.handlers(), **self._directory.handlers()}
 
     async def serve(self, registry: Connections) -> None:
         """Run the connection until the client leaves, the handshake fails, or the gateway
@@ -163,6 +166,7 @@ class Connection:
                     await self._read()
                 finally:
                     self.closed = True  # this generation is over: nothing may act through it
+                    self._directory.close()
                     for task in list(self._tasks):
                         task.cancel()
         except* (ConnectionClosed, WebSocketDisconnect):

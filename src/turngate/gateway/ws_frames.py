@@ -18,7 +18,7 @@ from turngate.core.turn import Outcome, TurnState
 from turngate.errors import ErrorCode
 from turngate.gateway.frames import IDEMPOTENCY_KEY_PATTERN, TIMEOUT_MS_MAX
 from turngate.runtime.activity import ToolActivity, ToolStarted
-from turngate.store.base import TranscriptEntry
+from turngate.store.base import SessionRecord, TranscriptEntry
 
 PROTOCOL_VERSION = 4
 PRE_HANDSHAKE_BYTES_MAX = 65_536
@@ -128,6 +128,8 @@ class ChatSendParams(BaseModel):
     queueMode: StrictStr | None = None
     timeoutMs: StrictInt | None = Field(default=None, ge=1, le=TIMEOUT_MS_MAX)
     agentId: StrictStr | None = None
+    sessionId: Any = None
+    """OpenClaw's id of a session's lifecycle; a session here is its key alone."""
     attachments: list[Any] | None = None
     thinking: Any = None
     deliver: Any = None
@@ -150,23 +152,58 @@ class AgentParams(ChatSendParams):
 
 
 class SessionParams(BaseModel):
-    """Params naming a session, with optional paging (``chat.history``, ``chat.abort``)."""
+    """Params naming a session, with optional paging (``chat.history``, ``chat.abort``); a
+    ``limit`` above :data:`PAGE_ROWS_MAX` is clamped to it."""
 
     model_config = ConfigDict(extra="ignore")
 
     sessionKey: StrictStr
     runId: StrictStr | None = None
-    limit: StrictInt | None = Field(default=None, ge=1, le=PAGE_ROWS_MAX)
+    limit: StrictInt | None = Field(default=None, ge=1)
+
+    @field_validator("limit")
+    @classmethod
+    def _clamped(cls, value: int | None) -> int | None:
+        return None if value is None else min(value, PAGE_ROWS_MAX)
 
 
 class ListParams(BaseModel):
-    """``sessions.list``."""
+    """``sessions.list`` (and the list of ``sessions.subscribe``). A ``limit`` above
+    :data:`PAGE_ROWS_MAX` is clamped to it: clients ask for "everything" with a large one."""
 
     model_config = ConfigDict(extra="ignore")
 
-    limit: StrictInt = Field(default=50, ge=1, le=PAGE_ROWS_MAX)
+    limit: StrictInt = Field(default=50, ge=1)
     offset: StrictInt = Field(default=0, ge=0, le=SESSIONS_OFFSET_MAX)
     activeOnly: bool = False
+
+    @field_validator("limit")
+    @classmethod
+    def _clamped(cls, value: int) -> int:
+        return min(value, PAGE_ROWS_MAX)
+
+
+class DescribeParams(BaseModel):
+    """``sessions.describe``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    key: StrictStr = Field(min_length=1, max_length=512)
+
+
+def session_row(record: SessionRecord) -> dict[str, Any]:
+    """A session as ``sessions.list``, ``sessions.describe`` and ``sessions.subscribe`` show
+    it."""
+    return {
+        "key": record.key,
+        "agentId": record.agent_id,
+        "updatedAt": int(record.updated_wall * 1000),
+        "createdAt": int(record.created_wall * 1000),
+        "hasActiveRun": record.lease_run_id is not None,
+        "activeRunIds": [record.lease_run_id] if record.lease_run_id else [],
+        "turns": record.turns_total,
+        "openTurns": record.turns_open,
+    }
 
 
 def encode_frame(frame: dict[str, Any]) -> str:

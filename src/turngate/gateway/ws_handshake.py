@@ -24,7 +24,7 @@ from turngate.gateway.ws_receive import field_message
 HANDSHAKE_TIMEOUT_S = 10.0
 REFUSED_CLOSE_CODE = 1008
 """Policy violation: the close code of a refused handshake."""
-EVENTS = ("connect.challenge", "chat", "tick", "error")
+EVENTS = ("connect.challenge", "chat", "agent", "sessions.changed", "tick", "error")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from turngate.config import GatewayConfig
 from turngate.core.keys import parse_session_key
 from turngate.core.turn import Outcome
 from turngate.errors import ErrorCode, InvalidFieldError, UnavailableError
 from turngate.gateway.frames import WIRE_STATUS, check_message, parse_queue_mode
+from turngate.gateway.ws_directory import DIRECTORY_METHODS
 from turngate.gateway.ws_frames import (
     AgentParams,
     ChatSendParams,
@@ -30,10 +30,12 @@ from turngate.gateway.ws_frames import (
     history_message,
     pending_chat,
     response,
+    session_row,
     terminal_chat,
     tool_event,
 )
 from turngate.gateway.ws_outbox import ConnectionClosed, now_ms
+from turngate.gateway.ws_peer import Handler, Peer
 from turngate.lanes.delivery import DeliveryTargets
 from turngate.runtime.deltas import DeltaStream
 from turngate.runtime.engine import Engine, SubmitRequest, Ticket
@@ -45,33 +47,10 @@ RUN_IDS_REMEMBERED_MAX = 4096
 older one (same ``idempotencyKey``, same connection) would get it a second time."""
 WAIT_MARGIN_S = 5.0
 LANE = "ws"
-METHODS = ("connect", "chat.send", "agent", "chat.history", "chat.abort", "sessions.list", "health")
-"""The methods this gateway serves; ``connect`` is the handshake's, the rest are here."""
-
-Handler = Callable[[RequestFrame], Awaitable[None]]
-"""Answers one request frame of its method."""
-
-
-class Peer(Protocol):
-    """What the methods need of the connection they answer on."""
-
-    @property
-    def conn_id(self) -> str:
-        """The connection's id, as its log lines name it."""
-        ...
-
-    @property
-    def closed(self) -> bool:
-        """True once the connection's generation is over: nothing may act through it."""
-        ...
-
-    def send(self, frame: dict[str, Any]) -> None:
-        """Queue a frame; :class:`ConnectionClosed` if the client is too far behind."""
-        ...
-
-    def event(self, name: str, payload: dict[str, Any]) -> None:
-        """Queue an event frame with the connection's next ``seq``."""
-        ...
+TURN_METHODS = ("chat.send", "agent", "chat.history", "chat.abort", "sessions.list", "health")
+METHODS = ("connect", *TURN_METHODS, *DIRECTORY_METHODS)
+"""The methods this gateway serves; ``connect`` is the handshake's, the turns' are here, the
+directory's in :mod:`~turngate.gateway.ws_directory`."""
 
 
 class RunLedger:
@@ -322,15 +301,7 @@ class Methods:
         params = ListParams.model_validate(request.params)
         rows = await self.engine.store.sessions(params.limit, params.offset)
         sessions = [
-            {
-                "key": row.key,
-                "agentId": row.agent_id,
-                "updatedAt": int(row.updated_wall * 1000),
-                "hasActiveRun": row.lease_run_id is not None,
-                "activeRunIds": [row.lease_run_id] if row.lease_run_id else [],
-                "turns": row.turns_total,
-                "openTurns": row.turns_open,
-            }
+            session_row(row)
             for row in rows
             if row.lease_run_id is not None or not params.activeOnly
         ]
