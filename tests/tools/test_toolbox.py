@@ -134,7 +134,11 @@ async def test_a_call_past_the_shorter_deadline_is_cancelled_and_an_error_result
     )
     assert source.cancelled.is_set()
     [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert warning.getMessage() == f"tool a__hang did not finish within {limit}; cancelled"
+    assert warning.getMessage() == (
+        f"session agent:main:tools, run run-1: tool a__hang did not finish within {limit};"
+        " cancelled"
+    )
+    assert (warning.session_key, warning.run_id) == ("agent:main:tools", "run-1")  # type: ignore[attr-defined]
 
 
 @pytest.mark.asyncio

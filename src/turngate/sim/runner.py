@@ -53,9 +53,15 @@ WALL_AT_ZERO = 1_800_000_000.0
 """The simulated wall clock at virtual time 0 (fixed, so that a seed replays exactly)."""
 LIVENESS_SLACK_S = 3600.0
 HISTORY_ENTRIES_MAX = 10
-QUIET_LOGGERS = ("turngate.providers", "turngate.lanes", "turngate.channels", "turngate.gateway")
-"""Loggers whose WARNING lines (retries, fallbacks, lane notes) a simulation keeps off the
-terminal; the runtime's own are counted for I8."""
+QUIET_LOGGERS = (
+    "turngate.providers",
+    "turngate.lanes",
+    "turngate.channels",
+    "turngate.gateway",
+    "turngate.tools",
+)
+"""Loggers whose WARNING lines (retries, fallbacks, lane notes, tool timeouts) a simulation
+keeps off the terminal; the runtime's own are counted for I8."""
 STARTS_MAX = 100
 RESTART_PAUSE_S = 1.0
 """A gateway that cannot start (its disk is full) is started again this much later."""

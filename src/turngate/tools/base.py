@@ -148,17 +148,25 @@ class Toolbox:
             if not deadline.expired():
                 raise  # raised by the tool's source itself: a failure, handled below
             log.warning(
-                "tool %s did not finish within %gs; cancelled",
+                "session %s, run %s: tool %s did not finish within %gs; cancelled",
+                context.session_key,
+                context.run_id,
                 name,
                 limit_s,
-                extra={"event": "tool_timeout"},
+                extra=_log_fields(context, "tool_timeout"),
             )
             return ToolResult(
                 f"tool {name} did not finish within {limit_s:g}s and was cancelled",
                 is_error=True,
             )
         except Exception:
-            log.exception("tool %s: the call failed unexpectedly", name)
+            log.exception(
+                "session %s, run %s: tool %s: the call failed unexpectedly",
+                context.session_key,
+                context.run_id,
+                name,
+                extra=_log_fields(context, "tool_failed"),
+            )
             return ToolResult(
                 f"tool {name} failed: an internal error in the gateway", is_error=True
             )
@@ -175,6 +183,16 @@ class Toolbox:
         return ToolResult(
             f"unknown tool {name!r}; the tools offered are: {listed or 'none'}", is_error=True
         )
+
+
+def _log_fields(context: ToolContext, event: str) -> dict[str, object]:
+    """The structured fields of a log line about a call of ``context``'s run."""
+    return {
+        "session_key": context.session_key,
+        "run_id": context.run_id,
+        "epoch": context.epoch,
+        "event": event,
+    }
 
 
 def _parse_arguments(name: str, arguments_json: str) -> dict[str, Any] | ToolResult:
