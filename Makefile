@@ -47,7 +47,7 @@ $(OPENCLAW): scripts/install-openclaw-cli.sh
 pytest: $(STAMP_DEV) $(OPENCLAW)
 	$(BIN)/python -m pytest -q
 
-# 2,000 seeded schedules of the real runtime on virtual time (about 25 s on 2 cores).
+# 2,000 seeded schedules of the real runtime on virtual time (about 90 s on 2 cores).
 sim: $(STAMP_RUN)
 	$(BIN)/turngate sim --seeds 2000 --jobs 2
 
