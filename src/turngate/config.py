@@ -216,6 +216,15 @@ class GatewayConfig(BaseModel):
             return self.providers
         return (*self.providers, BUILTIN_ECHO)
 
+    def model_refs(self, agent_id: str) -> list[str]:
+        """The models of agent ``agent_id``, first to last (``<provider id>/<model>``): its
+        own model and fallbacks, or, for an agent without a model of its own (and an agent
+        not configured), the gateway's ``provider``/``model`` and ``fallbacks``."""
+        agent = next((a for a in self.agents if a.id == agent_id), None)
+        if agent is not None and agent.model:
+            return [agent.model, *agent.fallbacks]
+        return [f"{self.provider}/{self.model}", *self.fallbacks]
+
     @property
     def state_path(self) -> Path:
         """The state directory, with ``~`` expanded."""

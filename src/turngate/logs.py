@@ -192,13 +192,12 @@ def startup_lines(
         f" log {config.log_level} as {config.log_format} to {log_to}",
         f"state dir: {config.state_path}" + (f" ({store})" if store else ""),
     ]
-    default_refs = [f"{config.provider}/{config.model}", *config.fallbacks]
     if not config.agents:
         lines.append("agents: open (any agent id is served with main's settings)")
     if all(agent.id != "main" for agent in config.agents):
-        lines.append(_agent_line("main", default_refs, config.queue_mode.value))
+        lines.append(_agent_line("main", config.model_refs("main"), config.queue_mode.value))
     for agent in config.agents:
-        refs = [agent.model, *agent.fallbacks] if agent.model else default_refs
+        refs = config.model_refs(agent.id)
         lines.append(_agent_line(agent.id, refs, (agent.queue_mode or config.queue_mode).value))
         tools = [f"MCP server {server.name}" for server in agent.mcp] + list(agent.tools)
         if tools:

@@ -110,3 +110,39 @@ async def test_the_agents_and_the_features_turngate_lacks_are_answered(tmp_path:
             for method in ("plugin.approval.list", "exec.approval.list", "openclaw.approval.list"):
                 [answer] = await client.response(await client.request(method))
                 assert answer["payload"] == [], method
+
+
+@pytest.mark.asyncio
+async def test_lists_and_chat_start_carry_the_model_defaults_the_control_ui_reads(
+    tmp_path: Path,
+) -> None:
+    config = GatewayConfig.model_validate(
+        {"agents": [{"id": "main"}, {"id": "ops", "model": "echo/fast"}]}
+    )
+    with running_gateway(tmp_path, agents=config.agents, echo_latency_ms=0) as url:
+        async with session(url) as client:
+            for key, run in (("agent:main:main", "m-1"), ("agent:ops:main", "o-1")):
+                await client.send_message(key, "hello", run)
+                await client.until_terminal([run])
+            listed = await call(client, "sessions.list", limit=1)
+            assert (listed["count"], listed["hasMore"]) == (1, True)
+            assert listed["defaults"] == {
+                "modelProvider": "echo",
+                "model": "echo",
+                "contextTokens": None,
+                "modelSelectionTarget": "session",
+            }
+            ops = await call(client, "sessions.list", agentId="ops")
+            assert [row["key"] for row in ops["sessions"]] == ["agent:ops:main"]
+            assert ops["defaults"]["model"] == "fast"
+            # turngate's sessions spawn no child sessions.
+            assert (await call(client, "sessions.list", spawnedBy="agent:main:main"))[
+                "sessions"
+            ] == []
+            agents = await call(client, "agents.list")
+            assert [a["model"]["primary"] for a in agents["agents"]] == ["echo/echo", "echo/fast"]
+            start = await call(client, "chat.startup", sessionKey="agent:ops:main", limit=80)
+            assert [m["role"] for m in start["messages"]] == ["user", "assistant"]
+            assert start["defaults"]["model"] == "fast"
+            main = await call(client, "sessions.describe", key="main")
+            assert main["session"]["key"] == "agent:main:main"

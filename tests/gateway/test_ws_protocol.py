@@ -203,6 +203,15 @@ async def test_history_shows_tool_calls_and_results_in_the_shapes_the_control_ui
                 await client.request("chat.history", sessionKey="agent:main:x")
             )
     messages = history["payload"]["messages"]
+    # Each message carries the ids OpenClaw's clients key it by: its place in the transcript,
+    # its run, and, for a user message, the turn's idempotency key.
+    stamps = [m.pop("__openclaw") for m in messages]
+    assert [(s["id"], s["seq"]) for s in stamps] == [(str(n), n) for n in range(1, 9)]
+    assert [s["runId"] for s in stamps] == ["tools-1"] * 6 + ["h-2"] * 2
+    assert [s.get("idempotencyKey") for s in stamps if "idempotencyKey" in s] == [
+        "tools-1",
+        "h-2",
+    ]
     at = {"timestamp": 1_800_000_000_000, "runId": "tools-1"}
     assert messages[:6] == [
         {"role": "user", "content": [{"type": "text", "text": "weather in Lisbon?"}], **at},

@@ -146,11 +146,9 @@ def api_key_problems(
     """Providers a model uses whose ``api_key_env`` variable is unset or empty, and channels
     whose ``token_env`` is: the gateway would refuse to start
     (``turngate.gateway.assembly`` reads them)."""
-    default_refs = [f"{config.provider}/{config.model}", *config.fallbacks]
-    refs = list(default_refs)
+    refs = config.model_refs("main")
     for agent in config.agents:
-        # As build_agents: an agent without a model of its own uses the default chain.
-        refs += [agent.model, *agent.fallbacks] if agent.model else default_refs
+        refs += config.model_refs(agent.id)
     problems = []
     for i, provider in enumerate(config.providers):
         var = provider.api_key_env

@@ -80,7 +80,7 @@ def build_agents(
     )
     agents = []
     for agent in config.agents:
-        refs = [agent.model, *agent.fallbacks] if agent.model else default_refs
+        refs = config.model_refs(agent.id)
         latency_ms = (
             config.echo_latency_ms if agent.echo_latency_ms is None else agent.echo_latency_ms
         )

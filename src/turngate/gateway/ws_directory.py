@@ -1,6 +1,8 @@
 """What the gateway has, as OpenClaw's interactive clients ask for it on a WebSocket: its
-agents, a session's description, subscriptions to session changes, and the features turngate
-does not have, answered with valid empty results so that the clients render.
+sessions and agents, a session's description, subscriptions to session changes, and the
+features turngate does not have, answered with valid empty results so that the clients
+render. A list carries ``defaults`` (the model of the agent's sessions), which OpenClaw's
+Control UI reads on every render.
 
 ``sessions.subscribe`` registers the connection for ``sessions.changed`` events: one each
 time a turn of any session is queued, starts or ends, keyed by the session
@@ -21,6 +23,7 @@ from turngate.gateway.ws_frames import (
     DescribeParams,
     ListParams,
     RequestFrame,
+    model_defaults,
     response,
     session_row,
 )
@@ -46,7 +49,10 @@ ABSENT_FEATURES: dict[str, Any] = {
 """Methods of features turngate does not have, with the empty result each client expects (an
 error would show in their windows, or stop them)."""
 
+MAIN_SESSION = "agent:main:main"
+
 DIRECTORY_METHODS = (
+    "sessions.list",
     "sessions.subscribe",
     "sessions.unsubscribe",
     "sessions.describe",
@@ -67,6 +73,7 @@ class Directory:
     def handlers(self) -> dict[str, Handler]:
         """The dispatch table of the directory's methods."""
         handlers: dict[str, Handler] = {
+            "sessions.list": self._sessions_list,
             "sessions.subscribe": self._subscribe,
             "sessions.unsubscribe": self._unsubscribe_method,
             "sessions.describe": self._describe,
@@ -88,11 +95,34 @@ class Directory:
         payload: dict[str, Any] = {"subscribed": True}
         if request.params:
             # With list parameters, the first page comes with the subscription.
-            params = ListParams.model_validate(request.params)
-            rows = await self.engine.store.sessions(params.limit, params.offset)
-            sessions = [session_row(row) for row in rows]
-            payload["list"] = {"sessions": sessions, "count": len(sessions)}
+            payload["list"] = await self._page(ListParams.model_validate(request.params))
         self.peer.send(response(request.id, payload))
+
+    async def _sessions_list(self, request: RequestFrame) -> None:
+        page = await self._page(ListParams.model_validate(request.params))
+        self.peer.send(response(request.id, page))
+
+    async def _page(self, params: ListParams) -> dict[str, Any]:
+        """A page of sessions, most recently active first, with the model defaults."""
+        rows = (
+            []
+            if params.spawnedBy
+            else await self.engine.store.sessions(params.limit + 1, params.offset)
+        )
+        more = len(rows) > params.limit
+        sessions = [
+            session_row(row)
+            for row in rows[: params.limit]
+            if (row.lease_run_id is not None or not params.activeOnly)
+            and params.agentId in (None, row.agent_id)
+        ]
+        return {
+            "ts": now_ms(),
+            "sessions": sessions,
+            "count": len(sessions),
+            "hasMore": more,
+            "defaults": model_defaults(self.config.model_refs(params.agentId or "main")[0]),
+        }
 
     async def _unsubscribe_method(self, request: RequestFrame) -> None:
         self.close()
@@ -100,7 +130,8 @@ class Directory:
 
     async def _describe(self, request: RequestFrame) -> None:
         params = DescribeParams.model_validate(request.params)
-        key = parse_session_key(params.key)
+        # OpenClaw's clients name the default agent's main session "main".
+        key = parse_session_key(MAIN_SESSION if params.key == "main" else params.key)
         record = await self.engine.store.session(str(key))
         row = None if record is None else session_row(record)
         self.peer.send(response(request.id, {"session": row}))
@@ -115,7 +146,14 @@ class Directory:
                     "defaultId": "main",
                     "mainKey": "main",
                     "scope": "per-sender",
-                    "agents": [{"id": agent_id, "name": agent_id} for agent_id in ids],
+                    "agents": [
+                        {
+                            "id": agent_id,
+                            "name": agent_id,
+                            "model": {"primary": self.config.model_refs(agent_id)[0]},
+                        }
+                        for agent_id in ids
+                    ],
                 },
             )
         )

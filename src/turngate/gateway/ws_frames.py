@@ -176,6 +176,10 @@ class ListParams(BaseModel):
     limit: StrictInt = Field(default=50, ge=1)
     offset: StrictInt = Field(default=0, ge=0, le=SESSIONS_OFFSET_MAX)
     activeOnly: bool = False
+    agentId: StrictStr | None = None
+    """Only the sessions of this agent."""
+    spawnedBy: StrictStr | None = None
+    """Only the sessions this one spawned: turngate's sessions spawn none."""
 
     @field_validator("limit")
     @classmethod
@@ -189,6 +193,18 @@ class DescribeParams(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     key: StrictStr = Field(min_length=1, max_length=512)
+
+
+def model_defaults(model_ref: str) -> dict[str, Any]:
+    """The ``defaults`` of a session list or a chat's start (OpenClaw's shape): the model an
+    agent's sessions use, and that a session's model is chosen per session."""
+    provider, _, model = model_ref.partition("/")
+    return {
+        "modelProvider": provider,
+        "model": model,
+        "contextTokens": None,
+        "modelSelectionTarget": "session",
+    }
 
 
 def session_row(record: SessionRecord) -> dict[str, Any]:
@@ -270,6 +286,12 @@ def history_message(entry: TranscriptEntry) -> dict[str, Any]:
         body = {"role": item.kind.value, "content": [{"type": "text", "text": item.text}]}
     body["timestamp"] = int(entry.at_wall * 1000)
     body["runId"] = entry.run_id
+    # What OpenClaw's clients key a message by, so that the history they reload after a run
+    # and the run they watched are one message, not two.
+    stamp: dict[str, Any] = {"id": str(entry.seq), "seq": entry.seq, "runId": entry.run_id}
+    if item.kind is EntryKind.USER:
+        stamp["idempotencyKey"] = item.turn_id or entry.run_id
+    body["__openclaw"] = stamp
     return body
 
 

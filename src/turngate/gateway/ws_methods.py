@@ -22,15 +22,14 @@ from turngate.gateway.ws_directory import DIRECTORY_METHODS
 from turngate.gateway.ws_frames import (
     AgentParams,
     ChatSendParams,
-    ListParams,
     RequestFrame,
     SessionParams,
     assistant_message,
     error_response,
     history_message,
+    model_defaults,
     pending_chat,
     response,
-    session_row,
     terminal_chat,
     tool_event,
 )
@@ -47,7 +46,7 @@ RUN_IDS_REMEMBERED_MAX = 4096
 older one (same ``idempotencyKey``, same connection) would get it a second time."""
 WAIT_MARGIN_S = 5.0
 LANE = "ws"
-TURN_METHODS = ("chat.send", "agent", "chat.history", "chat.abort", "sessions.list", "health")
+TURN_METHODS = ("chat.send", "agent", "chat.history", "chat.startup", "chat.abort", "health")
 METHODS = ("connect", *TURN_METHODS, *DIRECTORY_METHODS)
 """The methods this gateway serves; ``connect`` is the handshake's, the turns' are here, the
 directory's in :mod:`~turngate.gateway.ws_directory`."""
@@ -111,8 +110,8 @@ class Methods:
             "chat.send": self._chat_send,
             "agent": self._agent,
             "chat.history": self._chat_history,
+            "chat.startup": self._chat_startup,
             "chat.abort": self._chat_abort,
-            "sessions.list": self._sessions_list,
             "health": self._health,
         }
 
@@ -281,14 +280,23 @@ class Methods:
         )
 
     async def _chat_history(self, request: RequestFrame) -> None:
+        self.peer.send(response(request.id, await self._history(request)))
+
+    async def _chat_startup(self, request: RequestFrame) -> None:
+        """What a chat page opens with: the history, and the model defaults of its agent."""
+        payload = await self._history(request)
+        agent_id = parse_session_key(payload["sessionKey"]).agent_id
+        payload["defaults"] = model_defaults(self.config.model_refs(agent_id)[0])
+        self.peer.send(response(request.id, payload))
+
+    async def _history(self, request: RequestFrame) -> dict[str, Any]:
         params = SessionParams.model_validate(request.params)
         key = parse_session_key(params.sessionKey)
         limit = params.limit or 100
         entries = await self.engine.store.transcript(str(key), limit + 1)
         more = len(entries) > limit
         messages = [history_message(entry) for entry in entries[-limit:]]
-        payload = {"sessionKey": str(key), "messages": messages, "hasMore": more}
-        self.peer.send(response(request.id, payload))
+        return {"sessionKey": str(key), "messages": messages, "hasMore": more}
 
     async def _chat_abort(self, request: RequestFrame) -> None:
         params = SessionParams.model_validate(request.params)
@@ -296,16 +304,6 @@ class Methods:
         self.peer.send(
             response(request.id, {"ok": True, "aborted": bool(aborted), "runIds": aborted})
         )
-
-    async def _sessions_list(self, request: RequestFrame) -> None:
-        params = ListParams.model_validate(request.params)
-        rows = await self.engine.store.sessions(params.limit, params.offset)
-        sessions = [
-            session_row(row)
-            for row in rows
-            if row.lease_run_id is not None or not params.activeOnly
-        ]
-        self.peer.send(response(request.id, {"sessions": sessions, "count": len(sessions)}))
 
     async def _health(self, request: RequestFrame) -> None:
         self.peer.send(response(request.id, self.snapshot()))
