@@ -15,6 +15,8 @@ Tree::
     │   ├── IdempotencyConflictError  key reused for a different message
     │   ├── NotFoundError         no such turn / session, no such route
     │   ├── UnauthorizedError     the gateway token is missing or wrong
+    │   ├── ForbiddenError        refused whatever the credentials: a console request
+    │   │                         that changes something, sent from another origin
     │   └── SlowClientError       headers or body not sent in time (408)
     ├── UnavailableError          the gateway cannot take the turn now (shutting down,
     │                             too many connections)
@@ -95,6 +97,8 @@ class ErrorCode(enum.StrEnum):
     MAX_STEPS = "max_steps"
     """The model was still calling tools after the agent's ``max_steps`` model steps."""
     UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    """Refused whatever the credentials (a console request from another origin)."""
     RATE_LIMITED = "rate_limited"
     FRAME_TOO_LARGE = "frame_too_large"
     # Coordination and internals.
@@ -316,6 +320,13 @@ class UnauthorizedError(RequestError):
     """A client presented no gateway token, or a wrong one."""
 
     code = ErrorCode.UNAUTHORIZED
+
+
+class ForbiddenError(RequestError):
+    """A request refused whoever sends it: a console request that changes something and
+    does not come from the console's own page (its origin is another site's)."""
+
+    code = ErrorCode.FORBIDDEN
 
 
 class IllegalTransitionError(TurngateError):

@@ -60,6 +60,7 @@ ERROR_HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.BAD_RESPONSE: 502,
     ErrorCode.MAX_STEPS: 502,
     ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.FRAME_TOO_LARGE: 413,
     ErrorCode.STALE_EPOCH: 502,
