@@ -13,7 +13,7 @@ ARGS ?=
 LOWEST := .cache/venv-lowest
 LOWEST_STAMP := $(LOWEST)/.installed
 
-.PHONY: run test test-lowest lint typecheck pytest sim bench bench-channels bench-providers soak fuzz mutants clean
+.PHONY: run test test-lowest lint typecheck pytest browser sim bench bench-channels bench-providers soak fuzz mutants clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,12 @@ OPENCLAW := .cache/openclaw/.installed-2026.9.6
 $(OPENCLAW): scripts/install-openclaw-cli.sh
 	scripts/install-openclaw-cli.sh || echo "warning: OpenClaw CLI not installed; its test is skipped"
 
-pytest: $(STAMP_DEV) $(OPENCLAW)
+# Debian's Chromium for the browser tests (Playwright drives it; no browser is downloaded).
+# A package registry that cannot be reached must not fail the whole suite: those tests skip.
+browser:
+	@scripts/install-browser.sh || echo "warning: Chromium not installed; the browser tests are skipped"
+
+pytest: $(STAMP_DEV) $(OPENCLAW) browser
 	$(BIN)/python -m pytest -q
 
 # 2,000 seeded schedules of the real runtime on virtual time (about 90 s on 2 cores).

@@ -48,6 +48,9 @@ class GatewayConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     state_dir: Path = Path("~/.turngate")
+    control_ui_dir: Path | None = None
+    """OpenClaw's Control UI to serve at ``/`` (the ``dist/control-ui`` folder of an installed
+    ``openclaw`` package); none: ``/`` serves only the WebSocket protocol."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     provider: str = "echo"
     """The default agent's provider id (``echo`` is built in; others come from ``providers``)."""

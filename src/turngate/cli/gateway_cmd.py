@@ -107,6 +107,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="abort a run older than this (env TURNGATE_RUN_TIMEOUT_S; default 600)",
     )
     add(
+        "--control-ui-dir",
+        metavar="DIR",
+        help="serve OpenClaw's Control UI from this folder at / (the dist/control-ui folder of"
+        " an installed openclaw package; env TURNGATE_CONTROL_UI_DIR; default none)",
+    )
+    add(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         help="log level (env TURNGATE_LOG_LEVEL; default info)",
@@ -134,6 +140,7 @@ def run_gateway(args: argparse.Namespace) -> int:
             "log_level": args.log_level,
             "model": args.model,
             "token": flag(args, "token"),
+            "control_ui_dir": args.control_ui_dir,
         },
     )
     configure_logging(

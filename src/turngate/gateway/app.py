@@ -23,7 +23,7 @@ from turngate.channels.routes import ChannelRoutes
 from turngate.channels.runtime import ChannelRuntime
 from turngate.config import GatewayConfig
 from turngate.errors import ErrorCode, TurngateError
-from turngate.gateway import chat_http, chat_ws, openai_api
+from turngate.gateway import chat_http, chat_ws, control_ui, openai_api
 from turngate.gateway.agent_tools import build_agent_tools
 from turngate.gateway.assembly import (
     build_agents,
@@ -33,6 +33,8 @@ from turngate.gateway.assembly import (
     engine_settings,
 )
 from turngate.gateway.auth import TokenMiddleware
+from turngate.gateway.console.feed import ConsoleFeeds
+from turngate.gateway.console.routes import console_routes
 from turngate.gateway.frames import ERROR_HTTP_STATUS, error_body
 from turngate.gateway.http_limits import EdgeCounts
 from turngate.gateway.metrics import GatewayMetrics
@@ -76,10 +78,18 @@ def create_app(
     ``lock`` is one the caller already holds (the command takes it before binding its port).
     """
     parts = AppParts(config, provider, store, events, lock)
+    routes, middleware = list(ROUTES), [Middleware(TokenMiddleware, token=config.token)]
+    if config.control_ui_dir is not None:
+        # The UI's public files go out before the token check; its config document after.
+        directory = control_ui.check_control_ui_dir(config.control_ui_dir)
+        routes = [*control_ui.config_routes("main"), *routes]
+        middleware.insert(
+            0, Middleware(control_ui.ControlUiFiles, directory=directory, routes=routes)
+        )
     app = Starlette(
-        routes=ROUTES,
+        routes=routes,
         lifespan=partial(_lifespan, parts=parts),
-        middleware=[Middleware(TokenMiddleware, token=config.token)],
+        middleware=middleware,
         exception_handlers={
             TurngateError: _on_turngate_error,
             HTTPException: _on_http_error,
@@ -168,7 +178,8 @@ async def _running(app: Starlette, parts: AppParts) -> AsyncIterator[None]:
 
 
 def serve_engine(app: Starlette, engine: Engine) -> None:
-    """Make ``app``'s routes serve ``engine``: its metrics, its clients' waits, its drain.
+    """Make ``app``'s routes serve ``engine``: its metrics, its clients' waits (the console's live
+    feeds too), its drain.
 
     The lifespan calls this with the engine it runs; the simulator (``sim/edges.py``) calls it
     with an engine it runs itself, and never starts the app's lifespan (no lanes, no lock).
@@ -183,9 +194,11 @@ def serve_engine(app: Starlette, engine: Engine) -> None:
     app.state.started_wall = engine.clock.wall()
     app.state.metrics = metrics
     connections: chat_ws.Connections = app.state.connections
+    console_feeds = app.state.console_feeds = ConsoleFeeds(engine)
 
     async def drain() -> None:
         await engine.drain(config.shutdown_drain_s)
+        console_feeds.close_all()
         await connections.close_all()
 
     app.state.drain = drain
@@ -235,6 +248,7 @@ ROUTES = [
     Route("/healthz", chat_http.liveness, methods=["GET"]),
     Route("/metrics", _metrics, methods=["GET"]),
     *openai_api.routes(),
+    *console_routes(),
     WebSocketRoute("/", chat_ws.websocket_endpoint),
     WebSocketRoute("/ws", chat_ws.websocket_endpoint),
 ]
