@@ -3,16 +3,15 @@ timeouts, its lanes (heartbeat, cron jobs) and its MCP tool servers."""
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from turngate.config_mcp import McpServerConfig
 from turngate.config_types import Duration, ModelRef
+from turngate.core.keys import is_agent_id
 from turngate.core.queue import QueueMode
 
-_AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 BuiltinTool = Literal["sessions_send", "sessions_history"]
 """The names of the built-in tools an agent may enable."""
 
@@ -84,7 +83,7 @@ class AgentConfig(BaseModel):
     @field_validator("id")
     @classmethod
     def _valid_id(cls, value: str) -> str:
-        if not _AGENT_ID.match(value):
+        if not is_agent_id(value):
             raise ValueError(
                 f"{value!r}: an agent id is 1-64 characters of a-z, 0-9, '_' or '-',"
                 " starting with a letter or digit"

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from turngate.config_types import Duration
+from turngate.core.keys import ID_PATTERN
 
 DiscordIntent = Literal["guilds", "guild_messages", "direct_messages", "message_content"]
 """The Discord gateway intents a channel may ask for (what a text bot needs)."""
@@ -23,7 +24,7 @@ class ChannelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    id: str = Field(pattern=ID_PATTERN)
     type: Literal["websocket", "telegram", "discord"]
     agent: str = "main"
     token_env: str | None = None

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from turngate.config_types import Duration
+from turngate.core.keys import ID_PATTERN
 
 
 class ProviderConfig(BaseModel):
@@ -18,7 +19,7 @@ class ProviderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    id: str = Field(pattern=ID_PATTERN)
     kind: Literal["openai", "anthropic", "echo"]
     base_url: str | None = None
     api_key_env: str | None = None

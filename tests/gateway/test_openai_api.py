@@ -32,7 +32,7 @@ from tests.support import EventWaiter, GatedEchoProvider, gateway_config, runnin
 from turngate.cli import main as cli_main
 from turngate.config_agents import AgentConfig
 from turngate.errors import ErrorCode, ProviderRejectedError
-from turngate.gateway import openai_stream
+from turngate.gateway import turn_follow
 from turngate.gateway.app import create_app
 from turngate.providers.base import Finish, ProviderEvent, ProviderRequest
 from turngate.providers.echo import ECHO_PREFIX, EchoProvider
@@ -584,7 +584,7 @@ async def sse_lines_until_keepalives(lines: AsyncIterator[str], count: int) -> l
 async def test_a_stream_queued_behind_a_held_turn_sends_keepalives_then_its_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(openai_stream, "SSE_KEEPALIVE_S", KEEPALIVE_TEST_S)
+    monkeypatch.setattr(turn_follow, "SSE_KEEPALIVE_S", KEEPALIVE_TEST_S)
     body = {
         "model": "turngate/main",
         "user": "queue",
@@ -637,7 +637,7 @@ async def keepalives_until_timeout(waited: asyncio.Future[None], deadline: float
     """How many keep-alive turns a wait on ``waited`` takes before its deadline ends it."""
     count = 0
     try:
-        while not await openai_stream._ready_or_keepalive(waited, deadline):
+        while not await turn_follow.ready_or_keepalive(waited, deadline):
             count += 1
     except TimeoutError:
         return count
@@ -648,7 +648,7 @@ async def keepalives_until_timeout(waited: asyncio.Future[None], deadline: float
 async def test_a_wait_that_sends_keepalives_still_ends_at_its_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(openai_stream, "SSE_KEEPALIVE_S", 0.01)
+    monkeypatch.setattr(turn_follow, "SSE_KEEPALIVE_S", 0.01)
     loop = asyncio.get_running_loop()
     never: asyncio.Future[None] = loop.create_future()
     deadline = loop.time() + 0.1  # the wait's own deadline bounds this test

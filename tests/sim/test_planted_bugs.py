@@ -39,7 +39,7 @@ from turngate.errors import ChannelError, StaleEpochError
 from turngate.gateway import openai_api, openai_stream
 from turngate.gateway.ws_methods import Methods, RunLedger
 from turngate.runtime.deltas import DeltaStream
-from turngate.runtime.engine import Ticket
+from turngate.runtime.engine import Engine, Ticket
 from turngate.runtime.owner import SessionOwner
 from turngate.sim.channel_world import draw_channel
 from turngate.sim.runner import SimResult, run_seed
@@ -333,9 +333,11 @@ def stream_that_repeats_itself(monkeypatch: pytest.MonkeyPatch) -> None:
     """An OpenAI stream ends with the whole reply, though it streamed part of it already."""
     original = openai_stream._sse
 
-    async def sse(ticket: Ticket, model: str, created: int, **kwargs: Any) -> AsyncIterator[str]:
+    async def sse(
+        engine: Engine, ticket: Ticket, model: str, created: int, **kwargs: Any
+    ) -> AsyncIterator[str]:
         streamed = False
-        async for event in original(ticket, model, created, **kwargs):
+        async for event in original(engine, ticket, model, created, **kwargs):
             if '"finish_reason":"stop"' in event and streamed:
                 outcome = ticket.outcome.result()
                 choice = {"index": 0, "delta": {"content": outcome.reply}, "finish_reason": None}

@@ -20,8 +20,17 @@ IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:@+=-]{1,128}$"
 """What an idempotency key (HTTP, WebSocket, a channel's message) may be: it becomes the
 turn's id, its ``runId``."""
 
-_AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+"""What an agent's id may be (and a provider's or a channel's, named the same way): 1-64
+characters of a-z, 0-9, ``_`` or ``-``, starting with a letter or digit."""
+
+_ID = re.compile(ID_PATTERN)
 _SEGMENT = re.compile(r"[A-Za-z0-9_.@+=-]+")
+
+
+def is_agent_id(text: str) -> bool:
+    """True if ``text`` may be an agent's id (:data:`ID_PATTERN`)."""
+    return _ID.fullmatch(text) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +61,7 @@ def parse_session_key(text: object) -> SessionKey:
             f"sessionKey {shown!r}: must look like agent:<agentId>:<rest>, e.g. agent:main:main"
         )
     agent_id, rest = parts[1], tuple(parts[2:])
-    if len(agent_id) > AGENT_ID_LEN_MAX or not _AGENT_ID.fullmatch(agent_id):
+    if not is_agent_id(agent_id):
         raise InvalidSessionKeyError(
             f"sessionKey {shown!r}: agent id {agent_id[:80]!r} must be 1-{AGENT_ID_LEN_MAX}"
             " characters of a-z, 0-9, '_' or '-', starting with a letter or digit"

@@ -7,7 +7,6 @@ A client that goes away does not cancel its turn; the turn is accepted and runs 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -30,6 +29,7 @@ from turngate.errors import (
     StoreError,
     UnavailableError,
 )
+from turngate.gateway.admission import Ask, admit, outcome_of
 from turngate.gateway.frames import (
     TERMINAL_HTTP_STATUS,
     WIRE_STATUS,
@@ -37,17 +37,15 @@ from turngate.gateway.frames import (
     ChatSendBody,
     CronRunBody,
     SessionBody,
-    check_message,
     error_body,
     outcome_body,
     parse_json,
-    parse_queue_mode,
     parse_session,
     validate,
 )
 from turngate.lanes.cron import CronLane
 from turngate.lanes.heartbeat import HeartbeatLane
-from turngate.runtime.engine import Engine, LeaseView, SubmitRequest
+from turngate.runtime.engine import Engine, LeaseView
 from turngate.store.statedir import LOCK_FILE
 
 if TYPE_CHECKING:
@@ -57,9 +55,6 @@ log = logging.getLogger("turngate.gateway")
 
 _DIGITS = re.compile(r"[0-9]{1,18}")
 """A Content-Length worth reading as a number (longer ones are refused by httptools)."""
-# How long past a turn's own deadline a waiting request holds on before it gives up; the
-# engine ends every turn by its deadline plus the abort grace, so this is only a backstop.
-WAIT_MARGIN_S = 5.0
 
 
 def _engine(request: Request) -> Engine:
@@ -99,45 +94,28 @@ async def chat_send(request: Request) -> Response:
     config = _config(request)
     engine = _engine(request)
     body = validate(ChatSendBody, parse_json(await read_body(request, config.body_bytes_max)))
-    key = parse_session(body.sessionKey)
-    mode = parse_queue_mode(body.queueMode, engine.agents.get(key.agent_id).queue_mode)
-    check_message(body.message, config.message_chars_max)
-    timeout_s = None if body.timeoutMs is None else body.timeoutMs / 1000
-    ticket = await engine.submit(
-        SubmitRequest(key, body.message, body.idempotencyKey, mode, timeout_s, lane="direct")
+    ask = Ask(
+        body.sessionKey,
+        body.message,
+        lane="direct",
+        idempotency_key=body.idempotencyKey,
+        queue_mode=body.queueMode,
+        timeout_s=None if body.timeoutMs is None else body.timeoutMs / 1000,
     )
+    ticket = await admit(engine, config, ask)
     pending: dict[str, Any] = {"runId": ticket.turn_id, "sessionKey": ticket.session_key}
     if not body.wait and not ticket.outcome.done():
         status = "in_flight" if ticket.duplicate else "accepted"
         return JSONResponse({**pending, "status": status}, status_code=202)
     try:
-        if ticket.outcome.done():
-            outcome = ticket.outcome.result()
-        else:
-            async with asyncio.timeout_at(ticket.deadline + WAIT_MARGIN_S):
-                outcome = await asyncio.shield(ticket.outcome)
+        outcome = await outcome_of(engine, ticket)
     except UnavailableError as exc:
+        if exc.code is ErrorCode.TURN_EXPIRED:
+            # No outcome in time, but the turn is kept: the client asks GET /turns/{runId}.
+            return JSONResponse({**pending, "status": "pending"}, status_code=202)
         return JSONResponse(
             {**pending, "status": "pending", **error_body(exc.code, exc.message)}, status_code=503
         )
-    except TimeoutError:
-        log.warning(
-            "session %s: turn %s has no outcome past its deadline; answering pending",
-            ticket.session_key,
-            ticket.turn_id,
-            extra={"session_key": ticket.session_key, "run_id": ticket.turn_id},
-        )
-        storage = engine.store.health()
-        if not storage.writable:
-            # The turn ran, or will, but its end cannot be written down yet.
-            error = error_body(
-                ErrorCode.STORAGE_UNAVAILABLE,
-                f"session {ticket.session_key}: turn {ticket.turn_id} is kept, but its outcome"
-                f" cannot be stored yet ({storage.reason}); ask GET /turns/{ticket.turn_id}"
-                " or retry with the same idempotencyKey",
-            )
-            return JSONResponse({**pending, "status": "pending", **error}, status_code=503)
-        return JSONResponse({**pending, "status": "pending"}, status_code=202)
     return JSONResponse(
         outcome_body(outcome, ticket.session_key),
         status_code=TERMINAL_HTTP_STATUS[outcome.state],

@@ -19,7 +19,6 @@ from turngate.core.turn import Outcome, TurnState
 from turngate.errors import (
     ErrorCode,
     InvalidFieldError,
-    PayloadTooLargeError,
     RequestError,
 )
 
@@ -208,23 +207,6 @@ def parse_queue_mode(text: str | None, default: QueueMode) -> QueueMode:
             f"unknown mode {text[:40]!r}; one of {modes}",
             code=ErrorCode.INVALID_QUEUE_MODE,
         ) from None
-
-
-def check_message(message: str, chars_max: int) -> None:
-    """Refuse an empty or oversized message, naming the field."""
-    if not message.strip():
-        raise InvalidFieldError("message", "must not be empty")
-    try:
-        message.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidFieldError(
-            "message", "is not valid Unicode text (it contains an unpaired surrogate)"
-        ) from None
-    if len(message) > chars_max:
-        raise PayloadTooLargeError(
-            f"message: {len(message)} characters, over the limit of {chars_max}",
-            code=ErrorCode.MESSAGE_TOO_LARGE,
-        )
 
 
 def error_body(code: ErrorCode, message: str) -> dict[str, Any]:

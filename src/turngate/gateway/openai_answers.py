@@ -1,10 +1,8 @@
 """The answers of the OpenAI-compatible surface (see :mod:`turngate.gateway.openai_api`):
-completions' usage, turn outcomes and refusals in OpenAI's error shape, and the wait for a
-ticket's outcome."""
+completions' usage, turn outcomes and refusals in OpenAI's error shape."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -15,12 +13,9 @@ from turngate.errors import (
     ErrorCode,
     InvalidFieldError,
     TurngateError,
-    UnavailableError,
     UnknownAgentError,
 )
-from turngate.gateway.chat_http import WAIT_MARGIN_S
 from turngate.gateway.frames import ERROR_HTTP_STATUS, TERMINAL_HTTP_STATUS
-from turngate.runtime.engine import Ticket
 
 log = logging.getLogger("turngate.gateway")
 
@@ -42,33 +37,6 @@ def usage_body(usage: Usage | None) -> dict[str, int]:
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
-
-
-async def wait_for_outcome(ticket: Ticket) -> Outcome:
-    """The ticket's outcome, waited for up to its deadline plus a margin.
-
-    Raises :class:`UnavailableError`: ``shutdown`` (or a store failure), or ``turn_expired``
-    if the engine gave no outcome in time (a backstop: the engine ends turns by then).
-    """
-    try:
-        async with asyncio.timeout_at(ticket.deadline + WAIT_MARGIN_S):
-            return await asyncio.shield(ticket.outcome)
-    except TimeoutError:
-        raise no_outcome(ticket) from None
-
-
-def no_outcome(ticket: Ticket) -> UnavailableError:
-    log.warning(
-        "session %s: turn %s has no outcome past its deadline; answering an error",
-        ticket.session_key,
-        ticket.turn_id,
-        extra={"session_key": ticket.session_key, "run_id": ticket.turn_id},
-    )
-    return UnavailableError(
-        f"session {ticket.session_key}: turn {ticket.turn_id} has no outcome past its"
-        f" deadline; GET /turns/{ticket.turn_id} will show it",
-        code=ErrorCode.TURN_EXPIRED,
-    )
 
 
 def outcome_error_body(outcome: Outcome) -> dict[str, Any]:

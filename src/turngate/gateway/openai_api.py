@@ -47,15 +47,15 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from turngate.config import GatewayConfig
-from turngate.core.keys import SEGMENT_LEN_MAX, SessionKey, parse_session_key
+from turngate.core.keys import SEGMENT_LEN_MAX, SessionKey, is_agent_id, parse_session_key
 from turngate.core.turn import TurnState
 from turngate.errors import (
     ErrorCode,
     InvalidFieldError,
-    PayloadTooLargeError,
     TurngateError,
     UnknownAgentError,
 )
+from turngate.gateway.admission import Ask, admit, outcome_of
 from turngate.gateway.chat_http import read_body
 from turngate.gateway.frames import (
     ERROR_HTTP_STATUS,
@@ -69,10 +69,9 @@ from turngate.gateway.openai_answers import (
     outcome_error,
     refusal,
     usage_body,
-    wait_for_outcome,
 )
 from turngate.gateway.openai_stream import _sse
-from turngate.runtime.engine import Engine, SubmitRequest
+from turngate.runtime.engine import Engine
 
 log = logging.getLogger("turngate.gateway")
 
@@ -83,7 +82,6 @@ SESSION_HEADERS = ("x-turngate-session", "x-openclaw-session-key")
 MESSAGES_MAX = 10_000
 
 
-_AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _OUTSIDE_SEGMENT = re.compile(r"[^A-Za-z0-9_.@+=-]")
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 _DIGEST_CHARS = 16
@@ -165,27 +163,26 @@ async def _chat_completions(request: Request) -> Response:
     )
     agent_id = resolve_agent(engine, body.model)
     key = _session(request, agent_id, body.user)
-    message = last_user_message(body.messages, config.message_chars_max)
-    ticket = await engine.submit(
-        SubmitRequest(
-            key,
-            message,
-            _idempotency_key(request),
-            engine.agents.get(agent_id).queue_mode,
-            lane=LANE,
-            stream=bool(body.stream),
-        )
+    index, message = last_user_message(body.messages)
+    ask = Ask(
+        str(key),
+        message,
+        LANE,
+        _idempotency_key(request),
+        stream=bool(body.stream),
+        message_field=f"messages.{index}.content",
     )
+    ticket = await admit(engine, config, ask)
     created = int(engine.clock.wall())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _sse(ticket, body.model, created, include_usage=include_usage),
+            _sse(engine, ticket, body.model, created, include_usage=include_usage),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     try:
-        outcome = await wait_for_outcome(ticket)
+        outcome = await outcome_of(engine, ticket)
     except TurngateError as exc:
         status = ERROR_HTTP_STATUS[exc.code]
         return openai_error_response(
@@ -221,7 +218,7 @@ def resolve_agent(engine: Engine, model: str) -> str:
     for prefix in MODEL_PREFIXES:
         if model.startswith(prefix):
             agent_id = model[len(prefix) :]
-    if agent_id is not None and _AGENT_ID.fullmatch(agent_id):
+    if agent_id is not None and is_agent_id(agent_id):
         try:
             engine.agents.get(agent_id)
         except UnknownAgentError:
@@ -284,27 +281,12 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-def last_user_message(messages: list[ChatMessageIn], chars_max: int) -> str:
-    """The text of the last ``user`` message, refused (naming it) if empty or too long."""
+def last_user_message(messages: list[ChatMessageIn]) -> tuple[int, str]:
+    """The index and text of the last ``user`` message (its text is checked on admission)."""
     for index in range(len(messages) - 1, -1, -1):
         if messages[index].role == "user":
-            break
-    else:
-        raise InvalidFieldError("messages", "needs a message with role 'user'")
-    field = f"messages.{index}.content"
-    text = _text_of(messages[index].content, field)
-    if not text.strip():
-        raise InvalidFieldError(field, "the last user message has no text")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidFieldError(field, "is not valid Unicode text (unpaired surrogate)") from None
-    if len(text) > chars_max:
-        raise PayloadTooLargeError(
-            f"{field}: {len(text)} characters, over the limit of {chars_max}",
-            code=ErrorCode.MESSAGE_TOO_LARGE,
-        )
-    return text
+            return index, _text_of(messages[index].content, f"messages.{index}.content")
+    raise InvalidFieldError("messages", "needs a message with role 'user'")
 
 
 def _text_of(content: Any, field: str) -> str:

@@ -3,26 +3,18 @@ built from the run's deltas, keep-alive comments while it waits, then ``[DONE]``
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from turngate.errors import (
-    TurngateError,
-)
-from turngate.gateway.chat_http import WAIT_MARGIN_S
+from turngate.core.turn import Outcome
+from turngate.errors import TurngateError
 from turngate.gateway.frames import ERROR_HTTP_STATUS
-from turngate.gateway.openai_answers import (
-    no_outcome,
-    openai_error_body,
-    outcome_error_body,
-    usage_body,
-)
-from turngate.runtime.deltas import Delta
-from turngate.runtime.engine import Ticket
+from turngate.gateway.openai_answers import openai_error_body, outcome_error_body, usage_body
+from turngate.gateway.turn_follow import KEEPALIVE, follow
+from turngate.runtime.engine import Engine, Ticket
 
 log = logging.getLogger("turngate.gateway")
 
@@ -30,26 +22,15 @@ log = logging.getLogger("turngate.gateway")
 DONE = "data: [DONE]\n\n"
 
 
-SSE_KEEPALIVE_S = 15.0
-"""A stream with nothing to send for this long sends :data:`KEEPALIVE` (proxies commonly
-drop a response that is silent for 30 to 60 s)."""
-
-
-KEEPALIVE = ": keep-alive\n\n"
-"""An SSE comment: it keeps the connection alive, and clients skip it."""
-
-
 async def _sse(
-    ticket: Ticket, model: str, created: int, *, include_usage: bool = False
+    engine: Engine, ticket: Ticket, model: str, created: int, *, include_usage: bool = False
 ) -> AsyncIterator[str]:
     """The server-sent events of a streamed completion (see the module docstring).
 
     With ``include_usage``, every chunk has ``usage: null`` and the last, after the one
     with the ``finish_reason``, has ``choices: []`` and the usage (OpenAI's rule).
 
-    Each wait sits under the deadline on its own, never around a ``yield``, so the timeout
-    fires in a wait of this generator and never inside the response's send. A wait that
-    lasts :data:`SSE_KEEPALIVE_S` ends early to send :data:`KEEPALIVE`, then goes on.
+    A quiet wait sends :data:`~turngate.gateway.turn_follow.KEEPALIVE`, then goes on.
     """
     frame: dict[str, Any] = {
         "id": f"chatcmpl-{ticket.turn_id}",
@@ -65,41 +46,28 @@ async def _sse(
         return _event({**frame, "choices": [choice]})
 
     yield chunk({"role": "assistant"})
-    deadline = ticket.deadline + WAIT_MARGIN_S
     streamed: list[str] = []
-    # The wait for the next delta outlives keep-alives (cancelling it would end the stream),
-    # so it is a task, and this generator cancels it however it ends.
-    pending: asyncio.Task[tuple[str, Delta] | None] | None = None
+    outcome: Outcome | None = None
     try:
         # A retry (same Idempotency-Key) of a turn under way joins its stream late, having
         # missed the deltas before: it waits and sends the whole reply at the end instead.
-        if ticket.deltas is not None and not ticket.duplicate:
-            deltas = aiter(ticket.deltas)
-            while True:
-                pending = pending or asyncio.ensure_future(anext(deltas, None))
-                if not await _ready_or_keepalive(pending, deadline):
+        steps = follow(engine, ticket, deltas=not ticket.duplicate)
+        async with contextlib.aclosing(steps):
+            async for step in steps:
+                if step is None:
                     yield KEEPALIVE
-                    continue
-                item, pending = pending.result(), None
-                if item is None:
-                    break
-                delta = item[1]
-                if isinstance(delta, str) and delta:  # tool calls are not part of the answer
-                    streamed.append(delta)
-                    yield chunk({"content": delta})
-        while not await _ready_or_keepalive(ticket.outcome, deadline):
-            yield KEEPALIVE
-        outcome = ticket.outcome.result()
-    except (TimeoutError, TurngateError) as exc:
-        failure = exc if isinstance(exc, TurngateError) else no_outcome(ticket)
+                elif isinstance(step, Outcome):
+                    outcome = step
+                elif isinstance(step[1], str) and step[1]:  # tool calls are not the answer
+                    streamed.append(step[1])
+                    yield chunk({"content": step[1]})
+    except TurngateError as failure:
         yield _event(
             openai_error_body(ERROR_HTTP_STATUS[failure.code], failure.code, failure.message)
         )
         yield DONE
         return
-    finally:
-        if pending is not None:
-            await _cancelled(pending)
+    assert outcome is not None  # the follower's last step, unless it raised
     if outcome.reply is None:
         yield _event(outcome_error_body(outcome))
         yield DONE
@@ -120,25 +88,6 @@ async def _sse(
     if include_usage:
         yield _event({**frame, "choices": [], "usage": usage_body(outcome.usage)})
     yield DONE
-
-
-async def _ready_or_keepalive(waited: asyncio.Future[Any], deadline: float) -> bool:
-    """True once ``waited`` is done; False after :data:`SSE_KEEPALIVE_S` without it (time
-    for a keep-alive). Raises :class:`TimeoutError` at ``deadline``; never cancels ``waited``
-    (``asyncio.wait`` leaves it running, so the next call picks it up again)."""
-    async with asyncio.timeout_at(deadline):
-        done, _ = await asyncio.wait({waited}, timeout=SSE_KEEPALIVE_S)
-    return bool(done)
-
-
-async def _cancelled(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait for it to end; the wait is bounded by the task itself (it
-    only waits on a delta stream, which ends at once when cancelled)."""
-    if task.done():
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def _event(data: dict[str, Any]) -> str:

@@ -16,8 +16,9 @@ from typing import Any
 from turngate.config import GatewayConfig
 from turngate.core.keys import parse_session_key
 from turngate.core.turn import Outcome
-from turngate.errors import ErrorCode, InvalidFieldError, UnavailableError
-from turngate.gateway.frames import WIRE_STATUS, check_message, parse_queue_mode
+from turngate.errors import ErrorCode, UnavailableError
+from turngate.gateway.admission import Ask, admit, no_outcome, outcome_of
+from turngate.gateway.frames import WIRE_STATUS
 from turngate.gateway.ws_directory import DIRECTORY_METHODS
 from turngate.gateway.ws_frames import (
     AgentParams,
@@ -37,14 +38,13 @@ from turngate.gateway.ws_outbox import ConnectionClosed, now_ms
 from turngate.gateway.ws_peer import Handler, Peer
 from turngate.lanes.delivery import DeliveryTargets
 from turngate.runtime.deltas import DeltaStream
-from turngate.runtime.engine import Engine, SubmitRequest, Ticket
+from turngate.runtime.engine import Engine, Ticket
 
 log = logging.getLogger("turngate.gateway")
 
 RUN_IDS_REMEMBERED_MAX = 4096
 """Run ids a connection remembers having had their terminal ``chat`` event. A retry of an
 older one (same ``idempotencyKey``, same connection) would get it a second time."""
-WAIT_MARGIN_S = 5.0
 LANE = "ws"
 TURN_METHODS = ("chat.send", "agent", "chat.history", "chat.startup", "chat.abort", "health")
 METHODS = ("connect", *TURN_METHODS, *DIRECTORY_METHODS)
@@ -131,34 +131,22 @@ class Methods:
         agent_method = request.method == "agent"
         model = AgentParams if agent_method else ChatSendParams
         params = model.model_validate(request.params)
-        key = parse_session_key(params.sessionKey)
-        if params.agentId is not None and params.agentId != key.agent_id:
-            raise InvalidFieldError(
-                "agentId", f"{params.agentId!r} is not the agent of sessionKey {key}"
-            )
-        agent = self.engine.agents.get(key.agent_id)
-        mode = parse_queue_mode(params.queueMode, agent.queue_mode)
-        check_message(params.message, self.config.message_chars_max)
         timeout_s = None if params.timeoutMs is None else params.timeoutMs / 1000
         if isinstance(params, AgentParams) and params.timeout is not None:
             timeout_s = float(params.timeout)
-        submitted = SubmitRequest(
-            key, params.message, params.idempotencyKey, mode, timeout_s, LANE, stream=stream
+        ask = Ask(
+            params.sessionKey,
+            params.message,
+            LANE,
+            params.idempotencyKey,
+            params.queueMode,
+            timeout_s,
+            params.agentId,
+            stream,
         )
-        ticket = await self.engine.submit(submitted)
-        self.targets.register(str(key), self.deliver_lane_outcome)
-        return ticket, key.agent_id
-
-    async def _outcome(self, ticket: Ticket) -> Outcome:
-        """The ticket's outcome; ``turn_expired`` if none by its deadline and a margin (a
-        backstop: the engine ends every turn by then)."""
-        try:
-            async with asyncio.timeout_at(ticket.deadline + WAIT_MARGIN_S):
-                return await asyncio.shield(ticket.outcome)
-        except TimeoutError:
-            raise UnavailableError(
-                f"runId {ticket.turn_id}: no outcome in time", code=ErrorCode.TURN_EXPIRED
-            ) from None
+        ticket = await admit(self.engine, self.config, ask)
+        self.targets.register(ticket.session_key, self.deliver_lane_outcome)
+        return ticket, parse_session_key(ticket.session_key).agent_id
 
     async def _chat_send(self, request: RequestFrame) -> None:
         ticket, _ = await self._submit(request, stream=True)
@@ -195,13 +183,12 @@ class Methods:
         """Send the run's deltas; return its terminal ``chat`` payload (without ``seq``)."""
         try:
             if ticket.deltas is not None:
-                async with asyncio.timeout_at(ticket.deadline + WAIT_MARGIN_S):
+                async with asyncio.timeout_at(ticket.wait_deadline):
                     await self._stream_deltas(ticket, ticket.deltas, relay)
-            outcome = await self._outcome(ticket)
+            outcome = await outcome_of(self.engine, ticket)
         except TimeoutError:
-            return pending_chat(
-                ticket.turn_id, ticket.session_key, ErrorCode.TURN_EXPIRED, "no outcome in time"
-            )
+            exc = no_outcome(self.engine, ticket)
+            return pending_chat(ticket.turn_id, ticket.session_key, exc.code, exc.message)
         except UnavailableError as exc:
             return pending_chat(ticket.turn_id, ticket.session_key, exc.code, exc.message)
         return terminal_chat(outcome, ticket.session_key, now_ms())
@@ -255,7 +242,7 @@ class Methods:
                 },
             )
         )
-        outcome = await self._outcome(ticket)
+        outcome = await outcome_of(self.engine, ticket)
         if outcome.reply is None:
             code = outcome.code or ErrorCode.INTERNAL
             self.peer.send(error_response(request.id, code, outcome.message))

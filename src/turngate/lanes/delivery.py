@@ -9,7 +9,6 @@ the outbox with the turn's end, and the channel's outbox worker records its deli
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
@@ -19,7 +18,6 @@ from turngate.runtime.engine import Engine, Ticket
 
 log = logging.getLogger("turngate.lanes")
 
-FOLLOW_MARGIN_S = 5.0
 TARGETS_MAX = 10_000
 
 Sink = Callable[[str, Outcome], bool]
@@ -57,8 +55,7 @@ async def follow(
 ) -> str:
     """Wait for a lane turn's outcome (bounded by its deadline) and deliver or record it."""
     try:
-        async with asyncio.timeout_at(ticket.deadline + FOLLOW_MARGIN_S):
-            outcome = await asyncio.shield(ticket.outcome)
+        outcome = await ticket.wait()
     except (TimeoutError, TurngateError) as exc:
         log.warning(
             "session %s: lane turn %s has no outcome to deliver (%s)",

@@ -67,6 +67,11 @@ class SubmitRequest:
     """Also hand back the run's deltas as they come (:attr:`Ticket.deltas`)."""
 
 
+OUTCOME_WAIT_MARGIN_S = 5.0
+"""How long past a turn's own deadline whoever waits for its outcome holds on: the engine
+ends every turn by its deadline plus the abort grace, so this is only a backstop."""
+
+
 @dataclass(frozen=True, slots=True)
 class Ticket:
     """An admitted turn: its id, whether it was a retry, and where its outcome will appear."""
@@ -78,6 +83,20 @@ class Ticket:
     outcome: asyncio.Future[Outcome]
     deltas: DeltaStream | None = None
     """The run's text as it is produced, when the request asked to stream."""
+
+    @property
+    def wait_deadline(self) -> float:
+        """The loop time until which a wait for the outcome holds on."""
+        return self.deadline + OUTCOME_WAIT_MARGIN_S
+
+    async def wait(self) -> Outcome:
+        """The turn's outcome, waited for until :attr:`wait_deadline` (then
+        :class:`TimeoutError`); the engine's own failure (``shutdown``, the store) as it gave
+        it. Cancelling the wait leaves the turn alone."""
+        if self.outcome.done():
+            return self.outcome.result()
+        async with asyncio.timeout_at(self.wait_deadline):
+            return await asyncio.shield(self.outcome)
 
 
 @dataclass(frozen=True, slots=True)

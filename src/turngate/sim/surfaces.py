@@ -27,14 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from turngate.core.turn import Outcome, TurnState
 from turngate.errors import ErrorCode
+from turngate.runtime.engine_api import OUTCOME_WAIT_MARGIN_S
 from turngate.sim.asgi import ClientLeft, ConnectionLost, HttpAnswer, Socket, Wire
 
 if TYPE_CHECKING:
     from turngate.sim.workload import ClientRecord, ClientTurn, Gateway
     from turngate.sim.world import SimParams
 
-SERVER_WAIT_MARGIN_S = 5.0
-"""How long past a turn's deadline the gateway's own wait holds on (``chat_http``)."""
 CLIENT_MARGIN_S = 1.0
 RETRIES_MAX = 400
 POLL_S = (0.05, 1.5)
@@ -148,7 +147,7 @@ class EdgeClient:
             patience = (
                 self.params.turn_timeout_s
                 + self.params.abort_grace_s
-                + SERVER_WAIT_MARGIN_S
+                + OUTCOME_WAIT_MARGIN_S
                 + CLIENT_MARGIN_S
             )
             leave = (
@@ -320,10 +319,8 @@ class EdgeClient:
             raise _Pending(accepted, f"{code}: {error.get('message')}")
         # The OpenAI shape cannot tell "ended expired" from "no outcome in time" (both are
         # turn_expired); while storage excuses a late end, the client asks again.
-        loop = asyncio.get_running_loop()
-        if code == ErrorCode.TURN_EXPIRED and self.gateway.excuses(
-            loop.time(), SERVER_WAIT_MARGIN_S
-        ):
+        now = asyncio.get_running_loop().time()
+        if code == ErrorCode.TURN_EXPIRED and self.gateway.excuses(now, OUTCOME_WAIT_MARGIN_S):
             raise _Pending(True, "turn_expired while storage was failing")
         return Answer(surface, None, code=code)
 

@@ -23,8 +23,9 @@ from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from turngate.core.keys import parse_session_key
+from turngate.core.message import check_message
 from turngate.core.transcript import EntryKind, TranscriptItem
-from turngate.errors import InvalidSessionKeyError, TurngateError
+from turngate.errors import ErrorCode, InvalidSessionKeyError, TurngateError
 from turngate.tools.base import ToolContext, ToolResult, ToolSpec
 
 log = logging.getLogger("turngate.tools")
@@ -246,21 +247,11 @@ def _message(value: object) -> str:
     """``value`` as a message another session may be sent."""
     if not isinstance(value, str):
         raise _Refusal("message: must be a string")
-    if not value.strip():
-        raise _Refusal("message: must not be empty")
-    if len(value) > MESSAGE_CHARS_MAX:
-        raise _Refusal(
-            f"message: {len(value)} characters, over the limit of {MESSAGE_CHARS_MAX};"
-            " send a shorter one"
-        )
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        # JSON's \ud800 escapes decode to lone surrogates, which no store can write.
-        raise _Refusal(
-            "message: is not valid Unicode text (it contains an unpaired surrogate)"
-        ) from None
-    return value
+        return check_message(value, MESSAGE_CHARS_MAX)
+    except TurngateError as exc:
+        hint = "; send a shorter one" if exc.code is ErrorCode.MESSAGE_TOO_LARGE else ""
+        raise _Refusal(exc.message + hint) from None
 
 
 def _limit(value: object) -> int:

@@ -20,7 +20,6 @@ The outcome is the truth: the ``text`` events are the same reply, early.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,29 +29,17 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from turngate.config import GatewayConfig
+from turngate.core.turn import Outcome
 from turngate.errors import TurngateError
-from turngate.gateway.chat_http import WAIT_MARGIN_S, read_body
-from turngate.gateway.console.sse import (
-    KEEPALIVE,
-    MEDIA_TYPE,
-    STREAM_HEADERS,
-    ready_or_keepalive,
-    sse_event,
-)
+from turngate.gateway.admission import Ask, admit
+from turngate.gateway.chat_http import read_body
+from turngate.gateway.console.sse import MEDIA_TYPE, STREAM_HEADERS, sse_event
 from turngate.gateway.console.views import PREVIEW_CHARS_MAX
-from turngate.gateway.frames import (
-    check_message,
-    error_body,
-    outcome_body,
-    parse_json,
-    parse_queue_mode,
-    parse_session,
-    validate,
-)
-from turngate.gateway.openai_answers import no_outcome
+from turngate.gateway.frames import error_body, outcome_body, parse_json, validate
+from turngate.gateway.turn_follow import KEEPALIVE, follow
 from turngate.runtime.activity import ToolFinished, ToolStarted
 from turngate.runtime.deltas import Delta
-from turngate.runtime.engine import Engine, SubmitRequest, Ticket
+from turngate.runtime.engine import Engine, Ticket
 from turngate.types import RunId
 
 
@@ -72,47 +59,31 @@ async def chat(request: Request) -> Response:
     config: GatewayConfig = request.app.state.config
     engine: Engine = request.app.state.engine
     body = validate(ConsoleChatBody, parse_json(await read_body(request, config.body_bytes_max)))
-    key = parse_session(body.sessionKey)
-    mode = parse_queue_mode(body.queueMode, engine.agents.get(key.agent_id).queue_mode)
-    check_message(body.message, config.message_chars_max)
-    ticket = await engine.submit(
-        SubmitRequest(key, body.message, mode=mode, lane="direct", stream=True)
+    ask = Ask(body.sessionKey, body.message, "direct", queue_mode=body.queueMode, stream=True)
+    ticket = await admit(engine, config, ask)
+    return StreamingResponse(
+        turn_events(engine, ticket), media_type=MEDIA_TYPE, headers=STREAM_HEADERS
     )
-    return StreamingResponse(turn_events(ticket), media_type=MEDIA_TYPE, headers=STREAM_HEADERS)
 
 
-async def turn_events(ticket: Ticket) -> AsyncIterator[str]:
-    """The events of one streamed turn, each wait under the turn's deadline on its own (never
-    around a ``yield``), keep-alives while it is quiet."""
+async def turn_events(engine: Engine, ticket: Ticket) -> AsyncIterator[str]:
+    """The events of one streamed turn, keep-alives while it is quiet."""
     yield sse_event("accepted", {"runId": ticket.turn_id, "sessionKey": ticket.session_key})
-    deadline = ticket.deadline + WAIT_MARGIN_S
-    # The wait for the next delta outlives keep-alives, so it is a task, cancelled however
-    # the stream ends.
-    pending: asyncio.Future[tuple[RunId, Delta] | None] | None = None
+    outcome: Outcome | None = None
     try:
-        if ticket.deltas is not None:
-            deltas = aiter(ticket.deltas)
-            while True:
-                pending = pending or asyncio.ensure_future(anext(deltas, None))
-                if not await ready_or_keepalive(pending, deadline):
+        steps = follow(engine, ticket)
+        async with contextlib.aclosing(steps):
+            async for step in steps:
+                if step is None:
                     yield KEEPALIVE
-                    continue
-                item, pending = pending.result(), None
-                if item is None:
-                    break
-                yield delta_event(*item)
-        while not await ready_or_keepalive(ticket.outcome, deadline):
-            yield KEEPALIVE
-        outcome = ticket.outcome.result()
-    except (TimeoutError, TurngateError) as exc:
-        failure = exc if isinstance(exc, TurngateError) else no_outcome(ticket)
+                elif isinstance(step, Outcome):
+                    outcome = step
+                else:
+                    yield delta_event(*step)
+    except TurngateError as failure:
         yield sse_event("error", error_body(failure.code, failure.message))
         return
-    finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pending
+    assert outcome is not None  # the follower's last step, unless it raised
     body = outcome_body(outcome, ticket.session_key)
     body["usage"] = (
         None

@@ -3,14 +3,13 @@ comments while nothing happens (the gateway's one interval, :data:`SSE_KEEPALIVE
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
 
-from turngate.gateway.openai_stream import KEEPALIVE, SSE_KEEPALIVE_S
+from turngate.gateway.turn_follow import KEEPALIVE, SSE_KEEPALIVE_S
 
-__all__ = ["KEEPALIVE", "SSE_KEEPALIVE_S", "STREAM_HEADERS", "ready_or_keepalive", "sse_event"]
+__all__ = ["KEEPALIVE", "SSE_KEEPALIVE_S", "STREAM_HEADERS", "sse_event"]
 
 STREAM_HEADERS = {"cache-control": "no-cache, no-store", "x-accel-buffering": "no"}
 """A stream is never cached, nor buffered by a proxy in front of the gateway."""
@@ -20,12 +19,3 @@ MEDIA_TYPE = "text/event-stream"
 def sse_event(name: str, data: Mapping[str, Any]) -> str:
     """One event: ``event: <name>`` and its data as one line of JSON."""
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-
-
-async def ready_or_keepalive(waited: asyncio.Future[Any], deadline: float) -> bool:
-    """True once ``waited`` is done; False after :data:`SSE_KEEPALIVE_S` without it (time
-    for a keep-alive). Raises :class:`TimeoutError` at ``deadline`` (loop time); never
-    cancels ``waited``, so the next call waits on for it."""
-    async with asyncio.timeout_at(deadline):
-        done, _ = await asyncio.wait({waited}, timeout=SSE_KEEPALIVE_S)
-    return bool(done)
