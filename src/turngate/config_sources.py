@@ -369,11 +369,11 @@ def effective_settings(config: BaseModel, layers: ConfigLayers) -> list[Setting]
     return rows
 
 
-def redact(name: str, value: Any) -> Any:
-    """``value`` with every secret in it (by key name, at any depth) replaced by
-    :data:`REDACTED`; an unset secret stays None."""
+def redact(name: str, value: Any, marker: str = REDACTED) -> Any:
+    """``value`` with every secret in it (by key name, at any depth) replaced by ``marker``;
+    an unset secret stays None."""
     if isinstance(value, dict):
-        return {key: redact(key, item) for key, item in value.items()}
+        return {key: redact(key, item, marker) for key, item in value.items()}
     if isinstance(value, list):
-        return [redact(name, item) for item in value]
-    return REDACTED if value is not None and is_secret(name) else value
+        return [redact(name, item, marker) for item in value]
+    return marker if value is not None and is_secret(name) else value

@@ -177,6 +177,9 @@ async def test_a_server_that_stops_acking_heartbeats_is_a_zombie_and_the_channel
     assert (snap.identifies, snap.resumes) == (1, 1)
     assert snap.heartbeat_rtt_s is not None
     assert 0 <= snap.heartbeat_rtt_s < 0.2
+    # The second connection is live: it has received frames (its hello, heartbeat acks).
+    assert snap.last_frame_ago_s is not None
+    assert 0 <= snap.last_frame_ago_s < 5
     assert list(r.inbox.turns) == [first, second]
     assert any("is a zombie" in w for w in warnings_of(caplog))
     assert_no_error_logged(caplog)

@@ -109,6 +109,7 @@ async def test_every_dm_is_answered_once_in_order_across_a_kill(tmp_path: Path) 
         1,
     )
     assert channel["heartbeatRttS"] is not None
+    assert channel["lastFrameAgoS"] is not None
     assert 'turngate_channel_deliveries_total{channel="dc",result="sent"} 12.0' in metrics
     assert 'turngate_channel_identifies_total{channel="dc"} 1.0' in metrics
     assert "turngate_channel_heartbeat_rtt_seconds{" in metrics

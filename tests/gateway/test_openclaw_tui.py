@@ -4,7 +4,8 @@ installs OpenClaw (scripts/install-openclaw-cli.sh).
 
 The TUI counts itself connected only once its start-up calls are answered (the first,
 ``sessions.subscribe``, is fatal when refused); then a typed message goes out as
-``chat.send`` and its reply is drawn from the run's ``chat`` events.
+``chat.send`` and its reply is drawn from the run's ``chat`` events, and another client's
+message to the session is drawn from its ``session.message`` event.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx2
 import pytest
 
 from tests.gateway.test_openclaw_cli import CLI, NODE
@@ -132,4 +134,13 @@ def test_the_tui_connects_and_a_typed_message_shows_its_reply(tmp_path: Path) ->
         screen.wait_for("echo: hello from the tui")
         screen.type("and a second one")
         screen.wait_for("echo: and a second one")
+        # Another client's message to the session shows up live (``session.message``).
+        answer = httpx2.post(
+            f"{url}/chat.send",
+            json={"sessionKey": "agent:main:tui", "message": "sent by another client"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=SCREEN_WAIT_S,
+        )
+        assert answer.json()["reply"] == "echo: sent by another client"
+        screen.wait_for("sent by another client")
         assert not [broken for broken in BROKEN if broken in screen.text], screen.tail()

@@ -270,7 +270,8 @@ async def test_fifty_refused_handshakes_each_get_their_error_and_a_1008_close(
             await still_serving(client)
     for refusal, code in results:
         assert refusal["ok"] is False
-        assert refusal["error"]["details"]["code"] == "unauthorized"
+        assert refusal["error"]["code"] == "INVALID_REQUEST"
+        assert refusal["error"]["details"]["code"] == "AUTH_TOKEN_MISMATCH"
         assert code == 1008
     assert errors_logged(caplog) == []
     refused = [r for r in caplog.records if "handshake refused" in r.getMessage()]

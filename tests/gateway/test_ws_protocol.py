@@ -333,8 +333,8 @@ async def test_ticks_arrive_at_the_announced_interval(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("frame", "expect"),
     [
-        (connect_frame(None), "auth.token: missing"),
-        (connect_frame("wrong-token-of-enough-length"), "auth.token"),
+        (connect_frame(None), "gateway token missing"),
+        (connect_frame("wrong-token-of-enough-length"), "gateway token mismatch"),
         (connect_frame(TOKEN, protocol=3), "protocol 4"),
         ({"type": "req", "id": "x", "method": "health", "params": {}}, "must be a connect"),
     ],

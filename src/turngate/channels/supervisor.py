@@ -101,6 +101,9 @@ class ConnectionSnapshot:
     """True when a :class:`ChannelRefusedError` stopped the supervisor."""
     heartbeat_rtt_s: float | None = None
     """From the last acknowledged heartbeat to its ack; None before the first."""
+    last_frame_ago_s: float | None = None
+    """Seconds since the current generation last received a frame from the peer; None
+    without a generation, or before its first frame."""
     session_id: str | None = None
     """The platform's session the connection resumes, if the channel has one."""
     last_sequence: int | None = None
@@ -214,7 +217,14 @@ class Supervisor(Generic[R]):
             next_attempt_in_s=next_in_s,
             fatal=self._fatal,
             heartbeat_rtt_s=self._heartbeat_rtt_s,
+            last_frame_ago_s=self._last_frame_ago_s(),
         )
+
+    def _last_frame_ago_s(self) -> float | None:
+        current = self._current
+        if current is None or current.last_received_at is None:
+            return None
+        return max(0.0, self.clock.now() - current.last_received_at)
 
     # For its generations (what :class:`~turngate.channels.generation.GenerationHost` names);
     # a channel never calls these.

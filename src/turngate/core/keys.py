@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from turngate.errors import InvalidSessionKeyError
+from turngate.errors import InvalidFieldError, InvalidSessionKeyError
 
 SESSION_KEY_LEN_MAX = 512
 AGENT_ID_LEN_MAX = 64
@@ -106,3 +106,9 @@ def id_from_segment(segment: str) -> str:
         at = match.end()
     raw += segment[at:].encode("utf-8")
     return raw.decode("utf-8", "replace")
+
+
+def check_agent(key: SessionKey, agent_id: str | None) -> None:
+    """Refuse an ``agentId`` a client sent with ``key`` that names another agent."""
+    if agent_id is not None and agent_id != key.agent_id:
+        raise InvalidFieldError("agentId", f"{agent_id!r} is not the agent of sessionKey {key}")

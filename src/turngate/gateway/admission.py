@@ -14,10 +14,10 @@ import logging
 from dataclasses import dataclass
 
 from turngate.config import GatewayConfig
-from turngate.core.keys import parse_session_key
+from turngate.core.keys import check_agent, parse_session_key
 from turngate.core.message import check_message
 from turngate.core.turn import Outcome
-from turngate.errors import ErrorCode, InvalidFieldError, UnavailableError
+from turngate.errors import ErrorCode, UnavailableError
 from turngate.gateway.frames import parse_queue_mode
 from turngate.runtime.engine import Engine, SubmitRequest, Ticket
 
@@ -49,8 +49,7 @@ async def admit(engine: Engine, config: GatewayConfig, ask: Ask) -> Ticket:
     unknown agent, an unknown queue mode, or a message that is empty, not Unicode or too long.
     """
     key = parse_session_key(ask.session_key)
-    if ask.agent_id is not None and ask.agent_id != key.agent_id:
-        raise InvalidFieldError("agentId", f"{ask.agent_id!r} is not the agent of sessionKey {key}")
+    check_agent(key, ask.agent_id)
     agent = engine.agents.get(key.agent_id)
     mode = parse_queue_mode(ask.queue_mode, agent.queue_mode)
     check_message(ask.message, config.message_chars_max, ask.message_field)

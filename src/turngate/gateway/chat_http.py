@@ -269,6 +269,7 @@ def _channels_body(request: Request) -> list[dict[str, Any]]:
                 "zombies": connection.zombies,
                 "staleCallbacksIgnored": connection.stale_callbacks_ignored,
                 "heartbeatRttS": connection.heartbeat_rtt_s,
+                "lastFrameAgoS": connection.last_frame_ago_s,
                 "sessionId": connection.session_id,
                 "lastSequence": connection.last_sequence,
                 "resumes": connection.resumes,

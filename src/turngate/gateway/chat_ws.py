@@ -5,7 +5,11 @@ This module is the endpoint; the protocol lives in its parts:
 - :mod:`~turngate.gateway.ws_connection`: one connection's life (a generation), the reading
   and dispatch of request frames, and :class:`Connections`, which shutdown closes;
 - :mod:`~turngate.gateway.ws_handshake`: the ``connect`` request's rules and ``hello-ok``;
-- :mod:`~turngate.gateway.ws_methods`: what each method does;
+- :mod:`~turngate.gateway.ws_methods`: the turns' methods (``chat.send``, ``agent``,
+  ``chat.history``, ...); :mod:`~turngate.gateway.ws_directory`, the sessions' and absent
+  features'; :mod:`~turngate.gateway.ws_session_events`, session subscriptions and their
+  events; :mod:`~turngate.gateway.ws_agents`, agents, models and the configuration;
+  :mod:`~turngate.gateway.ws_cron`, cron jobs;
 - :mod:`~turngate.gateway.ws_outbox` and :mod:`~turngate.gateway.ws_receive`: frames out
   (the one writer) and frames in;
 - :mod:`~turngate.gateway.ws_frames`: the wire shapes.
@@ -15,18 +19,21 @@ from __future__ import annotations
 
 from starlette.websockets import WebSocket
 
-from turngate.config import GatewayConfig
 from turngate.gateway.ws_connection import Connection, Connections
-from turngate.lanes.delivery import DeliveryTargets
-from turngate.runtime.engine import Engine
+from turngate.gateway.ws_peer import Services
 
 __all__ = ["Connections", "websocket_endpoint"]
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """Starlette endpoint for ``/`` and ``/ws``."""
-    engine: Engine = websocket.app.state.engine
-    config: GatewayConfig = websocket.app.state.config
-    targets: DeliveryTargets = websocket.app.state.targets
-    connections: Connections = websocket.app.state.connections
-    await Connection(websocket, engine, config, targets).serve(connections)
+    state = websocket.app.state
+    services = Services(
+        engine=state.engine,
+        config=state.config,
+        targets=state.targets,
+        cron=getattr(state, "cron", None),
+        config_file=getattr(state, "config_file", None),
+    )
+    connections: Connections = state.connections
+    await Connection(websocket, services).serve(connections)

@@ -25,8 +25,9 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from turngate.config import GatewayConfig
 from turngate.errors import ErrorCode, RequestError, TurngateError
+from turngate.gateway.ws_agents import AgentCatalog
+from turngate.gateway.ws_cron import CronMethods
 from turngate.gateway.ws_directory import Directory
 from turngate.gateway.ws_frames import (
     PRE_HANDSHAKE_BYTES_MAX,
@@ -42,12 +43,11 @@ from turngate.gateway.ws_handshake import (
     check_connect,
     hello,
 )
-from turngate.gateway.ws_methods import METHODS, Methods
+from turngate.gateway.ws_methods import Methods
 from turngate.gateway.ws_outbox import ConnectionClosed, Outbox, now_ms
-from turngate.gateway.ws_peer import Handler
+from turngate.gateway.ws_peer import Handler, Services
 from turngate.gateway.ws_receive import field_message, receive_frame
-from turngate.lanes.delivery import DeliveryTargets
-from turngate.runtime.engine import Engine
+from turngate.gateway.ws_session_events import SessionEvents
 
 log = logging.getLogger("turngate.gateway")
 
@@ -106,15 +106,10 @@ class Connections:
 class Connection:
     """One client socket, from challenge to close."""
 
-    def __init__(
-        self,
-        websocket: WebSocket,
-        engine: Engine,
-        config: GatewayConfig,
-        targets: DeliveryTargets,
-    ) -> None:
+    def __init__(self, websocket: WebSocket, services: Services) -> None:
         self.ws = websocket
-        self.config = config
+        self.config = config = services.config
+        engine = services.engine
         self.closed = False
         self._requests: set[asyncio.Task[None]] = set()
         self._writer_task: asyncio.Task[None] | None = None
@@ -125,9 +120,16 @@ class Connection:
         self._clock = engine.clock  # the rate limiter's time: the injected clock
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._methods = Methods(self, engine, config, targets)
-        self._directory = Directory(self, engine, config)
-        self._handlers = {**self._methods.handlers(), **self._directory.handlers()}
+        self._methods = Methods(self, engine, config, services.targets)
+        directory = Directory(self, engine, config)
+        self._session_events = SessionEvents(self, engine, directory.page)
+        self._handlers = {
+            **self._methods.handlers(),
+            **directory.handlers(),
+            **self._session_events.handlers(),
+            **AgentCatalog(self, services).handlers(),
+            **CronMethods(self, services).handlers(),
+        }
 
     async def serve(self, registry: Connections) -> None:
         """Run the connection until the client leaves, the handshake fails, or the gateway
@@ -166,7 +168,7 @@ class Connection:
                     await self._read()
                 finally:
                     self.closed = True  # this generation is over: nothing may act through it
-                    self._directory.close()
+                    self._session_events.close()
                     for task in list(self._tasks):
                         task.cancel()
         except* (ConnectionClosed, WebSocketDisconnect):
@@ -204,6 +206,10 @@ class Connection:
             await asyncio.sleep(interval_s)
             self.event("tick", {"ts": now_ms()})
 
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the connection's task group: it ends with the connection."""
+        self._spawn(coro)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = self._group.create_task(coro)
         self._tasks.add(task)
@@ -228,16 +234,21 @@ class Connection:
         verdict = check_connect(frame, self.config.token)
         if isinstance(verdict, Refusal):
             await self._refuse(verdict)
-        payload = hello(verdict.params, self.conn_id, self.config, self._methods.snapshot())
+        snapshot = self._methods.snapshot()
+        payload = hello(verdict.params, self.conn_id, self.config, snapshot, list(self._handlers))
         self.send(response(verdict.request_id, payload))
 
     async def _refuse(self, refusal: Refusal) -> NoReturn:
         """Answer the handshake with an error, then close the socket (1008)."""
         log.warning("%s: handshake refused: %s", self.conn_id, refusal.message)
-        if refusal.request_id is not None:
-            self.send(error_response(refusal.request_id, refusal.code, refusal.message))
-        else:
+        if refusal.request_id is None:
             self.event("error", error_shape(refusal.code, refusal.message))
+        else:
+            frame = error_response(refusal.request_id, refusal.code, refusal.message)
+            if refusal.details is not None:
+                # OpenClaw's handshake refusals: its clients read these details.
+                frame["error"].update(code="INVALID_REQUEST", details=refusal.details)
+            self.send(frame)
         await self._close(REFUSED_CLOSE_CODE)
 
     # -- frames in ----------------------------------------------------------------------
@@ -285,7 +296,7 @@ class Connection:
                     request.id,
                     ErrorCode.INVALID_FIELD,
                     f"method: unknown method {request.method!r};"
-                    f" this gateway serves {', '.join(METHODS[1:])}",
+                    f" this gateway serves {', '.join(self._handlers)}",
                 )
             )
             return

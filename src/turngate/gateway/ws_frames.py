@@ -9,13 +9,14 @@ a client sends gets exactly one terminal ``chat`` event, carrying the true outco
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
+from turngate.core.keys import SessionKey, check_agent, parse_session_key
 from turngate.core.transcript import EntryKind, ToolCall
 from turngate.core.turn import Outcome, TurnState
-from turngate.errors import ErrorCode
+from turngate.errors import ErrorCode, InvalidFieldError
 from turngate.gateway.frames import IDEMPOTENCY_KEY_PATTERN, TIMEOUT_MS_MAX
 from turngate.runtime.activity import ToolActivity, ToolStarted
 from turngate.store.base import SessionRecord, TranscriptEntry
@@ -187,12 +188,98 @@ class ListParams(BaseModel):
         return min(value, PAGE_ROWS_MAX)
 
 
-class DescribeParams(BaseModel):
-    """``sessions.describe``."""
+MAIN_SESSION = "agent:main:main"
+"""What OpenClaw's clients mean by the session ``"main"``."""
+
+
+def client_session(text: str) -> SessionKey:
+    """The session a client names: a session key, or ``"main"`` (:data:`MAIN_SESSION`)."""
+    return parse_session_key(MAIN_SESSION if text == "main" else text)
+
+
+class AgentScopeParams(BaseModel):
+    """Params naming an agent, or a session of one (``agent.identity.get``, ``models.list``,
+    ``chat.metadata``); neither is the default agent, ``main``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    agentId: StrictStr | None = Field(default=None, min_length=1, max_length=64)
+    sessionKey: StrictStr | None = Field(default=None, min_length=1, max_length=512)
+
+    def agent_id(self) -> str:
+        """The agent meant: ``agentId``, else the agent of ``sessionKey``, else ``main``."""
+        if self.sessionKey is not None:
+            key = client_session(self.sessionKey)
+            check_agent(key, self.agentId)
+            return key.agent_id
+        return self.agentId or "main"
+
+
+class CronListParams(BaseModel):
+    """``cron.list``: a page of jobs; OpenClaw's other filters (schedule kinds, triggers,
+    run statuses) select nothing turngate's jobs lack, so they are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    agentId: StrictStr | None = None
+    limit: StrictInt = Field(default=50, ge=1, le=200)
+    offset: StrictInt = Field(default=0, ge=0)
+    query: StrictStr | None = None
+    enabled: Literal["all", "enabled", "disabled"] = "all"
+    sortBy: Literal["nextRunAtMs", "updatedAtMs", "name"] = "nextRunAtMs"
+    sortDir: Literal["asc", "desc"] = "asc"
+    compact: bool = False
+
+
+class CronRunParams(BaseModel):
+    """``cron.run``: the job to fire now, as ``id`` or ``jobId``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: StrictStr | None = None
+    jobId: StrictStr | None = None
+
+    def job_id(self) -> str:
+        """The job named; refused, naming ``id``, when neither field is given."""
+        job_id = self.id or self.jobId
+        if not job_id:
+            raise InvalidFieldError("id", "name the cron job to run")
+        return job_id
+
+
+class CronRunsParams(BaseModel):
+    """``cron.runs``: a page of past fires, of one job (``id``/``jobId``) or all."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: StrictStr | None = None
+    jobId: StrictStr | None = None
+    agentId: StrictStr | None = None
+    limit: StrictInt = Field(default=50, ge=1, le=200)
+    offset: StrictInt = Field(default=0, ge=0)
+    status: Literal["all", "ok", "error", "skipped"] = "all"
+    sortDir: Literal["asc", "desc"] = "desc"
+
+
+class ObserverParams(BaseModel):
+    """``sessions.observer.visibility``: whether the client shows the sessions' activity."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    visible: bool
+
+
+class KeyParams(BaseModel):
+    """Params naming a session by ``key`` (``sessions.describe``,
+    ``sessions.messages.subscribe``); ``"main"`` is the default agent's main session."""
 
     model_config = ConfigDict(extra="ignore")
 
     key: StrictStr = Field(min_length=1, max_length=512)
+
+    def session_key(self) -> SessionKey:
+        """The session ``key`` names (refused, naming ``sessionKey``, if it names none)."""
+        return client_session(self.key)
 
 
 def model_defaults(model_ref: str) -> dict[str, Any]:
@@ -212,6 +299,7 @@ def session_row(record: SessionRecord) -> dict[str, Any]:
     it."""
     return {
         "key": record.key,
+        "kind": "direct",
         "agentId": record.agent_id,
         "updatedAt": int(record.updated_wall * 1000),
         "createdAt": int(record.created_wall * 1000),

@@ -8,6 +8,7 @@ answer, and closes with :data:`REFUSED_CLOSE_CODE` after a refusal.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,16 +16,32 @@ from pydantic import ValidationError
 
 from turngate import __version__
 from turngate.config import GatewayConfig
-from turngate.errors import ErrorCode, UnauthorizedError
+from turngate.errors import ErrorCode
 from turngate.gateway.auth import token_matches
-from turngate.gateway.ws_frames import PROTOCOL_VERSION, ConnectParams, RequestFrame
-from turngate.gateway.ws_methods import METHODS
+from turngate.gateway.ws_frames import MAIN_SESSION, PROTOCOL_VERSION, ConnectParams, RequestFrame
 from turngate.gateway.ws_receive import field_message
 
 HANDSHAKE_TIMEOUT_S = 10.0
 REFUSED_CLOSE_CODE = 1008
 """Policy violation: the close code of a refused handshake."""
-EVENTS = ("connect.challenge", "chat", "agent", "sessions.changed", "tick", "error")
+EVENTS = (
+    "connect.challenge",
+    "chat",
+    "agent",
+    "sessions.changed",
+    "session.message",
+    "tick",
+    "error",
+)
+
+
+SESSION_DEFAULTS = {
+    "defaultAgentId": "main",
+    "mainKey": "main",
+    "mainSessionKey": MAIN_SESSION,
+    "scope": "per-sender",
+}
+"""Which agent and session a client opens by default (OpenClaw's ``sessionDefaults``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +60,8 @@ class Refusal:
     request_id: str | None
     code: ErrorCode
     message: str
+    details: dict[str, Any] | None = None
+    """The error's ``details``, when OpenClaw's clients read more than turngate's code."""
 
 
 def check_connect(frame: dict[str, Any], token: str | None) -> Accepted | Refusal:
@@ -62,24 +81,53 @@ def check_connect(frame: dict[str, Any], token: str | None) -> Accepted | Refusa
         return Refusal(
             request.id,
             ErrorCode.INVALID_FIELD,
-            f"minProtocol/maxProtocol: this gateway speaks protocol {PROTOCOL_VERSION}",
+            f"protocol mismatch: minProtocol/maxProtocol: this gateway speaks protocol"
+            f" {PROTOCOL_VERSION}",
+            {
+                "code": "PROTOCOL_MISMATCH",
+                "clientMinProtocol": params.minProtocol,
+                "clientMaxProtocol": params.maxProtocol,
+                "expectedProtocol": PROTOCOL_VERSION,
+            },
         )
     if not token_matches(token, params.auth.secret):
-        error = UnauthorizedError("auth.token: missing or not this gateway's token")
-        return Refusal(request.id, error.code, error.message)
+        return _unauthorized(request.id, missing=params.auth.secret is None)
     return Accepted(request.id, params)
 
 
+def _unauthorized(request_id: str, *, missing: bool) -> Refusal:
+    """A token missing or wrong, in the shape OpenClaw's clients show as "this Gateway
+    expects its token" without retrying in a loop."""
+    if missing:
+        message = "unauthorized: gateway token missing (send this gateway's token as auth.token)"
+        reason, step = "token_missing", "update_auth_configuration"
+    else:
+        message = "unauthorized: gateway token mismatch (auth.token is not this gateway's token)"
+        reason, step = "token_mismatch", "update_auth_credentials"
+    details = {
+        "code": f"AUTH_{reason.upper()}",
+        "authReason": reason,
+        "canRetryWithDeviceToken": False,
+        "recommendedNextStep": step,
+    }
+    return Refusal(request_id, ErrorCode.UNAUTHORIZED, message, details)
+
+
 def hello(
-    params: ConnectParams, conn_id: str, config: GatewayConfig, snapshot: dict[str, Any]
+    params: ConnectParams,
+    conn_id: str,
+    config: GatewayConfig,
+    snapshot: dict[str, Any],
+    methods: Sequence[str],
 ) -> dict[str, Any]:
-    """The ``hello-ok`` payload: who this gateway is, what it serves, and its limits."""
+    """The ``hello-ok`` payload: who this gateway is, what it serves (``methods``, besides
+    ``connect``), and its limits."""
     return {
         "type": "hello-ok",
         "protocol": PROTOCOL_VERSION,
         "server": {"version": __version__, "connId": conn_id, "name": "turngate"},
-        "features": {"methods": list(METHODS), "events": list(EVENTS)},
-        "snapshot": snapshot,
+        "features": {"methods": ["connect", *methods], "events": list(EVENTS)},
+        "snapshot": {**snapshot, "sessionDefaults": SESSION_DEFAULTS},
         "auth": {
             "method": "token" if config.token else "none",
             "role": params.role,

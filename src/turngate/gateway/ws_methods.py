@@ -19,7 +19,6 @@ from turngate.core.turn import Outcome
 from turngate.errors import ErrorCode, UnavailableError
 from turngate.gateway.admission import Ask, admit, no_outcome, outcome_of
 from turngate.gateway.frames import WIRE_STATUS
-from turngate.gateway.ws_directory import DIRECTORY_METHODS
 from turngate.gateway.ws_frames import (
     AgentParams,
     ChatSendParams,
@@ -46,10 +45,6 @@ RUN_IDS_REMEMBERED_MAX = 4096
 """Run ids a connection remembers having had their terminal ``chat`` event. A retry of an
 older one (same ``idempotencyKey``, same connection) would get it a second time."""
 LANE = "ws"
-TURN_METHODS = ("chat.send", "agent", "chat.history", "chat.startup", "chat.abort", "health")
-METHODS = ("connect", *TURN_METHODS, *DIRECTORY_METHODS)
-"""The methods this gateway serves; ``connect`` is the handshake's, the turns' are here, the
-directory's in :mod:`~turngate.gateway.ws_directory`."""
 
 
 class RunLedger:

@@ -1,11 +1,18 @@
-"""What a WebSocket method handler sees of the connection it answers on."""
+"""What a WebSocket method handler sees: the connection it answers on (:class:`Peer`), and
+the gateway's parts it answers from (:class:`Services`)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
+from turngate.config import GatewayConfig
 from turngate.gateway.ws_frames import RequestFrame
+from turngate.lanes.cron import CronLane
+from turngate.lanes.delivery import DeliveryTargets
+from turngate.runtime.engine import Engine
 
 Handler = Callable[[RequestFrame], Awaitable[None]]
 """Answers one request frame of its method."""
@@ -31,3 +38,21 @@ class Peer(Protocol):
     def event(self, name: str, payload: dict[str, Any]) -> None:
         """Queue an event frame with the connection's next ``seq``."""
         ...
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the connection's task group: it ends with the connection."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The gateway's parts a connection's methods answer from."""
+
+    engine: Engine
+    config: GatewayConfig
+    targets: DeliveryTargets
+    """Where lane (heartbeat, cron) replies go: the client that last used the session."""
+    cron: CronLane | None = None
+    """The cron lane, once the gateway's lanes run."""
+    config_file: Path | None = None
+    """The configuration file the gateway read, if any."""

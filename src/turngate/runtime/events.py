@@ -125,12 +125,20 @@ class EventBus:
     """Fans events out to subscribers, and logs the abnormal ones at WARNING."""
 
     def __init__(self) -> None:
-        self._subscribers: list[Subscriber] = []
+        # Replaced, never changed in place: an emit goes on over the tuple it started with,
+        # so a subscriber that (un)subscribes during an emit makes no other miss the event.
+        self._subscribers: tuple[Subscriber, ...] = ()
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Add ``subscriber``; return a function that removes it."""
-        self._subscribers.append(subscriber)
-        return lambda: self._subscribers.remove(subscriber)
+        self._subscribers = (*self._subscribers, subscriber)
+
+        def unsubscribe() -> None:
+            subscribers = list(self._subscribers)
+            subscribers.remove(subscriber)
+            self._subscribers = tuple(subscribers)
+
+        return unsubscribe
 
     def emit(self, event: Event) -> None:
         """Deliver ``event`` to every subscriber, in subscription order."""

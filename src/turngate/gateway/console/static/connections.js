@@ -1,5 +1,5 @@
 // Connections: chat channels (state, generation, reconnects, zombies, heartbeat round trip,
-// last error, outbox) and tool servers (state, generation, reconnects, tools, last error).
+// last frame received, last error, outbox) and tool servers (state, generation, reconnects, tools, last error).
 
 import { getJSON } from './api.js';
 import { badge, emptyRow, fill, h, panel, table } from './dom.js';
@@ -14,6 +14,7 @@ const CHANNEL_COLUMNS = [
   ['Reconnects', 'num'],
   ['Zombies', 'num'],
   ['RTT', 'num'],
+  ['Last frame', 'num'],
   ['Sent', 'num'],
   ['Failed', 'num'],
   ['Retries', 'num'],
@@ -55,6 +56,11 @@ export function connectionsView() {
               h('td', { class: 'num' }, count(c.reconnects)),
               h('td', { class: `num${c.zombies ? ' warn-text' : ''}` }, count(c.zombies)),
               h('td', { class: 'num' }, c.heartbeatRttS === null ? '–' : `${(c.heartbeatRttS * 1000).toFixed(0)} ms`),
+              h(
+                'td',
+                { class: 'num', 'data-testid': 'last-frame' },
+                c.lastFrameAgoS === null || c.lastFrameAgoS === undefined ? '–' : `${duration(c.lastFrameAgoS)} ago`,
+              ),
               h('td', { class: 'num' }, count(c.sent)),
               h('td', { class: `num${c.failed ? ' bad-text' : ''}` }, count(c.failed)),
               h('td', { class: 'num' }, count(c.retries)),
