@@ -124,13 +124,11 @@ async def test_cron_jobs_are_listed_run_now_and_their_fires_shown(tmp_path: Path
             before = await call(client, "cron.list", agentId="main", limit=50, offset=0)
             compact = await call(client, "cron.list", compact=True, limit=50, offset=0)
             none = await call(client, "cron.list", agentId="ops", limit=50, offset=0)
-            await call(client, "sessions.messages.subscribe", key="agent:main:cron:daily")
+            # A limit past the page bound is taken as the bound, not refused.
+            wide = await call(client, "cron.list", limit=10_000, offset=0)
+            await call(client, "sessions.subscribe")
             run = await call(client, "cron.run", id="daily", mode="force")
-            while not [
-                e
-                for e in client.events
-                if e["event"] == "session.message" and e["payload"].get("runId")
-            ]:
+            while not [e for e in client.events if e["payload"].get("action") == "finished"]:
                 await client.pump()
             runs = await call(client, "cron.runs", scope="all", limit=50, offset=0)
             after = await call(client, "cron.list", limit=50, offset=0)
@@ -139,6 +137,7 @@ async def test_cron_jobs_are_listed_run_now_and_their_fires_shown(tmp_path: Path
     assert status["nextWakeAtMs"] > 0
     for page in (before, compact, none, after):
         check_cron_page(page, limit=50, offset=0)
+    check_cron_page(wide, limit=200, offset=0)
     [job] = before["jobs"]
     assert job["schedule"] == {"kind": "cron", "expr": "0 9 * * *", "tz": "UTC"}
     assert job["payload"] == {"kind": "agentTurn", "message": "morning brief"}
@@ -149,6 +148,12 @@ async def test_cron_jobs_are_listed_run_now_and_their_fires_shown(tmp_path: Path
     assert none["jobs"] == []
     assert run["ok"] is True
     assert run["enqueued"] is True
+    # A watching client hears the fire start and end (the Control UI reloads its jobs on it).
+    fired = [e["payload"] for e in client.events if e["event"] == "cron"]
+    assert [(f["action"], f["runId"], f.get("status")) for f in fired] == [
+        ("started", run["runId"], None),
+        ("finished", run["runId"], "ok"),
+    ]
     [fire] = runs["entries"]
     assert (fire["jobId"], fire["status"], fire["runId"]) == ("daily", "ok", run["runId"])
     assert fire["summary"] == "echo: morning brief"

@@ -215,6 +215,10 @@ class AgentScopeParams(BaseModel):
         return self.agentId or "main"
 
 
+CRON_PAGE_MAX = 200
+"""Cron jobs or fires per page (OpenClaw's own bound); a larger ``limit`` is taken as this."""
+
+
 class CronListParams(BaseModel):
     """``cron.list``: a page of jobs; OpenClaw's other filters (schedule kinds, triggers,
     run statuses) select nothing turngate's jobs lack, so they are ignored."""
@@ -222,13 +226,19 @@ class CronListParams(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     agentId: StrictStr | None = None
-    limit: StrictInt = Field(default=50, ge=1, le=200)
+    limit: StrictInt = Field(default=50, ge=1)
+    """Clamped to :data:`CRON_PAGE_MAX`."""
     offset: StrictInt = Field(default=0, ge=0)
     query: StrictStr | None = None
     enabled: Literal["all", "enabled", "disabled"] = "all"
     sortBy: Literal["nextRunAtMs", "updatedAtMs", "name"] = "nextRunAtMs"
     sortDir: Literal["asc", "desc"] = "asc"
     compact: bool = False
+
+    @field_validator("limit")
+    @classmethod
+    def _clamped(cls, value: int) -> int:
+        return min(value, CRON_PAGE_MAX)
 
 
 class CronRunParams(BaseModel):
@@ -255,10 +265,16 @@ class CronRunsParams(BaseModel):
     id: StrictStr | None = None
     jobId: StrictStr | None = None
     agentId: StrictStr | None = None
-    limit: StrictInt = Field(default=50, ge=1, le=200)
+    limit: StrictInt = Field(default=50, ge=1)
+    """Clamped to :data:`CRON_PAGE_MAX`."""
     offset: StrictInt = Field(default=0, ge=0)
     status: Literal["all", "ok", "error", "skipped"] = "all"
     sortDir: Literal["asc", "desc"] = "desc"
+
+    @field_validator("limit")
+    @classmethod
+    def _clamped(cls, value: int) -> int:
+        return min(value, CRON_PAGE_MAX)
 
 
 class ObserverParams(BaseModel):

@@ -30,6 +30,7 @@ EVENTS = (
     "agent",
     "sessions.changed",
     "session.message",
+    "cron",
     "tick",
     "error",
 )

@@ -7,6 +7,10 @@
   ``session.message`` for each transcript entry any session's runs write.
 - ``sessions.messages.subscribe {key}``: ``session.message`` for that one session.
 
+A ``sessions.subscribe`` client also gets a ``cron`` event ``{action, runId, sessionKey,
+status, ts}`` when a cron job's turn starts (``action: "started"``) or ends (``"finished"``):
+OpenClaw's Control UI reloads its automations (their last run, the run history) on it.
+
 ``session.message`` is ``{sessionKey, agentId, message, messageId, messageSeq, updatedAt}``
 (and ``runId`` on a run's last reply), the message in ``chat.history``'s shape with the same
 ``__openclaw`` id and seq, so a client that also reloads the history holds one message, not
@@ -36,6 +40,7 @@ from turngate.gateway.ws_frames import (
 )
 from turngate.gateway.ws_outbox import ConnectionClosed, now_ms
 from turngate.gateway.ws_peer import Handler, Peer
+from turngate.lanes.cron import LANE as CRON_LANE
 from turngate.runtime.engine import Engine
 from turngate.runtime.events import Event, EventKind
 from turngate.store.base import TranscriptEntry
@@ -135,6 +140,8 @@ class SessionEvents:
         try:
             if self._every_session and event.kind in CHANGE_REASONS:
                 self.peer.event("sessions.changed", _change(event))
+                if event.lane == CRON_LANE and event.kind is not EventKind.QUEUED:
+                    self.peer.event("cron", _cron_change(event))
             watched = self._every_session or event.session_key in self._sessions
             if watched and event.kind in WRITES and event.run_id is not None:
                 runs = self._written.setdefault(event.session_key, {})
@@ -208,6 +215,19 @@ def _change(event: Event) -> dict[str, Any]:
     elif event.kind is EventKind.ENDED:
         phase = "end" if event.state == "replied" else "error"
         payload.update(phase=phase, hasActiveRun=False, activeRunIds=[])
+    payload["ts"] = now_ms()
+    return payload
+
+
+def _cron_change(event: Event) -> dict[str, Any]:
+    """``cron`` for a cron job's turn that started or ended."""
+    payload: dict[str, Any] = {
+        "action": "started" if event.kind is EventKind.STARTED else "finished",
+        "runId": event.turn_id or event.run_id,
+        "sessionKey": event.session_key,
+    }
+    if event.kind is EventKind.ENDED:
+        payload["status"] = "ok" if event.state == "replied" else "error"
     payload["ts"] = now_ms()
     return payload
 
