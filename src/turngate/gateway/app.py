@@ -23,7 +23,7 @@ from turngate.channels.routes import ChannelRoutes
 from turngate.channels.runtime import ChannelRuntime
 from turngate.config import GatewayConfig
 from turngate.errors import ErrorCode, TurngateError
-from turngate.gateway import chat_http, chat_ws, control_ui, openai_api
+from turngate.gateway import chat_http, chat_ws, control_ui, health_http, openai_api
 from turngate.gateway.agent_tools import build_agent_tools
 from turngate.gateway.assembly import (
     build_agents,
@@ -244,8 +244,8 @@ ROUTES = [
     Route("/sessions/unstick", chat_http.sessions_unstick, methods=["POST"]),
     Route("/cron", chat_http.cron_list, methods=["GET"]),
     Route("/cron/run", chat_http.cron_run, methods=["POST"]),
-    Route("/health", chat_http.health, methods=["GET"]),
-    Route("/healthz", chat_http.liveness, methods=["GET"]),
+    Route("/health", health_http.health, methods=["GET"]),
+    Route("/healthz", health_http.liveness, methods=["GET"]),
     Route("/metrics", _metrics, methods=["GET"]),
     *openai_api.routes(),
     *console_routes(),

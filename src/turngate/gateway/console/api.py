@@ -20,12 +20,6 @@ from starlette.responses import JSONResponse, Response
 from turngate import __version__
 from turngate.config import GatewayConfig
 from turngate.errors import ErrorCode, InvalidFieldError, StoreError, TurngateError
-from turngate.gateway.chat_http import (
-    _channels_body,
-    _deliveries_body,
-    _lanes_body,
-    _tool_servers_body,
-)
 from turngate.gateway.console.figures import metrics_summary
 from turngate.gateway.console.views import (
     OpenTurns,
@@ -35,6 +29,12 @@ from turngate.gateway.console.views import (
     turn_body,
 )
 from turngate.gateway.frames import parse_session
+from turngate.gateway.health_http import (
+    channels_body,
+    deliveries_body,
+    lanes_body,
+    tool_servers_body,
+)
 from turngate.gateway.metrics import GatewayMetrics
 from turngate.lanes.cron import CronLane
 from turngate.runtime.engine import Engine, LeaseView
@@ -114,7 +114,7 @@ async def gateway(request: Request) -> Response:
             },
             "agents": _agents_body(engine),
             "metrics": metrics_summary(metrics.registry),
-            "deliveries": await _deliveries_body(engine),
+            "deliveries": await deliveries_body(engine),
         }
     )
 
@@ -262,7 +262,7 @@ async def lanes(request: Request) -> Response:
     return JSONResponse(
         {
             "at": now,
-            "heartbeats": _lanes_body(request, now)["heartbeat"],
+            "heartbeats": lanes_body(request, now)["heartbeat"],
             "cron": jobs,
             "cronFired": cron.fired if cron else 0,
         }
@@ -275,7 +275,7 @@ async def connections(request: Request) -> Response:
     return JSONResponse(
         {
             "at": _wall(request),
-            "channels": _channels_body(request),
-            "toolServers": _tool_servers_body(request),
+            "channels": channels_body(request),
+            "toolServers": tool_servers_body(request),
         }
     )
