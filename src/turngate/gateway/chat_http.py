@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from turngate.config import GatewayConfig
 from turngate.errors import (
     ErrorCode,
     NotFoundError,
@@ -25,6 +24,7 @@ from turngate.errors import (
     UnavailableError,
 )
 from turngate.gateway.admission import Ask, admit, outcome_of
+from turngate.gateway.app_state import config_of, engine_of
 from turngate.gateway.frames import (
     TERMINAL_HTTP_STATUS,
     WIRE_STATUS,
@@ -39,7 +39,6 @@ from turngate.gateway.frames import (
     validate,
 )
 from turngate.lanes.cron import CronLane
-from turngate.runtime.engine import Engine
 
 if TYPE_CHECKING:
     pass
@@ -48,16 +47,6 @@ log = logging.getLogger("turngate.gateway")
 
 _DIGITS = re.compile(r"[0-9]{1,18}")
 """A Content-Length worth reading as a number (longer ones are refused by httptools)."""
-
-
-def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
-
-
-def _config(request: Request) -> GatewayConfig:
-    config: GatewayConfig = request.app.state.config
-    return config
 
 
 async def read_body(request: Request, bytes_max: int) -> bytes:
@@ -84,8 +73,8 @@ async def read_body(request: Request, bytes_max: int) -> bytes:
 
 async def chat_send(request: Request) -> Response:
     """Accept one message as a turn; answer with its outcome."""
-    config = _config(request)
-    engine = _engine(request)
+    config = config_of(request)
+    engine = engine_of(request)
     body = validate(ChatSendBody, parse_json(await read_body(request, config.body_bytes_max)))
     ask = Ask(
         body.sessionKey,
@@ -119,14 +108,14 @@ async def chat_abort(request: Request) -> Response:
     """Abort a session's running turn, or one queued turn by ``runId``."""
     body = validate(ChatAbortBody, parse_json(await read_body(request, 16_384)))
     key = parse_session(body.sessionKey)
-    aborted = await _engine(request).abort(key, body.runId)
+    aborted = await engine_of(request).abort(key, body.runId)
     return JSONResponse({"ok": True, "aborted": bool(aborted), "runIds": aborted})
 
 
 async def get_turn(request: Request) -> Response:
     """One turn's state, and its outcome once it has ended."""
     run_id = request.path_params["run_id"]
-    record = await _engine(request).store.get_turn(run_id)
+    record = await engine_of(request).store.get_turn(run_id)
     if record is None:
         raise NotFoundError(f"runId {run_id[:128]!r}: no such turn")
     outcome = record.outcome()
@@ -155,7 +144,7 @@ async def sessions_unstick(request: Request) -> Response:
     """Force a session free (operator action, audited in the log)."""
     body = validate(SessionBody, parse_json(await read_body(request, 16_384)))
     key = parse_session(body.sessionKey)
-    ended = await _engine(request).unstick(key)
+    ended = await engine_of(request).unstick(key)
     return JSONResponse(
         {"ok": True, "sessionKey": str(key), "unstuck": bool(ended), "runIds": ended}
     )

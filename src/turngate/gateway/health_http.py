@@ -20,6 +20,7 @@ from turngate.doctor import provider_base_url, provider_uses
 from turngate.errors import (
     StoreError,
 )
+from turngate.gateway.app_state import config_of, engine_of
 from turngate.lanes.cron import CronLane
 from turngate.lanes.heartbeat import HeartbeatLane
 from turngate.runtime.engine import Engine, LeaseView
@@ -29,16 +30,6 @@ if TYPE_CHECKING:
     from turngate.tools.mcp import McpServer
 
 log = logging.getLogger("turngate.gateway")
-
-
-def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
-
-
-def _config(request: Request) -> GatewayConfig:
-    config: GatewayConfig = request.app.state.config
-    return config
 
 
 async def liveness(request: Request) -> Response:
@@ -53,8 +44,8 @@ async def health(request: Request) -> Response:
     stalled and slow runs, lanes with their next fires, providers,
     uptime, and who holds the state directory. ``503`` with ``"status": "degraded"`` while
     storage refuses writes."""
-    engine = _engine(request)
-    config = _config(request)
+    engine = engine_of(request)
+    config = config_of(request)
     snapshot = engine.snapshot()
     storage = snapshot.storage
     ok = not snapshot.degraded

@@ -56,6 +56,7 @@ from turngate.errors import (
     UnknownAgentError,
 )
 from turngate.gateway.admission import Ask, admit, outcome_of
+from turngate.gateway.app_state import engine_of
 from turngate.gateway.chat_http import read_body
 from turngate.gateway.frames import (
     ERROR_HTTP_STATUS,
@@ -129,7 +130,7 @@ def routes() -> list[Route]:
 
 async def list_models(request: Request) -> Response:
     """One model per agent, ``turngate/<agentId>`` (just ``turngate/main`` for an open gateway)."""
-    engine = _engine(request)
+    engine = engine_of(request)
     created = int(engine.clock.wall())
     return JSONResponse(
         {
@@ -157,7 +158,7 @@ async def chat_completions(request: Request) -> Response:
 
 async def _chat_completions(request: Request) -> Response:
     config: GatewayConfig = request.app.state.config
-    engine = _engine(request)
+    engine = engine_of(request)
     body = validate(
         ChatCompletionsBody, parse_json(await read_body(request, config.body_bytes_max))
     )
@@ -310,8 +311,3 @@ def _text_of(content: Any, field: str) -> str:
 
 
 # -- answers ----------------------------------------------------------------------------------
-
-
-def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine

@@ -207,8 +207,15 @@ class Connection:
             self.event("tick", {"ts": now_ms()})
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run ``coro`` in the connection's task group: it ends with the connection."""
-        self._spawn(coro)
+        """Run ``coro`` in the connection's task group: it ends with the connection, and
+        one asked for once the connection is ending never runs."""
+        if self.closed:
+            coro.close()
+            return
+        try:
+            self._spawn(coro)
+        except RuntimeError:
+            coro.close()  # the task group is shutting down: this generation is over
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = self._group.create_task(coro)

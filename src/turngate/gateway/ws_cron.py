@@ -17,6 +17,7 @@ from turngate.core.turn import TurnState
 from turngate.errors import UnavailableError
 from turngate.gateway.ws_frames import (
     CronListParams,
+    CronPageParams,
     CronRunParams,
     CronRunsParams,
     RequestFrame,
@@ -74,7 +75,6 @@ class CronMethods:
         if params.sortDir == "desc":
             rows.reverse()
         page = rows[params.offset : params.offset + params.limit]
-        end = params.offset + len(page)
         last_runs = {job.job_id: await self._last_run(job) for job in page}
         jobs = [
             _job(job, states.get(job.job_id), last_runs[job.job_id], compact=params.compact)
@@ -84,11 +84,7 @@ class CronMethods:
         payload = {
             "jobs": jobs,
             "snapshotRevision": "sha256:" + hashlib.sha256(revision.encode()).hexdigest(),
-            "total": len(rows),
-            "offset": params.offset,
-            "limit": params.limit,
-            "hasMore": end < len(rows),
-            "nextOffset": end if end < len(rows) else None,
+            **_paging(params, len(page), len(rows)),
         }
         self.peer.send(response(request.id, payload))
 
@@ -118,15 +114,7 @@ class CronMethods:
                     entries.append(entry)
         entries.sort(key=lambda e: e["ts"], reverse=params.sortDir != "asc")
         page = entries[params.offset : params.offset + params.limit]
-        end = params.offset + len(page)
-        payload = {
-            "entries": page,
-            "total": len(entries),
-            "offset": params.offset,
-            "limit": params.limit,
-            "hasMore": end < len(entries),
-            "nextOffset": end if end < len(entries) else None,
-        }
+        payload = {"entries": page, **_paging(params, len(page), len(entries))}
         self.peer.send(response(request.id, payload))
 
     async def _fires(self, job: CronJob, limit: int) -> list[TurnRecord]:
@@ -142,6 +130,19 @@ class CronMethods:
     async def _last_run(self, job: CronJob) -> TurnRecord | None:
         fires = await self._fires(job, 16)
         return fires[-1] if fires else None
+
+
+def _paging(params: CronPageParams, count: int, total: int) -> dict[str, Any]:
+    """Where a page of ``count`` items out of ``total`` sits (the fields OpenClaw's Control
+    UI checks: a last page has ``nextOffset`` null and ends at ``total``)."""
+    end = params.offset + count
+    return {
+        "total": total,
+        "offset": params.offset,
+        "limit": params.limit,
+        "hasMore": end < total,
+        "nextOffset": end if end < total else None,
+    }
 
 
 def _ms(wall: float | None) -> int | None:

@@ -219,26 +219,31 @@ CRON_PAGE_MAX = 200
 """Cron jobs or fires per page (OpenClaw's own bound); a larger ``limit`` is taken as this."""
 
 
-class CronListParams(BaseModel):
-    """``cron.list``: a page of jobs; OpenClaw's other filters (schedule kinds, triggers,
-    run statuses) select nothing turngate's jobs lack, so they are ignored."""
+class CronPageParams(BaseModel):
+    """A page of cron jobs or fires: ``limit`` (clamped to :data:`CRON_PAGE_MAX`) from
+    ``offset``, of one agent's jobs or all."""
 
     model_config = ConfigDict(extra="ignore")
 
     agentId: StrictStr | None = None
     limit: StrictInt = Field(default=50, ge=1)
-    """Clamped to :data:`CRON_PAGE_MAX`."""
     offset: StrictInt = Field(default=0, ge=0)
-    query: StrictStr | None = None
-    enabled: Literal["all", "enabled", "disabled"] = "all"
-    sortBy: Literal["nextRunAtMs", "updatedAtMs", "name"] = "nextRunAtMs"
-    sortDir: Literal["asc", "desc"] = "asc"
-    compact: bool = False
 
     @field_validator("limit")
     @classmethod
     def _clamped(cls, value: int) -> int:
         return min(value, CRON_PAGE_MAX)
+
+
+class CronListParams(CronPageParams):
+    """``cron.list``: a page of jobs; OpenClaw's other filters (schedule kinds, triggers,
+    run statuses) select nothing turngate's jobs lack, so they are ignored."""
+
+    query: StrictStr | None = None
+    enabled: Literal["all", "enabled", "disabled"] = "all"
+    sortBy: Literal["nextRunAtMs", "updatedAtMs", "name"] = "nextRunAtMs"
+    sortDir: Literal["asc", "desc"] = "asc"
+    compact: bool = False
 
 
 class CronRunParams(BaseModel):
@@ -257,24 +262,13 @@ class CronRunParams(BaseModel):
         return job_id
 
 
-class CronRunsParams(BaseModel):
+class CronRunsParams(CronPageParams):
     """``cron.runs``: a page of past fires, of one job (``id``/``jobId``) or all."""
-
-    model_config = ConfigDict(extra="ignore")
 
     id: StrictStr | None = None
     jobId: StrictStr | None = None
-    agentId: StrictStr | None = None
-    limit: StrictInt = Field(default=50, ge=1)
-    """Clamped to :data:`CRON_PAGE_MAX`."""
-    offset: StrictInt = Field(default=0, ge=0)
     status: Literal["all", "ok", "error", "skipped"] = "all"
     sortDir: Literal["asc", "desc"] = "desc"
-
-    @field_validator("limit")
-    @classmethod
-    def _clamped(cls, value: int) -> int:
-        return min(value, CRON_PAGE_MAX)
 
 
 class ObserverParams(BaseModel):

@@ -10,21 +10,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from turngate.errors import UnavailableError
+from turngate.gateway.app_state import engine_of
 from turngate.gateway.frames import parse_session
 from turngate.lanes.cron import CronLane
-from turngate.runtime.engine import Engine
-
-
-def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
 
 
 async def abort(request: Request) -> Response:
     """``POST /console/api/sessions/{key}/abort``: abort the session's running turn
     (``user_abort``); answers which turns it ended (none when nothing ran)."""
     key = parse_session(request.path_params["key"])
-    aborted = await _engine(request).abort(key)
+    aborted = await engine_of(request).abort(key)
     return JSONResponse(
         {"ok": True, "sessionKey": str(key), "aborted": bool(aborted), "runIds": aborted}
     )
@@ -35,7 +30,7 @@ async def unstick(request: Request) -> Response:
     cancelled and fenced at once (no grace), its turns end aborted, the next queued turn
     starts (audited at WARNING)."""
     key = parse_session(request.path_params["key"])
-    ended = await _engine(request).unstick(key)
+    ended = await engine_of(request).unstick(key)
     return JSONResponse(
         {"ok": True, "sessionKey": str(key), "unstuck": bool(ended), "runIds": ended}
     )

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from turngate import __version__
 from turngate.config import GatewayConfig
 from turngate.errors import ErrorCode, InvalidFieldError, StoreError, TurngateError
+from turngate.gateway.app_state import engine_of
 from turngate.gateway.console.figures import metrics_summary
 from turngate.gateway.console.views import (
     OpenTurns,
@@ -51,13 +52,8 @@ OPEN_SCAN_SLACK = 50
 newest but for turns that ended before them (refused or expired while they waited)."""
 
 
-def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
-
-
 def _wall(request: Request) -> float:
-    return _engine(request).clock.wall()
+    return engine_of(request).clock.wall()
 
 
 def query_int(request: Request, name: str, default: int, most: int) -> int:
@@ -72,7 +68,7 @@ def query_int(request: Request, name: str, default: int, most: int) -> int:
 
 async def gateway(request: Request) -> Response:
     """``GET /console/api/gateway``: the gateway and its figures."""
-    engine = _engine(request)
+    engine = engine_of(request)
     config: GatewayConfig = request.app.state.config
     metrics: GatewayMetrics = request.app.state.metrics
     snapshot = engine.snapshot()
@@ -156,7 +152,7 @@ def _agents_body(engine: Engine) -> dict[str, Any]:
 async def sessions(request: Request) -> Response:
     """``GET /console/api/sessions?limit=``: the sessions, most recently active first, with
     every session that runs a turn now even when it is past the limit."""
-    engine = _engine(request)
+    engine = engine_of(request)
     limit = query_int(request, "limit", SESSIONS_DEFAULT, SESSIONS_MAX)
     snapshot = engine.snapshot()
     leases = {lease.session_key: lease for lease in snapshot.leases}
@@ -203,7 +199,7 @@ async def session(request: Request) -> Response:
     """``GET /console/api/sessions/{key}?turns=&entries=``: one session, its last turns and
     its last transcript entries. A session the store does not know yet is shown empty (a
     console may open one to send its first message) if its agent is served."""
-    engine = _engine(request)
+    engine = engine_of(request)
     key = str(parse_session(request.path_params["key"]))
     turns_max = query_int(request, "turns", TURNS_DEFAULT, ROWS_MAX)
     entries_max = query_int(request, "entries", ENTRIES_DEFAULT, ROWS_MAX)
