@@ -20,6 +20,7 @@ from turngate.config_sources import (
     Problem,
     SourceKind,
     effective_settings,
+    is_secret,
 )
 from turngate.config_toml_lines import toml_key_lines
 from turngate.core.queue import QueueMode
@@ -272,3 +273,23 @@ def test_effective_settings_name_each_value_s_source_and_redact_secrets(tmp_path
     assert rows["providers"] == ([], "default")
     assert set(rows) >= set(GatewayConfig.model_fields) - {"agents"}
     assert GATEWAY_TOKEN not in repr(rows)
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("token", True),
+        ("api_key", True),
+        ("client_secret", True),
+        ("password", True),
+        ("token_env", False),
+        ("api_key_env", False),
+        ("first_token_timeout", False),
+        ("max_tokens", False),
+        ("ok_token", False),
+    ],
+)
+def test_a_setting_is_secret_by_what_its_name_ends_with(name: str, secret: bool) -> None:
+    """A name's last word says what its value is: a token is redacted, the name of the
+    variable holding one or the time to wait for a model's first token is not."""
+    assert is_secret(name) is secret

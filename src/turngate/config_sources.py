@@ -68,9 +68,9 @@ _PUBLIC_NAMES = frozenset({"ok_token"})
 
 def is_secret(name: str) -> bool:
     """True for settings whose values must never be shown (``token``, ``*_key``,
-    ``*_secret``, ``*_password``); ``*_env`` names a variable and is not itself secret."""
-    words = name.lower().split("_")
-    return words[-1] != "env" and name not in _PUBLIC_NAMES and bool(_SECRET_WORDS & set(words))
+    ``*_secret``, ``*_password``): the name's last word says what the value is, so
+    ``token_env`` (a variable's name) and ``first_token_timeout`` (a duration) are not."""
+    return name not in _PUBLIC_NAMES and name.lower().split("_")[-1] in _SECRET_WORDS
 
 
 class SourceKind(enum.StrEnum):

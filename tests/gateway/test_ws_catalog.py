@@ -71,6 +71,7 @@ async def test_agents_their_identity_and_models_come_from_the_configuration(
             agents = await call(client, "agents.list")
             identity = await call(client, "agent.identity.get", agentId="ops")
             unknown = await refused(client, "agent.identity.get", agentId="nobody")
+            unknown_models = await refused(client, "models.list", agentId="nobody")
             every = await call(client, "models.list", view="configured")
             ops = await call(client, "models.list", sessionKey="agent:ops:x", agentId="ops")
             mismatch = await refused(
@@ -84,6 +85,8 @@ async def test_agents_their_identity_and_models_come_from_the_configuration(
     ]
     assert identity == {"agentId": "ops", "name": "ops", "nameSource": "config"}
     assert unknown["details"]["code"] == "unknown_agent"
+    assert unknown["message"].startswith("agentId: unknown agent 'nobody'")
+    assert unknown_models["details"]["code"] == "unknown_agent"
     assert [(m["provider"], m["id"]) for m in every["models"]] == [
         ("echo", "echo"),
         ("echo", "fast"),

@@ -95,6 +95,7 @@ async def test_a_session_is_described_from_the_store_and_an_unknown_one_is_null(
             )
             assert bad["ok"] is False
             assert bad["error"]["details"]["code"] == "invalid_session_key"
+            assert bad["error"]["message"].startswith("key ")
 
 
 @pytest.mark.asyncio
@@ -146,3 +147,38 @@ async def test_lists_and_chat_start_carry_the_model_defaults_the_control_ui_read
             assert start["defaults"]["model"] == "fast"
             main = await call(client, "sessions.describe", key="main")
             assert main["session"]["key"] == "agent:main:main"
+
+
+@pytest.mark.asyncio
+async def test_a_filtered_list_pages_through_the_sessions_that_pass_the_filter(
+    tmp_path: Path,
+) -> None:
+    config = GatewayConfig.model_validate({"agents": [{"id": "main"}, {"id": "ops"}]})
+    with running_gateway(tmp_path, agents=config.agents, echo_latency_ms=0) as url:
+        async with session(url) as client:
+            # Interleaved, so that a page of all sessions holds both agents'.
+            for i in range(3):
+                for agent in ("ops", "main"):
+                    run = f"{agent}-{i}"
+                    await client.send_message(f"agent:{agent}:s{i}", "hi", run)
+                    await client.until_terminal([run])
+            first = await call(client, "sessions.list", agentId="ops", limit=2)
+            rest = await call(client, "sessions.list", agentId="ops", limit=2, offset=2)
+    assert [row["key"] for row in first["sessions"]] == ["agent:ops:s2", "agent:ops:s1"]
+    assert first["hasMore"] is True
+    assert [row["key"] for row in rest["sessions"]] == ["agent:ops:s0"]
+    assert rest["hasMore"] is False
+
+
+@pytest.mark.asyncio
+async def test_a_subscription_with_bad_list_parameters_is_refused_and_subscribes_nothing(
+    tmp_path: Path,
+) -> None:
+    with running_gateway(tmp_path, echo_latency_ms=0) as url:
+        async with session(url) as watcher, session(url) as sender:
+            [bad] = await watcher.response(await watcher.request("sessions.subscribe", limit=0))
+            assert bad["ok"] is False
+            await sender.send_message(KEY, "hello", "b-1")
+            await sender.until_terminal(["b-1"])
+            await call(watcher, "health")
+            assert changes(watcher, KEY) == []

@@ -66,8 +66,7 @@ class AgentCatalog:
         self.peer.send(response(request.id, payload))
 
     async def _identity(self, request: RequestFrame) -> None:
-        agent_id = AgentScopeParams.model_validate(request.params).agent_id()
-        self.services.engine.agents.get(agent_id)  # refused, naming it, if not configured
+        agent_id = self._agent(AgentScopeParams.model_validate(request.params))
         payload = {"agentId": agent_id, "name": agent_id, "nameSource": "config"}
         self.peer.send(response(request.id, payload))
 
@@ -93,10 +92,17 @@ class AgentCatalog:
     def _models(self, params: AgentScopeParams) -> list[dict[str, Any]]:
         """The models of the agent ``params`` name, or of every agent, each once."""
         scoped = params.sessionKey is not None or params.agentId is not None
-        agent_ids = [params.agent_id()] if scoped else self.agent_ids()
+        agent_ids = [self._agent(params)] if scoped else self.agent_ids()
         refs = dict.fromkeys(ref for a in agent_ids for ref in self.config.model_refs(a))
         providers = {p.id: p for p in self.config.all_providers}
         return [_model_choice(ref, providers.get(ref.partition("/")[0])) for ref in refs]
+
+    def _agent(self, params: AgentScopeParams) -> str:
+        """The agent ``params`` name, refused (``unknown_agent``) if it is not served."""
+        agent_id = params.agent_id()
+        field = "sessionKey" if params.sessionKey is not None else "agentId"
+        self.services.engine.agents.get(agent_id, field)
+        return agent_id
 
     async def _auth_status(self, request: RequestFrame) -> None:
         AgentScopeParams.model_validate(request.params)

@@ -25,6 +25,10 @@ from turngate.gateway.ws_frames import (
 from turngate.gateway.ws_outbox import now_ms
 from turngate.gateway.ws_peer import Handler, Peer
 from turngate.runtime.engine import Engine
+from turngate.store.base import SessionRecord
+
+SCAN_BATCH = 500
+"""Sessions read from the store at a time when a list is filtered (by agent, by activity)."""
 
 ABSENT_FEATURES: dict[str, Any] = {
     "question.list": {"questions": []},
@@ -76,18 +80,14 @@ class Directory:
 
     async def page(self, params: ListParams) -> dict[str, Any]:
         """A page of sessions, most recently active first, with the model defaults."""
-        rows = (
-            []
-            if params.spawnedBy
-            else await self.engine.store.sessions(params.limit + 1, params.offset)
-        )
-        more = len(rows) > params.limit
-        sessions = [
-            session_row(row)
-            for row in rows[: params.limit]
-            if (row.lease_run_id is not None or not params.activeOnly)
-            and params.agentId in (None, row.agent_id)
-        ]
+        if params.spawnedBy:
+            rows, more = [], False  # turngate's sessions spawn none
+        elif params.agentId is None and not params.activeOnly:
+            rows = await self.engine.store.sessions(params.limit + 1, params.offset)
+            rows, more = rows[: params.limit], len(rows) > params.limit
+        else:
+            rows, more = await self._filtered(params)
+        sessions = [session_row(row) for row in rows]
         return {
             "ts": now_ms(),
             "sessions": sessions,
@@ -95,6 +95,28 @@ class Directory:
             "hasMore": more,
             "defaults": model_defaults(self.config.model_refs(params.agentId or "main")[0]),
         }
+
+    async def _filtered(self, params: ListParams) -> tuple[list[SessionRecord], bool]:
+        """The page of the sessions that pass the filters (``offset`` counts those only),
+        read from the store a batch at a time; and whether more pass after it."""
+        passed: list[SessionRecord] = []
+        skip, at = params.offset, 0
+        while True:
+            batch = await self.engine.store.sessions(SCAN_BATCH, at)
+            at += len(batch)
+            for row in batch:
+                if params.agentId not in (None, row.agent_id):
+                    continue
+                if params.activeOnly and row.lease_run_id is None:
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                passed.append(row)
+                if len(passed) > params.limit:
+                    return passed[: params.limit], True
+            if len(batch) < SCAN_BATCH:
+                return passed, False
 
     async def _describe(self, request: RequestFrame) -> None:
         key = KeyParams.model_validate(request.params).session_key()

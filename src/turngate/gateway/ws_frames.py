@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_v
 from turngate.core.keys import SessionKey, check_agent, parse_session_key
 from turngate.core.transcript import EntryKind, ToolCall
 from turngate.core.turn import Outcome, TurnState
-from turngate.errors import ErrorCode, InvalidFieldError
+from turngate.errors import ErrorCode, InvalidFieldError, InvalidSessionKeyError
 from turngate.gateway.frames import IDEMPOTENCY_KEY_PATTERN, TIMEOUT_MS_MAX
 from turngate.runtime.activity import ToolActivity, ToolStarted
 from turngate.store.base import SessionRecord, TranscriptEntry
@@ -192,9 +192,15 @@ MAIN_SESSION = "agent:main:main"
 """What OpenClaw's clients mean by the session ``"main"``."""
 
 
-def client_session(text: str) -> SessionKey:
-    """The session a client names: a session key, or ``"main"`` (:data:`MAIN_SESSION`)."""
-    return parse_session_key(MAIN_SESSION if text == "main" else text)
+def client_session(text: str, field: str = "sessionKey") -> SessionKey:
+    """The session a client names in ``field``: a session key, or ``"main"``
+    (:data:`MAIN_SESSION`); refused naming ``field``."""
+    try:
+        return parse_session_key(MAIN_SESSION if text == "main" else text)
+    except InvalidSessionKeyError as exc:
+        if field == "sessionKey":
+            raise
+        raise InvalidSessionKeyError(exc.message.replace("sessionKey", field, 1)) from None
 
 
 class AgentScopeParams(BaseModel):
@@ -288,8 +294,8 @@ class KeyParams(BaseModel):
     key: StrictStr = Field(min_length=1, max_length=512)
 
     def session_key(self) -> SessionKey:
-        """The session ``key`` names (refused, naming ``sessionKey``, if it names none)."""
-        return client_session(self.key)
+        """The session ``key`` names (refused, naming ``key``, if it names none)."""
+        return client_session(self.key, "key")
 
 
 def model_defaults(model_ref: str) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """What each method of the gateway WebSocket protocol does, answered on one connection.
 
 :class:`Methods` holds the handlers of ``chat.send`` (with the relay of its run's events),
-``agent``, ``chat.history``, ``chat.abort``, ``sessions.list`` and ``health``, and the delivery
-of lane (heartbeat, cron) replies. It knows the connection only as a :class:`Peer` that queues
-frames; answering a request that fails, rate limits and the handshake are the connection's.
+``agent``, ``chat.history``, ``chat.startup``, ``chat.abort`` and ``health``, and the
+delivery of lane (heartbeat, cron) replies. It knows the connection only as a :class:`Peer`
+that queues frames; answering a request that fails, rate limits and the handshake are the
+connection's.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from turngate.gateway.ws_frames import (
     RequestFrame,
     SessionParams,
     assistant_message,
+    client_session,
     error_response,
     history_message,
     model_defaults,
@@ -130,7 +132,7 @@ class Methods:
         if isinstance(params, AgentParams) and params.timeout is not None:
             timeout_s = float(params.timeout)
         ask = Ask(
-            params.sessionKey,
+            str(client_session(params.sessionKey)),
             params.message,
             LANE,
             params.idempotencyKey,
@@ -273,7 +275,7 @@ class Methods:
 
     async def _history(self, request: RequestFrame) -> dict[str, Any]:
         params = SessionParams.model_validate(request.params)
-        key = parse_session_key(params.sessionKey)
+        key = client_session(params.sessionKey)
         limit = params.limit or 100
         entries = await self.engine.store.transcript(str(key), limit + 1)
         more = len(entries) > limit
@@ -282,7 +284,7 @@ class Methods:
 
     async def _chat_abort(self, request: RequestFrame) -> None:
         params = SessionParams.model_validate(request.params)
-        aborted = await self.engine.abort(parse_session_key(params.sessionKey), params.runId)
+        aborted = await self.engine.abort(client_session(params.sessionKey), params.runId)
         self.peer.send(
             response(request.id, {"ok": True, "aborted": bool(aborted), "runIds": aborted})
         )

@@ -107,12 +107,14 @@ class SessionEvents:
             self._unsubscribe = None
 
     async def _subscribe(self, request: RequestFrame) -> None:
+        # With list parameters, the first page comes with the subscription (checked first:
+        # a refused request subscribes nothing).
+        listing = ListParams.model_validate(request.params) if request.params else None
         self._every_session = True
         self._listen()
         payload: dict[str, Any] = {"subscribed": True}
-        if request.params:
-            # With list parameters, the first page comes with the subscription.
-            payload["list"] = await self._page(ListParams.model_validate(request.params))
+        if listing is not None:
+            payload["list"] = await self._page(listing)
         self.peer.send(response(request.id, payload))
 
     async def _unsubscribe_all(self, request: RequestFrame) -> None:
@@ -181,6 +183,10 @@ class SessionEvents:
         for run_id, ended in runs.items():
             sent = self._sent.pop(run_id, 0)
             new = [e for e in entries if e.run_id == run_id and e.seq > sent]
+            if not ended and new and new[-1].kind is EntryKind.ASSISTANT:
+                # Perhaps the run's reply, written before its end was told: it goes out with
+                # the end, naming the run, or with what the run writes after it.
+                new.pop()
             if not new:
                 self._remember(run_id, sent)
                 continue
@@ -206,8 +212,9 @@ def _change(event: Event) -> dict[str, Any]:
         "agentId": parse_session_key(event.session_key).agent_id,
         "reason": CHANGE_REASONS[event.kind],
     }
-    if event.run_id is not None:
-        payload["runId"] = event.run_id
+    run_id = event.run_id or event.turn_id  # a queued turn is its run's id to be
+    if run_id is not None:
+        payload["runId"] = run_id
     if event.state is not None:
         payload["state"] = event.state
     if event.kind is EventKind.STARTED:

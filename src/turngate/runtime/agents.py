@@ -52,13 +52,14 @@ class AgentRegistry:
         """The default agent and every configured one."""
         return [self.default, *self._agents.values()]
 
-    def get(self, agent_id: str) -> AgentSpec:
-        """The agent ``agent_id``, or :class:`UnknownAgentError` naming the ones there are."""
+    def get(self, agent_id: str, field: str = "sessionKey") -> AgentSpec:
+        """The agent ``agent_id``, or :class:`UnknownAgentError` naming ``field`` (where the
+        client named it) and the agents there are."""
         agent = self._agents.get(agent_id)
         if agent is not None:
             return agent
         if not self.strict:
             return replace(self.default, agent_id=agent_id)
         raise UnknownAgentError(
-            f"sessionKey: unknown agent {agent_id!r}; this gateway serves {', '.join(self.ids)}"
+            f"{field}: unknown agent {agent_id!r}; this gateway serves {', '.join(self.ids)}"
         )
