@@ -17,10 +17,11 @@ from tests.fake_models import Call, ScriptedModel
 from turngate.config import GatewayConfig
 from turngate.core.transcript import ToolCall, TranscriptItem
 from turngate.core.turn import Outcome, TurnState
-from turngate.gateway.app import DB_FILE, create_app
+from turngate.gateway.app import create_app
 from turngate.gateway.server import GatewayServer, listening_socket, uvicorn_config
 from turngate.runtime.events import Event, EventBus
 from turngate.store.base import TurnRecord
+from turngate.store.configured import DB_FILE
 from turngate.store.sqlite import SqliteStore
 
 SERVER_STOP_TIMEOUT_S = 30.0

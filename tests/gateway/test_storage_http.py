@@ -23,8 +23,9 @@ import pytest
 
 from tests.gateway.test_ws_protocol import session
 from tests.support import EventWaiter, GatedEchoProvider, gateway_config, serve
-from turngate.gateway.app import DB_FILE, create_app
+from turngate.gateway.app import create_app
 from turngate.runtime.events import Event, EventBus
+from turngate.store.configured import DB_FILE
 from turngate.store.sqlite import SqliteStore
 
 KEY = "agent:main:disk"

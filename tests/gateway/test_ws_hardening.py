@@ -25,10 +25,11 @@ from websockets.asyncio.client import ClientConnection
 from tests.gateway.test_ws_protocol import Client, connect_frame, recv
 from tests.secrets import GATEWAY_TOKEN as TOKEN
 from tests.support import GatedEchoProvider, gateway_config, running_gateway, serve
-from turngate.gateway.app import DB_FILE, create_app
+from turngate.gateway.app import create_app
 from turngate.gateway.ws_frames import encode_frame
 from turngate.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta
 from turngate.store.base import SessionRecord
+from turngate.store.configured import DB_FILE
 from turngate.store.sqlite import SqliteStore
 
 SESSION = "agent:main:hardening"

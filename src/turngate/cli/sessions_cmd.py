@@ -37,8 +37,8 @@ from turngate.cli.common import (
 from turngate.config import load_config
 from turngate.core.transcript import EntryKind
 from turngate.gateway.frames import WIRE_STATUS
-from turngate.store.base import SessionRecord, TranscriptEntry, TurnRecord
-from turngate.store.sqlite import SqliteStore
+from turngate.store.base import SessionRecord, Store, TranscriptEntry, TurnRecord
+from turngate.store.configured import open_store, sqlite_path
 
 KEY_WIDTH = 40
 EXPORT_ENTRIES_MAX = 1_000_000
@@ -136,19 +136,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 # -- reading the state directory ------------------------------------------------------------
 
 
-def open_store(args: argparse.Namespace) -> SqliteStore:
+def state_store(args: argparse.Namespace) -> Store:
     """The state directory's database, read-only (these commands never write)."""
-    from turngate.gateway.app import DB_FILE
-
     config = load_config(args.config, overrides={"state_dir": flag(args, "state_dir")})
-    path = config.state_path / DB_FILE
+    path = sqlite_path(config)
     if not path.is_file():
         raise CliError(
-            f"state dir {config.state_path}: no {DB_FILE} (has a gateway run there? give"
+            f"state dir {config.state_path}: no {path.name} (has a gateway run there? give"
             " --state-dir or TURNGATE_STATE_DIR)",
             ExitCode.STATE_DIR,
         )
-    return SqliteStore(path, readonly=True)
+    return open_store(config, readonly=True)
 
 
 def no_such_session(key: str) -> CliError:
@@ -248,7 +246,7 @@ def run_list(args: argparse.Namespace) -> int:
     """``turngate sessions list``."""
 
     async def read() -> list[SessionRecord]:
-        store = open_store(args)
+        store = state_store(args)
         await store.open()
         try:
             return await store.sessions(args.limit)
@@ -283,7 +281,7 @@ def run_show(args: argparse.Namespace) -> int:
     """``turngate sessions show``."""
 
     async def read() -> tuple[SessionRecord, list[TurnRecord], list[TranscriptEntry]]:
-        store = open_store(args)
+        store = state_store(args)
         await store.open()
         try:
             session = await store.session(args.key)
@@ -330,7 +328,7 @@ def run_export(args: argparse.Namespace) -> int:
     """``turngate sessions export``."""
 
     async def read() -> list[TranscriptEntry]:
-        store = open_store(args)
+        store = state_store(args)
         await store.open()
         try:
             if await store.session(args.key) is None:

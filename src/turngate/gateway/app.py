@@ -45,12 +45,10 @@ from turngate.runtime.clock import LoopClock
 from turngate.runtime.engine import Engine
 from turngate.runtime.events import EventBus
 from turngate.store.base import Store
-from turngate.store.sqlite import SqliteStore
+from turngate.store.configured import describe_store, open_store
 from turngate.store.statedir import StateDirLock
 
 log = logging.getLogger("turngate.gateway")
-
-DB_FILE = "turngate.db"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +126,7 @@ async def _running(app: Starlette, parts: AppParts) -> AsyncIterator[None]:
     tools = build_agent_tools(config, LoopClock(), os.environ)
     app.state.tool_servers = tools.servers
     agents = build_agents(config, parts.provider, toolboxes=tools.toolboxes)
-    store = parts.store or SqliteStore(
-        config.state_path / DB_FILE, durability=config.sqlite_durability
-    )
+    store = parts.store or open_store(config)
     engine = Engine(
         store,
         agents.default.provider,
@@ -150,11 +146,7 @@ async def _running(app: Starlette, parts: AppParts) -> AsyncIterator[None]:
         app.state.cron = cron
         # Loaded here (the lane loads again, idempotently, when it runs) to log next fires.
         await cron.load()
-        store_kind = (
-            f"{DB_FILE}, durability {config.sqlite_durability}"
-            if parts.store is None
-            else type(store).__name__
-        )
+        store_kind = describe_store(config) if parts.store is None else type(store).__name__
         for line in startup_lines(
             config,
             config_file=getattr(app.state, "config_file", None),

@@ -45,7 +45,8 @@ from turngate.sim.trace import Trace
 from turngate.sim.workload import ClientRecord, Gateway, client, crash_times
 from turngate.sim.world import Faults, Profile, SimParams, SimProvider
 from turngate.sim.zombie import Zombies
-from turngate.store.base import Delivery
+from turngate.store.base import Delivery, Store
+from turngate.store.configured import open_store
 from turngate.store.sqlite import SqliteStore
 from turngate.tools.base import Toolbox
 
@@ -136,7 +137,7 @@ def run_seed(seed: int, profile: Profile | None = None, *, edges: bool = True) -
     try:
         disk = Outages(params.storage_outages, random.Random(f"disk-{seed}"))
         loop.run_until_complete(
-            _simulate(rng, params, workdir / "turngate.db", result, counter, disk, seed)
+            _simulate(rng, params, _config(workdir), result, counter, disk, seed)
         )
     except VirtualDeadlockError as exc:
         result.failure = FailureClass.LIVENESS
@@ -184,10 +185,20 @@ def _agents(
     return AgentRegistry(main, strict=False)
 
 
-def _edge_wire(engine: Engine, path: Path) -> Wire:
+def _sqlite(store: Store) -> SqliteStore:
+    """The simulator crashes a SQLite store (``abandon``) and reads its file whole."""
+    assert isinstance(store, SqliteStore)
+    return store
+
+
+def _config(workdir: Path) -> GatewayConfig:
+    """The simulated gateway's configuration: its state (the store) in ``workdir``."""
+    return GatewayConfig(state_dir=workdir, shutdown_drain_s=0.0)
+
+
+def _edge_wire(engine: Engine, config: GatewayConfig) -> Wire:
     """A gateway app serving ``engine`` (its lifespan never runs: the simulation runs the
     engine), behind an in-process network."""
-    config = GatewayConfig(state_dir=path.parent, shutdown_drain_s=0.0)
     app = create_app(config)
     serve_engine(app, engine)
     return Wire(app)
@@ -196,7 +207,7 @@ def _edge_wire(engine: Engine, path: Path) -> Wire:
 async def _simulate(
     rng: random.Random,
     params: SimParams,
-    path: Path,
+    config: GatewayConfig,
     result: SimResult,
     counter: WarningCounter,
     disk: Outages,
@@ -302,7 +313,7 @@ async def _simulate(
                 zombies.on_event(event)
 
         bus.subscribe(observe)
-        store = SqliteStore(path, connection_factory=disk.connection_factory())
+        store = _sqlite(open_store(config, connection_factory=disk.connection_factory()))
         current.append(store)
         engine = Engine(
             store,
@@ -343,7 +354,7 @@ async def _simulate(
             if not isinstance(task.exception(), StorageUnavailableError):
                 task.result()  # anything else is a crash of the simulation
             return None
-        wire = _edge_wire(engine, path) if params.surfaces != (Surface.ENGINE,) else None
+        wire = _edge_wire(engine, config) if params.surfaces != (Surface.ENGINE,) else None
         gateway.engine = engine
         gateway.wire = wire
         gateway.up.set()
@@ -488,7 +499,7 @@ async def _simulate(
     if leftovers:
         await asyncio.wait(leftovers, timeout=LIVENESS_SLACK_S)
     result.virtual_s = loop.time()
-    final = SqliteStore(path)
+    final = _sqlite(open_store(config))
     await final.open()
     try:
         turns = {t.turn_id: t for t in await _all_turns(final)}

@@ -1,0 +1,44 @@
+"""The store a gateway's configuration names: the one place the gateway, the command line and
+the simulator open theirs from.
+
+Today that is SQLite, in the state directory (:data:`DB_FILE`); the state directory's lock
+(:class:`~turngate.store.statedir.StateDirLock`) keeps a second gateway off it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from turngate.config import GatewayConfig
+from turngate.store.base import Store
+from turngate.store.sqlite import SqliteStore
+
+DB_FILE = "turngate.db"
+"""The SQLite database's file in the state directory."""
+
+
+def sqlite_path(config: GatewayConfig) -> Path:
+    """Where the configured SQLite database is."""
+    return config.state_path / DB_FILE
+
+
+def open_store(
+    config: GatewayConfig,
+    *,
+    readonly: bool = False,
+    connection_factory: type[sqlite3.Connection] = sqlite3.Connection,
+) -> Store:
+    """The configured store, not yet opened (:meth:`Store.open`). ``readonly`` for commands
+    that only read it; ``connection_factory`` is SQLite's (the simulator's fails its disk)."""
+    return SqliteStore(
+        sqlite_path(config),
+        durability=config.sqlite_durability,
+        readonly=readonly,
+        connection_factory=connection_factory,
+    )
+
+
+def describe_store(config: GatewayConfig) -> str:
+    """The store as the start-up log names it."""
+    return f"{DB_FILE}, durability {config.sqlite_durability}"
