@@ -285,7 +285,7 @@ async def test_bad_requests_get_error_responses_naming_the_field_and_the_socket_
             )
             missing = await client.request("chat.send", sessionKey="agent:main:main", message="x")
             bad_key = await client.request(
-                "chat.send", sessionKey="main", message="x", idempotencyKey="k2"
+                "chat.send", sessionKey="mine", message="x", idempotencyKey="k2"
             )
             nope = await client.request("chat.teleport")
             errors = {
@@ -436,3 +436,20 @@ def read_until_closed(sock: socket.socket) -> bool:
         if not chunk:
             return True
     return False
+
+
+@pytest.mark.asyncio
+async def test_main_names_the_default_agents_main_session_as_openclaws_clients_name_it(
+    tmp_path: Path,
+) -> None:
+    with running_gateway(tmp_path, echo_latency_ms=0) as url:
+        async with session(url) as client:
+            await client.send_message("main", "hi", "mm-1")
+            await client.until_terminal(["mm-1"])
+            [answer] = await client.response(
+                await client.request("chat.history", sessionKey="main")
+            )
+    [final] = client.terminal("mm-1")
+    assert final["sessionKey"] == "agent:main:main"
+    assert answer["payload"]["sessionKey"] == "agent:main:main"
+    assert [m["role"] for m in answer["payload"]["messages"]] == ["user", "assistant"]
