@@ -14,6 +14,7 @@ from turngate.core.lease import (
     LeaseTerms,
 )
 from turngate.core.turn import (
+    OUTCOME_EVENTS,
     TERMINAL_STATES,
     TRANSITIONS,
     AbortReason,
@@ -21,6 +22,7 @@ from turngate.core.turn import (
     TurnEvent,
     TurnState,
     next_turn_state,
+    stored_sources,
 )
 from turngate.errors import ErrorCode, IllegalTransitionError
 
@@ -118,3 +120,24 @@ def test_a_revoked_lease_needs_attention_at_the_end_of_its_grace() -> None:
     assert lease.deadline() == 12.0
     lease.fence()
     assert lease.deadline() is None
+
+
+@pytest.mark.parametrize("event", list(TurnEvent))
+def test_a_store_may_write_an_event_from_the_states_the_table_takes_it_from(
+    event: TurnEvent,
+) -> None:
+    """Plus ``accepted`` where ``queued`` is one: a store may not have written a turn's
+    enqueue yet. Never from a terminal state."""
+    sources = set(stored_sources(event))
+    table = {state for (state, on) in TRANSITIONS if on is event}
+    assert sources - table <= {TurnState.ACCEPTED}
+    assert table <= sources
+    assert (TurnState.ACCEPTED in sources) == bool(table & {TurnState.ACCEPTED, TurnState.QUEUED})
+    assert not sources & TERMINAL_STATES
+
+
+def test_each_terminal_state_has_the_event_that_ends_a_turn_in_it() -> None:
+    for state, event in OUTCOME_EVENTS.items():
+        assert state in TERMINAL_STATES
+        assert state in {TRANSITIONS[key] for key in TRANSITIONS if key[1] is event}
+    assert set(OUTCOME_EVENTS) == TERMINAL_STATES

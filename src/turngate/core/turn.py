@@ -81,6 +81,27 @@ def next_turn_state(state: TurnState, event: TurnEvent) -> TurnState:
         raise IllegalTransitionError("turn", state.value, event.value) from None
 
 
+OUTCOME_EVENTS: dict[TurnState, TurnEvent] = {
+    TurnState.REPLIED: TurnEvent.REPLY,
+    TurnState.FAILED: TurnEvent.FAIL,
+    TurnState.ABORTED: TurnEvent.ABORT,
+    TurnState.REJECTED: TurnEvent.REJECT,
+    TurnState.EXPIRED: TurnEvent.EXPIRE,
+}
+"""The event that ends a turn in each terminal state."""
+
+
+def stored_sources(event: TurnEvent) -> tuple[TurnState, ...]:
+    """The states a stored turn may be in when ``event`` is written for it: those the table
+    takes ``event`` from, and ``accepted`` wherever ``queued`` is one (a store may not have
+    written a turn's enqueue yet when what follows it is written). A store's guards are
+    these, so that a write the table forbids changes nothing."""
+    sources = {state for (state, on) in TRANSITIONS if on is event}
+    if TurnState.QUEUED in sources:
+        sources.add(TurnState.ACCEPTED)
+    return tuple(state for state in TurnState if state in sources)
+
+
 class AbortReason(enum.StrEnum):
     """Why a run was cancelled. Each reason is also the turn's error code."""
 

@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from turngate.core.queue import QueueMode
-from turngate.core.turn import Outcome, Turn, TurnState
+from turngate.core.turn import Outcome, Turn, TurnEvent, TurnState, next_turn_state
 from turngate.errors import ErrorCode, UnknownAgentError
 from turngate.runtime.events import EventKind
 from turngate.runtime.owner import Resume, Submit
@@ -84,24 +84,27 @@ async def recover(engine: Engine) -> None:
 
 
 def end_on_restart(engine: Engine, record: TurnRecord, wall: float) -> Outcome | None:
-    """The outcome of an open turn that cannot resume after a restart, or None."""
+    """The outcome of an open turn that cannot resume after a restart, or None. After
+    ``recover`` every open turn is queued (or accepted, its enqueue unwritten), so it ends
+    the way the table ends a queued turn."""
     key, turn_id = record.session_key, record.turn_id
     try:
         engine.agents.get(record.agent_id)
     except UnknownAgentError as exc:
-        state, code, message = TurnState.FAILED, exc.code, f"turn {turn_id}: {exc.message}"
+        event, code, message = TurnEvent.FAIL, exc.code, f"turn {turn_id}: {exc.message}"
     else:
         if record.attempts >= engine.settings.restart_attempts_max:
-            state, code = TurnState.FAILED, ErrorCode.INTERRUPTED
+            event, code = TurnEvent.FAIL, ErrorCode.INTERRUPTED
             message = (
                 f"session {key}: turn {turn_id} was interrupted by {record.attempts}"
                 " gateway restarts; giving up"
             )
         elif record.accepted_wall + record.timeout_s <= wall:
-            state, code = TurnState.EXPIRED, ErrorCode.TURN_EXPIRED
+            event, code = TurnEvent.EXPIRE, ErrorCode.TURN_EXPIRED
             message = (
                 f"session {key}: turn {turn_id} reached its deadline while the gateway was down"
             )
         else:
             return None
+    state = next_turn_state(TurnState.QUEUED, event)
     return Outcome(turn_id, state, turn_id, code=code, message=message)

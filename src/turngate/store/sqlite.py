@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from turngate.core.transcript import TranscriptItem
-from turngate.core.turn import Outcome, TurnState
+from turngate.core.turn import OUTCOME_EVENTS, Outcome, TurnEvent, TurnState, stored_sources
 from turngate.errors import (
     StaleEpochError,
     StateDirError,
@@ -55,6 +55,20 @@ from turngate.store.sqlite_transcript import (
     since_messages,
 )
 from turngate.types import Epoch, RunId, TurnId, WallS
+
+
+def _state_in(event: TurnEvent) -> str:
+    """``state IN (...)``: the stored states ``event`` may be written from, as the core's
+    transition table says (:func:`~turngate.core.turn.stored_sources`)."""
+    states = ", ".join(f"'{state.value}'" for state in stored_sources(event))
+    return f"state IN ({states})"
+
+
+_MAY_ENQUEUE = _state_in(TurnEvent.ENQUEUE)
+_MAY_START = _state_in(TurnEvent.START)
+_MAY_REQUEUE = _state_in(TurnEvent.REQUEUE)
+_MAY_END = {state: _state_in(event) for state, event in OUTCOME_EVENTS.items()}
+"""Each terminal state's guard: a turn ends only from a state the table ends it from."""
 
 
 class SqliteStore:
@@ -240,7 +254,7 @@ class SqliteStore:
     async def mark_queued(self, turn_ids: Sequence[TurnId]) -> None:
         async with self._tx.write("mark turns queued") as db:
             db.executemany(
-                "UPDATE turns SET state = 'queued' WHERE turn_id = ? AND state = 'accepted'",
+                f"UPDATE turns SET state = 'queued' WHERE turn_id = ? AND {_MAY_ENQUEUE}",
                 [(turn_id,) for turn_id in turn_ids],
             )
 
@@ -263,7 +277,7 @@ class SqliteStore:
                 raise StaleEpochError(session_key, run_id, epoch)
             db.executemany(
                 "UPDATE turns SET state = 'running', run_id = ?, epoch = ?, started_wall = ?"
-                " WHERE turn_id = ? AND state IN ('accepted', 'queued')",
+                f" WHERE turn_id = ? AND {_MAY_START}",
                 [(run_id, epoch, at, turn_id) for turn_id in turn_ids],
             )
 
@@ -279,7 +293,7 @@ class SqliteStore:
                 raise StaleEpochError(session_key, run_id, epoch)
             db.execute(
                 "UPDATE turns SET state = 'running', run_id = ?, epoch = ?, started_wall = ?"
-                " WHERE turn_id = ? AND state IN ('accepted', 'queued')",
+                f" WHERE turn_id = ? AND {_MAY_START}",
                 (run_id, epoch, at, turn_id),
             )
 
@@ -333,25 +347,27 @@ class SqliteStore:
 
     @staticmethod
     def _record_outcomes(db: sqlite3.Connection, outcomes: Sequence[Outcome], at: WallS) -> None:
-        db.executemany(
-            "UPDATE turns SET state = ?, run_id = ?, reply = ?, error_code = ?,"
-            " error_message = ?, ended_wall = ?, prompt_tokens = ?, completion_tokens = ?"
-            " WHERE turn_id = ? AND state IN ('accepted', 'queued', 'running')",
-            [
-                (
-                    o.state.value,
-                    o.run_id,
-                    o.reply,
-                    None if o.code is None else o.code.value,
-                    o.message or None,
-                    at,
-                    None if o.usage is None else o.usage.prompt_tokens,
-                    None if o.usage is None else o.usage.completion_tokens,
-                    o.turn_id,
-                )
-                for o in outcomes
-            ],
-        )
+        for state, guard in _MAY_END.items():
+            db.executemany(
+                "UPDATE turns SET state = ?, run_id = ?, reply = ?, error_code = ?,"
+                " error_message = ?, ended_wall = ?, prompt_tokens = ?, completion_tokens = ?"
+                f" WHERE turn_id = ? AND {guard}",
+                [
+                    (
+                        o.state.value,
+                        o.run_id,
+                        o.reply,
+                        None if o.code is None else o.code.value,
+                        o.message or None,
+                        at,
+                        None if o.usage is None else o.usage.prompt_tokens,
+                        None if o.usage is None else o.usage.completion_tokens,
+                        o.turn_id,
+                    )
+                    for o in outcomes
+                    if o.state is state
+                ],
+            )
 
     async def since_messages(
         self, session_key: str, turn_ids: Sequence[TurnId], limit: int
@@ -367,7 +383,7 @@ class SqliteStore:
             for session_key, run_id, epoch in held:
                 close_calls(db, session_key, run_id, epoch, INTERRUPTED_CALL_RESULT, at)
             interrupted = dict(
-                db.execute("SELECT turn_id, run_id FROM turns WHERE state = 'running'").fetchall()
+                db.execute(f"SELECT turn_id, run_id FROM turns WHERE {_MAY_REQUEUE}").fetchall()
             )
             db.execute(
                 "UPDATE sessions SET lease_run_id = NULL, lease_granted_wall = NULL"
@@ -375,7 +391,7 @@ class SqliteStore:
             )
             db.execute(
                 "UPDATE turns SET state = 'queued', attempts = attempts + 1, run_id = NULL,"
-                " epoch = NULL, started_wall = NULL WHERE state = 'running'"
+                f" epoch = NULL, started_wall = NULL WHERE {_MAY_REQUEUE}"
             )
             rows = db.execute(
                 f"SELECT {self._turn_columns} FROM turns WHERE state IN (?, ?, ?) ORDER BY seq",
