@@ -47,7 +47,7 @@ from turngate.runtime.run_host import OwnerRunHost, RunActivity, TakeSteered
 from turngate.types import Epoch, MonotonicS, RunId, TurnId
 
 if TYPE_CHECKING:
-    from turngate.runtime.engine import Engine
+    from turngate.runtime.owner_host import OwnerHost
 
 T = TypeVar("T")
 
@@ -105,7 +105,7 @@ Command = Submit | Resume | Abort | Unstick | RunProgress | RunDone | TakeSteere
 class SessionOwner:
     """Owns one session while it is active. Created and removed by the engine."""
 
-    engine: Engine
+    engine: OwnerHost
     session_key: str
     agent: AgentSpec
     core: SessionCore | None = None
