@@ -45,6 +45,7 @@ from turngate.runtime.engine_api import (
 )
 from turngate.runtime.events import Event, EventBus, EventKind
 from turngate.runtime.outbound import NoOutbound, OutboundRouter
+from turngate.runtime.outcomes import OutcomeRegistry
 from turngate.runtime.owner import Abort, Command, Resume, SessionOwner, Submit, Unstick
 from turngate.runtime.recovery import recover
 from turngate.runtime.run_host import TakeSteered
@@ -85,8 +86,8 @@ class Engine:
             strict=False,
         )
         self._owners: dict[str, SessionOwner] = {}
-        self._waiters: dict[TurnId, asyncio.Future[Outcome]] = {}
-        self._streams: dict[TurnId, list[DeltaStream]] = {}
+        self.outcomes = OutcomeRegistry()
+        """Who waits for each turn's outcome and who streams its run."""
         self._runs: set[asyncio.Task[Any]] = set()
         self._accepts: set[asyncio.Task[Ticket]] = set()
         self._tg: asyncio.TaskGroup | None = None
@@ -183,20 +184,12 @@ class Engine:
         self._fail_all_waiters()
 
     def _fail_all_waiters(self) -> None:
-        for streams in self._streams.values():
-            for stream in streams:
-                stream.close()
-        self._streams.clear()
-        for turn_id, waiter in self._waiters.items():
-            if not waiter.done():
-                waiter.set_exception(
-                    UnavailableError(
-                        f"turn {turn_id}: the gateway is shutting down; the turn is kept"
-                        " and resumes when the gateway restarts"
-                    )
-                )
-                waiter.exception()  # a waiter nobody awaits must not warn at exit
-        self._waiters.clear()
+        self.outcomes.fail_all(
+            lambda turn_id: (
+                f"turn {turn_id}: the gateway is shutting down; the turn is kept"
+                " and resumes when the gateway restarts"
+            )
+        )
 
     # -- public API -----------------------------------------------------------------------
 
@@ -210,10 +203,7 @@ class Engine:
         timeout_s = request.timeout_s or self.settings.turn_timeout_s
         now = self.clock.now()
         loop = asyncio.get_running_loop()
-        waiter = self._waiters.get(turn_id)
-        fresh = waiter is None
-        if waiter is None:
-            waiter = self._waiters[turn_id] = loop.create_future()
+        waiter, fresh = self.outcomes.waiter(turn_id)
         record = TurnRecord(
             turn_id=turn_id,
             session_key=key,
@@ -253,7 +243,7 @@ class Engine:
             existing = await self.store.accept_turn(record)
         except BaseException as exc:
             if fresh:
-                self._waiters.pop(turn_id, None)
+                self.outcomes.forget(turn_id)
             if isinstance(exc, StorageUnavailableError):
                 self.storage_failed(
                     key, f"turn not accepted (the client is told): {exc.message}", turn_id=turn_id
@@ -263,7 +253,7 @@ class Engine:
             return self._duplicate(request, existing, waiter, fresh, now)
         self.emit(EventKind.ACCEPTED, key, turn_id=turn_id, lane=request.lane)
         turn = Turn(turn_id, key, request.message, accepted_at=now, deadline=now + timeout_s)
-        deltas = self._open_stream(turn_id) if request.stream else None
+        deltas = self.outcomes.open_stream(turn_id) if request.stream else None
         self.route(key, Submit(turn, request.mode, request.lane))
         deadline = turn.deadline + self.settings.abort_grace_s
         return Ticket(turn_id, key, False, deadline, waiter, deltas)
@@ -381,7 +371,7 @@ class Engine:
 
     def expect_outcome(self, turn_id: TurnId) -> None:
         """Keep ``turn_id``'s outcome for a client that will ask again (a recovered turn)."""
-        self._waiters[turn_id] = asyncio.get_running_loop().create_future()
+        self.outcomes.expect(turn_id)
 
     def route(self, session_key: str, command: Command) -> None:
         """Hand ``command`` to the session's owner, creating the owner for a new turn."""
@@ -443,24 +433,13 @@ class Engine:
             lane=lane,
             detail=outcome.message,
         )
-        for stream in self._streams.pop(outcome.turn_id, ()):
-            stream.close()
-        waiter = self._waiters.pop(outcome.turn_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(outcome)
+        self.outcomes.settle(outcome)
         self.emit(EventKind.DELIVERED, session_key, run_id=outcome.run_id, turn_id=outcome.turn_id)
 
     def publish_delta(self, turns: Iterable[Turn], run_id: RunId, delta: Delta) -> None:
         """Hand a run's delta (text, or a tool call beginning or returning) to every client
         streaming one of the turns it serves."""
-        for turn in turns:
-            for stream in self._streams.get(turn.turn_id, ()):
-                stream.put(run_id, delta)
-
-    def _open_stream(self, turn_id: TurnId) -> DeltaStream:
-        stream = DeltaStream()
-        self._streams.setdefault(turn_id, []).append(stream)
-        return stream
+        self.outcomes.publish(turns, run_id, delta)
 
     def stale_write_refused(self, error: StaleEpochError, *, step: bool = False) -> None:
         """A write for a run that lost its lease was refused by the store: the owner's own
@@ -498,16 +477,13 @@ class Engine:
         turns = list(core.queue.turns()) if core else []
         if core is not None and core.active is not None:
             turns.extend(core.active.batch.turns)
-        for turn in turns:
-            waiter = self._waiters.pop(turn.turn_id, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(
-                    UnavailableError(
-                        f"session {owner.session_key}: turn {turn.turn_id} could not be"
-                        " processed (store failure); it is kept and resumes on restart"
-                    )
-                )
-                waiter.exception()  # a waiter nobody awaits must not warn at exit
+        self.outcomes.fail(
+            [turn.turn_id for turn in turns],
+            lambda turn_id: (
+                f"session {owner.session_key}: turn {turn_id} could not be"
+                " processed (store failure); it is kept and resumes on restart"
+            ),
+        )
 
     def _duplicate(
         self,
@@ -520,7 +496,7 @@ class Engine:
         key = str(request.session_key)
         if existing.session_key != key or existing.message != request.message:
             if fresh:
-                self._waiters.pop(existing.turn_id, None)
+                self.outcomes.forget(existing.turn_id)
             raise IdempotencyConflictError(
                 f"idempotencyKey {existing.turn_id!r} was already used for a different message"
                 f" (session {existing.session_key}); use a new key for a new message"
@@ -528,7 +504,7 @@ class Engine:
         self.emit(EventKind.DUPLICATE, key, turn_id=existing.turn_id)
         outcome = existing.outcome()
         if outcome is not None:
-            self._waiters.pop(existing.turn_id, None)
+            self.outcomes.forget(existing.turn_id)
             if not waiter.done():
                 waiter.set_result(outcome)
         deadline = now + existing.timeout_s + self.settings.abort_grace_s
