@@ -31,6 +31,7 @@ from turngate.store.base import (
     TranscriptEntry,
     TurnRecord,
 )
+from turngate.store.rows import entry_from_row, turn_from_row
 from turngate.store.sqlite_commit import GroupCommits, storage_error
 from turngate.store.sqlite_outbox import SqliteOutbox, insert_orders
 from turngate.store.sqlite_schema import (
@@ -44,14 +45,12 @@ from turngate.store.sqlite_schema import (
     TURN_COLUMNS_OF_V1_FILE,
     has_columns,
     migrate,
-    turn_from_row,
 )
 from turngate.store.sqlite_transcript import (
     TRANSCRIPT_COLUMNS,
     TRANSCRIPT_COLUMNS_OF_V3_FILE,
     append_items,
     close_calls,
-    entry_from_row,
     since_messages,
 )
 from turngate.types import Epoch, RunId, TurnId, WallS

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
 
 from turngate.store.base import Delivery, DeliveryOrder, DeliveryState
+from turngate.store.rows import delivery_from_row
 from turngate.store.sqlite_commit import GroupCommits
 from turngate.types import WallS
 
@@ -55,7 +55,7 @@ class SqliteOutbox:
             " ORDER BY delivery_id LIMIT ?",
             (channel_id, limit),
         )
-        return [_delivery(row) for row in rows]
+        return [delivery_from_row(row) for row in rows]
 
     async def advance(self, delivery_id: int, parts_sent: int, at: WallS) -> None:
         del at  # the time a part went out is not kept: only the resume point matters
@@ -104,7 +104,7 @@ class SqliteOutbox:
             " ORDER BY delivery_id DESC LIMIT ?",
             (session_key, limit),
         )
-        return [_delivery(row) for row in reversed(rows)]
+        return [delivery_from_row(row) for row in reversed(rows)]
 
     async def counts(self) -> dict[DeliveryState, int]:
         found = {state: 0 for state in DeliveryState}
@@ -116,36 +116,3 @@ class SqliteOutbox:
         for state, count in rows:
             found[DeliveryState(state)] = int(count)
         return found
-
-
-def _delivery(row: tuple[Any, ...]) -> Delivery:
-    (
-        delivery_id,
-        key,
-        session_key,
-        run_id,
-        channel_id,
-        conversation,
-        text,
-        state,
-        parts_sent,
-        attempts,
-        next_attempt_wall,
-        created_wall,
-        ended_wall,
-        last_error,
-    ) = row
-    order = DeliveryOrder(
-        str(key), str(session_key), str(run_id), str(channel_id), str(conversation), str(text)
-    )
-    return Delivery(
-        delivery_id=int(delivery_id),
-        order=order,
-        state=DeliveryState(state),
-        parts_sent=int(parts_sent),
-        attempts=int(attempts),
-        next_attempt_wall=float(next_attempt_wall),
-        created_wall=float(created_wall),
-        ended_wall=None if ended_wall is None else float(ended_wall),
-        last_error=None if last_error is None else str(last_error),
-    )

@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import suppress
-from typing import Any
-
-from turngate.core.turn import TurnState, Usage
-from turngate.errors import ErrorCode
-from turngate.store.base import TurnRecord
 
 SCHEMA_VERSION = 4
 """The schema this code writes, kept in ``PRAGMA user_version``. 1: the first. 2: ``turns``
@@ -172,55 +167,3 @@ def columns_missing(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
         if present:
             missing.extend((table, name, decl) for name, decl in added if name not in present)
     return missing
-
-
-def turn_from_row(row: tuple[Any, ...]) -> TurnRecord:
-    """A :class:`TurnRecord` from a row of :data:`TURN_COLUMNS`."""
-    (
-        turn_id,
-        session_key,
-        message,
-        queue_mode,
-        state,
-        accepted_wall,
-        timeout_s,
-        seq,
-        attempts,
-        run_id,
-        epoch,
-        started_wall,
-        ended_wall,
-        reply,
-        error_code,
-        error_message,
-        lane,
-        delivery,
-        prompt_tokens,
-        completion_tokens,
-    ) = row
-    return TurnRecord(
-        turn_id=str(turn_id),
-        session_key=str(session_key),
-        agent_id=str(session_key).split(":", 2)[1],
-        message=str(message),
-        queue_mode=str(queue_mode),
-        state=TurnState(state),
-        accepted_wall=float(accepted_wall),
-        timeout_s=float(timeout_s),
-        seq=int(seq),
-        attempts=int(attempts),
-        run_id=None if run_id is None else str(run_id),
-        epoch=None if epoch is None else int(epoch),
-        started_wall=None if started_wall is None else float(started_wall),
-        ended_wall=None if ended_wall is None else float(ended_wall),
-        reply=None if reply is None else str(reply),
-        error_code=None if error_code is None else ErrorCode(error_code),
-        error_message=None if error_message is None else str(error_message),
-        lane=str(lane),
-        delivery=None if delivery is None else str(delivery),
-        usage=(
-            None
-            if prompt_tokens is None or completion_tokens is None
-            else Usage(int(prompt_tokens), int(completion_tokens))
-        ),
-    )

@@ -1,0 +1,165 @@
+"""Rows and records: how a turn, a transcript entry and a delivery are read from a row of
+their table (the same columns, in the same order, in every SQL store), and how an entry's
+typed fields are written as JSON.
+
+A transcript entry's ``data`` holds its typed fields: ``{"turn_id"}`` for a user message (the
+turn whose message it is), ``{"tool_calls": [{"id", "name", "arguments"}, ...]}`` for tool
+calls (``arguments`` the JSON text the model sent, kept as text), ``{"call_id", "tool_name",
+"is_error"}`` for a tool result (the result itself is the entry's ``text``). A row without
+``kind`` (written before entries were typed) reads as its ``role``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from turngate.core.transcript import EntryKind, ToolCall, TranscriptItem
+from turngate.core.turn import TurnState, Usage
+from turngate.errors import ErrorCode, StoreError
+from turngate.store.base import Delivery, DeliveryOrder, DeliveryState, TranscriptEntry, TurnRecord
+
+ROLE_OF_KIND = {
+    EntryKind.USER: "user",
+    EntryKind.ASSISTANT: "assistant",
+    EntryKind.TOOL_CALLS: "assistant",
+    EntryKind.TOOL_RESULT: "tool",
+}
+"""The ``role`` column of each kind: who said it, in the words of the chat APIs."""
+
+
+def turn_from_row(row: tuple[Any, ...]) -> TurnRecord:
+    """A :class:`TurnRecord` from a row of :data:`TURN_COLUMNS`."""
+    (
+        turn_id,
+        session_key,
+        message,
+        queue_mode,
+        state,
+        accepted_wall,
+        timeout_s,
+        seq,
+        attempts,
+        run_id,
+        epoch,
+        started_wall,
+        ended_wall,
+        reply,
+        error_code,
+        error_message,
+        lane,
+        delivery,
+        prompt_tokens,
+        completion_tokens,
+    ) = row
+    return TurnRecord(
+        turn_id=str(turn_id),
+        session_key=str(session_key),
+        agent_id=str(session_key).split(":", 2)[1],
+        message=str(message),
+        queue_mode=str(queue_mode),
+        state=TurnState(state),
+        accepted_wall=float(accepted_wall),
+        timeout_s=float(timeout_s),
+        seq=int(seq),
+        attempts=int(attempts),
+        run_id=None if run_id is None else str(run_id),
+        epoch=None if epoch is None else int(epoch),
+        started_wall=None if started_wall is None else float(started_wall),
+        ended_wall=None if ended_wall is None else float(ended_wall),
+        reply=None if reply is None else str(reply),
+        error_code=None if error_code is None else ErrorCode(error_code),
+        error_message=None if error_message is None else str(error_message),
+        lane=str(lane),
+        delivery=None if delivery is None else str(delivery),
+        usage=(
+            None
+            if prompt_tokens is None or completion_tokens is None
+            else Usage(int(prompt_tokens), int(completion_tokens))
+        ),
+    )
+
+
+def entry_from_row(row: tuple[Any, ...]) -> TranscriptEntry:
+    """A :class:`TranscriptEntry` from a row of :data:`TRANSCRIPT_COLUMNS` (or of
+    :data:`TRANSCRIPT_COLUMNS_OF_V3_FILE`); a row that makes no valid entry is a
+    :class:`~turngate.errors.StoreError` naming it."""
+    seq, session_key, role, text, run_id, epoch, at_wall, kind, data = row
+    try:
+        item = item_of(EntryKind(kind if kind is not None else role), str(text), data)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StoreError(
+            f"session {session_key}: transcript entry #{seq} cannot be read ({exc})"
+        ) from None
+    return TranscriptEntry(
+        int(seq), str(session_key), item, str(run_id), int(epoch), float(at_wall)
+    )
+
+
+def data_of(item: TranscriptItem) -> str | None:
+    """The ``data`` column of ``item``: its typed fields as JSON, or null if it has none."""
+    if item.turn_id is not None:
+        return json.dumps({"turn_id": item.turn_id})
+    if item.kind is EntryKind.TOOL_CALLS:
+        calls = [
+            {"id": call.id, "name": call.name, "arguments": call.arguments}
+            for call in item.tool_calls
+        ]
+        return json.dumps({"tool_calls": calls})
+    if item.kind is EntryKind.TOOL_RESULT:
+        return json.dumps(
+            {"call_id": item.call_id, "tool_name": item.tool_name, "is_error": item.is_error}
+        )
+    return None
+
+
+def item_of(kind: EntryKind, text: str, data: str | None) -> TranscriptItem:
+    """The item a row's ``kind``, ``text`` and ``data`` describe."""
+    fields = json.loads(data or "null")
+    if kind is EntryKind.USER:
+        return TranscriptItem.user(text, None if fields is None else str(fields["turn_id"]))
+    if kind is EntryKind.ASSISTANT:
+        return TranscriptItem.assistant(text)
+    if kind is EntryKind.TOOL_CALLS:
+        return TranscriptItem.calls(
+            [
+                ToolCall(str(c["id"]), str(c["name"]), str(c["arguments"]))
+                for c in fields["tool_calls"]
+            ]
+        )
+    return TranscriptItem.tool_result(
+        str(fields["call_id"]), str(fields["tool_name"]), text, is_error=bool(fields["is_error"])
+    )
+
+
+def delivery_from_row(row: tuple[Any, ...]) -> Delivery:
+    (
+        delivery_id,
+        key,
+        session_key,
+        run_id,
+        channel_id,
+        conversation,
+        text,
+        state,
+        parts_sent,
+        attempts,
+        next_attempt_wall,
+        created_wall,
+        ended_wall,
+        last_error,
+    ) = row
+    order = DeliveryOrder(
+        str(key), str(session_key), str(run_id), str(channel_id), str(conversation), str(text)
+    )
+    return Delivery(
+        delivery_id=int(delivery_id),
+        order=order,
+        state=DeliveryState(state),
+        parts_sent=int(parts_sent),
+        attempts=int(attempts),
+        next_attempt_wall=float(next_attempt_wall),
+        created_wall=float(created_wall),
+        ended_wall=None if ended_wall is None else float(ended_wall),
+        last_error=None if last_error is None else str(last_error),
+    )
