@@ -15,9 +15,32 @@ import json
 from typing import Any
 
 from turngate.core.transcript import EntryKind, ToolCall, TranscriptItem
-from turngate.core.turn import TurnState, Usage
+from turngate.core.turn import TurnEvent, TurnState, Usage, stored_sources
 from turngate.errors import ErrorCode, StoreError
 from turngate.store.base import Delivery, DeliveryOrder, DeliveryState, TranscriptEntry, TurnRecord
+
+
+def state_guard(event: TurnEvent) -> str:
+    """``state IN (...)``: the stored states ``event`` may be written from, as the core's
+    transition table says (:func:`~turngate.core.turn.stored_sources`); every SQL store's
+    turn updates are guarded by it, so a write the table forbids changes nothing."""
+    states = ", ".join(f"'{state.value}'" for state in stored_sources(event))
+    return f"state IN ({states})"
+
+
+TURN_COLUMNS = (
+    "turn_id, session_key, message, queue_mode, state, accepted_wall, timeout_s, seq, attempts,"
+    " run_id, epoch, started_wall, ended_wall, reply, error_code, error_message, lane,"
+    " delivery, prompt_tokens, completion_tokens"
+)
+"""What a turn's SELECT reads, in :func:`turn_from_row`'s order."""
+TRANSCRIPT_COLUMNS = "seq, session_key, role, text, run_id, epoch, at_wall, kind, data"
+"""What a transcript entry's SELECT reads, in :func:`entry_from_row`'s order."""
+DELIVERY_COLUMNS = (
+    "delivery_id, key, session_key, run_id, channel_id, conversation, text, state, parts_sent,"
+    " attempts, next_attempt_wall, created_wall, ended_wall, last_error"
+)
+"""What a delivery's SELECT reads, in :func:`delivery_from_row`'s order."""
 
 ROLE_OF_KIND = {
     EntryKind.USER: "user",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from turngate.core.transcript import TranscriptItem
-from turngate.core.turn import OUTCOME_EVENTS, Outcome, TurnEvent, TurnState, stored_sources
+from turngate.core.turn import OUTCOME_EVENTS, Outcome, TurnEvent, TurnState
 from turngate.errors import (
     StaleEpochError,
     StateDirError,
@@ -31,7 +31,7 @@ from turngate.store.base import (
     TranscriptEntry,
     TurnRecord,
 )
-from turngate.store.rows import entry_from_row, turn_from_row
+from turngate.store.rows import entry_from_row, state_guard, turn_from_row
 from turngate.store.sqlite_commit import GroupCommits, storage_error
 from turngate.store.sqlite_outbox import SqliteOutbox, insert_orders
 from turngate.store.sqlite_schema import (
@@ -55,18 +55,10 @@ from turngate.store.sqlite_transcript import (
 )
 from turngate.types import Epoch, RunId, TurnId, WallS
 
-
-def _state_in(event: TurnEvent) -> str:
-    """``state IN (...)``: the stored states ``event`` may be written from, as the core's
-    transition table says (:func:`~turngate.core.turn.stored_sources`)."""
-    states = ", ".join(f"'{state.value}'" for state in stored_sources(event))
-    return f"state IN ({states})"
-
-
-_MAY_ENQUEUE = _state_in(TurnEvent.ENQUEUE)
-_MAY_START = _state_in(TurnEvent.START)
-_MAY_REQUEUE = _state_in(TurnEvent.REQUEUE)
-_MAY_END = {state: _state_in(event) for state, event in OUTCOME_EVENTS.items()}
+_MAY_ENQUEUE = state_guard(TurnEvent.ENQUEUE)
+_MAY_START = state_guard(TurnEvent.START)
+_MAY_REQUEUE = state_guard(TurnEvent.REQUEUE)
+_MAY_END = {state: state_guard(event) for state, event in OUTCOME_EVENTS.items()}
 """Each terminal state's guard: a turn ends only from a state the table ends it from."""
 
 

@@ -11,14 +11,11 @@ import sqlite3
 from collections.abc import Sequence
 
 from turngate.store.base import Delivery, DeliveryOrder, DeliveryState
-from turngate.store.rows import delivery_from_row
+from turngate.store.rows import DELIVERY_COLUMNS, delivery_from_row
 from turngate.store.sqlite_commit import GroupCommits
 from turngate.types import WallS
 
-COLUMNS = (
-    "delivery_id, key, session_key, run_id, channel_id, conversation, text, state, parts_sent,"
-    " attempts, next_attempt_wall, created_wall, ended_wall, last_error"
-)
+COLUMNS = DELIVERY_COLUMNS
 
 
 def insert_orders(db: sqlite3.Connection, orders: Sequence[DeliveryOrder], at: WallS) -> None:
