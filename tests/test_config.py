@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from tests.secrets import GATEWAY_TOKEN
 from turngate.config import (
@@ -293,3 +294,20 @@ def test_a_setting_is_secret_by_what_its_name_ends_with(name: str, secret: bool)
     """A name's last word says what its value is: a token is redacted, the name of the
     variable holding one or the time to wait for a model's first token is not."""
     assert is_secret(name) is secret
+
+
+def test_the_store_is_sqlite_unless_a_postgresql_url_is_given(tmp_path: Path) -> None:
+    assert GatewayConfig().store is None
+    url = "postgresql://turngate@127.0.0.1:5432/turngate"
+    assert GatewayConfig(store=url).store == url
+    with pytest.raises(ValidationError, match="must be a PostgreSQL URL"):
+        GatewayConfig(store="mysql://turngate@127.0.0.1/turngate")
+
+
+def test_a_store_urls_password_is_never_shown(tmp_path: Path) -> None:
+    file = tmp_path / "turngate.toml"
+    file.write_text('store = "postgresql://turngate:hunter2-secret@db:5432/turngate"\n')
+    config, layers = load_config_with_sources(file, env=NO_STATE_DIR)
+    rows = {s.key: s.value for s in effective_settings(config, layers)}
+    assert rows["store"] == f"postgresql://turngate:{REDACTED}@db:5432/turngate"
+    assert "hunter2" not in repr(rows)

@@ -15,7 +15,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from turngate.config_agents import AgentConfig
 from turngate.config_channels import ChannelConfig
@@ -38,6 +46,10 @@ DEFAULT_PORT = 18789
 CROSS_FIELD_SINK = "turngate.cross_field_problems"
 """Validation context key: a list that collects :meth:`GatewayConfig.cross_field_problems`
 instead of failing on the first."""
+
+
+STORE_SCHEMES = ("postgresql://", "postgres://")
+"""The URLs ``store`` takes."""
 
 
 class GatewayConfig(BaseModel):
@@ -70,6 +82,11 @@ class GatewayConfig(BaseModel):
     body_bytes_max: int = Field(default=1_048_576, ge=1024)
     message_chars_max: int = Field(default=65_536, ge=1)
     sqlite_durability: Literal["normal", "full"] = "normal"
+    store: str | None = None
+    """Where turns, sessions and transcripts are kept: unset for SQLite in the state
+    directory (one process), or a ``postgresql://user@host:port/database`` URL (several
+    gateway processes may share it). Also ``TURNGATE_STORE``. A password in the URL is never
+    shown; libpq's ``PGPASSWORD`` or ``~/.pgpass`` keep it out of the file."""
     log_format: Literal["text", "json"] = "text"
     log_file: Path | None = None
     """Also write the log to this file (rotated at ``log_file_bytes_max``, keeping
@@ -109,6 +126,16 @@ class GatewayConfig(BaseModel):
     some, only those (and ``main``) are, and any other agent id is refused."""
     channels: tuple[ChannelConfig, ...] = ()
     """Chat platform bots (``[[channels]]``)."""
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        if value is None or value.startswith(STORE_SCHEMES):
+            return value
+        raise ValueError(
+            "must be a PostgreSQL URL like postgresql://turngate@db.example:5432/turngate"
+            " (leave it unset for SQLite in the state directory)"
+        )
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> GatewayConfig:

@@ -314,7 +314,7 @@ def show(value: object) -> str:
     elif isinstance(value, float) and value.is_integer():
         text = str(int(value))
     else:
-        text = repr(value)
+        text = repr(redact("", value))  # a URL's password stays out of the message
     return text if len(text) <= SHOWN_CHARS_MAX else text[: SHOWN_CHARS_MAX - 3] + "..."
 
 
@@ -370,10 +370,19 @@ def effective_settings(config: BaseModel, layers: ConfigLayers) -> list[Setting]
 
 
 def redact(name: str, value: Any, marker: str = REDACTED) -> Any:
-    """``value`` with every secret in it (by key name, at any depth) replaced by ``marker``;
-    an unset secret stays None."""
+    """``value`` with every secret in it (by key name, at any depth) replaced by ``marker``,
+    and the password of a URL (``scheme://user:password@host``) too; an unset secret stays
+    None."""
     if isinstance(value, dict):
         return {key: redact(key, item, marker) for key, item in value.items()}
     if isinstance(value, list):
         return [redact(name, item, marker) for item in value]
-    return marker if value is not None and is_secret(name) else value
+    if value is not None and is_secret(name):
+        return marker
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(rf"\1{marker}@", value)
+    return value
+
+
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@")
+"""A URL's ``user:password@``, the password to blank."""

@@ -8,15 +8,17 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from turngate.config import GatewayConfig
 from turngate.store.base import Store
 from turngate.store.configured import open_store
 
 
 @asynccontextmanager
-async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
-    """The default store: SQLite in a fresh state directory."""
-    store = open_store(GatewayConfig(state_dir=tmp_path))
+async def opened(config: GatewayConfig) -> AsyncIterator[Store]:
+    """The store ``config`` names, open for the block."""
+    store = open_store(config)
     await store.open()
     try:
         yield store
@@ -24,6 +26,20 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
         await store.close()
 
 
-BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[Store]]] = {
+def sqlite_store(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[Store]:
+    """The default store: SQLite in a fresh state directory."""
+    tmp_path: Path = request.getfixturevalue("tmp_path")
+    return opened(GatewayConfig(state_dir=tmp_path))
+
+
+def postgres_store(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[Store]:
+    """PostgreSQL: a database of its own on the session's server (``tests/conftest.py``)."""
+    tmp_path: Path = request.getfixturevalue("tmp_path")
+    url: str = request.getfixturevalue("postgres_url")
+    return opened(GatewayConfig(state_dir=tmp_path, store=url))
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[Store]]] = {
     "sqlite": sqlite_store,
+    "postgresql": postgres_store,
 }

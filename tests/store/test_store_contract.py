@@ -10,7 +10,6 @@ and a run that lost it writes nothing.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -36,8 +35,8 @@ def outcome(turn_id: str, state: TurnState, run_id: str | None = None) -> Outcom
 
 
 @pytest_asyncio.fixture(params=sorted(BACKENDS))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    async with BACKENDS[request.param](tmp_path) as opened:
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    async with BACKENDS[request.param](request) as opened:
         yield opened
 
 

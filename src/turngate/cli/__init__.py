@@ -20,6 +20,7 @@ from turngate.cli import (
     channels_cmd,
     config_cmd,
     cron_cmd,
+    db_cmd,
     doctor_cmd,
     gateway_cmd,
     sessions_cmd,
@@ -41,6 +42,7 @@ COMMANDS: tuple[Callable[[SubParsers], None], ...] = (
     channels_cmd.register,
     status_cmd.register,
     config_cmd.register,
+    db_cmd.register,
     doctor_cmd.register,
     sim_cmd.register,
 )

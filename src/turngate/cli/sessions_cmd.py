@@ -137,8 +137,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def state_store(args: argparse.Namespace) -> Store:
-    """The state directory's database, read-only (these commands never write)."""
+    """The configured store: the state directory's SQLite file, read-only (these commands
+    never write), or the PostgreSQL database ``store`` names."""
     config = load_config(args.config, overrides={"state_dir": flag(args, "state_dir")})
+    if config.store is not None:
+        return open_store(config)
     path = sqlite_path(config)
     if not path.is_file():
         raise CliError(

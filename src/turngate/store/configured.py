@@ -1,8 +1,10 @@
 """The store a gateway's configuration names: the one place the gateway, the command line and
 the simulator open theirs from.
 
-Today that is SQLite, in the state directory (:data:`DB_FILE`); the state directory's lock
-(:class:`~turngate.store.statedir.StateDirLock`) keeps a second gateway off it.
+By default SQLite, in the state directory (:data:`DB_FILE`; the state directory's lock,
+:class:`~turngate.store.statedir.StateDirLock`, keeps a second gateway off it); with
+``store = "postgresql://..."``, PostgreSQL (:class:`~turngate.store.postgres.PostgresStore`),
+which several gateway processes may share.
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ def open_store(
     connection_factory: type[sqlite3.Connection] = sqlite3.Connection,
 ) -> Store:
     """The configured store, not yet opened (:meth:`Store.open`). ``readonly`` for commands
-    that only read it; ``connection_factory`` is SQLite's (the simulator's fails its disk)."""
+    that only read it (SQLite's file is then opened read-only); ``connection_factory`` is
+    SQLite's (the simulator's fails its disk)."""
+    if config.store is not None:
+        from turngate.store.postgres import PostgresStore  # psycopg only when configured
+
+        return PostgresStore(config.store)
     return SqliteStore(
         sqlite_path(config),
         durability=config.sqlite_durability,
@@ -40,5 +47,9 @@ def open_store(
 
 
 def describe_store(config: GatewayConfig) -> str:
-    """The store as the start-up log names it."""
+    """The store as the start-up log names it (a URL without its password)."""
+    if config.store is not None:
+        from turngate.store.postgres import safe_url
+
+        return f"PostgreSQL {safe_url(config.store)}"
     return f"{DB_FILE}, durability {config.sqlite_durability}"

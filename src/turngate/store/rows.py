@@ -42,6 +42,16 @@ DELIVERY_COLUMNS = (
 )
 """What a delivery's SELECT reads, in :func:`delivery_from_row`'s order."""
 
+SESSION_SELECT = (
+    "SELECT s.key, s.agent_id, s.epoch, s.lease_run_id, s.lease_granted_wall, s.created_wall,"
+    " s.updated_wall,"
+    " (SELECT COUNT(*) FROM turns t WHERE t.session_key = s.key),"
+    " (SELECT COUNT(*) FROM turns t WHERE t.session_key = s.key"
+    "  AND t.state IN ('accepted', 'queued', 'running'))"
+    " FROM sessions s"
+)
+"""A session with its turn counts, in :class:`~turngate.store.base.SessionRecord`'s order."""
+
 ROLE_OF_KIND = {
     EntryKind.USER: "user",
     EntryKind.ASSISTANT: "assistant",

@@ -31,14 +31,13 @@ from turngate.store.base import (
     TranscriptEntry,
     TurnRecord,
 )
-from turngate.store.rows import entry_from_row, state_guard, turn_from_row
+from turngate.store.rows import SESSION_SELECT, entry_from_row, state_guard, turn_from_row
 from turngate.store.sqlite_commit import GroupCommits, storage_error
 from turngate.store.sqlite_outbox import SqliteOutbox, insert_orders
 from turngate.store.sqlite_schema import (
     OPEN_STATES,
     SCHEMA,
     SCHEMA_VERSION,
-    SESSION_SELECT,
     TRANSCRIPT_COLUMNS_ADDED,
     TURN_COLUMNS,
     TURN_COLUMNS_ADDED,

@@ -115,16 +115,6 @@ TURN_COLUMNS_OF_V1_FILE = TURN_COLUMNS_V1 + ", NULL" * len(TURN_COLUMNS_ADDED)
 OPEN_STATES = ("accepted", "queued", "running")
 
 
-SESSION_SELECT = (
-    "SELECT s.key, s.agent_id, s.epoch, s.lease_run_id, s.lease_granted_wall, s.created_wall,"
-    " s.updated_wall,"
-    " (SELECT COUNT(*) FROM turns t WHERE t.session_key = s.key),"
-    " (SELECT COUNT(*) FROM turns t WHERE t.session_key = s.key"
-    "  AND t.state IN ('accepted', 'queued', 'running'))"
-    " FROM sessions s"
-)
-
-
 def columns_of(db: sqlite3.Connection, table: str) -> set[str]:
     """The columns the file's ``table`` has (none when it has no such table)."""
     return {str(row[1]) for row in db.execute(f"PRAGMA table_info({table})")}

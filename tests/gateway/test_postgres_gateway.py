@@ -1,0 +1,108 @@
+"""A gateway on PostgreSQL (``store = "postgresql://..."``), against a real server the suite
+starts (``tests/postgres_server.py``): turns are accepted, run and answered as on SQLite; the
+command line reads the same store; and a database restart in the middle of the load loses
+nothing acknowledged: each turn a client was told about ends with exactly one outcome."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.postgres_server import PostgresServer
+from tests.support import running_gateway
+from turngate.cli import main
+
+SESSIONS = 5
+TURNS_PER_SESSION = 6
+ANSWER_WAIT_S = 60.0
+"""How long a client keeps asking for its turn's outcome through a database restart."""
+
+
+def send(client: httpx2.Client, key: str, message: str, run_id: str) -> dict[str, Any]:
+    """``POST /chat.send`` until the turn has its outcome: an answer that is not one (the
+    database restarting) is asked again with the same idempotency key, as a client would."""
+    deadline = time.monotonic() + ANSWER_WAIT_S
+    body = {"sessionKey": key, "message": message, "idempotencyKey": run_id}
+    while True:
+        try:
+            answer = client.post("/chat.send", json=body)
+        except httpx2.TransportError:
+            answer = None
+        if answer is not None and answer.json().get("status") not in (None, "pending"):
+            result: dict[str, Any] = answer.json()
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{run_id}: no outcome in {ANSWER_WAIT_S}s: {answer}")
+        time.sleep(0.05)  # the database is restarting; ask again shortly
+
+
+def test_a_gateway_on_postgresql_answers_and_the_cli_reads_its_sessions(
+    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with (
+        running_gateway(tmp_path / "state", store=postgres_url, echo_latency_ms=0) as url,
+        httpx2.Client(base_url=url, timeout=ANSWER_WAIT_S) as client,
+    ):
+        replies = [
+            send(client, f"agent:main:s{i}", f"hello {i}", f"pg-{i}")["reply"] for i in range(3)
+        ]
+        health = client.get("/health").json()
+    assert replies == ["echo: hello 0", "echo: hello 1", "echo: hello 2"]
+    assert health["status"] == "live"
+    config = ["--state-dir", str(tmp_path / "state")]
+    env_store = pytest.MonkeyPatch()
+    env_store.setenv("TURNGATE_STORE", postgres_url)
+    try:
+        assert main(["db", "upgrade", *config]) == 0
+        assert main(["sessions", "list", "--json", *config]) == 0
+    finally:
+        env_store.undo()
+    out = capsys.readouterr().out
+    assert "schema up to date" in out
+    assert {f'"agent:main:s{i}"' for i in range(3)} <= set(out.replace(",", " ").split())
+
+
+def test_a_database_restart_mid_load_loses_no_acknowledged_turn(
+    tmp_path: Path, postgres: PostgresServer, postgres_url: str
+) -> None:
+    results: dict[str, dict[str, Any]] = {}
+    failures: list[BaseException] = []
+    under_way = threading.Event()
+
+    def session_client(url: str, index: int) -> None:
+        try:
+            with httpx2.Client(base_url=url, timeout=ANSWER_WAIT_S) as client:
+                for turn in range(TURNS_PER_SESSION):
+                    run_id = f"r-{index}-{turn}"
+                    results[run_id] = send(client, f"agent:main:load{index}", run_id, run_id)
+                    if len(results) >= SESSIONS:
+                        under_way.set()
+        except BaseException as exc:  # reported by the test thread
+            failures.append(exc)
+            under_way.set()
+
+    with running_gateway(tmp_path / "state", store=postgres_url, echo_latency_ms=20) as url:
+        clients = [threading.Thread(target=session_client, args=(url, i)) for i in range(SESSIONS)]
+        for thread in clients:
+            thread.start()
+        assert under_way.wait(ANSWER_WAIT_S)  # some turns are done: the load is under way
+        left = SESSIONS * TURNS_PER_SESSION - len(results)
+        postgres.restart()
+        for thread in clients:
+            thread.join(ANSWER_WAIT_S * TURNS_PER_SESSION)
+        with httpx2.Client(base_url=url, timeout=ANSWER_WAIT_S) as client:
+            stored = {run_id: client.get(f"/turns/{run_id}").json() for run_id in results}
+    assert failures == []
+    assert left > 0  # the restart came in the middle of the load
+    assert len(results) == SESSIONS * TURNS_PER_SESSION
+    for run_id, answer in results.items():
+        assert answer["status"] == "ok", answer
+        assert answer["reply"] == f"echo: {run_id}"
+        # One outcome, stored: the turn ran once (a retry found it, it did not run again).
+        assert stored[run_id]["status"] == "ok"
+        assert stored[run_id]["reply"] == f"echo: {run_id}"
