@@ -16,6 +16,8 @@ import pytest
 from tests.postgres_server import PostgresServer
 from tests.support import running_gateway
 from turngate.cli import main
+from turngate.errors import StoreError
+from turngate.store.postgres import PostgresStore
 
 SESSIONS = 5
 TURNS_PER_SESSION = 6
@@ -42,8 +44,13 @@ def send(client: httpx2.Client, key: str, message: str, run_id: str) -> dict[str
 
 
 def test_a_gateway_on_postgresql_answers_and_the_cli_reads_its_sessions(
-    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    postgres_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    config = ["--state-dir", str(tmp_path / "cli")]
+    monkeypatch.setenv("TURNGATE_STORE", postgres_url)
     with (
         running_gateway(tmp_path / "state", store=postgres_url, echo_latency_ms=0) as url,
         httpx2.Client(base_url=url, timeout=ANSWER_WAIT_S) as client,
@@ -51,20 +58,36 @@ def test_a_gateway_on_postgresql_answers_and_the_cli_reads_its_sessions(
         replies = [
             send(client, f"agent:main:s{i}", f"hello {i}", f"pg-{i}")["reply"] for i in range(3)
         ]
-        health = client.get("/health").json()
-    assert replies == ["echo: hello 0", "echo: hello 1", "echo: hello 2"]
-    assert health["status"] == "live"
-    config = ["--state-dir", str(tmp_path / "state")]
-    env_store = pytest.MonkeyPatch()
-    env_store.setenv("TURNGATE_STORE", postgres_url)
-    try:
+        # Beside the running gateway: the schema step and the sessions commands.
         assert main(["db", "upgrade", *config]) == 0
         assert main(["sessions", "list", "--json", *config]) == 0
-    finally:
-        env_store.undo()
+    assert replies == ["echo: hello 0", "echo: hello 1", "echo: hello 2"]
     out = capsys.readouterr().out
     assert "schema up to date" in out
     assert {f'"agent:main:s{i}"' for i in range(3)} <= set(out.replace(",", " ").split())
+
+
+@pytest.mark.asyncio
+async def test_a_second_gateway_on_the_same_database_is_refused(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    first = PostgresStore(postgres_url)
+    await first.open()
+    try:
+        second = PostgresStore(postgres_url)
+        with pytest.raises(StoreError, match="another gateway process is using this database"):
+            await second.open()
+        # A reader is not a gateway: it opens beside one.
+        reader = PostgresStore(postgres_url, readonly=True)
+        await reader.open()
+        assert await reader.count_sessions() == 0
+        await reader.close()
+    finally:
+        await first.close()
+    # Once the first has closed, another may open.
+    third = PostgresStore(postgres_url)
+    await third.open()
+    await third.close()
 
 
 def test_a_database_restart_mid_load_loses_no_acknowledged_turn(

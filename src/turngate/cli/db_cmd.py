@@ -8,6 +8,7 @@ import asyncio
 
 from turngate.cli.common import ExitCode, flag, print_help_of, state_options
 from turngate.config import load_config
+from turngate.store.base import Store
 from turngate.store.configured import describe_store, open_store
 
 DESCRIPTION = """\
@@ -50,7 +51,14 @@ def run_upgrade(args: argparse.Namespace) -> ExitCode:
     config = load_config(args.config, overrides={"state_dir": flag(args, "state_dir")})
 
     async def upgrade() -> None:
-        store = open_store(config)
+        store: Store
+        if config.store is not None:
+            from turngate.store.postgres import PostgresStore  # psycopg only when configured
+
+            # Beside running gateways: migrate without taking the store's lock.
+            store = PostgresStore(config.store, exclusive=False)
+        else:
+            store = open_store(config)
         await store.open()  # opening for writing creates or migrates the schema
         await store.close()
 

@@ -141,7 +141,7 @@ def state_store(args: argparse.Namespace) -> Store:
     never write), or the PostgreSQL database ``store`` names."""
     config = load_config(args.config, overrides={"state_dir": flag(args, "state_dir")})
     if config.store is not None:
-        return open_store(config)
+        return open_store(config, readonly=True)
     path = sqlite_path(config)
     if not path.is_file():
         raise CliError(

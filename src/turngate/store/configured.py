@@ -37,7 +37,7 @@ def open_store(
     if config.store is not None:
         from turngate.store.postgres import PostgresStore  # psycopg only when configured
 
-        return PostgresStore(config.store)
+        return PostgresStore(config.store, readonly=readonly)
     return SqliteStore(
         sqlite_path(config),
         durability=config.sqlite_durability,

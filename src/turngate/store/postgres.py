@@ -7,6 +7,14 @@ state_guard`). A database that cannot be reached, or refuses writes, makes a wri
 :class:`~turngate.errors.StorageUnavailableError` (the caller may try it again) and shows in
 :meth:`PostgresStore.health`; the pool reconnects by itself when the database is back. The
 URL's password never reaches a message.
+
+One gateway process per database, for now: a store holds an advisory lock for as long as it is
+open, on a connection of its own, and refuses to open while another holds it (the
+PostgreSQL counterpart of the state directory's lock). Until sessions are owned across
+processes, two gateways on one database would each recover the other's running turns. If the
+database restarts, the lock is taken again before the next write; a store that finds it taken
+by another process meanwhile refuses every write (``storage_unavailable``), and its runs are
+fenced by their epochs.
 """
 
 from __future__ import annotations
@@ -34,7 +42,12 @@ from turngate.store.base import (
     TurnRecord,
 )
 from turngate.store.postgres_outbox import PostgresOutbox, insert_orders
-from turngate.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
+from turngate.store.postgres_schema import (
+    MIGRATION_LOCK,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    STORE_LOCK,
+)
 from turngate.store.rows import (
     ROLE_OF_KIND,
     SESSION_SELECT,
@@ -84,12 +97,25 @@ def safe_url(url: str) -> str:
 class PostgresStore:
     """See the module docstring."""
 
-    def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = POOL_SIZE,
+        readonly: bool = False,
+        exclusive: bool = True,
+    ) -> None:
+        """``readonly``: never write, nor migrate (the ``sessions`` commands beside a running
+        gateway); ``exclusive``: hold the store lock (a gateway does; ``db upgrade`` does
+        not, so that it may run beside one)."""
         self.url = url
+        self._readonly = readonly
+        self._exclusive = exclusive and not readonly
         self.shown = safe_url(url)
         self._pool_size = pool_size
         self._pool: AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]] | None = None
         self._health = StoreHealth(writable=True)
+        self._lock: AsyncConnection[tuple[Any, ...]] | None = None
         self.outbox = PostgresOutbox(self)
         """Messages owed to chat platforms (see :mod:`~turngate.store.postgres_outbox`)."""
 
@@ -115,10 +141,43 @@ class PostgresStore:
             ) from None
         self._pool = pool
         try:
-            await self._migrate()
+            if self._exclusive:
+                try:
+                    await self._hold_store(opening=True)
+                except psycopg.Error as exc:
+                    raise self._error(exc, "take the store's lock") from None
+            if not self._readonly:
+                await self._migrate()
         except BaseException:
             await self.close()
             raise
+
+    async def _hold_store(self, *, opening: bool = False) -> None:
+        """Hold this database's store lock (see the module docstring): take it, or take it
+        again on a new connection if the one holding it was lost."""
+        if self._lock is not None and not self._lock.closed and not self._lock.broken:
+            return
+        if self._lock is not None:
+            await self._lock.close()
+            self._lock = None
+        lock = await AsyncConnection.connect(
+            self.url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S)
+        )
+        row = await (
+            await lock.execute("SELECT pg_try_advisory_lock(%s)", (STORE_LOCK,))
+        ).fetchone()
+        if row is None or not row[0]:
+            await lock.close()
+            if opening:
+                raise StoreError(
+                    f"store {self.shown}: another gateway process is using this database;"
+                    " one process per database until sessions are owned across processes"
+                )
+            raise StorageUnavailableError(
+                f"storage {self.shown}: another gateway process took this database while its"
+                " connection was lost; this process writes nothing more"
+            )
+        self._lock = lock
 
     async def _migrate(self) -> None:
         async with self.writing("create or migrate the schema") as db:
@@ -151,6 +210,9 @@ class PostgresStore:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            await lock.close()
 
     def health(self) -> StoreHealth:
         return self._health
@@ -168,7 +230,11 @@ class PostgresStore:
     async def writing(self, doing: str) -> AsyncIterator[AsyncConnection[tuple[Any, ...]]]:
         """One write transaction; committed when the block ends, rolled back if it raises.
         A database that cannot take it raises :class:`StorageUnavailableError`."""
+        if self._readonly:
+            raise StoreError(f"store {self.shown}: opened read-only, cannot {doing}")
         try:
+            if self._exclusive:
+                await self._hold_store()
             async with self._connection() as db, db.transaction():
                 yield db
         except (psycopg.Error, PoolTimeout) as exc:

@@ -16,6 +16,8 @@ SCHEMA_VERSION = 1
 
 MIGRATION_LOCK = 0x7475726E67617465  # "turngate"
 """The advisory lock a process holds while it migrates."""
+STORE_LOCK = MIGRATION_LOCK + 1
+"""The advisory lock a gateway process holds for as long as its store is open."""
 
 MIGRATIONS: dict[int, str] = {
     1: """
