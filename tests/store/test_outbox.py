@@ -1,18 +1,13 @@
-"""The outbox in the SQLite store: a message owed to a chat platform is written with the end
+"""The outbox, in every store: a message owed to a chat platform is written with the end
 of its turn or not at all, sent in order, resumed where it stopped, and ends once."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
-import pytest_asyncio
 
 from turngate.core.turn import Outcome, TurnState
 from turngate.errors import StaleEpochError
-from turngate.store.base import DeliveryOrder, DeliveryState, TurnRecord
-from turngate.store.sqlite import SqliteStore
+from turngate.store.base import DeliveryOrder, DeliveryState, Store, TurnRecord
 
 KEY = "agent:main:tg:direct:42"
 
@@ -21,7 +16,7 @@ def order(run_id: str, text: str = "hello", channel: str = "tg") -> DeliveryOrde
     return DeliveryOrder(f"reply:{run_id}", KEY, run_id, channel, "42", text)
 
 
-async def replied(store: SqliteStore, turn_id: str, epoch: int, *orders: DeliveryOrder) -> None:
+async def replied(store: Store, turn_id: str, epoch: int, *orders: DeliveryOrder) -> None:
     """Accept ``turn_id``, run it at ``epoch`` and end it replied, owing ``orders``."""
     await store.accept_turn(
         TurnRecord(turn_id, KEY, "main", f"m-{turn_id}", "followup", TurnState.ACCEPTED, 1.0, 60)
@@ -31,17 +26,14 @@ async def replied(store: SqliteStore, turn_id: str, epoch: int, *orders: Deliver
     await store.end_run(KEY, turn_id, epoch, [outcome], [], at=3.0, orders=orders)
 
 
-@pytest_asyncio.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "turngate.db")
-    await opened.open()
-    yield opened
-    await opened.close()
+@pytest.fixture
+def store(backend_store: Store) -> Store:
+    return backend_store
 
 
 @pytest.mark.asyncio
 async def test_a_reply_owed_to_a_platform_is_pending_once_its_turn_has_ended(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     await replied(store, "t1", 1, order("t1"))
     [pending] = await store.outbox.pending("tg", 10)
@@ -56,7 +48,7 @@ async def test_a_reply_owed_to_a_platform_is_pending_once_its_turn_has_ended(
 
 
 @pytest.mark.asyncio
-async def test_a_stale_end_owes_nothing(store: SqliteStore) -> None:
+async def test_a_stale_end_owes_nothing(store: Store) -> None:
     await replied(store, "t1", 1)
     outcome = Outcome("t1", TurnState.REPLIED, "t1", reply="late")
     with pytest.raises(StaleEpochError):
@@ -66,7 +58,7 @@ async def test_a_stale_end_owes_nothing(store: SqliteStore) -> None:
 
 @pytest.mark.asyncio
 async def test_deliveries_come_out_oldest_first_and_an_order_is_stored_once(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     await replied(store, "t1", 1, order("t1", "first"), order("t1", "again"))
     await replied(store, "t2", 2, order("t2", "second"))
@@ -77,7 +69,7 @@ async def test_deliveries_come_out_oldest_first_and_an_order_is_stored_once(
 
 @pytest.mark.asyncio
 async def test_parts_sent_and_failed_attempts_are_kept_for_the_next_attempt(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     await replied(store, "t1", 1, order("t1"))
     [delivery] = await store.outbox.pending("tg", 10)
@@ -95,7 +87,7 @@ async def test_parts_sent_and_failed_attempts_are_kept_for_the_next_attempt(
 
 @pytest.mark.asyncio
 async def test_a_delivery_ends_once_and_every_turn_of_its_run_shows_how(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     await replied(store, "t1", 1, order("t1"))
     await replied(store, "t2", 2, order("t2"))

@@ -9,12 +9,8 @@ and a run that lost it writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-import pytest_asyncio
 
-from tests.store.backends import BACKENDS
 from turngate.core.transcript import TranscriptItem
 from turngate.core.turn import TERMINAL_STATES, Outcome, TurnState
 from turngate.errors import ErrorCode, StaleEpochError
@@ -34,10 +30,9 @@ def outcome(turn_id: str, state: TurnState, run_id: str | None = None) -> Outcom
     return Outcome(turn_id, state, run_id or turn_id, code=ErrorCode.INTERNAL, message="ended")
 
 
-@pytest_asyncio.fixture(params=sorted(BACKENDS))
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    async with BACKENDS[request.param](request) as opened:
-        yield opened
+@pytest.fixture
+def store(backend_store: Store) -> Store:
+    return backend_store
 
 
 async def state_of(store: Store, turn_id: str) -> TurnState:

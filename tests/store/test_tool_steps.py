@@ -3,17 +3,13 @@ the run's end or by the recovery after a crash, and read back for a resumed run.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 import pytest_asyncio
 
 from turngate.core.transcript import ToolCall, TranscriptItem, unanswered_calls
 from turngate.core.turn import Outcome, TurnState
 from turngate.errors import ErrorCode, StaleEpochError
-from turngate.store.base import INTERRUPTED_CALL_RESULT, TurnRecord
-from turngate.store.sqlite import SqliteStore
+from turngate.store.base import INTERRUPTED_CALL_RESULT, Store, TurnRecord
 
 KEY = "agent:main:main"
 CALLS = TranscriptItem.calls([ToolCall("c1", "search", "{}"), ToolCall("c2", "fetch", "{}")])
@@ -24,21 +20,18 @@ def record(turn_id: str, message: str = "hi") -> TurnRecord:
 
 
 @pytest_asyncio.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    store = SqliteStore(tmp_path / "turngate.db")
-    await store.open()
-    await store.accept_turn(record("a", "look it up"))
-    await store.start_run(KEY, "a", 1, ["a"], at=1.0)
-    yield store
-    await store.close()
+async def store(backend_store: Store) -> Store:
+    await backend_store.accept_turn(record("a", "look it up"))
+    await backend_store.start_run(KEY, "a", 1, ["a"], at=1.0)
+    return backend_store
 
 
-async def kinds_and_texts(store: SqliteStore) -> list[tuple[str, str]]:
+async def kinds_and_texts(store: Store) -> list[tuple[str, str]]:
     return [(e.kind.value, e.text) for e in await store.transcript(KEY, 100)]
 
 
 @pytest.mark.asyncio
-async def test_steps_are_written_by_the_holder_only(store: SqliteStore) -> None:
+async def test_steps_are_written_by_the_holder_only(store: Store) -> None:
     await store.write_steps(KEY, "a", 1, [TranscriptItem.user("look it up", "a"), CALLS], at=2.0)
     for run_id, epoch in (("a", 2), ("x", 1)):
         with pytest.raises(StaleEpochError):
@@ -50,7 +43,7 @@ async def test_steps_are_written_by_the_holder_only(store: SqliteStore) -> None:
 
 @pytest.mark.asyncio
 async def test_a_run_that_ends_without_replying_closes_its_open_calls_and_only_those(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     await store.write_steps(KEY, "a", 1, [TranscriptItem.user("look it up", "a"), CALLS], at=2.0)
     done = TranscriptItem.tool_result("c1", "search", "found")
@@ -68,7 +61,7 @@ async def test_a_run_that_ends_without_replying_closes_its_open_calls_and_only_t
 
 @pytest.mark.asyncio
 async def test_recovery_closes_the_calls_of_the_run_the_crash_interrupted(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     await store.accept_turn(record("b", "and this"))
     await store.join_run(KEY, "b", "a", 1, at=1.5)
@@ -93,7 +86,7 @@ async def test_recovery_closes_the_calls_of_the_run_the_crash_interrupted(
 
 @pytest.mark.asyncio
 async def test_a_resumed_run_reads_the_transcript_from_its_first_message(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     await store.end_run(
         KEY,
