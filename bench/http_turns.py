@@ -26,6 +26,7 @@ Run it from the project root::
 
     python bench/http_turns.py            # or: make bench
     python bench/http_turns.py --calls 300 --duration-s 3 --idle-sessions 2000 --json
+    python bench/http_turns.py --store postgresql://postgres@127.0.0.1:5432/bench
 """
 
 from __future__ import annotations
@@ -323,6 +324,11 @@ def machine_info() -> dict[str, str | int]:
 
 
 # --- the gateway process ------------------------------------------------------------------
+
+
+def safe_store(url: str) -> str:
+    """The store URL without a password, for the report."""
+    return re.sub(r"(://[^:/@]*:)[^@/]+@", r"\1***@", url)
 
 
 def gateway_command(state_dir: Path) -> list[str]:
@@ -631,10 +637,14 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
 
 async def run(args: argparse.Namespace, state_dir: Path, machine: dict[str, str | int]) -> None:
     started = time.monotonic()
+    env = dict(os.environ)
+    if args.store is not None:
+        env["TURNGATE_STORE"] = args.store
     proc = await asyncio.create_subprocess_exec(
         *gateway_command(state_dir),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
+        env=env,
     )
     drain: asyncio.Task[None] | None = None
     try:
@@ -643,6 +653,7 @@ async def run(args: argparse.Namespace, state_dir: Path, machine: dict[str, str 
         drain = asyncio.create_task(drain_stdout(proc))
         rss_start = read_rss_mb(proc.pid)
         print(f"gateway: pid {proc.pid}, http://{HOST}:{port}, state dir {state_dir}")
+        print(f"store: {'SQLite (state dir)' if args.store is None else safe_store(args.store)}")
         print(f"gateway RSS at start: {rss_start:.1f} MB")
         gc.collect()
         gc.freeze()
@@ -736,6 +747,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-rss", action="store_true", help="skip the RSS measurement (c)")
     parser.add_argument("--json", action="store_true", help="also print all figures as JSON")
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="the gateway's store: a postgresql:// URL (an empty database); default SQLite",
+    )
     args = parser.parse_args(argv)
     if args.sessions < args.clients:
         parser.error("--sessions must be >= --clients (each client needs its own sessions)")

@@ -49,13 +49,14 @@ from turngate.store.postgres_schema import (
     STORE_LOCK,
 )
 from turngate.store.rows import (
-    ROLE_OF_KIND,
+    OUTCOME_SET,
     SESSION_SELECT,
     TRANSCRIPT_COLUMNS,
     TURN_COLUMNS,
-    data_of,
     entry_from_row,
+    outcome_values,
     state_guard,
+    transcript_values,
     turn_from_row,
 )
 from turngate.types import Epoch, RunId, TurnId, WallS
@@ -554,19 +555,7 @@ async def _append(
         await cur.executemany(
             "INSERT INTO transcript (session_key, role, text, run_id, epoch, at_wall, kind,"
             " data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                (
-                    session_key,
-                    ROLE_OF_KIND[item.kind],
-                    item.text,
-                    run_id,
-                    epoch,
-                    at,
-                    item.kind.value,
-                    data_of(item),
-                )
-                for item in items
-            ],
+            [transcript_values(session_key, item, run_id, epoch, at) for item in items],
         )
 
 
@@ -600,21 +589,6 @@ async def _record_outcomes(
             if not ended:
                 continue
             await cur.executemany(
-                "UPDATE turns SET state = %s, run_id = %s, reply = %s, error_code = %s,"
-                " error_message = %s, ended_wall = %s, prompt_tokens = %s,"
-                f" completion_tokens = %s WHERE turn_id = %s AND {guard}",
-                [
-                    (
-                        o.state.value,
-                        o.run_id,
-                        o.reply,
-                        None if o.code is None else o.code.value,
-                        o.message or None,
-                        at,
-                        None if o.usage is None else o.usage.prompt_tokens,
-                        None if o.usage is None else o.usage.completion_tokens,
-                        o.turn_id,
-                    )
-                    for o in ended
-                ],
+                f"UPDATE turns SET {OUTCOME_SET.format(p='%s')} WHERE turn_id = %s AND {guard}",
+                [outcome_values(o, at) for o in ended],
             )

@@ -15,9 +15,10 @@ import json
 from typing import Any
 
 from turngate.core.transcript import EntryKind, ToolCall, TranscriptItem
-from turngate.core.turn import TurnEvent, TurnState, Usage, stored_sources
+from turngate.core.turn import Outcome, TurnEvent, TurnState, Usage, stored_sources
 from turngate.errors import ErrorCode, StoreError
 from turngate.store.base import Delivery, DeliveryOrder, DeliveryState, TranscriptEntry, TurnRecord
+from turngate.types import Epoch, RunId, WallS
 
 
 def state_guard(event: TurnEvent) -> str:
@@ -41,6 +42,46 @@ DELIVERY_COLUMNS = (
     " attempts, next_attempt_wall, created_wall, ended_wall, last_error"
 )
 """What a delivery's SELECT reads, in :func:`delivery_from_row`'s order."""
+
+OUTCOME_SET = (
+    "state = {p}, run_id = {p}, reply = {p}, error_code = {p}, error_message = {p},"
+    " ended_wall = {p}, prompt_tokens = {p}, completion_tokens = {p}"
+)
+"""The columns a turn's end sets, with the driver's placeholder as ``{p}``, in
+:func:`outcome_values`' order (then the turn's id)."""
+
+
+def outcome_values(outcome: Outcome, at: WallS) -> tuple[Any, ...]:
+    """The values of :data:`OUTCOME_SET` for ``outcome`` ended at ``at``, and its turn id."""
+    usage = outcome.usage
+    return (
+        outcome.state.value,
+        outcome.run_id,
+        outcome.reply,
+        None if outcome.code is None else outcome.code.value,
+        outcome.message or None,
+        at,
+        None if usage is None else usage.prompt_tokens,
+        None if usage is None else usage.completion_tokens,
+        outcome.turn_id,
+    )
+
+
+def transcript_values(
+    session_key: str, item: TranscriptItem, run_id: RunId, epoch: Epoch, at: WallS
+) -> tuple[Any, ...]:
+    """A transcript row's values: session, role, text, run, epoch, time, kind, data."""
+    return (
+        session_key,
+        ROLE_OF_KIND[item.kind],
+        item.text,
+        run_id,
+        epoch,
+        at,
+        item.kind.value,
+        data_of(item),
+    )
+
 
 SESSION_SELECT = (
     "SELECT s.key, s.agent_id, s.epoch, s.lease_run_id, s.lease_granted_wall, s.created_wall,"

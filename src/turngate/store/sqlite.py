@@ -31,7 +31,14 @@ from turngate.store.base import (
     TranscriptEntry,
     TurnRecord,
 )
-from turngate.store.rows import SESSION_SELECT, entry_from_row, state_guard, turn_from_row
+from turngate.store.rows import (
+    OUTCOME_SET,
+    SESSION_SELECT,
+    entry_from_row,
+    outcome_values,
+    state_guard,
+    turn_from_row,
+)
 from turngate.store.sqlite_commit import GroupCommits, storage_error
 from turngate.store.sqlite_outbox import SqliteOutbox, insert_orders
 from turngate.store.sqlite_schema import (
@@ -339,24 +346,8 @@ class SqliteStore:
     def _record_outcomes(db: sqlite3.Connection, outcomes: Sequence[Outcome], at: WallS) -> None:
         for state, guard in _MAY_END.items():
             db.executemany(
-                "UPDATE turns SET state = ?, run_id = ?, reply = ?, error_code = ?,"
-                " error_message = ?, ended_wall = ?, prompt_tokens = ?, completion_tokens = ?"
-                f" WHERE turn_id = ? AND {guard}",
-                [
-                    (
-                        o.state.value,
-                        o.run_id,
-                        o.reply,
-                        None if o.code is None else o.code.value,
-                        o.message or None,
-                        at,
-                        None if o.usage is None else o.usage.prompt_tokens,
-                        None if o.usage is None else o.usage.completion_tokens,
-                        o.turn_id,
-                    )
-                    for o in outcomes
-                    if o.state is state
-                ],
+                f"UPDATE turns SET {OUTCOME_SET.format(p='?')} WHERE turn_id = ? AND {guard}",
+                [outcome_values(o, at) for o in outcomes if o.state is state],
             )
 
     async def since_messages(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from turngate.core.transcript import TranscriptItem, closing_results
 from turngate.store.base import TranscriptEntry
-from turngate.store.rows import ROLE_OF_KIND, data_of, entry_from_row
+from turngate.store.rows import entry_from_row, transcript_values
 from turngate.store.sqlite_schema import TRANSCRIPT_COLUMNS_ADDED
 from turngate.types import Epoch, RunId, TurnId, WallS
 
@@ -39,19 +39,7 @@ def append_items(
     db.executemany(
         "INSERT INTO transcript (session_key, role, text, run_id, epoch, at_wall, kind, data)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                session_key,
-                ROLE_OF_KIND[item.kind],
-                item.text,
-                run_id,
-                epoch,
-                at,
-                item.kind.value,
-                data_of(item),
-            )
-            for item in items
-        ],
+        [transcript_values(session_key, item, run_id, epoch, at) for item in items],
     )
 
 
