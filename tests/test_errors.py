@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -49,6 +50,9 @@ def test_field_errors_name_their_field() -> None:
     assert isinstance(error, TurngateError)
 
 
+T = TypeVar("T")
+
+
 class QuietHost:
     """A run's host that takes its reports and has nothing to steer in."""
 
@@ -66,6 +70,10 @@ class QuietHost:
 
     async def take_steered(self) -> list[Turn]:
         return []
+
+    async def read(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        del what
+        return await attempt()
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from tests.postgres_server import PostgresServer
 from tests.support import running_gateway
 from turngate.cli import main
 from turngate.errors import StoreError
-from turngate.store.postgres import PostgresStore
+from turngate.store.postgres import PostgresStore, safe_url
 
 SESSIONS = 5
 TURNS_PER_SESSION = 6
@@ -58,6 +58,8 @@ def test_a_gateway_on_postgresql_answers_and_the_cli_reads_its_sessions(
         replies = [
             send(client, f"agent:main:s{i}", f"hello {i}", f"pg-{i}")["reply"] for i in range(3)
         ]
+        store = client.get("/console/api/gateway").json()["store"]
+        assert (store["kind"], store["path"]) == ("postgresql", safe_url(postgres_url))
         # Beside the running gateway: the schema step and the sessions commands.
         assert main(["db", "upgrade", *config]) == 0
         assert main(["sessions", "list", "--json", *config]) == 0

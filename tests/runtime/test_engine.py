@@ -14,7 +14,7 @@ from tests.support import TOOL_EXCHANGE, store_exchange
 from turngate.core.keys import parse_session_key
 from turngate.core.queue import QueueMode
 from turngate.core.turn import Outcome, TurnState
-from turngate.errors import ErrorCode, IdempotencyConflictError
+from turngate.errors import ErrorCode, IdempotencyConflictError, StorageUnavailableError
 from turngate.providers.base import ChatMessage, ToolCallDelta
 from turngate.runtime.engine import Engine, EngineSettings, SubmitRequest
 from turngate.runtime.events import Event, EventKind
@@ -337,3 +337,30 @@ def test_a_submit_cancelled_while_its_turn_is_being_stored_still_gets_the_turn_r
 
     events = run_engine(tmp_path, echo_after(0.1), scenario)
     assert len([e for e in events if e.kind is EventKind.STARTED]) == 1
+
+
+def test_a_run_whose_history_cannot_be_read_yet_waits_for_storage_and_replies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database restarting while a run starts: its transcript read fails twice, is tried
+    again, and the turn gets its real reply, not a failure."""
+    original = SqliteStore.transcript
+    failures = 2
+
+    async def flaky(self: SqliteStore, session_key: str, limit: int) -> Any:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise StorageUnavailableError("storage test: the database is restarting")
+        return await original(self, session_key, limit)
+
+    monkeypatch.setattr(SqliteStore, "transcript", flaky)
+
+    async def scenario(engine: Engine) -> None:
+        outcome = await send(engine, "hello")
+        assert (outcome.state, outcome.reply) == (TurnState.REPLIED, "echo: hello")
+
+    events = run_engine(tmp_path, echo_after(0.0), scenario)
+    failed = [e for e in events if e.kind is EventKind.STORAGE_FAILED]
+    assert len(failed) == 2
+    assert all("read the session's transcript" in e.detail for e in failed)

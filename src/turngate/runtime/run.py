@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from turngate.core.session import RunFailed, RunReplied, RunResult
 from turngate.core.transcript import EntryKind, ToolCall, TranscriptItem
@@ -51,6 +51,8 @@ from turngate.runtime.history import model_messages
 from turngate.store.base import Store
 from turngate.tools.base import Toolbox, ToolContext
 from turngate.types import Epoch, RunId
+
+T = TypeVar("T")
 
 log = logging.getLogger("turngate.runtime")
 
@@ -97,6 +99,11 @@ class RunHost(Protocol):
 
     async def take_steered(self) -> list[Turn]:
         """The steered turns that join the run before its next model step."""
+        ...
+
+    async def read(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()``, a read of the store, tried again while storage is unavailable (a
+        database restarting must not fail the run)."""
         ...
 
 
@@ -159,7 +166,9 @@ async def execute_run(spec: RunSpec, store: Store, provider: Provider, host: Run
 
 
 async def _agent_loop(spec: RunSpec, store: Store, provider: Provider, host: RunHost) -> RunResult:
-    past, written = await _conversation(spec, store)
+    past, written = await host.read(
+        "read the session's transcript", lambda: _conversation(spec, store)
+    )
     already = {item.turn_id for item in written if item.kind is EntryKind.USER}
     unwritten = [
         TranscriptItem.user(turn.message, turn.turn_id)

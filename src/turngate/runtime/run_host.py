@@ -11,9 +11,9 @@ answers: a message the run takes is always recorded as part of it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from turngate.core.transcript import TranscriptItem
 from turngate.core.turn import Turn, Usage
@@ -25,6 +25,8 @@ from turngate.types import Epoch, MonotonicS, RunId
 
 if TYPE_CHECKING:
     from turngate.runtime.owner import SessionOwner
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -108,6 +110,10 @@ class OwnerRunHost:
         except StaleEpochError as exc:
             engine.stale_write_refused(exc, step=True)
             raise
+
+    async def read(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """A read of the store for the run, tried again while storage is unavailable."""
+        return await self._owner.durably(what, self._run_id, attempt)
 
     async def take_steered(self) -> list[Turn]:
         """Ask the owner for the steered turns at the head of the queue."""

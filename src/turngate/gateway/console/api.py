@@ -40,6 +40,7 @@ from turngate.gateway.metrics import GatewayMetrics
 from turngate.lanes.cron import CronLane
 from turngate.runtime.engine import Engine, LeaseView
 from turngate.store.base import SessionRecord, Store
+from turngate.store.postgres import PostgresStore
 from turngate.store.sqlite import SqliteStore
 
 SESSIONS_DEFAULT = 200
@@ -116,9 +117,12 @@ async def gateway(request: Request) -> Response:
 
 
 def _store_kind(store: Store, config: GatewayConfig) -> dict[str, Any]:
-    """Which store: SQLite (its file and durability), or the one a test put in its place."""
+    """Which store: SQLite (its file and durability), PostgreSQL (its URL without the
+    password), or the one a test put in its place."""
     if isinstance(store, SqliteStore):
         return {"kind": "sqlite", "path": str(store.path), "durability": config.sqlite_durability}
+    if isinstance(store, PostgresStore):
+        return {"kind": "postgresql", "path": store.shown, "durability": None}
     return {"kind": type(store).__name__, "path": None, "durability": None}
 
 
