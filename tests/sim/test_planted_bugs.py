@@ -41,6 +41,7 @@ from turngate.gateway.ws_methods import Methods, RunLedger
 from turngate.runtime.deltas import DeltaStream
 from turngate.runtime.engine import Engine, Ticket
 from turngate.runtime.owner import SessionOwner
+from turngate.runtime.run_host import OwnerRunHost
 from turngate.sim.channel_world import draw_channel
 from turngate.sim.runner import SimResult, run_seed
 from turngate.sim.tools import draw_tools
@@ -157,6 +158,18 @@ def storage_failure_ends_the_owner(monkeypatch: pytest.MonkeyPatch) -> None:
         return await attempt()
 
     monkeypatch.setattr(SessionOwner, "durably", durably)
+
+
+@pytest.fixture
+def transcript_read_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database that goes away: a run reads its session's transcript once, and fails its
+    turn when storage cannot answer, instead of waiting for it as a write does."""
+
+    async def read(self: OwnerRunHost, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        del what
+        return await attempt()
+
+    monkeypatch.setattr(OwnerRunHost, "read", read)
 
 
 @pytest.fixture
@@ -526,6 +539,13 @@ def test_the_simulator_finds_writes_acknowledged_that_a_full_disk_lost() -> None
 def test_the_simulator_finds_a_session_silenced_by_a_full_disk() -> None:
     invariants = {violation.invariant for violation in first_failure().violations}
     assert invariants & {"I1", "I4"}
+
+
+@pytest.mark.usefixtures("transcript_read_not_retried")
+def test_the_simulator_finds_a_turn_failed_by_a_database_gone_for_a_moment() -> None:
+    first = first_failure().violations[0]
+    assert first.invariant == "I1"
+    assert "ended internal" in first.message
 
 
 @pytest.mark.usefixtures("reply_before_release")

@@ -3,7 +3,9 @@
 Each check names the invariant (docs/architecture.md) it enforces:
 
 - I1 one outcome: a turn ends at most once, every acknowledged turn ends, the client holds
-  the outcome the store recorded, and a reply is real (it contains the turn's own message).
+  the outcome the store recorded, and a reply is real (it contains the turn's own message);
+  no turn ends ``internal`` (that is a gateway bug's ending, not an outcome: a storage outage,
+  a crash, a failing model each have their own).
   Over the gateway's edges, a client reads the outcome off the wire (HTTP, WebSocket,
   OpenAI) and it must be the stored one too, and a WebSocket connection carries exactly one
   terminal ``chat`` event per run id.
@@ -42,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from turngate.core.turn import Outcome, TurnState
+from turngate.errors import ErrorCode
 from turngate.runtime.events import Event, EventKind
 from turngate.sim.surfaces import Answer
 from turngate.sim.transcript_checks import check_transcript
@@ -357,6 +360,8 @@ class Checker:
         previous = self.ended[e.turn_id]
         if previous:
             self.fail("I1", e.at, f"turn {e.turn_id} ended twice ({previous[0].state}, {e.state})")
+        if e.code is ErrorCode.INTERNAL:
+            self.fail("I1", e.at, f"turn {e.turn_id} ended internal (a bug): {e.detail}")
         previous.append(e)
 
     def _stale_write(self, e: Event) -> None:

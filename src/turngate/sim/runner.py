@@ -249,25 +249,29 @@ async def _simulate(
     current: list[SqliteStore] = []
 
     def lease_of(session_key: str) -> tuple[str | None, int]:
-        row = (
-            current[-1]
-            .db.execute("SELECT lease_run_id, epoch FROM sessions WHERE key = ?", (session_key,))
-            .fetchone()
-        )
+        with disk.observed():
+            row = (
+                current[-1]
+                .db.execute(
+                    "SELECT lease_run_id, epoch FROM sessions WHERE key = ?", (session_key,)
+                )
+                .fetchone()
+            )
         return (None, 0) if row is None else (row[0], int(row[1]))
 
     def deadline_of(turn_ids: list[str]) -> float | None:
         if not turn_ids:
             return None
         marks = ",".join("?" * len(turn_ids))
-        row = (
-            current[-1]
-            .db.execute(
-                f"SELECT MIN(accepted_wall + timeout_s) FROM turns WHERE turn_id IN ({marks})",
-                turn_ids,
+        with disk.observed():
+            row = (
+                current[-1]
+                .db.execute(
+                    f"SELECT MIN(accepted_wall + timeout_s) FROM turns WHERE turn_id IN ({marks})",
+                    turn_ids,
+                )
+                .fetchone()
             )
-            .fetchone()
-        )
         return None if row is None or row[0] is None else float(row[0]) - WALL_AT_ZERO
 
     lease = LeaseCheck(params.stall_timeout_s, params.run_timeout_s, deadline_of)
