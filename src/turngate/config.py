@@ -84,8 +84,8 @@ class GatewayConfig(BaseModel):
     sqlite_durability: Literal["normal", "full"] = "normal"
     store: str | None = None
     """Where turns, sessions and transcripts are kept: unset for SQLite in the state
-    directory (one process), or a ``postgresql://user@host:port/database`` URL (several
-    gateway processes may share it). Also ``TURNGATE_STORE``. A password in the URL is never
+    directory, or a ``postgresql://user@host:port/database`` URL (one gateway process per
+    database for now). Also ``TURNGATE_STORE``. A password in the URL is never
     shown; libpq's ``PGPASSWORD`` or ``~/.pgpass`` keep it out of the file."""
     log_format: Literal["text", "json"] = "text"
     log_file: Path | None = None

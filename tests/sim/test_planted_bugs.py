@@ -1,13 +1,14 @@
-"""Proof that the simulator can fail: four bugs of the field reports, two of a full disk,
-four of issue 11 (a watchdog that stops aborting stalled runs, a run timeout measured from
+"""Proof that the simulator can fail: four bugs of the field reports, three of storage (two
+of a full disk, and a run that fails its turn when the database cannot answer its transcript
+read), four of issue 11 (a watchdog that stops aborting stalled runs, a run timeout measured from
 the wrong instant, a store that no longer refuses stale epochs, a turn's outcome and its
 transcript written in two transactions), three in the gateway's edges (a WebSocket that
 relays a run twice, a final event built from the streamed text, an OpenAI stream that
 repeats what it streamed) and five in the channels (a message acknowledged to its platform
 before it is stored, an outbox that sends a conversation's replies side by side, a callback of
 a finished connection that acts, a delivery recorded sent that the platform never took, a
-Discord sequence number moved on when a message is received rather than stored), planted one
-at a time.
+Discord sequence number moved on when a message is received rather than stored), and two of
+tool calls (left open by a run's end, or by a crash), planted one at a time.
 
 Each fixture patches the real runtime the way a plausible mistake would, for this test only.
 The simulator must find a violating seed within 1,000 seeds, and name the invariant the bug

@@ -3,8 +3,8 @@ the simulator open theirs from.
 
 By default SQLite, in the state directory (:data:`DB_FILE`; the state directory's lock,
 :class:`~turngate.store.statedir.StateDirLock`, keeps a second gateway off it); with
-``store = "postgresql://..."``, PostgreSQL (:class:`~turngate.store.postgres.PostgresStore`),
-which several gateway processes may share.
+``store = "postgresql://..."``, PostgreSQL (:class:`~turngate.store.postgres.PostgresStore`;
+one gateway process per database for now, until sessions are owned across processes).
 """
 
 from __future__ import annotations

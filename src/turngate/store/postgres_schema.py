@@ -1,8 +1,8 @@
 """The PostgreSQL database's shape: its tables, and the version each migration brings it to.
 
 The gateway creates and migrates the schema itself when it opens the store (``turngate db
-upgrade`` does only that). Each step runs in one transaction under an advisory lock, so that
-several gateway processes starting at once migrate once; the version reached is kept in
+upgrade`` does only that). The steps run in one transaction under an advisory lock, so that
+several processes starting at once migrate once; the version reached is kept in
 ``turngate_schema``. A database whose version is newer than this code's is refused.
 
 Times are wall-clock seconds (``double precision``), as in the SQLite store, so that rows read
