@@ -60,6 +60,12 @@ def test_a_gateway_on_postgresql_answers_and_the_cli_reads_its_sessions(
         ]
         store = client.get("/console/api/gateway").json()["store"]
         assert (store["kind"], store["path"]) == ("postgresql", safe_url(postgres_url))
+        storage = client.get("/health").json()["storage"]
+        assert (storage["kind"], storage["path"], storage["writable"]) == (
+            "postgresql",
+            safe_url(postgres_url),
+            True,
+        )
         # Beside the running gateway: the schema step and the sessions commands.
         assert main(["db", "upgrade", *config]) == 0
         assert main(["sessions", "list", "--json", *config]) == 0

@@ -83,6 +83,12 @@ def render(health: dict[str, Any], url: str) -> list[str]:
     lock = health.get("lock")
     holder = describe_holder(json.dumps(lock)) if lock else "no lock record"
     lines.append(f"state dir: {health.get('stateDir', '?')} (held by {holder})")
+    process = health.get("process") or {}
+    if process:
+        lines.append(
+            f"process: pid {process.get('pid')} on {process.get('host')},"
+            f" {health.get('leasesHeld', 0)} session leases held"
+        )
     lines.append(f"storage: {_storage(health.get('storage') or {})}")
     lines.append(
         f"sessions: {health.get('sessions', '?')} stored, {health.get('activeSessions', 0)}"
@@ -104,10 +110,12 @@ def _section(title: str, items: list[Any], line: Callable[[Any], str]) -> list[s
 
 
 def _storage(storage: dict[str, Any]) -> str:
+    kind, path = storage.get("kind"), storage.get("path")
+    where = f"{kind} {path}, " if kind and path else f"{kind}, " if kind else ""
     if storage.get("writable", True) and not storage.get("waitingSessions"):
-        return "writable"
+        return f"{where}writable"
     waiting = storage.get("waitingSessions") or []
-    text = f"REFUSING WRITES ({storage.get('reason') or 'unknown reason'})"
+    text = f"{where}REFUSING WRITES ({storage.get('reason') or 'unknown reason'})"
     return text + (f"; {len(waiting)} sessions wait for it" if waiting else "")
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import socket
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,6 +26,9 @@ from turngate.gateway.app_state import config_of, engine_of
 from turngate.lanes.cron import CronLane
 from turngate.lanes.heartbeat import HeartbeatLane
 from turngate.runtime.engine import Engine, LeaseView
+from turngate.store.base import Store
+from turngate.store.postgres import PostgresStore
+from turngate.store.sqlite import SqliteStore
 from turngate.store.statedir import LOCK_FILE
 
 if TYPE_CHECKING:
@@ -67,7 +72,9 @@ async def health(request: Request) -> Response:
             "address": (lock or {}).get("address") or _served_address(request),
             "stateDir": str(config.state_path),
             "lock": lock,
+            "process": {"pid": os.getpid(), "host": socket.gethostname()},
             "storage": {
+                **store_description(engine.store, config),
                 "writable": storage.writable,
                 "reason": storage.reason or None,
                 "writeFailures": storage.write_failures,
@@ -78,6 +85,7 @@ async def health(request: Request) -> Response:
             "runningTurns": snapshot.running_turns,
             "queuedTurns": snapshot.queued_turns,
             "oldestLeaseAgeS": round(snapshot.oldest_lease_age_s, 3),
+            "leasesHeld": len(snapshot.leases),
             "running": [_lease_body(lease) for lease in snapshot.leases],
             "stalled": [_lease_body(lease) for lease in snapshot.leases if lease.stalled],
             "slow": [_lease_body(lease) for lease in snapshot.leases if lease.slow],
@@ -89,6 +97,16 @@ async def health(request: Request) -> Response:
         },
         status_code=200 if ok else 503,
     )
+
+
+def store_description(store: Store, config: GatewayConfig) -> dict[str, Any]:
+    """Which store: SQLite (its file and durability), PostgreSQL (its URL without the
+    password), or the one a test put in its place."""
+    if isinstance(store, SqliteStore):
+        return {"kind": "sqlite", "path": str(store.path), "durability": config.sqlite_durability}
+    if isinstance(store, PostgresStore):
+        return {"kind": "postgresql", "path": store.shown, "durability": None}
+    return {"kind": type(store).__name__, "path": None, "durability": None}
 
 
 def lanes_body(request: Request, now_wall: float) -> dict[str, Any]:

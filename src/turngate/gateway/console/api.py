@@ -34,14 +34,13 @@ from turngate.gateway.health_http import (
     channels_body,
     deliveries_body,
     lanes_body,
+    store_description,
     tool_servers_body,
 )
 from turngate.gateway.metrics import GatewayMetrics
 from turngate.lanes.cron import CronLane
 from turngate.runtime.engine import Engine, LeaseView
 from turngate.store.base import SessionRecord, Store
-from turngate.store.postgres import PostgresStore
-from turngate.store.sqlite import SqliteStore
 
 SESSIONS_DEFAULT = 200
 SESSIONS_MAX = 1000
@@ -90,7 +89,7 @@ async def gateway(request: Request) -> Response:
             "stateDir": str(config.state_path),
             "auth": "open" if config.token is None else "token",
             "store": {
-                **_store_kind(store, config),
+                **store_description(store, config),
                 "writable": storage.writable,
                 "reason": storage.reason or None,
                 "writeFailures": storage.write_failures,
@@ -114,16 +113,6 @@ async def gateway(request: Request) -> Response:
             "deliveries": await deliveries_body(engine),
         }
     )
-
-
-def _store_kind(store: Store, config: GatewayConfig) -> dict[str, Any]:
-    """Which store: SQLite (its file and durability), PostgreSQL (its URL without the
-    password), or the one a test put in its place."""
-    if isinstance(store, SqliteStore):
-        return {"kind": "sqlite", "path": str(store.path), "durability": config.sqlite_durability}
-    if isinstance(store, PostgresStore):
-        return {"kind": "postgresql", "path": store.shown, "durability": None}
-    return {"kind": type(store).__name__, "path": None, "durability": None}
 
 
 async def _count_sessions(store: Store) -> int | None:
