@@ -4,6 +4,7 @@ for byte, in a fresh process with a different hash seed."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -16,6 +17,10 @@ from turngate.types import Epoch, RunId
 REPLAY_TIMEOUT_S = 120.0
 
 
+SIM_DIR = re.compile(rb"turngate-sim-[A-Za-z0-9_]+")
+"""The seed's scratch directory, a fresh name in each run (storage errors quote it)."""
+
+
 def replay(seed: int, hash_seed: str) -> bytes:
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
     done = subprocess.run(
@@ -25,10 +30,12 @@ def replay(seed: int, hash_seed: str) -> bytes:
         timeout=REPLAY_TIMEOUT_S,
         check=True,
     )
-    return done.stdout
+    return SIM_DIR.sub(b"turngate-sim-DIR", done.stdout)
 
 
-@pytest.mark.parametrize("seed", [3, 129, 841])
+# 106 and 402: a crash cuts many waiting clients' connections at once, and the order in which
+# they wake and retry must not follow the objects' addresses.
+@pytest.mark.parametrize("seed", [3, 106, 129, 402, 841])
 def test_a_seed_replays_to_the_same_trace_byte_for_byte(seed: int) -> None:
     first = replay(seed, "1")
     assert first == replay(seed, "2")

@@ -88,8 +88,10 @@ class Engine:
         self._owners: dict[str, SessionOwner] = {}
         self.outcomes = OutcomeRegistry()
         """Who waits for each turn's outcome and who streams its run."""
-        self._runs: set[asyncio.Task[Any]] = set()
-        self._accepts: set[asyncio.Task[Ticket]] = set()
+        # Insertion-ordered, not sets: shutdown cancels runs in the order they started, so
+        # that the simulator's seeds replay the same in every process.
+        self._runs: dict[asyncio.Task[Any], None] = {}
+        self._accepts: dict[asyncio.Task[Ticket], None] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._accepting = False
         self.storage = StorageWatch(
@@ -136,7 +138,7 @@ class Engine:
             if self._accepts:
                 # Writes of turns being accepted end before the store closes (queued, they
                 # find no owner now and resume on the next start).
-                await asyncio.wait(self._accepts, timeout=self.settings.shutdown_grace_s)
+                await asyncio.wait(list(self._accepts), timeout=self.settings.shutdown_grace_s)
             if runs:
                 _, stubborn = await asyncio.wait(runs, timeout=self.settings.shutdown_grace_s)
                 if stubborn:
@@ -222,8 +224,8 @@ class Engine:
         accepting = loop.create_task(
             self._store_and_queue(request, record, waiter, fresh, now), name=f"accept {turn_id}"
         )
-        self._accepts.add(accepting)
-        accepting.add_done_callback(self._accepts.discard)
+        self._accepts[accepting] = None
+        accepting.add_done_callback(lambda done: self._accepts.pop(done, None))
         try:
             return await asyncio.shield(accepting)
         except asyncio.CancelledError:
@@ -417,8 +419,8 @@ class Engine:
             coro.close()
             raise UnavailableError("the engine is not running")
         task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._runs.add(task)
-        task.add_done_callback(self._runs.discard)
+        self._runs[task] = None
+        task.add_done_callback(lambda done: self._runs.pop(done, None))
         return task
 
     def deliver(self, session_key: str, outcome: Outcome, lane: str) -> None:

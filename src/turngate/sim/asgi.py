@@ -75,8 +75,10 @@ class Wire:
     def __init__(self, app: AsgiApp) -> None:
         self.app = app
         self.alive = True
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._wakers: set[asyncio.Event] = set()
+        # Insertion-ordered, not sets: a cut wakes and cancels in the order things began, so
+        # that a seed replays the same in every process (a set's order follows addresses).
+        self._tasks: dict[asyncio.Task[None], None] = {}
+        self._wakers: dict[asyncio.Event, None] = {}
         self._ports = itertools.count(40_000)
         self.errors: list[str] = []
         """Tracebacks of handlers that raised."""
@@ -84,10 +86,13 @@ class Wire:
     def cut(self) -> None:
         """The gateway died: no client hears from it again, and its handlers stop."""
         self.alive = False
-        for waker in self._wakers:
+        for waker in list(self._wakers):
             waker.set()
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
 
     async def wait_closed(self) -> None:
         """Let the handlers of a cut wire unwind (they are cancelled; bounded by that)."""
@@ -101,8 +106,8 @@ class Wire:
             await self.app(scope, receive, send)
 
         task = asyncio.get_running_loop().create_task(serve())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = None
+        task.add_done_callback(self._forget)
         task.add_done_callback(self._ended)
         return task
 
@@ -190,14 +195,14 @@ class Wire:
 
     async def _wait(self, event: asyncio.Event, until: float | None) -> None:
         """Wait for ``event`` (or the cut) until ``until`` (None: for as long as it takes)."""
-        self._wakers.add(event)
+        self._wakers[event] = None
         try:
             async with asyncio.timeout_at(until):
                 await event.wait()
         except TimeoutError:
             raise ClientLeft from None
         finally:
-            self._wakers.discard(event)
+            self._wakers.pop(event, None)
         if not self.alive:
             raise ConnectionLost("the gateway died")
 
