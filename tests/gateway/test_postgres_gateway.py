@@ -16,7 +16,7 @@ import pytest
 from tests.postgres_server import PostgresServer
 from tests.support import running_gateway
 from turngate.cli import main
-from turngate.errors import StoreError
+from turngate.errors import StorageUnavailableError, StoreError
 from turngate.store.postgres import PostgresStore, safe_url
 
 SESSIONS = 5
@@ -137,3 +137,25 @@ def test_a_database_restart_mid_load_loses_no_acknowledged_turn(
         # One outcome, stored: the turn ran once (a retry found it, it did not run again).
         assert stored[run_id]["status"] == "ok"
         assert stored[run_id]["reply"] == f"echo: {run_id}"
+
+
+@pytest.mark.asyncio
+async def test_a_store_whose_lock_another_took_during_a_restart_writes_nothing(
+    postgres: PostgresServer, postgres_url: str
+) -> None:
+    """The database restarts: the first gateway's lock dies with its connection, and a second
+    gateway, starting meanwhile, takes it. The first must not write again."""
+    first = PostgresStore(postgres_url)
+    await first.open()
+    second = PostgresStore(postgres_url)
+    try:
+        postgres.restart()
+        await second.open()
+        for _ in range(2):  # the first attempt may fail on a connection the restart broke
+            with pytest.raises(StorageUnavailableError) as refused:
+                await first.probe()
+        assert "another gateway process took this database" in refused.value.message
+        await second.probe()  # the one holding the lock writes
+    finally:
+        await first.close()
+        await second.close()

@@ -19,6 +19,7 @@ fenced by their epochs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -64,6 +65,8 @@ from turngate.types import Epoch, RunId, TurnId, WallS
 POOL_SIZE = 10
 CONNECT_TIMEOUT_S = 10.0
 """How long opening the store, or a write waiting for a connection, may wait for one."""
+LOCK_CHECK_S = 1.0
+"""At most this long between two checks that the store lock's connection lives."""
 STATEMENT_TIMEOUT_MS = 30_000
 """No statement runs longer (a lock held by a stuck peer, a database overloaded)."""
 
@@ -117,6 +120,9 @@ class PostgresStore:
         self._pool: AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]] | None = None
         self._health = StoreHealth(writable=True)
         self._lock: AsyncConnection[tuple[Any, ...]] | None = None
+        self._lock_suspect = False
+        """A write failed since the lock's connection was last seen alive."""
+        self._lock_checked_at = 0.0
         self.outbox = PostgresOutbox(self)
         """Messages owed to chat platforms (see :mod:`~turngate.store.postgres_outbox`)."""
 
@@ -155,11 +161,27 @@ class PostgresStore:
 
     async def _hold_store(self, *, opening: bool = False) -> None:
         """Hold this database's store lock (see the module docstring): take it, or take it
-        again on a new connection if the one holding it was lost."""
-        if self._lock is not None and not self._lock.closed and not self._lock.broken:
-            return
-        if self._lock is not None:
-            await self._lock.close()
+        again on a new connection if the one holding it was lost.
+
+        A connection that died (the database restarted) is known only once it is used, and
+        the lock died with it: so the lock's connection is asked whether it lives before a
+        write after any failed one (the usual sign of a restart) and at least every
+        :data:`LOCK_CHECK_S` — never a write on a lock another process may have taken since.
+        """
+        lock = self._lock
+        if lock is not None and not lock.closed and not lock.broken:
+            now = time.monotonic()
+            if not self._lock_suspect and now - self._lock_checked_at < LOCK_CHECK_S:
+                return
+            try:
+                await lock.execute("SELECT 1")
+            except psycopg.Error:
+                pass  # it died: take the lock again below
+            else:
+                self._lock_suspect, self._lock_checked_at = False, now
+                return
+        if lock is not None:
+            await lock.close()
             self._lock = None
         lock = await AsyncConnection.connect(
             self.url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S)
@@ -179,6 +201,7 @@ class PostgresStore:
                 " connection was lost; this process writes nothing more"
             )
         self._lock = lock
+        self._lock_suspect, self._lock_checked_at = False, time.monotonic()
 
     async def _migrate(self) -> None:
         async with self.writing("create or migrate the schema") as db:
@@ -239,6 +262,7 @@ class PostgresStore:
             async with self._connection() as db, db.transaction():
                 yield db
         except (psycopg.Error, PoolTimeout) as exc:
+            self._lock_suspect = True
             error = self._error(exc, doing)
             if isinstance(error, StorageUnavailableError):
                 failures = self._health.write_failures + 1
