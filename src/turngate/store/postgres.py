@@ -19,7 +19,6 @@ fenced by their epochs.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -65,8 +64,8 @@ from turngate.types import Epoch, RunId, TurnId, WallS
 POOL_SIZE = 10
 CONNECT_TIMEOUT_S = 10.0
 """How long opening the store, or a write waiting for a connection, may wait for one."""
-LOCK_CHECK_S = 1.0
-"""At most this long between two checks that the store lock's connection lives."""
+LOCK_CHECK_WRITES = 100
+"""At most this many writes between two checks that the store lock's connection lives."""
 STATEMENT_TIMEOUT_MS = 30_000
 """No statement runs longer (a lock held by a stuck peer, a database overloaded)."""
 
@@ -122,7 +121,7 @@ class PostgresStore:
         self._lock: AsyncConnection[tuple[Any, ...]] | None = None
         self._lock_suspect = False
         """A write failed since the lock's connection was last seen alive."""
-        self._lock_checked_at = 0.0
+        self._writes_unchecked = 0
         self.outbox = PostgresOutbox(self)
         """Messages owed to chat platforms (see :mod:`~turngate.store.postgres_outbox`)."""
 
@@ -165,20 +164,20 @@ class PostgresStore:
 
         A connection that died (the database restarted) is known only once it is used, and
         the lock died with it: so the lock's connection is asked whether it lives before a
-        write after any failed one (the usual sign of a restart) and at least every
-        :data:`LOCK_CHECK_S` — never a write on a lock another process may have taken since.
+        write after any failed one (a restart breaks every pooled connection, so the first
+        write after one fails) and at least every :data:`LOCK_CHECK_WRITES` writes.
         """
         lock = self._lock
         if lock is not None and not lock.closed and not lock.broken:
-            now = time.monotonic()
-            if not self._lock_suspect and now - self._lock_checked_at < LOCK_CHECK_S:
+            self._writes_unchecked += 1
+            if not self._lock_suspect and self._writes_unchecked < LOCK_CHECK_WRITES:
                 return
             try:
                 await lock.execute("SELECT 1")
             except psycopg.Error:
                 pass  # it died: take the lock again below
             else:
-                self._lock_suspect, self._lock_checked_at = False, now
+                self._lock_suspect, self._writes_unchecked = False, 0
                 return
         if lock is not None:
             await lock.close()
@@ -201,7 +200,7 @@ class PostgresStore:
                 " connection was lost; this process writes nothing more"
             )
         self._lock = lock
-        self._lock_suspect, self._lock_checked_at = False, time.monotonic()
+        self._lock_suspect, self._writes_unchecked = False, 0
 
     async def _migrate(self) -> None:
         async with self.writing("create or migrate the schema") as db:
