@@ -24,6 +24,7 @@ where each provider is), which ``GET /health`` shows too.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import errno
 import os
@@ -104,6 +105,7 @@ def run_checks(target: Target, env: Mapping[str, str] | None = None) -> list[Fin
     findings.extend(check_state_dir(config.state_path))
     findings.append(check_port(config.host, config.port, config.state_path))
     if findings[0].verdict is not Verdict.PROBLEM:
+        findings.extend(check_store(config))
         findings.extend(check_provider_keys(config, env))
         findings.extend(check_providers_reachable(config))
     findings.append(check_disk(config.state_path))
@@ -348,6 +350,60 @@ def _reach(provider: ProviderConfig, used: bool) -> Finding:
             "check base_url, the network and any proxy or firewall in between",
         )
     return Finding(check, Verdict.OK, f"{parts.hostname}:{port} takes connections")
+
+
+# -- the store ------------------------------------------------------------------------------
+
+
+def check_store(config: GatewayConfig) -> list[Finding]:
+    """A PostgreSQL store answers, and its schema is one this turngate can use (SQLite's file
+    is the state directory's, checked there)."""
+    if config.store is None:
+        return []
+    from turngate.store.postgres import PostgresStore, safe_url
+    from turngate.store.postgres_schema import SCHEMA_VERSION
+
+    shown = safe_url(config.store)
+
+    async def version() -> int:
+        store = PostgresStore(config.store or "", readonly=True)
+        await store.open()
+        try:
+            return await store.schema_version()
+        finally:
+            await store.close()
+
+    try:
+        found = asyncio.run(version())
+    except TurngateError as exc:
+        return [
+            Finding(
+                "store",
+                Verdict.PROBLEM,
+                exc.message,
+                f"check the URL, that PostgreSQL runs at {shown} and lets this user in",
+            )
+        ]
+    if found > SCHEMA_VERSION:
+        return [
+            Finding(
+                "store",
+                Verdict.PROBLEM,
+                f"{shown}: schema version {found} is newer than this turngate's ({SCHEMA_VERSION})",
+                "run the turngate that made it, or a newer one",
+            )
+        ]
+    if found < SCHEMA_VERSION:
+        state = "no schema yet" if found == 0 else f"schema version {found}"
+        return [
+            Finding(
+                "store",
+                Verdict.OK,
+                f"{shown} answers; {state}: the gateway brings it to version {SCHEMA_VERSION}"
+                " as it starts (or turngate db upgrade)",
+            )
+        ]
+    return [Finding("store", Verdict.OK, f"{shown} answers, schema version {found}")]
 
 
 # -- disk -----------------------------------------------------------------------------------

@@ -15,15 +15,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx2
+import psycopg
 import pytest
 
 from tests.support import EventWaiter, running_gateway
-from turngate.cli import doctor_cmd, status_cmd
+from turngate.cli import doctor_cmd, main, status_cmd
 from turngate.cli.common import resolve
 from turngate.config_agents import AgentConfig, CronJobConfig, HeartbeatConfig
 from turngate.config_providers import ProviderConfig
 from turngate.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta
 from turngate.runtime.events import EventBus
+from turngate.store.postgres_schema import SCHEMA_VERSION
 from turngate.store.statedir import StateDirLock
 
 CALL_TIMEOUT_S = 20.0
@@ -286,3 +288,32 @@ def test_doctor_wants_a_token_off_loopback_and_counts_it_as_one_problem(
     assert (
         findings["token"]["message"] == "host 0.0.0.0 is not loopback and no gateway token is set"
     )
+
+
+def test_doctor_checks_a_postgresql_store_answers_and_its_schema_version(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    postgres_url: str,
+) -> None:
+    monkeypatch.setenv("TURNGATE_STORE", postgres_url)
+    argv = ["doctor", "--state-dir", str(tmp_path), "--port", "0", "--json"]
+    assert turngate(*argv) == 0
+    [fresh] = [f for f in json.loads(capsys.readouterr().out) if f["check"] == "store"]
+    assert fresh["verdict"] == "ok"
+    assert "no schema yet: the gateway brings it to version" in fresh["message"]
+    assert main(["db", "upgrade", "--state-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert turngate(*argv) == 0
+    [made] = [f for f in json.loads(capsys.readouterr().out) if f["check"] == "store"]
+    assert made["message"].endswith(f"answers, schema version {SCHEMA_VERSION}")
+
+    async def from_the_future() -> None:
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as db:
+            await db.execute("UPDATE turngate_schema SET version = 99")
+
+    asyncio.run(from_the_future())
+    assert turngate(*argv) == 1
+    [newer] = [f for f in json.loads(capsys.readouterr().out) if f["check"] == "store"]
+    assert newer["verdict"] == "problem"
+    assert f"schema version 99 is newer than this turngate's ({SCHEMA_VERSION})" in newer["message"]

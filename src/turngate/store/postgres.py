@@ -225,7 +225,12 @@ class PostgresStore:
                 await db.execute("UPDATE turngate_schema SET version = %s", (SCHEMA_VERSION,))
 
     async def schema_version(self) -> int:
-        """The version the database's schema is at (``turngate db upgrade`` reports it)."""
+        """The version the database's schema is at; 0 before any (``turngate doctor``)."""
+        made = await self._row(
+            "read the schema version", "SELECT to_regclass('turngate_schema') IS NOT NULL"
+        )
+        if not made[0]:
+            return 0
         row = await self._row("read the schema version", "SELECT version FROM turngate_schema")
         return 0 if row is None else int(row[0])
 
