@@ -25,9 +25,22 @@ ANSWER_WAIT_S = 60.0
 """How long a client keeps asking for its turn's outcome through a database restart."""
 
 
-def send(client: httpx2.Client, key: str, message: str, run_id: str) -> dict[str, Any]:
+DATABASE_UP = threading.Event()
+DATABASE_UP.set()
+"""Set while the test's database is not being restarted (a test restarting it clears it)."""
+
+
+def send(
+    client: httpx2.Client,
+    key: str,
+    message: str,
+    run_id: str,
+    database_up: threading.Event = DATABASE_UP,
+) -> dict[str, Any]:
     """``POST /chat.send`` until the turn has its outcome: an answer that is not one (the
-    database restarting) is asked again with the same idempotency key, as a client would."""
+    database restarting) is asked again with the same idempotency key, as a client would,
+    once the restart is over (``database_up``); the pool's reconnection may take one or two
+    more attempts."""
     deadline = time.monotonic() + ANSWER_WAIT_S
     body = {"sessionKey": key, "message": message, "idempotencyKey": run_id}
     while True:
@@ -38,9 +51,9 @@ def send(client: httpx2.Client, key: str, message: str, run_id: str) -> dict[str
         if answer is not None and answer.json().get("status") not in (None, "pending"):
             result: dict[str, Any] = answer.json()
             return result
-        if time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        if left <= 0 or not database_up.wait(left):
             raise AssertionError(f"{run_id}: no outcome in {ANSWER_WAIT_S}s: {answer}")
-        time.sleep(0.05)  # the database is restarting; ask again shortly
 
 
 def test_a_gateway_on_postgresql_answers_and_the_cli_reads_its_sessions(
@@ -104,13 +117,16 @@ def test_a_database_restart_mid_load_loses_no_acknowledged_turn(
     results: dict[str, dict[str, Any]] = {}
     failures: list[BaseException] = []
     under_way = threading.Event()
+    database_up = threading.Event()
+    database_up.set()
 
     def session_client(url: str, index: int) -> None:
         try:
             with httpx2.Client(base_url=url, timeout=ANSWER_WAIT_S) as client:
                 for turn in range(TURNS_PER_SESSION):
                     run_id = f"r-{index}-{turn}"
-                    results[run_id] = send(client, f"agent:main:load{index}", run_id, run_id)
+                    key = f"agent:main:load{index}"
+                    results[run_id] = send(client, key, run_id, run_id, database_up)
                     if len(results) >= SESSIONS:
                         under_way.set()
         except BaseException as exc:  # reported by the test thread
@@ -123,7 +139,9 @@ def test_a_database_restart_mid_load_loses_no_acknowledged_turn(
             thread.start()
         assert under_way.wait(ANSWER_WAIT_S)  # some turns are done: the load is under way
         left = SESSIONS * TURNS_PER_SESSION - len(results)
+        database_up.clear()
         postgres.restart()
+        database_up.set()
         for thread in clients:
             thread.join(ANSWER_WAIT_S * TURNS_PER_SESSION)
         with httpx2.Client(base_url=url, timeout=ANSWER_WAIT_S) as client:
