@@ -38,7 +38,8 @@ from turngate.gateway.frames import (
     parse_session,
     validate,
 )
-from turngate.lanes.cron import CronLane
+from turngate.lanes.cron import CronJob, CronLane
+from turngate.store.base import CronJobState
 
 if TYPE_CHECKING:
     pass
@@ -150,25 +151,24 @@ async def sessions_unstick(request: Request) -> Response:
     )
 
 
+def cron_job_body(job: CronJob, state: CronJobState | None) -> dict[str, Any]:
+    """A cron job with its next and last fire, as ``GET /cron`` and the console show it."""
+    return {
+        "id": job.job_id,
+        "agentId": job.agent_id,
+        "schedule": job.schedule,
+        "sessionKey": str(job.session_key),
+        "message": job.message,
+        "nextFireAt": state.next_fire_wall if state else None,
+        "lastFireAt": state.last_fire_wall if state else None,
+    }
+
+
 async def cron_list(request: Request) -> Response:
     """The configured cron jobs with their next and last fire times."""
     cron: CronLane = request.app.state.cron
     return JSONResponse(
-        {
-            "jobs": [
-                {
-                    "id": job.job_id,
-                    "agentId": job.agent_id,
-                    "schedule": job.schedule,
-                    "sessionKey": str(job.session_key),
-                    "message": job.message,
-                    "nextFireAt": state.next_fire_wall if state else None,
-                    "lastFireAt": state.last_fire_wall if state else None,
-                }
-                for job in cron.jobs.values()
-                for state in [cron.states.get(job.job_id)]
-            ]
-        }
+        {"jobs": [cron_job_body(job, cron.states.get(job.job_id)) for job in cron.jobs.values()]}
     )
 
 

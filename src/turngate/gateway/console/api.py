@@ -21,6 +21,7 @@ from turngate import __version__
 from turngate.config import GatewayConfig
 from turngate.errors import ErrorCode, InvalidFieldError, StoreError, TurngateError
 from turngate.gateway.app_state import engine_of
+from turngate.gateway.chat_http import cron_job_body
 from turngate.gateway.console.figures import metrics_summary
 from turngate.gateway.console.views import (
     OpenTurns,
@@ -233,21 +234,11 @@ async def lanes(request: Request) -> Response:
     jobs (schedule, session, next and last fire)."""
     now = _wall(request)
     cron: CronLane | None = getattr(request.app.state, "cron", None)
-    jobs = []
-    if cron is not None:
-        for job in cron.jobs.values():
-            state = cron.states.get(job.job_id)
-            jobs.append(
-                {
-                    "id": job.job_id,
-                    "agentId": job.agent_id,
-                    "schedule": job.schedule,
-                    "sessionKey": str(job.session_key),
-                    "message": job.message,
-                    "nextFireAt": state.next_fire_wall if state else None,
-                    "lastFireAt": state.last_fire_wall if state else None,
-                }
-            )
+    jobs = (
+        [cron_job_body(job, cron.states.get(job.job_id)) for job in cron.jobs.values()]
+        if cron is not None
+        else []
+    )
     return JSONResponse(
         {
             "at": now,
