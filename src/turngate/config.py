@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -84,9 +85,21 @@ class GatewayConfig(BaseModel):
     sqlite_durability: Literal["normal", "full"] = "normal"
     store: str | None = None
     """Where turns, sessions and transcripts are kept: unset for SQLite in the state
-    directory, or a ``postgresql://user@host:port/database`` URL (one gateway process per
-    database for now). Also ``TURNGATE_STORE``. A password in the URL is never
+    directory, or a ``postgresql://user@host:port/database`` URL, which several gateway
+    processes may share. Also ``TURNGATE_STORE``. A password in the URL is never
     shown; libpq's ``PGPASSWORD`` or ``~/.pgpass`` keep it out of the file."""
+    instance: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+    """This gateway process's name among those sharing a PostgreSQL store: unique to it
+    while it runs (a second process with the same name is refused) and the same across its
+    restarts (a restarted process takes its sessions back at once, instead of after
+    ``session_claim_ttl_s``). Default: ``<hostname>:<port>``."""
+    session_claim_ttl_s: float = Field(default=10.0, ge=0.5, le=3600)
+    """How long a process's claim on a session lasts unless renewed (a third of it between
+    renewals): when a process dies, another takes its sessions over within this long (plus
+    ``claim_poll_s``)."""
+    claim_poll_s: float = Field(default=1.0, gt=0, le=600)
+    """How often a process looks for sessions nobody runs and for turns its clients wait for
+    that another process runs (notices between processes wake it sooner)."""
     log_format: Literal["text", "json"] = "text"
     log_file: Path | None = None
     """Also write the log to this file (rotated at ``log_file_bytes_max``, keeping
@@ -259,6 +272,14 @@ class GatewayConfig(BaseModel):
     def state_path(self) -> Path:
         """The state directory, with ``~`` expanded."""
         return self.state_dir.expanduser()
+
+    @property
+    def process_name(self) -> str:
+        """This process's name among those sharing the store (see ``instance``). On SQLite,
+        which one process uses at a time, always ``local``."""
+        if self.store is None:
+            return "local"
+        return self.instance or f"{socket.gethostname()}:{self.port}"
 
 
 def is_loopback(host: str) -> bool:

@@ -210,6 +210,23 @@ class StaleEpochError(StoreError):
         self.epoch = epoch
 
 
+class SessionTakenError(StaleEpochError):
+    """A write by a gateway process that no longer holds the session's claim: another
+    process took the session over (this one was paused, or cut off from the store, past its
+    claim's expiry)."""
+
+    def __init__(self, session_key: str, holder: str) -> None:
+        StoreError.__init__(
+            self,
+            f"session {session_key}: write by gateway process {holder!r} refused; another"
+            " process holds the session now",
+        )
+        self.session_key = session_key
+        self.run_id = ""
+        self.epoch = 0
+        self.holder = holder
+
+
 class StorageUnavailableError(StoreError):
     """The store cannot write (disk full, I/O error, read-only file): nothing was written.
 

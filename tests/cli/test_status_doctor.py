@@ -164,14 +164,22 @@ def test_health_tells_uptime_address_lock_holder_lanes_and_providers(tmp_path: P
     assert health["address"] == url
     assert health["stateDir"] == str(tmp_path)
     assert health["lock"]["pid"] == os.getpid()
-    assert health["process"] == {"pid": os.getpid(), "host": socket.gethostname()}
+    assert health["process"] == {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "name": "local",
+        "sessionsHeld": 0,
+    }
     assert health["leasesHeld"] == 0
     assert (health["storage"]["kind"], health["storage"]["path"]) == (
         "sqlite",
         str(tmp_path / "turngate.db"),
     )
     status = status_cmd.render(health, url)
-    assert f"process: pid {os.getpid()} on {socket.gethostname()}, 0 session leases held" in status
+    assert (
+        f"process: local, pid {os.getpid()} on {socket.gethostname()}, 0 sessions held, 0 running"
+        in status
+    )
     assert f"storage: sqlite {tmp_path / 'turngate.db'}, writable" in status
     [beat] = health["lanes"]["heartbeat"]
     assert beat["nextTickAt"] % A_MONTH_S == 0

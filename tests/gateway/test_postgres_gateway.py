@@ -89,24 +89,27 @@ def test_a_gateway_on_postgresql_answers_and_the_cli_reads_its_sessions(
 
 
 @pytest.mark.asyncio
-async def test_a_second_gateway_on_the_same_database_is_refused(
+async def test_a_second_gateway_under_the_same_instance_name_is_refused(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    first = PostgresStore(postgres_url)
+    first = PostgresStore(postgres_url, instance="gw")
     await first.open()
     try:
-        second = PostgresStore(postgres_url)
-        with pytest.raises(StoreError, match="another gateway process is using this database"):
+        second = PostgresStore(postgres_url, instance="gw")
+        with pytest.raises(StoreError, match="another gateway process runs as instance 'gw'"):
             await second.open()
-        # A reader is not a gateway: it opens beside one.
-        reader = PostgresStore(postgres_url, readonly=True)
+        # Another name shares the database; a reader is not a gateway: it opens beside one.
+        other = PostgresStore(postgres_url, instance="gw-2")
+        await other.open()
+        await other.close()
+        reader = PostgresStore(postgres_url, readonly=True, instance="gw")
         await reader.open()
         assert await reader.count_sessions() == 0
         await reader.close()
     finally:
         await first.close()
-    # Once the first has closed, another may open.
-    third = PostgresStore(postgres_url)
+    # Once the first has closed, another may open under its name.
+    third = PostgresStore(postgres_url, instance="gw")
     await third.open()
     await third.close()
 
@@ -161,8 +164,9 @@ def test_a_database_restart_mid_load_loses_no_acknowledged_turn(
 async def test_a_store_whose_lock_another_took_during_a_restart_writes_nothing(
     postgres: PostgresServer, postgres_url: str
 ) -> None:
-    """The database restarts: the first gateway's lock dies with its connection, and a second
-    gateway, starting meanwhile, takes it. The first must not write again."""
+    """The database restarts: the first gateway's lock on its instance name dies with its
+    connection, and a second gateway under that name, starting meanwhile, takes it. The first
+    must not write again."""
     first = PostgresStore(postgres_url)
     await first.open()
     second = PostgresStore(postgres_url)
@@ -172,7 +176,7 @@ async def test_a_store_whose_lock_another_took_during_a_restart_writes_nothing(
         for _ in range(2):  # the first attempt may fail on a connection the restart broke
             with pytest.raises(StorageUnavailableError) as refused:
                 await first.probe()
-        assert "another gateway process took this database" in refused.value.message
+        assert "another gateway process took instance 'local'" in refused.value.message
         await second.probe()  # the one holding the lock writes
     finally:
         await first.close()

@@ -1,5 +1,5 @@
 """The checks of the simulator's checker on hand-made events and stores: lease terms, zombies,
-and a turn's ending written whole."""
+a turn's ending written whole, and several gateway processes on one store."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from turngate.core.transcript import ToolCall, TranscriptItem
 from turngate.core.turn import TurnState
 from turngate.errors import ErrorCode
 from turngate.runtime.events import Event, EventKind
-from turngate.sim.checkers import Checker, LeaseCheck
+from turngate.sim.checkers import Checker, ClusterCheck, LeaseCheck
 from turngate.sim.workload import ClientRecord, ClientTurn
-from turngate.store.base import INTERRUPTED_CALL_RESULT, TranscriptEntry, TurnRecord
+from turngate.store.base import INTERRUPTED_CALL_RESULT, SessionClaim, TranscriptEntry, TurnRecord
 from turngate.types import Epoch, RunId, TurnId, WallS
 
 KEY = "agent:sim:main"
@@ -293,3 +293,125 @@ def test_a_turn_ended_by_the_commit_a_crash_followed_is_told_after_the_restart()
     # A crash at a time drawn in advance comes when every task is blocked: never between a
     # commit and its writers, so a turn it ended unseen is a turn ended without its event.
     assert [line[:2] for line in acked_and_crashed(after_commit=False)] == ["I1"]
+
+
+# -- several gateway processes on one store ---------------------------------------------------
+
+CLAIM_TTL_S = 6.0
+
+
+class CutOff:
+    """Process p2 was cut off from the store from t=10 to t=20; nothing else happened."""
+
+    def blocked(self, process: str, at: float, slack_s: float) -> bool:
+        return process == "p2" and 10.0 <= at <= 20.0 + slack_s
+
+    def delays(self, at: float, slack_s: float) -> bool:
+        return False
+
+
+def cluster_checker() -> Checker:
+    def lease_of(session_key: str) -> tuple[str | None, int]:
+        return None, 0
+
+    return Checker(GRACE_S, lease_of, 0.0, cluster=ClusterCheck(CLAIM_TTL_S, CutOff()))
+
+
+def claim(holder: str | None, expires: float) -> SessionClaim:
+    return SessionClaim(KEY, holder, WallS(expires), Epoch(0))
+
+
+def event(
+    check: Checker, at: float, kind: EventKind, process: str, epoch: int = 1, run: str = RUN
+) -> None:
+    check.on_event(Event(kind, at, KEY, run_id=run, epoch=epoch), process)
+
+
+def ended(check: Checker, turns: dict[str, TurnRecord] | None = None) -> list[str]:
+    check.finish(ClientRecord(), turns or {}, [], check.abnormal, 100.0)
+    return [violation.line() for violation in check.violations]
+
+
+def test_a_process_that_lost_its_session_has_its_late_writes_refused_as_it_should() -> None:
+    check = cluster_checker()
+    check.session_taken(0.0, KEY, "p2", None)
+    event(check, 1.0, EventKind.LEASE_ACQUIRED, "p2")
+    # p2 was cut off; its claim ran out at t=16 and p1 took the session at t=17. p2's end
+    # was refused in the same tick, heard before p1 heard that its take committed.
+    event(check, 17.0, EventKind.STALE_WRITE_REFUSED, "p2")
+    check.session_taken(17.0, KEY, "p1", claim("p2", 16.0))
+    event(check, 17.0, EventKind.LEASE_ACQUIRED, "p1", epoch=2)
+    event(check, 21.0, EventKind.STEP_REFUSED, "p2")
+    assert ended(check) == []
+
+
+def test_a_write_refused_though_no_other_process_took_the_session_is_a_stale_actor() -> None:
+    check = cluster_checker()
+    check.session_taken(0.0, KEY, "p1", None)
+    event(check, 1.0, EventKind.LEASE_ACQUIRED, "p1")
+    event(check, 5.0, EventKind.STALE_WRITE_REFUSED, "p1")
+    lines = ended(check)
+    assert [line[:2] for line in lines] == ["I6"]
+    assert "though no other process took the session since" in lines[0]
+
+
+def test_a_run_started_by_a_process_that_does_not_hold_the_session_breaks_exclusion() -> None:
+    check = cluster_checker()
+    check.session_taken(0.0, KEY, "p1", None)
+    event(check, 1.0, EventKind.LEASE_ACQUIRED, "p2")
+    lines = [violation.line() for violation in check.violations]
+    assert [line[:2] for line in lines] == ["I3"]
+    assert "started in process p2, which does not hold the session (p1 took it" in lines[0]
+
+
+def test_a_session_is_taken_only_once_its_claim_expired() -> None:
+    check = cluster_checker()
+    check.session_taken(3.0, KEY, "p2", claim("p1", 6.0))
+    lines = [violation.line() for violation in check.violations]
+    assert [line[:2] for line in lines] == ["I3"]
+    assert "whose claim had not expired (it expires at t=6.000000)" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("holder", "expired", "fine"),
+    [
+        ("p2", 16.0, True),  # cut off from t=10: it could not renew
+        ("p2", 27.0, False),  # back at t=20, it renewed, then stopped renewing
+        ("p1", 16.0, False),  # never in trouble
+        ("p3", 16.0, True),  # its own earlier life: a restart takes its sessions back at once
+    ],
+)
+def test_a_session_is_taken_only_from_a_process_that_could_not_renew_its_claim(
+    holder: str, expired: float, fine: bool
+) -> None:
+    check = cluster_checker()
+    check.session_taken(expired + 1.0, KEY, "p3", claim(holder, expired))
+    lines = [violation.line() for violation in check.violations]
+    assert lines == [] if fine else "it stopped renewing it" in lines[0]
+
+
+def started_in_p1(order: tuple[str, ...]) -> list[str]:
+    """Turns t1 (accepted by p2, handed over) and t2, t3 (accepted by p1), started by p1 in
+    ``order``."""
+    check = cluster_checker()
+    check.session_taken(0.0, KEY, "p1", None)
+    for turn_id, process in (("t1", "p2"), ("t2", "p1"), ("t3", "p1")):
+        check.on_event(Event(EventKind.ACCEPTED, 0.0, KEY, turn_id=turn_id), process)
+    for turn_id in order:
+        started = Event(EventKind.STARTED, 1.0, KEY, run_id=turn_id, turn_id=turn_id, epoch=1)
+        check.on_event(started, "p1")
+    turns = {
+        t: TurnRecord(
+            TurnId(t), KEY, "sim", t, "followup", TurnState.ABORTED, WallS(0.0), 60.0, seq
+        )
+        for seq, t in enumerate(("t1", "t2", "t3"), start=1)
+    }
+    return ended(check, turns)
+
+
+def test_order_is_checked_among_the_turns_a_process_accepted_itself() -> None:
+    # p1 learns of t1 at a poll, after it started t2: a turn handed over may come late.
+    assert started_in_p1(("t2", "t1", "t3")) == []
+    lines = started_in_p1(("t1", "t3", "t2"))
+    assert [line[:2] for line in lines] == ["I2"]
+    assert "process p1, life 0: turn #2 started after turn #3" in lines[0]

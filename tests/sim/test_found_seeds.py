@@ -25,6 +25,24 @@ FOUND = {
     " inbox (snapshot.settled ignored posted commands), so the run ended before it ran",
     1003061: "a client's abort refused while its session waited for storage (503, by design)"
     " crashed the simulated client instead of being let be",
+    117: "several processes: on a takeover (here a restart under the same name) a session's"
+    " open turns resumed in acceptance order, behind turns accepted earlier elsewhere but"
+    " handed over late, so a run that had written steps before it was cut off resumed after"
+    " turns that saw its message and tool calls as unanswered: its reply was not its own",
+    1265: "the same, after a takeover from a process cut off from the store",
+    7291: "the same, adopted turns put ahead of older ones already in the owner's inbox",
+    5779: "several processes: a turn taken over was submitted again and rejected queue_full"
+    " by its new holder (the session had more open turns than queue_turns_max, accepted by"
+    " several processes); the store does not record 'rejected' for a queued turn, so the"
+    " client was told 'rejected' and the turn later ended otherwise (I1: ended twice)",
+    8953: "the same",
+    10985: "the same",
+    5075: "a takeover queued a run's interrupted turns again and dropped the run's id from"
+    " them; a crash before they ran again made the next life resume them one by one, and the"
+    " first answered its steered companion's message too (not its own reply)",
+    11691: "a fenced run's end decided which tool calls it closes once, before its write"
+    " waited for storage; the run, ignoring its cancellation, wrote a step meanwhile, and"
+    " that step's call was left without a result (I10; one process could do it too)",
 }
 
 

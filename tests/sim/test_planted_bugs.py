@@ -7,8 +7,10 @@ relays a run twice, a final event built from the streamed text, an OpenAI stream
 repeats what it streamed) and five in the channels (a message acknowledged to its platform
 before it is stored, an outbox that sends a conversation's replies side by side, a callback of
 a finished connection that acts, a delivery recorded sent that the platform never took, a
-Discord sequence number moved on when a message is received rather than stored), and two of
-tool calls (left open by a run's end, or by a crash), planted one at a time.
+Discord sequence number moved on when a message is received rather than stored), two of
+tool calls (left open by a run's end, or by a crash), and two of several gateway processes on
+one store (claims renewed too late, a run started without the session's claim), planted one
+at a time.
 
 Each fixture patches the real runtime the way a plausible mistake would, for this test only.
 The simulator must find a violating seed within 1,000 seeds, and name the invariant the bug
@@ -39,14 +41,16 @@ from turngate.core.turn import AbortReason, Outcome
 from turngate.errors import ChannelError, StaleEpochError
 from turngate.gateway import openai_api, openai_stream
 from turngate.gateway.ws_methods import Methods, RunLedger
+from turngate.runtime.claims import SessionClaims
 from turngate.runtime.deltas import DeltaStream
 from turngate.runtime.engine import Engine, Ticket
 from turngate.runtime.owner import SessionOwner
 from turngate.runtime.run_host import OwnerRunHost
 from turngate.sim.channel_world import draw_channel
-from turngate.sim.runner import SimResult, run_seed
+from turngate.sim.runner import SimResult, run_seed, seed_params
 from turngate.sim.tools import draw_tools
-from turngate.store.base import Delivery, DeliveryOrder, DeliveryState, TurnRecord
+from turngate.store.base import Delivery, DeliveryOrder, DeliveryState, SessionClaim
+from turngate.store.rows import INTERRUPTED_SELECT, REQUEUE
 from turngate.store.sqlite import SqliteStore
 from turngate.store.sqlite_commit import GroupCommits, _GroupCommit
 from turngate.store.sqlite_outbox import insert_orders
@@ -74,6 +78,21 @@ def first_failure(*, chat_platform: bool = False, tools: bool = False) -> SimRes
             print(f"found by seed {seed}: {result.violations[:1] or result.error[-300:]}")
             return result
     pytest.fail(f"none of {SEEDS_MAX} seeds found the planted bug")
+
+
+def first_cluster_failure(invariant: str, text: str) -> SimResult:
+    """The first of :data:`SEEDS_MAX` seeds with several gateway processes that breaks
+    ``invariant`` with a violation saying ``text``. A seed failing otherwise is passed over
+    (printed): a bug of the runtime's own that is still open must not hide the planted one."""
+    seeds = (s for s in itertools.count() if seed_params(s).cluster is not None)
+    for seed in itertools.islice(seeds, SEEDS_MAX):
+        result = run_seed(seed)
+        if any(v.invariant == invariant and text in v.message for v in result.violations):
+            print(f"found by seed {seed}: {result.violations[:1]}")
+            return result
+        if not result.ok:
+            print(f"seed {seed} fails otherwise: {result.violations[:1] or result.error[-300:]}")
+    pytest.fail(f"none of {SEEDS_MAX} seeds with several processes found the planted bug")
 
 
 @pytest.fixture
@@ -158,7 +177,13 @@ def storage_failure_ends_the_owner(monkeypatch: pytest.MonkeyPatch) -> None:
         del what, run_id
         return await attempt()
 
+    async def no_poll(self: SessionClaims) -> None:
+        # Nor does the poll take the session back (it would, within a second): only a
+        # restart does, as before sessions were claimed.
+        await asyncio.Event().wait()
+
     monkeypatch.setattr(SessionOwner, "durably", durably)
+    monkeypatch.setattr(SessionClaims, "poll_forever", no_poll)
 
 
 @pytest.fixture
@@ -215,12 +240,14 @@ def store_without_fencing(monkeypatch: pytest.MonkeyPatch) -> None:
         epoch: Epoch,
         turn_ids: Sequence[TurnId],
         at: WallS,
+        holder: str | None = None,
     ) -> None:
         async with self._tx.write("start a run") as db:
             taken = db.execute(
                 "UPDATE sessions SET epoch = ?, lease_run_id = ?, lease_granted_wall = ?,"
-                " updated_wall = ? WHERE key = ? AND lease_run_id IS NULL",
-                (epoch, run_id, at, at, session_key),
+                " updated_wall = ? WHERE key = ? AND lease_run_id IS NULL"
+                " AND (? IS NULL OR claim_holder = ?)",
+                (epoch, run_id, at, at, session_key, holder, holder),
             ).rowcount
             if taken != 1:
                 raise StaleEpochError(session_key, run_id, epoch)
@@ -302,17 +329,21 @@ def calls_left_open(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def recovery_that_leaves_calls_open(monkeypatch: pytest.MonkeyPatch) -> None:
-    """After a crash mid-tool, recovery frees the lease but does not close the calls that
-    were running."""
-    original = SqliteStore.recover
+    """After a crash mid-tool, recovery (the restarted process's claim of the session) frees
+    the lease but does not close the calls that were running."""
 
-    async def recover(self: SqliteStore, at: WallS) -> list[TurnRecord]:
-        # Nothing else writes while the gateway recovers: only recovery's closing is gone.
-        with monkeypatch.context() as patched:
-            patched.setattr("turngate.store.sqlite.close_calls", lambda *args: None)
-            return await original(self, at)
+    def end_previous(
+        db: sqlite3.Connection, claim: SessionClaim, lease_run_id: RunId | None, at: WallS
+    ) -> dict[TurnId, RunId]:
+        del lease_run_id, at  # the calls its run left open are not closed
+        key = claim.session_key
+        interrupted = dict(db.execute(INTERRUPTED_SELECT.format(p="?"), (key,)).fetchall())
+        db.execute(REQUEUE.format(p="?"), (key,))
+        return interrupted
 
-    monkeypatch.setattr(SqliteStore, "recover", recover)
+    # Patched for the whole test (not around each claim: claims overlap, and patches nested
+    # out of order would leave it patched for the tests after).
+    monkeypatch.setattr("turngate.store.sqlite._end_previous", end_previous)
 
 
 @pytest.fixture
@@ -436,6 +467,59 @@ def sequence_moved_on_receipt(monkeypatch: pytest.MonkeyPatch) -> None:
             self._stored(seq)
 
     monkeypatch.setattr(GatewayLink, "_on_dispatch", on_dispatch)
+
+
+@pytest.fixture
+def claims_renewed_too_late(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several processes: a process renews its claims once their whole time to live has
+    passed since the last renewal, not a third of it. They lapse before it renews them, and
+    another process with a turn for one of those sessions takes it over from a process that
+    is up: its runs are cut off, their turns run again."""
+
+    async def poll(self: SessionClaims) -> None:
+        now = self.clock.now()
+        if now - self._renewed_at >= self.ttl_s:
+            await self._renew()
+            self._renewed_at = now
+        await self._release_idle(now)
+        self._forget_unwatched()
+        await self.settle_watched()
+        await self.sweep()
+
+    monkeypatch.setattr(SessionClaims, "_poll", poll)
+
+
+@pytest.fixture
+def run_started_without_the_claim(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several processes: a run starts without the store checking that its process still
+    holds the session's claim (no ``holder``; the epoch is still checked). A process back
+    from a pause, before its next renewal tells it that another took its session, starts a
+    run there."""
+    original = SqliteStore.start_run
+
+    async def start_run(
+        self: SqliteStore,
+        session_key: str,
+        run_id: RunId,
+        epoch: Epoch,
+        turn_ids: Sequence[TurnId],
+        at: WallS,
+        holder: str | None = None,
+    ) -> None:
+        del holder
+        await original(self, session_key, run_id, epoch, turn_ids, at)
+
+    monkeypatch.setattr(SqliteStore, "start_run", start_run)
+
+
+@pytest.mark.usefixtures("claims_renewed_too_late")
+def test_the_simulator_finds_claims_that_lapse_while_their_process_is_up() -> None:
+    first_cluster_failure("I3", "it stopped renewing it")
+
+
+@pytest.mark.usefixtures("run_started_without_the_claim")
+def test_the_simulator_finds_a_run_started_by_a_process_that_lost_its_session() -> None:
+    first_cluster_failure("I3", "which does not hold the session")
 
 
 @pytest.mark.usefixtures("sequence_moved_on_receipt")

@@ -1,7 +1,7 @@
 """The SQLite file across versions: a file an older turngate wrote opens with its data intact,
-for writing (migrated in place, the outbox added, the transcript typed) and read-only (as it
-is, with no deliveries, its transcript read as user and assistant text); token usage is stored
-with each outcome and read back."""
+for writing (migrated in place, the outbox added, the transcript typed, sessions claimable) and
+read-only (as it is, with no deliveries, its transcript read as user and assistant text, its
+sessions held by nobody); token usage is stored with each outcome and read back."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from turngate.core.transcript import EntryKind, ToolCall, TranscriptItem
 from turngate.core.turn import Outcome, TurnState, Usage
 from turngate.errors import ErrorCode, StoreError
-from turngate.store.base import TurnRecord
+from turngate.store.base import SessionClaim, TurnRecord
 from turngate.store.sqlite import SqliteStore
 from turngate.store.sqlite_schema import SCHEMA_VERSION
 
@@ -144,6 +144,25 @@ def version_3_file(path: Path) -> Path:
     return path
 
 
+V4_CHANGES = """
+ALTER TABLE transcript ADD COLUMN kind TEXT;
+ALTER TABLE transcript ADD COLUMN data TEXT;
+"""
+"""What version 4 (typed transcript entries) added to version 3, frozen here."""
+
+
+def version_4_file(path: Path) -> Path:
+    """A version-4 file: the data of :func:`version_3_file`, before sessions had claims."""
+    version_3_file(path)
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.executescript(V4_CHANGES)
+        db.execute("PRAGMA user_version=4")
+    finally:
+        db.close()
+    return path
+
+
 def user_version(path: Path) -> int:
     db = sqlite3.connect(path)
     try:
@@ -152,18 +171,10 @@ def user_version(path: Path) -> int:
         db.close()
 
 
-def turn_columns(path: Path) -> set[str]:
+def columns(path: Path, table: str) -> set[str]:
     db = sqlite3.connect(path)
     try:
-        return {str(row[1]) for row in db.execute("PRAGMA table_info(turns)")}
-    finally:
-        db.close()
-
-
-def transcript_columns(path: Path) -> set[str]:
-    db = sqlite3.connect(path)
-    try:
-        return {str(row[1]) for row in db.execute("PRAGMA table_info(transcript)")}
+        return {str(row[1]) for row in db.execute(f"PRAGMA table_info({table})")}
     finally:
         db.close()
 
@@ -212,10 +223,11 @@ async def test_a_version_1_file_is_migrated_on_open_and_keeps_every_turn(tmp_pat
         assert stored.outcome() == outcome
     finally:
         await store.close()
-    assert user_version(path) == SCHEMA_VERSION == 4
-    assert {"prompt_tokens", "completion_tokens"} <= turn_columns(path)
+    assert user_version(path) == SCHEMA_VERSION == 5
+    assert {"prompt_tokens", "completion_tokens"} <= columns(path, "turns")
+    assert {"claim_holder", "claim_expires_wall"} <= columns(path, "sessions")
     assert "deliveries" in tables(path)
-    assert {"kind", "data"} <= transcript_columns(path)
+    assert {"kind", "data"} <= columns(path, "transcript")
     # A second open finds nothing to do.
     again = SqliteStore(path)
     await again.open()
@@ -234,10 +246,12 @@ async def test_a_read_only_open_reads_a_version_1_file_as_it_is(tmp_path: Path) 
         await assert_version_1_data_intact(store)
         assert await store.outbox.of_session(KEY, 10) == []
         assert set((await store.outbox.counts()).values()) == {0}
+        assert await store.session_claim(KEY) == SessionClaim(KEY, None, None, 2)
+        assert [t.turn_id for t in await store.open_turns(KEY)] == ["t3"]
     finally:
         await store.close()
     assert user_version(path) == 1
-    assert "prompt_tokens" not in turn_columns(path)
+    assert "prompt_tokens" not in columns(path, "turns")
     assert "deliveries" not in tables(path)
 
 
@@ -273,8 +287,8 @@ async def test_a_version_3_file_is_migrated_on_open_and_takes_typed_entries(
         await store.close()
     assert [e.item for e in transcript[2:]] == list(TOOL_TURN)
     assert [(e.run_id, e.epoch) for e in transcript] == [("t1", 1)] * 2 + [("t3", 3)] * 5
-    assert user_version(path) == SCHEMA_VERSION == 4
-    assert {"kind", "data"} <= transcript_columns(path)
+    assert user_version(path) == SCHEMA_VERSION == 5
+    assert {"kind", "data"} <= columns(path, "transcript")
     # The rows written before keep no kind (read as their role): none was rewritten.
     db = sqlite3.connect(path)
     try:
@@ -310,7 +324,56 @@ async def test_a_read_only_open_reads_a_version_3_transcript_as_user_and_assista
     ]
     assert [t.usage for t in turns] == [Usage(5, 2), None, None]
     assert user_version(path) == 3
-    assert "kind" not in transcript_columns(path)
+    assert "kind" not in columns(path, "transcript")
+
+
+@pytest.mark.asyncio
+async def test_a_version_4_file_is_migrated_on_open_and_its_sessions_are_free_to_claim(
+    tmp_path: Path,
+) -> None:
+    path = version_4_file(tmp_path / "turngate.db")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert [(t.turn_id, t.state) for t in await store.session_turns(KEY, 10)] == [
+            ("t1", TurnState.REPLIED),
+            ("t2", TurnState.FAILED),
+            ("t3", TurnState.QUEUED),
+        ]
+        assert [e.text for e in await store.transcript(KEY, 10)] == ["hi", "echo: hi"]
+        assert await store.session_claim(KEY) == SessionClaim(KEY, None, None, 2)
+        claimed = await store.claim_session(KEY, "local", at=4.0, ttl_s=10.0)
+        assert claimed.claim == SessionClaim(KEY, "local", 14.0, 2)
+        assert [t.turn_id for t in claimed.open_turns] == ["t3"]
+        await store.start_run(KEY, "t3", 3, ["t3"], at=5.0, holder="local")
+    finally:
+        await store.close()
+    assert user_version(path) == SCHEMA_VERSION == 5
+    assert {"claim_holder", "claim_expires_wall"} <= columns(path, "sessions")
+    again = SqliteStore(path, readonly=True)
+    await again.open()
+    try:
+        assert await again.session_claim(KEY) == SessionClaim(KEY, "local", 14.0, 3)
+    finally:
+        await again.close()
+
+
+@pytest.mark.asyncio
+async def test_a_read_only_open_reads_a_version_4_files_sessions_as_held_by_nobody(
+    tmp_path: Path,
+) -> None:
+    path = version_4_file(tmp_path / "turngate.db")
+    store = SqliteStore(path, readonly=True)
+    await store.open()
+    try:
+        assert await store.session_claim(KEY) == SessionClaim(KEY, None, None, 2)
+        assert await store.session_claim("agent:main:nobody") is None
+        assert [t.turn_id for t in await store.open_turns(KEY)] == ["t3"]
+        assert {t.turn_id for t in await store.get_turns(["t1", "t3"])} == {"t1", "t3"}
+    finally:
+        await store.close()
+    assert user_version(path) == 4
+    assert "claim_holder" not in columns(path, "sessions")
 
 
 @pytest.mark.asyncio

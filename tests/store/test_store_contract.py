@@ -118,20 +118,21 @@ async def test_a_turn_ends_only_as_the_transition_table_ends_it(store: Store) ->
 
 
 @pytest.mark.asyncio
-async def test_recovery_requeues_the_running_turns_and_frees_their_sessions(
+async def test_a_restarted_holder_reclaiming_its_session_requeues_the_running_turns_and_frees_it(
     store: Store,
 ) -> None:
     await store.accept_turn(record("t1"))
     await store.accept_turn(record("t2", key=OTHER))
-    await store.start_run(KEY, "t1", 1, ["t1"], at=2.0)
-    open_turns = await store.recover(at=5.0)
-    assert {(t.turn_id, t.state, t.attempts) for t in open_turns} == {
-        ("t1", TurnState.QUEUED, 1),
-        ("t2", TurnState.ACCEPTED, 0),
-    }
-    assert next(t.run_id for t in open_turns if t.turn_id == "t1") == "t1"
+    await store.claim_session(KEY, "local", at=1.0, ttl_s=10.0)
+    await store.start_run(KEY, "t1", 1, ["t1"], at=2.0, holder="local")
+    claimed = await store.claim_session(KEY, "local", at=5.0, ttl_s=10.0)
+    assert claimed.taken
+    assert [(t.turn_id, t.state, t.attempts, t.run_id) for t in claimed.open_turns] == [
+        ("t1", TurnState.QUEUED, 1, "t1")
+    ]
+    assert await state_of(store, "t2") is TurnState.ACCEPTED  # another session: untouched
     # The session is free again, at the epoch the crashed run had: the next run takes 2.
-    await store.start_run(KEY, "t1b", 2, ["t1"], at=6.0)
+    await store.start_run(KEY, "t1b", 2, ["t1"], at=6.0, holder="local")
     assert await state_of(store, "t1") is TurnState.RUNNING
 
 

@@ -1,5 +1,6 @@
 """A run's tool steps in the store: written as they happen and fenced, every call closed by
-the run's end or by the recovery after a crash, and read back for a resumed run."""
+the run's end or by the claim that takes its session over after a crash, and read back for a
+resumed run."""
 
 from __future__ import annotations
 
@@ -60,27 +61,30 @@ async def test_a_run_that_ends_without_replying_closes_its_open_calls_and_only_t
 
 
 @pytest.mark.asyncio
-async def test_recovery_closes_the_calls_of_the_run_the_crash_interrupted(
+async def test_a_claim_taking_the_session_over_closes_the_calls_of_the_run_it_interrupted(
     store: Store,
 ) -> None:
     await store.accept_turn(record("b", "and this"))
     await store.join_run(KEY, "b", "a", 1, at=1.5)
     await store.write_steps(KEY, "a", 1, [TranscriptItem.user("look it up", "a"), CALLS], at=2.0)
-    records = await store.recover(at=9.0)
+    claimed = await store.claim_session(KEY, "local", at=9.0, ttl_s=10.0)
     # The turns of the interrupted run come back with that run's id, to resume as one.
-    assert [(r.turn_id, r.state, r.attempts, r.run_id) for r in records] == [
+    assert [(r.turn_id, r.state, r.attempts, r.run_id) for r in claimed.open_turns] == [
         ("a", TurnState.QUEUED, 1, "a"),
         ("b", TurnState.QUEUED, 1, "a"),
     ]
-    stored = await store.get_turn("a")
-    assert stored is not None
-    assert stored.run_id is None
+    # Stored so too: a holder stopping before they run again leaves them one batch still.
+    again = await store.claim_session(KEY, "local", at=9.5, ttl_s=10.0)
+    assert [(r.turn_id, r.attempts, r.run_id) for r in again.open_turns] == [
+        ("a", 1, "a"),
+        ("b", 1, "a"),
+    ]
     entries = await store.transcript(KEY, 100)
     assert [(e.text, e.item.call_id, e.at_wall) for e in entries[2:]] == [
         (INTERRUPTED_CALL_RESULT, "c1", 9.0),
         (INTERRUPTED_CALL_RESULT, "c2", 9.0),
     ]
-    await store.recover(at=10.0)
+    await store.claim_session(KEY, "local", at=10.0, ttl_s=10.0)
     assert len(await store.transcript(KEY, 100)) == len(entries)  # nothing more to close
 
 

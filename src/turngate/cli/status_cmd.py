@@ -86,8 +86,9 @@ def render(health: dict[str, Any], url: str) -> list[str]:
     process = health.get("process") or {}
     if process:
         lines.append(
-            f"process: pid {process.get('pid')} on {process.get('host')},"
-            f" {health.get('leasesHeld', 0)} session leases held"
+            f"process: {process.get('name', '?')}, pid {process.get('pid')} on"
+            f" {process.get('host')}, {process.get('sessionsHeld', 0)} sessions held,"
+            f" {health.get('leasesHeld', 0)} running"
         )
     lines.append(f"storage: {_storage(health.get('storage') or {})}")
     lines.append(

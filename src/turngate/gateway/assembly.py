@@ -44,6 +44,9 @@ def engine_settings(config: GatewayConfig) -> EngineSettings:
         history_entries_max=config.history_entries_max,
         restart_attempts_max=config.restart_attempts_max,
         system_prompt=config.system_prompt,
+        process_name=config.process_name,
+        claim_ttl_s=config.session_claim_ttl_s,
+        claim_poll_s=config.claim_poll_s,
     )
 
 

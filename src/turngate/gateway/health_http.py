@@ -72,7 +72,12 @@ async def health(request: Request) -> Response:
             "address": (lock or {}).get("address") or _served_address(request),
             "stateDir": str(config.state_path),
             "lock": lock,
-            "process": {"pid": os.getpid(), "host": socket.gethostname()},
+            "process": {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "name": engine.claims.holder,
+                "sessionsHeld": snapshot.sessions_held,
+            },
             "storage": {
                 **store_description(engine.store, config),
                 "writable": storage.writable,

@@ -1,8 +1,11 @@
 """The engine: admits turns (store first, then acknowledge) and routes them to session owners.
 
-Lifetime: ``async with Engine(...) as engine`` opens the store, recovers what a crash left
-(I7), and owns one task group in which every owner and every run lives. Leaving the block
-cancels them all; turns that had not ended stay in the store and resume on the next start.
+Lifetime: ``async with Engine(...) as engine`` opens the store, takes the sessions that have
+open turns and nobody runs (what a crash left, I7: :mod:`~turngate.runtime.recovery`), and
+owns one task group in which every owner and every run lives, with the poll that keeps this
+process's claims on sessions (:mod:`~turngate.runtime.claims`). Leaving the block cancels them
+all and releases the claims; turns that had not ended stay in the store and resume on the
+next start, or in another process sharing the store.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ from turngate.errors import (
     IdempotencyConflictError,
     StaleEpochError,
     StorageUnavailableError,
+    StoreError,
     UnavailableError,
+    UnknownAgentError,
 )
 from turngate.providers.base import Provider
 from turngate.runtime.agents import AgentRegistry, AgentSpec
+from turngate.runtime.claims import SessionClaims
 from turngate.runtime.clock import LoopClock
 from turngate.runtime.deltas import Delta, DeltaStream
 from turngate.runtime.engine_api import (
@@ -46,8 +52,17 @@ from turngate.runtime.engine_api import (
 from turngate.runtime.events import Event, EventBus, EventKind
 from turngate.runtime.outbound import NoOutbound, OutboundRouter
 from turngate.runtime.outcomes import OutcomeRegistry
-from turngate.runtime.owner import Abort, Command, Resume, SessionOwner, Submit, Unstick
-from turngate.runtime.recovery import recover
+from turngate.runtime.owner import (
+    Abort,
+    Command,
+    Fetch,
+    Resume,
+    SessionOwner,
+    StepDown,
+    Submit,
+    Unstick,
+)
+from turngate.runtime.recovery import refused
 from turngate.runtime.run_host import TakeSteered
 from turngate.runtime.storage_watch import StorageWatch
 from turngate.store.base import Store, TurnRecord
@@ -86,6 +101,15 @@ class Engine:
             strict=False,
         )
         self._owners: dict[str, SessionOwner] = {}
+        self.claims = SessionClaims(
+            self.store,
+            self.clock,
+            self.settings.process_name,
+            self.settings.claim_ttl_s,
+            self.settings.claim_poll_s,
+            host=self,
+        )
+        """Which sessions this process runs (see :mod:`~turngate.runtime.claims`)."""
         self.outcomes = OutcomeRegistry()
         """Who waits for each turn's outcome and who streams its run."""
         # Insertion-ordered, not sets: shutdown cancels runs in the order they started, so
@@ -93,6 +117,7 @@ class Engine:
         self._runs: dict[asyncio.Task[Any], None] = {}
         self._accepts: dict[asyncio.Task[Ticket], None] = {}
         self._tg: asyncio.TaskGroup | None = None
+        self._claim_loops: list[asyncio.Task[None]] = []
         self._accepting = False
         self.storage = StorageWatch(
             self.store,
@@ -109,7 +134,21 @@ class Engine:
         await self._tg.__aenter__()
         self._accepting = True
         try:
-            await recover(self)
+            left = await self.claims.sweep()
+            if left:
+                log.warning(
+                    "recovered %d open turns of %d sessions at start: each resumes in order,"
+                    " or ends if it cannot (too many restarts, past its deadline)",
+                    sum(len(turns) for turns in left.values()),
+                    len(left),
+                )
+            self._claim_loops.append(
+                self._tg.create_task(self.claims.poll_forever(), name="claims poll")
+            )
+            if self.store.shared:
+                self._claim_loops.append(
+                    self._tg.create_task(self.claims.listen_forever(), name="claims notices")
+                )
         except BaseException:
             # Nothing is left running when start-up fails (storage refusing the recovery,
             # say): the caller gets the error and a closed engine.
@@ -128,6 +167,8 @@ class Engine:
         self._fail_all_waiters()
         tg, self._tg = self._tg, None
         self.storage.stop()
+        for task in self._claim_loops:
+            task.cancel(msg="shutdown")
         for owner in list(self._owners.values()):
             if owner.task is not None:
                 owner.task.cancel(msg="shutdown")
@@ -153,6 +194,10 @@ class Engine:
         finally:
             self._owners.clear()
             self._fail_all_waiters()
+            try:
+                await self.claims.release_all()
+            except StoreError as exc:
+                log.warning("could not release this process's sessions: %s", exc.message)
             await self.store.close()
 
     async def drain(self, timeout_s: float) -> None:
@@ -224,6 +269,8 @@ class Engine:
         accepting = loop.create_task(
             self._store_and_queue(request, record, waiter, fresh, now), name=f"accept {turn_id}"
         )
+        self.claims.accepting[turn_id] = accepting
+        accepting.add_done_callback(lambda _: self.claims.accepting.pop(turn_id, None))
         self._accepts[accepting] = None
         accepting.add_done_callback(lambda done: self._accepts.pop(done, None))
         try:
@@ -367,21 +414,20 @@ class Engine:
             self.store.health(),
             tuple(blocked),
             pending,
+            self.claims.held,
         )
 
     # -- used by owners -------------------------------------------------------------------
-
-    def expect_outcome(self, turn_id: TurnId) -> None:
-        """Keep ``turn_id``'s outcome for a client that will ask again (a recovered turn)."""
-        self.outcomes.expect(turn_id)
 
     def route(self, session_key: str, command: Command) -> None:
         """Hand ``command`` to the session's owner, creating the owner for a new turn."""
         owner = self._owners.get(session_key)
         if owner is None:
+            if isinstance(command, StepDown):
+                return  # nothing runs here to stop
             if isinstance(command, TakeSteered) and not command.done.done():
                 command.done.set_result([])  # a run that outlived its session's owner
-            if not isinstance(command, Submit | Resume):
+            if not isinstance(command, Submit | Resume | Fetch):
                 run_id = getattr(command, "run_id", None)
                 epoch = getattr(command, "epoch", None)
                 self.emit(
@@ -403,6 +449,69 @@ class Engine:
         """An owner found its session idle and is ending (called synchronously by it)."""
         if self._owners.get(owner.session_key) is owner:
             del self._owners[owner.session_key]
+            self.claims.idle(owner.session_key)
+
+    def announce_ended(self, session_key: str) -> None:
+        """Tell the processes sharing the store that turns of ``session_key`` ended."""
+        if self.store.shared:
+            self._spawn_task(self.claims.announce_ended(session_key), "announce ended")
+
+    # -- used by the claims ---------------------------------------------------------------
+
+    def adopt(self, session_key: str, turn_ids: list[TurnId]) -> None:
+        """Have the session's owner take its open turns from the store (creating the owner,
+        which claims the session). A session whose agent is no longer configured cannot
+        run: its turns end ``unknown_agent``."""
+        owner = self._owners.get(session_key)
+        if owner is not None:
+            if not turn_ids or not owner.seen.issuperset(turn_ids):
+                owner.post(Fetch())
+            return
+        try:
+            self.agents.get(session_key.split(":", 2)[1])
+        except UnknownAgentError as exc:
+            self._spawn_task(self._retire(session_key, exc), f"retire {session_key}")
+            return
+        self.route(session_key, Fetch())
+
+    async def _retire(self, session_key: str, error: UnknownAgentError) -> None:
+        """End the open turns of a session whose agent is not configured (any more)."""
+        try:
+            claimed = await self.claims.take(session_key)
+            if claimed is None or not claimed.taken or not claimed.open_turns:
+                return
+            outcomes = refused(list(claimed.open_turns), error)
+            orders = self.outbound.orders(session_key, outcomes)
+            await self.store.end_turns(
+                outcomes, self.clock.wall(), orders, holder=self.claims.holder
+            )
+        except StoreError as exc:
+            log.warning(
+                "session %s: could not end the turns of an unknown agent (%s); trying again"
+                " at the next poll",
+                session_key,
+                exc.message,
+                extra={"session_key": session_key},
+            )
+            return
+        finally:
+            self.claims.idle(session_key)
+        for outcome in outcomes:
+            self.deliver(session_key, outcome, "recovery")
+
+    def step_down(self, session_key: str) -> None:
+        """Another process took ``session_key``: its owner here stops."""
+        owner = self._owners.get(session_key)
+        if owner is not None:
+            owner.post(StepDown())
+
+    def settle_remote(self, outcome: Outcome) -> None:
+        """A turn another process ran ended: whoever waits here gets its outcome."""
+        self.outcomes.settle(outcome)
+
+    def waiting(self, turn_id: TurnId) -> bool:
+        """Whether a client here still waits for ``turn_id``'s outcome."""
+        return self.outcomes.waiting(turn_id)
 
     def _spawn_task(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
         """A task of the engine's own, in its task group (None once it has stopped)."""
@@ -464,6 +573,16 @@ class Engine:
     async def _own(self, owner: SessionOwner) -> None:
         try:
             await owner.run()
+        except StaleEpochError as exc:
+            # Another process took the session (this one was paused, or cut off from the
+            # store, past its claim): it runs the turns now; the clients waiting here are
+            # settled from the store.
+            self.owner_finished(owner)
+            self.claims.lost(owner.session_key)
+            for task in owner.runs.values():
+                task.cancel(msg="session lost")
+            self.emit(EventKind.SESSION_LOST, owner.session_key, detail=exc.message)
+            self.claims.watch(owner.session_key, owner.open_turn_ids())
         except Exception as exc:
             # An owner only fails if the store does; its turns stay open in the store and
             # are recovered on restart. Waiters are told now rather than left hanging.
@@ -509,6 +628,11 @@ class Engine:
             self.outcomes.forget(existing.turn_id)
             if not waiter.done():
                 waiter.set_result(outcome)
+        else:
+            owner = self._owners.get(key)
+            if owner is None or existing.turn_id not in owner.seen:
+                # Perhaps another process runs it: its outcome is read from the store.
+                self.claims.watch(key, [existing.turn_id])
         deadline = now + existing.timeout_s + self.settings.abort_grace_s
         deltas = None
         if request.stream:

@@ -29,6 +29,12 @@ class EngineSettings:
     restart_attempts_max: int = 3
     shutdown_grace_s: float = 5.0
     system_prompt: str | None = None
+    process_name: str = "local"
+    """This process's name among those sharing the store (its claims' holder)."""
+    claim_ttl_s: float = 10.0
+    """How long a claim on a session lasts unless renewed."""
+    claim_poll_s: float = 1.0
+    """How often the process looks for sessions to run and turns run elsewhere."""
 
     def policy(self) -> SessionPolicy:
         """The session policy these settings describe."""
@@ -140,6 +146,8 @@ class EngineSnapshot:
     """Sessions whose next write waits for storage to take writes again."""
     commands_pending: int = 0
     """Commands posted to session owners and not yet taken (a turn just accepted, say)."""
+    sessions_held: int = 0
+    """Sessions this process holds the claim of (it runs their turns)."""
 
     @property
     def degraded(self) -> bool:

@@ -41,6 +41,11 @@ class EventKind(enum.StrEnum):
     """The store refused a step of a run that no longer held its session (fenced): the
     fence at work, unlike ``stale_write_refused``, which is the owner's own write."""
     RECOVERED = "recovered"
+    HANDED_OFF = "handed_off"
+    """A turn accepted here for a session another gateway process holds: that one runs it."""
+    SESSION_LOST = "session_lost"
+    """Another gateway process took a session this one was running (this one was paused or
+    cut off from the store past its claim): its owner here stopped."""
     OWNER_FAILED = "owner_failed"
     UNSTUCK = "unstuck"
     HEARTBEAT_SKIPPED = "heartbeat_skipped"
@@ -62,6 +67,7 @@ ABNORMAL = frozenset(
         EventKind.STALE_WRITE_REFUSED,
         EventKind.STEP_REFUSED,
         EventKind.RECOVERED,
+        EventKind.SESSION_LOST,
         EventKind.OWNER_FAILED,
         EventKind.UNSTUCK,
         EventKind.HEARTBEAT_SKIPPED,

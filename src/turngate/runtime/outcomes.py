@@ -32,9 +32,10 @@ class OutcomeRegistry:
         waiter = self._waiters[turn_id] = asyncio.get_running_loop().create_future()
         return waiter, True
 
-    def expect(self, turn_id: TurnId) -> None:
-        """Keep ``turn_id``'s outcome for a client that will ask again (a recovered turn)."""
-        self._waiters[turn_id] = asyncio.get_running_loop().create_future()
+    def waiting(self, turn_id: TurnId) -> bool:
+        """Whether someone here still waits for ``turn_id``'s outcome."""
+        waiter = self._waiters.get(turn_id)
+        return waiter is not None and not waiter.done()
 
     def forget(self, turn_id: TurnId) -> None:
         """No one waits for ``turn_id`` any more (it was not stored, or it is a retry)."""

@@ -38,12 +38,19 @@ from turngate.core.effects import (
 from turngate.core.queue import QueueMode
 from turngate.core.session import RunCancelled, RunFailed, RunResult, SessionCore
 from turngate.core.turn import AbortReason, Outcome, Turn, TurnState
-from turngate.errors import ErrorCode, StaleEpochError, StorageUnavailableError
+from turngate.errors import (
+    ErrorCode,
+    SessionTakenError,
+    StaleEpochError,
+    StorageUnavailableError,
+)
 from turngate.runtime.activity import ToolFinished, ToolStarted
 from turngate.runtime.agents import AgentSpec
 from turngate.runtime.events import EventKind
+from turngate.runtime.recovery import adopt
 from turngate.runtime.run import RunProgress, RunSpec, execute_run
 from turngate.runtime.run_host import OwnerRunHost, RunActivity, TakeSteered
+from turngate.store.base import TurnRecord
 from turngate.types import Epoch, MonotonicS, RunId, TurnId
 
 if TYPE_CHECKING:
@@ -90,6 +97,17 @@ class Unstick:
 
 
 @dataclass(frozen=True, slots=True)
+class Fetch:
+    """The session may have turns in the store this owner does not know yet (accepted by
+    another process, or left by one that died): read them and take them."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepDown:
+    """Another process took the session: stop at once, writing nothing more."""
+
+
+@dataclass(frozen=True, slots=True)
 class RunDone:
     """A run's task finished."""
 
@@ -98,7 +116,7 @@ class RunDone:
     result: RunResult
 
 
-Command = Submit | Resume | Abort | Unstick | RunProgress | RunDone | TakeSteered
+Command = Submit | Resume | Abort | Unstick | RunProgress | RunDone | TakeSteered | Fetch | StepDown
 
 
 @dataclass(slots=True)
@@ -117,6 +135,12 @@ class SessionOwner:
     """What each running run is doing: its model step, its tool calls under way."""
     wrote_steps: set[tuple[RunId, Epoch]] = field(default_factory=set)
     """Runs that began writing steps: their end closes the tool calls they left open."""
+    seen: set[TurnId] = field(default_factory=set)
+    """Every turn this owner took: a turn is never taken twice (from its acceptance and from
+    the store both)."""
+    adopted: set[TurnId] = field(default_factory=set)
+    """Turns taken from the store, whose clients may wait in another process: their end is
+    announced to the processes sharing the store."""
     free_since: MonotonicS = 0.0
     storage_blocked_since: MonotonicS | None = None
     """Set while a write of this session waits for storage to take writes again."""
@@ -128,24 +152,51 @@ class SessionOwner:
         """Commands posted and not yet taken."""
         return len(self._inbox)
 
+    def open_turn_ids(self) -> list[TurnId]:
+        """The turns this owner took and has not delivered an outcome of (queued, running,
+        ending), and those still in its inbox."""
+        inbox = [turn.turn_id for command in self._inbox for turn in _turns_of(command)]
+        return [*self.lanes, *inbox]
+
     def post(self, command: Command) -> None:
         """Queue a command for the owner task (synchronous; never blocks)."""
         self._inbox.append(command)
         self._wake.set()
 
     async def run(self) -> None:
-        """The owner task: process commands until the session is idle."""
+        """The owner task: claim the session (or hand its turns to the process that holds
+        it), then process commands until the session is idle."""
         engine = self.engine
-        epoch = await self.durably(
-            "read the session's epoch", None, lambda: engine.store.session_epoch(self.session_key)
-        )
-        core = self.core = SessionCore(self.session_key, epoch, self.agent.policy)
+        key = self.session_key
+        if engine.claims.held_elsewhere(key):
+            await self._hand_off()
+            return
+        claimed = await self.durably("claim the session", None, lambda: engine.claims.take(key))
+        if claimed is not None and not claimed.taken:
+            await self._hand_off()
+            return
+        if claimed is None:
+            epoch = await self.durably(
+                "read the session's epoch", None, lambda: engine.store.session_epoch(key)
+            )
+        else:
+            epoch = claimed.claim.epoch
+        core = self.core = SessionCore(key, epoch, self.agent.policy)
         self.free_since = engine.clock.now()
+        if claimed is not None:
+            await self._adopt(list(claimed.open_turns), taken_over=True)
         while True:
             if self._inbox:
                 command = self._inbox.popleft()
                 if isinstance(command, TakeSteered):
                     await self._take_steered(core, command)
+                elif isinstance(command, Fetch):
+                    records = await self.durably(
+                        "read the session's open turns", None, lambda: engine.store.open_turns(key)
+                    )
+                    await self._adopt(records, taken_over=False)
+                elif isinstance(command, StepDown):
+                    raise SessionTakenError(key, engine.claims.holder)
                 else:
                     await self._apply(self._dispatch(core, command))
                 continue
@@ -166,14 +217,71 @@ class SessionOwner:
             return False
         return True
 
+    async def _hand_off(self) -> None:
+        """Another process holds the session: it runs the turns accepted here; their clients
+        wait here, settled from the store."""
+        engine = self.engine
+        turn_ids: list[TurnId] = []
+        for command in self._inbox:
+            match command:
+                case Submit(turn):
+                    turn_ids.append(turn.turn_id)
+                case Resume(turns):
+                    turn_ids.extend(turn.turn_id for turn in turns)
+                case Abort(_, done) | Unstick(done) if not done.done():
+                    done.set_result([])
+                case _:
+                    pass
+        self._inbox.clear()
+        engine.owner_finished(self)
+        for turn_id in turn_ids:
+            engine.emit(
+                EventKind.HANDED_OFF,
+                self.session_key,
+                turn_id=turn_id,
+                detail="another gateway process holds the session; it runs the turn",
+            )
+        await engine.claims.hand_off(self.session_key, turn_ids)
+
+    async def _adopt(self, records: list[TurnRecord], *, taken_over: bool) -> None:
+        """Take the session's open turns read from the store that this owner has not taken
+        yet (nor is about to, from its inbox or an acceptance under way): they go first."""
+        engine = self.engine
+        accepting = [
+            engine.claims.accepting[r.turn_id]
+            for r in records
+            if r.turn_id in engine.claims.accepting
+        ]
+        if accepting:
+            await asyncio.wait(accepting)
+        pending = {turn.turn_id for command in self._inbox for turn in _turns_of(command)}
+        fresh = [r for r in records if r.turn_id not in self.seen and r.turn_id not in pending]
+        if not fresh:
+            return
+        adoption = adopt(engine, fresh, taken_over=taken_over)
+        self.adopted.update(record.turn_id for record in fresh)
+        self._inbox = deque(sorted([*adoption.commands, *self._inbox], key=_rank(records)))
+        if adoption.ended:
+            for outcome in adoption.ended:
+                self.seen.add(outcome.turn_id)
+                self.lanes[outcome.turn_id] = "recovery"
+            await self._end_turns(tuple(adoption.ended))
+            self._deliver(tuple(adoption.ended))
+
     def _dispatch(self, core: SessionCore, command: Command) -> list[Effect]:
         now = self.engine.clock.now()
         match command:
             case Submit(turn, mode, lane):
+                if turn.turn_id in self.seen:
+                    return []  # taken from the store already
+                self.seen.add(turn.turn_id)
                 self.lanes[turn.turn_id] = lane
                 return core.submit(turn, mode, now)
             case Resume(turns, lane):
+                if any(turn.turn_id in self.seen for turn in turns):
+                    return []
                 for turn in turns:
+                    self.seen.add(turn.turn_id)
                     self.lanes[turn.turn_id] = lane
                 return core.resume(list(turns), now)
             case RunProgress(run_id, epoch):
@@ -199,8 +307,8 @@ class SessionOwner:
                 if not done.done():
                     done.set_result(ids)
                 return effects
-            case TakeSteered():
-                raise AssertionError("taken by _take_steered, which writes before it answers")
+            case TakeSteered() | Fetch() | StepDown():
+                raise AssertionError("taken by run(), which writes before it answers")
 
     def _show(self, turns: list[Turn], progress: RunProgress) -> None:
         """Hand a run's progress to the clients streaming its turns, and keep what it is
@@ -265,10 +373,16 @@ class SessionOwner:
                     )
 
     def _deliver(self, outcomes: tuple[Outcome, ...]) -> None:
+        announce = False
         for outcome in outcomes:
             self.engine.deliver(
                 self.session_key, outcome, self.lanes.pop(outcome.turn_id, "direct")
             )
+            if outcome.turn_id in self.adopted:
+                self.adopted.discard(outcome.turn_id)
+                announce = True
+        if announce:
+            self.engine.announce_ended(self.session_key)
 
     async def _enqueued(self, turn_ids: tuple[TurnId, ...], started_now: set[TurnId]) -> None:
         waiting = [turn_id for turn_id in turn_ids if turn_id not in started_now]
@@ -289,7 +403,12 @@ class SessionOwner:
                 "start a run",
                 run_id,
                 lambda: engine.store.start_run(
-                    self.session_key, run_id, epoch, turn_ids, engine.clock.wall()
+                    self.session_key,
+                    run_id,
+                    epoch,
+                    turn_ids,
+                    engine.clock.wall(),
+                    holder=engine.claims.holder,
                 ),
             )
         except StaleEpochError as exc:
@@ -346,15 +465,18 @@ class SessionOwner:
         await self.durably(
             "record turn outcomes",
             None,
-            lambda: engine.store.end_turns(outcomes, engine.clock.wall(), orders),
+            lambda: engine.store.end_turns(
+                outcomes, engine.clock.wall(), orders, holder=engine.claims.holder
+            ),
         )
 
     async def _end_run(self, effect: EndRun) -> None:
         engine = self.engine
         run_id, epoch = effect.run_id, effect.epoch
         orders = engine.outbound.orders(self.session_key, effect.outcomes)
-        unanswered = self._unanswered(effect)
         try:
+            # Which calls the end closes is decided at each attempt: a fenced run that
+            # ignores its cancellation may write a step while the end waits for storage.
             await self.durably(
                 "end a run",
                 run_id,
@@ -366,7 +488,7 @@ class SessionOwner:
                     effect.exchange,
                     engine.clock.wall(),
                     orders,
-                    unanswered,
+                    self._unanswered(effect),
                 ),
             )
         except StaleEpochError as exc:
@@ -375,6 +497,7 @@ class SessionOwner:
             engine.stale_write_refused(exc)
             raise
         now = engine.clock.now()
+        self.wrote_steps.discard((run_id, epoch))
         self.runs.pop(run_id, None)
         if effect.fenced:
             engine.emit(
@@ -395,7 +518,6 @@ class SessionOwner:
         reply: why the call has no result of its own."""
         if (effect.run_id, effect.epoch) not in self.wrote_steps:
             return None
-        self.wrote_steps.discard((effect.run_id, effect.epoch))
         outcome = effect.outcomes[0] if effect.outcomes else None
         if outcome is None or outcome.state is TurnState.REPLIED:
             return None
@@ -488,6 +610,31 @@ class SessionOwner:
         engine = self.engine
         engine.emit(EventKind.RUN_EXITED, self.session_key, run_id=run_id, epoch=epoch)
         engine.route(self.session_key, _run_done(run_id, epoch, task))
+
+
+def _rank(records: list[TurnRecord]) -> Callable[[Command], tuple[int, int]]:
+    """Where a command goes once turns were taken from the store: the turns of a run that
+    was interrupted first (its steps are in the transcript already: it must answer before
+    any other turn is written there), then every turn in acceptance order; commands with no
+    turn after them, as they came."""
+    ranks = {r.turn_id: (0 if r.run_id else 1, r.seq) for r in records}
+
+    def rank(command: Command) -> tuple[int, int]:
+        return min(
+            (ranks[t.turn_id] for t in _turns_of(command) if t.turn_id in ranks), default=(2, 0)
+        )
+
+    return rank
+
+
+def _turns_of(command: Command) -> tuple[Turn, ...]:
+    match command:
+        case Submit(turn):
+            return (turn,)
+        case Resume(turns):
+            return turns
+        case _:
+            return ()
 
 
 def _run_done(run_id: RunId, epoch: Epoch, task: asyncio.Task[RunResult]) -> RunDone:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from turngate.core.clock import Clock
 from turngate.core.turn import Outcome, Turn
 from turngate.errors import StaleEpochError
+from turngate.runtime.claims import SessionClaims
 from turngate.runtime.deltas import Delta
 from turngate.runtime.engine_api import EngineSettings
 from turngate.runtime.events import EventKind
@@ -40,6 +41,16 @@ class OwnerHost(Protocol):
     @property
     def settings(self) -> EngineSettings:
         """The engine's limits and timeouts."""
+        ...
+
+    @property
+    def claims(self) -> SessionClaims:
+        """This process's claims on sessions (who runs which session)."""
+        ...
+
+    def announce_ended(self, session_key: str) -> None:
+        """Tell the processes sharing the store that turns of ``session_key`` ended (some of
+        their clients may wait for them)."""
         ...
 
     @property

@@ -60,6 +60,8 @@ class SeedSummary:
     """Whether that platform was Discord-shaped (``sim/discord.py``)."""
     tool_calls: int = 0
     """Tool calls its model made (``sim/tools.py``)."""
+    processes: int = 1
+    """Gateway processes sharing its store (``sim/cluster.py``)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,9 +148,10 @@ def _one(seed: int, profile: Profile | None, *, show_trace: bool) -> int:
         for line in result.trace.lines():
             print(line)
     _report(result, profile)
+    processes = f"{result.processes} gateway processes, " if result.processes > 1 else ""
     print(
         f"seed {seed}: {'ok' if result.ok else 'FAILED'}: {result.acked} turns acknowledged,"
-        f" {result.replied} replied, {result.lives} gateway lives,"
+        f" {result.replied} replied, {processes}{result.lives} gateway lives,"
         f" {result.virtual_s:.1f}s virtual"
     )
     return 0 if result.failure is None else result.failure.exit_code
@@ -181,6 +184,7 @@ def _summarise(seed: int, profile: Profile | None) -> SeedSummary:
         channel is not None,
         channel is not None and channel.shape is PlatformShape.DISCORD,
         result.tool_calls,
+        result.processes,
     )
 
 
@@ -203,12 +207,13 @@ def _many(start: int, count: int, profile: Profile | None, jobs: int) -> int:
     print(
         f"{len(summaries)} seeds ({mix}) in {elapsed:.1f}s: {len(summaries) / elapsed:.0f} seeds/s,"
         f" {sum(s.acked for s in summaries)} turns acknowledged,"
-        f" {sum(s.lives - 1 for s in summaries)} crashes,"
+        f" {sum(s.lives - s.processes for s in summaries)} crashes,"
         f" {sum(s.edges for s in summaries)} seeds through the gateway's edges,"
         f" {sum(s.channel for s in summaries)} with a chat platform"
         f" ({sum(s.discord for s in summaries)} Discord),"
         f" {sum(bool(s.tool_calls) for s in summaries)} with tool calls"
-        f" ({sum(s.tool_calls for s in summaries)} calls);"
+        f" ({sum(s.tool_calls for s in summaries)} calls),"
+        f" {sum(s.processes > 1 for s in summaries)} with several gateway processes;"
         f" {len(failed)} failed"
     )
     for summary in failed[:20]:

@@ -7,6 +7,9 @@ checkers watch every event; at the end the store is read back and checked too.
 Crashes come at times drawn in advance, when every task is blocked (time only moves then),
 or, in some seeds, right after the N-th commit of the store: between two durable points,
 before the writers of that commit are woken (see ``_simulate``).
+
+A share of the seeds run several gateway processes on the one store instead, which crash and
+pause (``sim/cluster.py``, ``_simulate_cluster``); one checker sees them all.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import random
 import shutil
 import tempfile
 import traceback
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from turngate.config import GatewayConfig
 from turngate.config_agents import HeartbeatConfig
-from turngate.core.keys import parse_session_key
+from turngate.core.keys import SessionKey, parse_session_key
 from turngate.errors import StorageUnavailableError
 from turngate.gateway.app import create_app, serve_engine
 from turngate.lanes.heartbeat import HeartbeatLane
@@ -36,13 +41,14 @@ from turngate.runtime.engine import Engine, EngineSettings
 from turngate.runtime.events import Event, EventBus
 from turngate.sim.asgi import Wire
 from turngate.sim.channel_world import ChannelWorld, draw_channel
-from turngate.sim.checkers import Checker, LeaseCheck, Violation, WarningCounter
+from turngate.sim.checkers import Checker, ClusterCheck, LeaseCheck, Violation, WarningCounter
+from turngate.sim.cluster import Cluster, ClusterGateway, Downtime, draw_cluster
 from turngate.sim.disk import Outages
 from turngate.sim.loop import VirtualDeadlockError, VirtualTimeLoop
 from turngate.sim.surfaces import Surface
 from turngate.sim.tools import SimToolCalls, SimTools, draw_tools
 from turngate.sim.trace import Trace
-from turngate.sim.workload import ClientRecord, Gateway, client, crash_times
+from turngate.sim.workload import WAIT_MARGIN_S, ClientRecord, Gateway, client, crash_times
 from turngate.sim.world import Faults, Profile, SimParams, SimProvider
 from turngate.sim.zombie import Zombies
 from turngate.store.base import Delivery, Store
@@ -93,23 +99,24 @@ class SimResult:
     acked: int = 0
     replied: int = 0
     lives: int = 0
+    """Gateway lives: one per process, and one more per restart after a crash."""
     virtual_s: float = 0.0
     tool_calls: int = 0
     """Tool calls its model made (seeds with tools)."""
+    processes: int = 1
+    """Gateway processes sharing the store."""
 
     @property
     def ok(self) -> bool:
         return self.failure is None
 
 
-def run_seed(seed: int, profile: Profile | None = None, *, edges: bool = True) -> SimResult:
-    """Run the schedule of ``seed`` (its profile drawn from the seed unless given).
+def seed_params(seed: int, profile: Profile | None = None, *, edges: bool = True) -> SimParams:
+    """The parameters :func:`run_seed` draws for ``seed`` (without running it)."""
+    return _draw(random.Random(seed), seed, profile, edges=edges)
 
-    ``edges=False`` keeps every client on the engine and leaves chat platforms out, as
-    before the gateway's edges and channels joined the simulated world: a seed found then
-    replays the schedule it found.
-    """
-    rng = random.Random(seed)
+
+def _draw(rng: random.Random, seed: int, profile: Profile | None, *, edges: bool) -> SimParams:
     chosen = profile or rng.choice(list(Profile))
     params = (
         SimParams.draw(rng, chosen)
@@ -124,6 +131,19 @@ def run_seed(seed: int, profile: Profile | None = None, *, edges: bool = True) -
     if edges:
         params = params.with_edges(random.Random(f"edges-{seed}"))
         params = replace(params, channel=draw_channel(seed))
+        params = replace(params, cluster=draw_cluster(seed, params))
+    return params
+
+
+def run_seed(seed: int, profile: Profile | None = None, *, edges: bool = True) -> SimResult:
+    """Run the schedule of ``seed`` (its profile drawn from the seed unless given).
+
+    ``edges=False`` keeps every client on the engine, leaves chat platforms out and runs
+    one gateway process, as before the gateway's edges, channels and several processes
+    joined the simulated world: a seed found then replays the schedule it found.
+    """
+    rng = random.Random(seed)
+    params = _draw(rng, seed, profile, edges=edges)
     result = SimResult(seed, params)
     shm = Path("/dev/shm")
     workdir = Path(tempfile.mkdtemp(prefix="turngate-sim-", dir=shm if shm.is_dir() else None))
@@ -136,8 +156,9 @@ def run_seed(seed: int, profile: Profile | None = None, *, edges: bool = True) -
     loop = VirtualTimeLoop()
     try:
         disk = Outages(params.storage_outages, random.Random(f"disk-{seed}"))
+        simulate = _simulate if params.cluster is None else _simulate_cluster
         loop.run_until_complete(
-            _simulate(rng, params, _config(workdir), result, counter, disk, seed)
+            simulate(rng, params, _config(workdir), result, counter, disk, seed)
         )
     except VirtualDeadlockError as exc:
         result.failure = FailureClass.LIVENESS
@@ -204,18 +225,20 @@ def _edge_wire(engine: Engine, config: GatewayConfig) -> Wire:
     return Wire(app)
 
 
-async def _simulate(
-    rng: random.Random,
-    params: SimParams,
-    config: GatewayConfig,
-    result: SimResult,
-    counter: WarningCounter,
-    disk: Outages,
-    seed: int,
-) -> None:
-    loop = asyncio.get_running_loop()
+@dataclass(slots=True)
+class _World:
+    """What every gateway process of a seed shares: the faults' switch, the model, the engine
+    settings and the agents."""
+
+    faults: Faults
+    provider: FallbackChain
+    settings: EngineSettings
+    agents: AgentRegistry | None
+    tool_calls: SimToolCalls | None
+
+
+def _world(rng: random.Random, params: SimParams, seed: int) -> _World:
     faults = Faults()
-    channel = None if params.channel is None else ChannelWorld(seed, params.channel, faults)
     lease_rng = random.Random(f"lease-calls-{seed}")
     tool_calls = (
         None
@@ -234,9 +257,6 @@ async def _simulate(
         ],
         rng,
     )
-    gateway = Gateway(excuses=disk.excuses)
-    record = ClientRecord()
-    trace = result.trace
     settings = EngineSettings(
         queue_turns_max=params.queue_turns_max,
         stall_timeout_s=params.stall_timeout_s,
@@ -246,12 +266,21 @@ async def _simulate(
         history_entries_max=HISTORY_ENTRIES_MAX,
     )
     agents = _agents(params, settings, provider, faults, seed)
-    current: list[SqliteStore] = []
+    return _World(faults, provider, settings, agents, tool_calls)
+
+
+LeaseOf = Callable[[str], tuple[str | None, int]]
+DeadlineOf = Callable[[list[str]], float | None]
+
+
+def _readers(store_of: Callable[[], SqliteStore], disk: Outages) -> tuple[LeaseOf, DeadlineOf]:
+    """The checker's reads of the store now: a session's lease, and the earliest deadline
+    (virtual time) of some turns."""
 
     def lease_of(session_key: str) -> tuple[str | None, int]:
         with disk.observed():
             row = (
-                current[-1]
+                store_of()
                 .db.execute(
                     "SELECT lease_run_id, epoch FROM sessions WHERE key = ?", (session_key,)
                 )
@@ -265,7 +294,7 @@ async def _simulate(
         marks = ",".join("?" * len(turn_ids))
         with disk.observed():
             row = (
-                current[-1]
+                store_of()
                 .db.execute(
                     f"SELECT MIN(accepted_wall + timeout_s) FROM turns WHERE turn_id IN ({marks})",
                     turn_ids,
@@ -274,6 +303,43 @@ async def _simulate(
             )
         return None if row is None or row[0] is None else float(row[0]) - WALL_AT_ZERO
 
+    return lease_of, deadline_of
+
+
+def _session_keys(params: SimParams) -> list[SessionKey]:
+    """The clients' sessions. Session 0 is the agent's main session, which a shared
+    heartbeat also uses."""
+    return [
+        parse_session_key("agent:sim:main" if index == 0 else f"agent:sim:s{index}")
+        for index in range(params.sessions)
+    ]
+
+
+def _heartbeat(params: SimParams, engine: Engine) -> HeartbeatLane:
+    """The seed's heartbeat lane on ``engine`` (a seed with one)."""
+    assert params.heartbeat_every_s is not None
+    heartbeat = HeartbeatConfig(every=params.heartbeat_every_s, isolated=params.heartbeat_isolated)
+    return HeartbeatLane(engine, "sim", heartbeat)
+
+
+async def _simulate(
+    rng: random.Random,
+    params: SimParams,
+    config: GatewayConfig,
+    result: SimResult,
+    counter: WarningCounter,
+    disk: Outages,
+    seed: int,
+) -> None:
+    loop = asyncio.get_running_loop()
+    world = _world(rng, params, seed)
+    faults, provider, settings, agents = world.faults, world.provider, world.settings, world.agents
+    channel = None if params.channel is None else ChannelWorld(seed, params.channel, faults)
+    gateway = Gateway(excuses=disk.excuses)
+    record = ClientRecord()
+    trace = result.trace
+    current: list[SqliteStore] = []
+    lease_of, deadline_of = _readers(lambda: current[-1], disk)
     lease = LeaseCheck(params.stall_timeout_s, params.run_timeout_s, deadline_of)
     checker = Checker(params.abort_grace_s, lease_of, WALL_AT_ZERO, disk.excuses, lease)
     # Bound now, so that a crash of the simulation still reports what was found before it.
@@ -334,10 +400,7 @@ async def _simulate(
         async def live() -> None:
             async with engine, asyncio.TaskGroup() as lanes:
                 if params.heartbeat_every_s is not None and faults.on:
-                    heartbeat = HeartbeatConfig(
-                        every=params.heartbeat_every_s, isolated=params.heartbeat_isolated
-                    )
-                    lane = HeartbeatLane(engine, "sim", heartbeat)
+                    lane = _heartbeat(params, engine)
                     heartbeats.append(lanes.create_task(lane.run(), name="heartbeat"))
                 runtime = None
                 if channel is not None:
@@ -414,11 +477,7 @@ async def _simulate(
     storage = loop.create_task(_storage_outages(disk, trace), name="storage outages")
     life = await start(1)
     result.lives = 1
-    # Session 0 is the agent's main session, which a shared heartbeat also uses.
-    keys = [
-        parse_session_key("agent:sim:main" if index == 0 else f"agent:sim:s{index}")
-        for index in range(params.sessions)
-    ]
+    keys = _session_keys(params)
     clients = [
         loop.create_task(client(rng, params, gateway, key, f"s{k}c{c}", record))
         for k, key in enumerate(keys)
@@ -453,15 +512,8 @@ async def _simulate(
     for task in heartbeats:
         task.cancel()
     trace.mark(loop.time(), "safety phase over: faults off, lanes stopped")
-    budget = params.turn_timeout_s * 2 * params.turns_per_client + LIVENESS_SLACK_S
-    try:
-        async with asyncio.timeout(budget):
-            await asyncio.gather(*clients)
-    except TimeoutError:
-        result.failure = FailureClass.LIVENESS
-        result.error = f"clients still waiting {budget:.0f}s after the faults stopped"
-        for task in clients:
-            task.cancel()
+    budget = _liveness_budget(params)
+    await _await_clients(clients, budget, result)
     # Let the last lane turns settle too before the final stop.
     settled = asyncio.Event()
 
@@ -494,14 +546,137 @@ async def _simulate(
         await wire.wait_closed()
         if wire.errors:
             raise RuntimeError(f"a gateway handler raised:\n{wire.errors[0]}")
+    await _wait_leftovers(dying)
+    await _check_final(config, result, record, checker, counter, world, channel)
+
+
+async def _simulate_cluster(
+    rng: random.Random,
+    params: SimParams,
+    config: GatewayConfig,
+    result: SimResult,
+    counter: WarningCounter,
+    disk: Outages,
+    seed: int,
+) -> None:
+    """Like :func:`_simulate`, with several gateway processes on one store, which crash and
+    pause as drawn (``sim/cluster.py``)."""
+    assert params.cluster is not None
+    shape = params.cluster
+    loop = asyncio.get_running_loop()
+    world = _world(rng, params, seed)
+    record = ClientRecord()
+    trace = result.trace
+    store = _sqlite(open_store(config, connection_factory=disk.connection_factory()))
+    await store.open()
+    lease_of, deadline_of = _readers(lambda: store, disk)
+    lease = LeaseCheck(params.stall_timeout_s, params.run_timeout_s, deadline_of)
+    downtime = Downtime(shape.takeover_s)
+    checker = Checker(
+        params.abort_grace_s,
+        lease_of,
+        WALL_AT_ZERO,
+        disk.excuses,
+        lease,
+        ClusterCheck(shape.claim_ttl_s, downtime),
+    )
+    result.violations = checker.violations
+    result.processes = len(shape.processes)
+    gateway = ClusterGateway(
+        excuses=lambda at, slack: disk.excuses(at, slack) or downtime.delays(at, slack),
+        # A turn another process runs is learnt of at a poll of the client's process.
+        wait_margin_s=WAIT_MARGIN_S + shape.claim_poll_s,
+        rng=random.Random(f"routes-{seed}"),
+    )
+
+    def build(name: str, view: Store, bus: EventBus) -> Engine:
+        settings = replace(
+            world.settings,
+            process_name=name,
+            claim_ttl_s=shape.claim_ttl_s,
+            claim_poll_s=shape.claim_poll_s,
+        )
+        clock = LoopClock(WALL_AT_ZERO)
+        return Engine(
+            view, world.provider, settings=settings, clock=clock, events=bus, agents=world.agents
+        )
+
+    def heartbeat(engine: Engine) -> Coroutine[Any, Any, None]:
+        return _heartbeat(params, engine).run()
+
+    lane = None if params.heartbeat_every_s is None else heartbeat
+    cluster = Cluster(shape, store, build, checker, trace, disk, gateway, downtime, lane)
+    storage = loop.create_task(_storage_outages(disk, trace), name="storage outages")
+    await cluster.start_all()
+    result.lives = len(shape.processes)
+    clients = [
+        loop.create_task(client(rng, params, gateway, key, f"s{k}c{c}", record))
+        for k, key in enumerate(_session_keys(params))
+        for c in range(params.clients_per_session)
+    ]
+    await cluster.run_faults()
+    await asyncio.sleep(max(0.0, params.safety_s - loop.time()))
+    await storage
+    world.faults.on = False
+    cluster.stop_lanes()
+    trace.mark(loop.time(), "safety phase over: faults off, lanes stopped")
+    budget = _liveness_budget(params)
+    await _await_clients(clients, budget, result)
+    if not await cluster.settle(budget):
+        checker.fail(
+            "I4",
+            loop.time(),
+            f"turns still open, running or queued {budget:.0f}s after the clients",
+        )
+    await cluster.stop()
+    await store.close()
+    result.lives = sum(cluster.lives.values())
+    await _wait_leftovers(cluster.dying)
+    await _check_final(config, result, record, checker, counter, world, None)
+
+
+def _liveness_budget(params: SimParams) -> float:
+    """How long the liveness phase gives the clients, then the gateway, to settle."""
+    return params.turn_timeout_s * 2 * params.turns_per_client + LIVENESS_SLACK_S
+
+
+async def _await_clients(
+    clients: list[asyncio.Task[None]], budget: float, result: SimResult
+) -> None:
+    """Until every client is done, for at most ``budget`` (a liveness failure then)."""
+    try:
+        async with asyncio.timeout(budget):
+            await asyncio.gather(*clients)
+    except TimeoutError:
+        result.failure = FailureClass.LIVENESS
+        result.error = f"clients still waiting {budget:.0f}s after the faults stopped"
+        for task in clients:
+            task.cancel()
+
+
+async def _wait_leftovers(dying: list[asyncio.Task[None]]) -> None:
+    """Let the tasks of crashed lives end, and runs abandoned at shutdown (they ignored
+    cancellation) finish on their own, on virtual time, so that nothing is destroyed while
+    pending."""
     for task in dying:
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    # Runs abandoned at shutdown (they ignored cancellation) finish on their own; let them,
-    # on virtual time, so that nothing is destroyed while pending.
     leftovers = asyncio.all_tasks() - {asyncio.current_task()}
     if leftovers:
         await asyncio.wait(leftovers, timeout=LIVENESS_SLACK_S)
+
+
+async def _check_final(
+    config: GatewayConfig,
+    result: SimResult,
+    record: ClientRecord,
+    checker: Checker,
+    counter: WarningCounter,
+    world: _World,
+    channel: ChannelWorld | None,
+) -> None:
+    """Read the store back whole and run the final checks over it."""
+    loop = asyncio.get_running_loop()
     result.virtual_s = loop.time()
     final = _sqlite(open_store(config))
     await final.open()
@@ -514,7 +689,7 @@ async def _simulate(
     finally:
         await final.close()
     result.acked = len(record.acked)
-    result.tool_calls = 0 if tool_calls is None else tool_calls.made
+    result.tool_calls = 0 if world.tool_calls is None else world.tool_calls.made
     result.replied = sum(1 for t in turns.values() if t.state.value == "replied")
     if result.failure is None:
         if channel is not None:

@@ -2,10 +2,11 @@
 
 Format of a line::
 
-    <virtual time, 6 decimals> L<life> <kind, padded> <session> [turn=…] [run=…] [epoch=…]
-        [state=…] [code=…] [- detail]
+    <virtual time, 6 decimals> [<process>.]L<life> <kind, padded> <session> [turn=…] [run=…]
+        [epoch=…] [state=…] [code=…] [- detail]
 
-``life`` counts gateway processes: L1 until the first simulated crash, L2 after it, ...
+``life`` counts a gateway process's lives: L1 until its first simulated crash, L2 after it,
+...; in a seed with several processes, the process's name comes first (``p2.L1``).
 Lines starting with ``#`` are the simulator's own markers (crash, restart, faults off).
 The same seed produces the same trace, byte for byte.
 """
@@ -21,11 +22,11 @@ from turngate.runtime.events import Event
 class Trace:
     """Events and markers of one run, formatted only when asked for."""
 
-    items: list[tuple[int, Event] | tuple[float, str]] = field(default_factory=list)
+    items: list[tuple[str, Event] | tuple[float, str]] = field(default_factory=list)
 
-    def event(self, life: int, event: Event) -> None:
-        """Record an event of gateway life ``life``."""
-        self.items.append((life, event))
+    def event(self, life: int, event: Event, process: str | None = None) -> None:
+        """Record an event of gateway life ``life`` (of ``process``, when there are several)."""
+        self.items.append((f"L{life}" if process is None else f"{process}.L{life}", event))
 
     def mark(self, at: float, text: str) -> None:
         """Record a simulator marker."""
@@ -36,7 +37,7 @@ class Trace:
         out: list[str] = []
         for first, second in self.items:
             if isinstance(second, Event):
-                out.append(f"{second.at:14.6f} L{first} {second.line()}")
+                out.append(f"{second.at:14.6f} {first} {second.line()}")
             else:
                 out.append(f"{first:14.6f} # {second}")
         return out

@@ -7,7 +7,8 @@ and later retries with the same idempotency key, as a real client would; when th
 down it retries until it is back. Every wait has a deadline.
 
 Each message goes through one of the seed's surfaces: the engine directly, or one of the
-gateway's edges (``sim/surfaces.py``: HTTP, WebSocket, OpenAI).
+gateway's edges (``sim/surfaces.py``: HTTP, WebSocket, OpenAI). In a seed with several gateway
+processes, each request goes to one of them, a retry perhaps to another (``sim/cluster.py``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ class Gateway:
     excuses: Callable[[float, float], bool] = _never
     """Whether a storage outage may explain an outcome late at a time (then the client,
     like a real one told ``pending``, asks again instead of giving up)."""
+    wait_margin_s: float = WAIT_MARGIN_S
+    """How long past a turn's deadline (and abort grace) a client waits for its outcome."""
+
+    def pick(self) -> Engine | None:
+        """The engine a request goes to (None while the gateway is down)."""
+        return self.engine
 
     async def wait_up(self) -> None:
         """Wait (bounded) until the gateway is up, then a client's retry pause."""
@@ -129,11 +136,11 @@ async def _abort(gateway: Gateway, key: SessionKey, edge: EdgeClient | None) -> 
     """Abort what runs in the session: over HTTP for a client of the edges."""
     if edge is not None:
         await edge.abort(str(key))
-    elif gateway.engine is not None:
+    elif (engine := gateway.pick()) is not None:
         # Refused while its session waits for storage (503 storage_unavailable, as a real
         # client is told); the client lets it be.
         with contextlib.suppress(StorageUnavailableError, UnavailableError):
-            await gateway.engine.abort(key)
+            await engine.abort(key)
 
 
 async def _exchange(
@@ -143,7 +150,7 @@ async def _exchange(
     key = parse_session_key(turn.session_key)
     loop = asyncio.get_running_loop()
     for _ in range(RETRIES_MAX):
-        engine = gateway.engine
+        engine = gateway.pick()
         if engine is None:
             await gateway.wait_up()
             continue
@@ -161,7 +168,7 @@ async def _exchange(
             if rng.random() < params.p_disconnect
             else None
         )
-        deadline = ticket.deadline + WAIT_MARGIN_S
+        deadline = ticket.deadline + gateway.wait_margin_s
         if disconnect_after is not None:
             deadline = min(deadline, loop.time() + disconnect_after)
         try:
@@ -171,7 +178,7 @@ async def _exchange(
             await gateway.wait_up()
             continue
         except TimeoutError:
-            if disconnect_after is None and not gateway.excuses(loop.time(), WAIT_MARGIN_S):
+            if disconnect_after is None and not gateway.excuses(loop.time(), gateway.wait_margin_s):
                 record.missed_deadlines.append((turn.turn_id, loop.time()))
                 return
             await asyncio.sleep(rng.uniform(0.0, 2.0))  # the client comes back and retries

@@ -24,6 +24,7 @@ from turngate.sim.surfaces import EDGES, Surface
 
 if TYPE_CHECKING:
     from turngate.sim.channel import ChannelParams
+    from turngate.sim.cluster import ClusterParams
     from turngate.sim.tools import SimToolCalls, ToolParams
 
 SIM_PREFIX = "sim: "
@@ -115,6 +116,9 @@ class SimParams:
     """People on a chat platform, writing through a channel (``sim/channel_world.py``)."""
     tools: ToolParams | None = None
     """A model that calls tools, and the tools (``sim/tools.py``)."""
+    cluster: ClusterParams | None = None
+    """Several gateway processes on the one store, and their crashes and pauses
+    (``sim/cluster.py``); None: one process, which crashes as ``crashes`` says."""
 
     @classmethod
     def draw(cls, rng: random.Random, profile: Profile) -> SimParams:
@@ -260,6 +264,7 @@ class SimParams:
             f" surfaces={','.join(surface.value for surface in self.surfaces)}"
             f" channel={self.channel.line() if self.channel else '-'}"
             f" tools={self.tools.line() if self.tools else '-'}"
+            f" processes={self.cluster.line() if self.cluster else '-'}"
         )
 
 

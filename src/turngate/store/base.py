@@ -8,8 +8,17 @@ Rules every implementation keeps:
 - ``accept_turn`` is atomic and idempotent: a turn id is stored once; a second call returns
   the stored record instead of storing again. The gateway acknowledges a turn only after it
   returns (DESIGN: acknowledge only what is written down).
+- A session's turns are run by one gateway process at a time: the holder of its **claim**
+  (``claim_session``), which it keeps by renewing it before it expires. Several processes may
+  share one store; each names itself with a ``holder`` string unique to it while it runs (and
+  the same across its restarts, so that a restarted process takes its sessions back at once).
+  Taking a session from a holder whose claim expired (or from an earlier life of oneself)
+  ends what that holder left: its run's lease is freed, its running turns are queued again
+  (one more attempt) and its tool calls left without a result get one. There is no "free
+  every lease" recovery: a process recovers only the sessions it claims.
 - ``start_run`` takes the session's lease at the given epoch only if the lease is free and the
-  epoch is the next one; otherwise it raises :class:`~turngate.errors.StaleEpochError`.
+  epoch is the next one (and, given a ``holder``, only while that holder holds the session's
+  claim); otherwise it raises :class:`~turngate.errors.StaleEpochError`.
 - ``end_run`` is fenced: it succeeds only while ``(run_id, epoch)`` holds the lease, and
   raises :class:`~turngate.errors.StaleEpochError` (writing nothing) otherwise. It releases
   the lease, records the outcomes, appends the run's exchange to the transcript, closes the
@@ -19,7 +28,7 @@ Rules every implementation keeps:
 - ``write_steps`` (a run that calls tools writes each step as it happens) is fenced the same
   way: a run that no longer holds the lease writes nothing.
 - The transcript stays valid for a model call: every tool call gets exactly one result,
-  from its run, from ``end_run`` (the run ended first), or from ``recover`` (the gateway
+  from its run, from ``end_run`` (the run ended first), or from ``claim_session`` (the gateway
   stopped first).
 - The outbox (:class:`Outbox`): an order is stored once (by its ``key``), whatever the retries;
   a delivery ends ``sent`` or ``failed`` exactly once and records, on the turns it answers,
@@ -29,7 +38,7 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,7 +50,7 @@ from turngate.types import Epoch, RunId, TurnId, WallS
 INTERRUPTED_CALL_RESULT = (
     "this tool call did not return: the gateway stopped while it ran; its result is unknown"
 )
-"""The result ``recover`` gives a call that was running when the gateway stopped."""
+"""The result ``claim_session`` gives a call that was running when its process stopped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +68,8 @@ class TurnRecord:
     seq: int = 0
     attempts: int = 0
     run_id: RunId | None = None
+    """The run the turn is (or was last) part of: an open turn queued again after its run was
+    interrupted keeps it until it runs again."""
     epoch: Epoch | None = None
     started_wall: WallS | None = None
     ended_wall: WallS | None = None
@@ -146,6 +157,50 @@ class SessionRecord:
     updated_wall: WallS
     turns_total: int
     turns_open: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClaim:
+    """Which gateway process holds a session: only that process runs the session's turns."""
+
+    session_key: str
+    holder: str | None
+    """The holding process's name; None while nobody holds the session."""
+    expires_wall: WallS | None
+    """When the claim lapses unless renewed (wall-clock seconds)."""
+    epoch: Epoch
+    """The session's fencing epoch (its last run's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What ``claim_session`` found: the claim in force after it, and, when the caller took
+    the session, every turn of it not yet ended."""
+
+    claim: SessionClaim
+    taken: bool
+    """Whether the caller holds the session now."""
+    open_turns: tuple[TurnRecord, ...] = ()
+    """When taken: the session's turns not ended, in acceptance order. A turn that was
+    running (under the previous holder, or an earlier life) is queued again and carries the
+    id of the run it was part of (``run_id``), so that the turns of one run resume as one."""
+
+
+class NoticeKind(enum.StrEnum):
+    """What one gateway process tells the others sharing its store."""
+
+    TURN = "turn"
+    """A turn was accepted for a session this process does not hold."""
+    ENDED = "ended"
+    """Turns another process accepted ended (their waiting clients may read them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One notice between processes sharing a store."""
+
+    kind: NoticeKind
+    session_key: str
 
 
 class DeliveryState(enum.StrEnum):
@@ -259,14 +314,75 @@ class Store(Protocol):
         """Turns entered their session's queue."""
         ...
 
+    async def get_turns(self, turn_ids: Sequence[TurnId]) -> list[TurnRecord]:
+        """The stored turns among ``turn_ids`` (in no particular order)."""
+        ...
+
+    async def open_turns(self, session_key: str) -> list[TurnRecord]:
+        """The session's turns not yet ended, in acceptance order."""
+        ...
+
     async def session_epoch(self, session_key: str) -> Epoch:
         """The session's current fencing epoch (0 for a session never run)."""
         ...
 
+    @property
+    def shared(self) -> bool:
+        """Whether several gateway processes may use this store at once."""
+        ...
+
+    async def claim_session(
+        self, session_key: str, holder: str, at: WallS, ttl_s: float
+    ) -> Claimed:
+        """Take the session for ``holder`` until ``at + ttl_s`` if nobody holds it, if
+        ``holder`` holds it already (an earlier life of it), or if its claim expired
+        (``expires_wall <= at``); see the module docstring for what taking it ends. Returns
+        the claim in force after the call. A session the store does not know is not taken
+        (``holder`` None, epoch 0)."""
+        ...
+
+    async def renew_claims(
+        self, holder: str, session_keys: Sequence[str], at: WallS, ttl_s: float
+    ) -> set[str]:
+        """Extend ``holder``'s claims on ``session_keys`` to ``at + ttl_s``; returns the keys
+        it still holds (a key missing was taken by another process)."""
+        ...
+
+    async def release_claims(self, holder: str, session_keys: Sequence[str]) -> None:
+        """Give up ``holder``'s claims on ``session_keys`` (any other process may take them)."""
+        ...
+
+    async def session_claim(self, session_key: str) -> SessionClaim | None:
+        """Who holds a session now (None for a session the store does not know)."""
+        ...
+
+    async def claimable(self, holder: str, at: WallS, limit: int) -> dict[str, list[TurnId]]:
+        """Sessions with turns not yet ended that ``holder`` could claim now (free, its own,
+        or expired), each with those turns' ids in acceptance order; at most ``limit``
+        turns in all, the oldest first."""
+        ...
+
+    async def notify(self, notice: Notice) -> None:
+        """Tell every process sharing the store (none for a store that is not shared)."""
+        ...
+
+    def notices(self) -> AsyncIterator[Notice]:
+        """The notices other processes send, for as long as the caller iterates (a store
+        that is not shared yields none and waits). A lost connection is re-made by itself;
+        notices sent meanwhile are lost, so the caller also polls."""
+        ...
+
     async def start_run(
-        self, session_key: str, run_id: RunId, epoch: Epoch, turn_ids: Sequence[TurnId], at: WallS
+        self,
+        session_key: str,
+        run_id: RunId,
+        epoch: Epoch,
+        turn_ids: Sequence[TurnId],
+        at: WallS,
+        holder: str | None = None,
     ) -> None:
-        """Take the lease at ``epoch`` and mark the turns running."""
+        """Take the lease at ``epoch`` and mark the turns running; given a ``holder``, only
+        while it holds the session's claim (else :class:`~turngate.errors.SessionTakenError`)."""
         ...
 
     async def join_run(
@@ -314,18 +430,16 @@ class Store(Protocol):
         ...
 
     async def end_turns(
-        self, outcomes: Sequence[Outcome], at: WallS, orders: Sequence[DeliveryOrder] = ()
+        self,
+        outcomes: Sequence[Outcome],
+        at: WallS,
+        orders: Sequence[DeliveryOrder] = (),
+        holder: str | None = None,
     ) -> None:
         """Record outcomes of turns that ended without running, and queue the ``orders``
-        (notices owed for them), in one transaction."""
-        ...
-
-    async def recover(self, at: WallS) -> list[TurnRecord]:
-        """After a crash: free every lease, close the tool calls its run left without a
-        result, put running turns back in the queue (one more attempt), and return every
-        turn not yet ended, in acceptance order. A returned turn that was running carries
-        the id of the run it was part of (``run_id``), so that the turns of one run resume
-        as one; the stored turn has none until it runs again."""
+        (notices owed for them), in one transaction; given a ``holder``, only while it holds
+        the claim of every session the turns belong to (else
+        :class:`~turngate.errors.SessionTakenError`, writing nothing)."""
         ...
 
     async def set_delivery(self, turn_id: TurnId, delivery: str) -> None:

@@ -3,8 +3,8 @@ the simulator open theirs from.
 
 By default SQLite, in the state directory (:data:`DB_FILE`; the state directory's lock,
 :class:`~turngate.store.statedir.StateDirLock`, keeps a second gateway off it); with
-``store = "postgresql://..."``, PostgreSQL (:class:`~turngate.store.postgres.PostgresStore`;
-one gateway process per database for now, until sessions are owned across processes).
+``store = "postgresql://..."``, PostgreSQL (:class:`~turngate.store.postgres.PostgresStore`),
+which several gateway processes may share, each under its own name (``instance``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def open_store(
     if config.store is not None:
         from turngate.store.postgres import PostgresStore  # psycopg only when configured
 
-        return PostgresStore(config.store, readonly=readonly)
+        return PostgresStore(config.store, readonly=readonly, instance=config.process_name)
     return SqliteStore(
         sqlite_path(config),
         durability=config.sqlite_durability,

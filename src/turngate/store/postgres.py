@@ -8,20 +8,25 @@ state_guard`). A database that cannot be reached, or refuses writes, makes a wri
 :meth:`PostgresStore.health`; the pool reconnects by itself when the database is back. The
 URL's password never reaches a message.
 
-One gateway process per database, for now: a store holds an advisory lock for as long as it is
-open, on a connection of its own, and refuses to open while another holds it (the
-PostgreSQL counterpart of the state directory's lock). Until sessions are owned across
-processes, two gateways on one database would each recover the other's running turns. If the
-database restarts, the lock is taken again before the next write; a store that finds it taken
-by another process meanwhile refuses every write (``storage_unavailable``), and its runs are
-fenced by their epochs.
+Several gateway processes may share one database, each running the sessions it claims
+(:meth:`PostgresStore.claim_session`; a session row locked while it is claimed, so that two
+processes claiming at once take turns) and telling the others of new turns and ended ones by
+``NOTIFY`` (:meth:`PostgresStore.notify`, :meth:`PostgresStore.notices`).
+
+One gateway process per instance name (``instance``, the name it claims sessions under): a
+store holds an advisory lock on its name for as long as it is open, on a connection of its
+own, and refuses to open while another process holds it (the PostgreSQL counterpart of the
+state directory's lock): two processes with one name would each take the other's sessions as
+an earlier life of its own. If the database restarts, the lock is taken again before the next
+write; a store that finds it taken by another process meanwhile refuses every write
+(``storage_unavailable``), and its runs are fenced by their epochs.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import replace
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -31,11 +36,20 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from turngate.core.transcript import TranscriptItem, closing_results
 from turngate.core.turn import OUTCOME_EVENTS, Outcome, TurnEvent
-from turngate.errors import StaleEpochError, StorageUnavailableError, StoreError
+from turngate.errors import (
+    SessionTakenError,
+    StaleEpochError,
+    StorageUnavailableError,
+    StoreError,
+)
 from turngate.store.base import (
     INTERRUPTED_CALL_RESULT,
+    Claimed,
     CronJobState,
     DeliveryOrder,
+    Notice,
+    NoticeKind,
+    SessionClaim,
     SessionRecord,
     StoreHealth,
     TranscriptEntry,
@@ -43,19 +57,38 @@ from turngate.store.base import (
 )
 from turngate.store.postgres_outbox import PostgresOutbox, insert_orders
 from turngate.store.postgres_schema import (
+    INSTANCE_LOCK,
     MIGRATION_LOCK,
     MIGRATIONS,
     SCHEMA_VERSION,
-    STORE_LOCK,
 )
 from turngate.store.rows import (
+    CLAIM_COLUMNS,
+    CLAIM_SELECT,
+    CLAIMABLE_SELECT,
+    HOLDERS_OF_TURNS,
+    INTERRUPTED_SELECT,
+    OPEN_TURNS_SELECT,
     OUTCOME_SET,
+    RELEASE_CLAIMS,
+    RENEW_CLAIMS,
+    REQUEUE,
     SESSION_SELECT,
+    TAKE_CLAIM,
     TRANSCRIPT_COLUMNS,
     TURN_COLUMNS,
+    TURNS_SELECT,
+    by_session,
+    claim_from_row,
     entry_from_row,
+    lease_refused,
+    marks,
+    may_take,
+    not_held,
     outcome_values,
+    resumed,
     state_guard,
+    take_lease,
     transcript_values,
     turn_from_row,
 )
@@ -65,9 +98,15 @@ POOL_SIZE = 10
 CONNECT_TIMEOUT_S = 10.0
 """How long opening the store, or a write waiting for a connection, may wait for one."""
 LOCK_CHECK_WRITES = 100
-"""At most this many writes between two checks that the store lock's connection lives."""
+"""At most this many writes between two checks that the instance lock's connection lives."""
 STATEMENT_TIMEOUT_MS = 30_000
 """No statement runs longer (a lock held by a stuck peer, a database overloaded)."""
+NOTICE_CHANNEL = "turngate"
+"""The ``LISTEN``/``NOTIFY`` channel of the processes sharing a database; a notice's payload
+is ``<kind> <session key>``."""
+RELISTEN_PAUSE_S = (0.1, 2.0)
+"""The first and the longest pause before listening again on a new connection after the
+last was lost (each failure doubles it)."""
 
 _UNAVAILABLE = (
     psycopg.OperationalError,
@@ -83,7 +122,6 @@ down, a statement timed out): the write may be tried again. Anything else is a b
 
 _MAY_ENQUEUE = state_guard(TurnEvent.ENQUEUE)
 _MAY_START = state_guard(TurnEvent.START)
-_MAY_REQUEUE = state_guard(TurnEvent.REQUEUE)
 _MAY_END = {state: state_guard(event) for state, event in OUTCOME_EVENTS.items()}
 
 
@@ -107,11 +145,15 @@ class PostgresStore:
         pool_size: int = POOL_SIZE,
         readonly: bool = False,
         exclusive: bool = True,
+        instance: str = "local",
     ) -> None:
         """``readonly``: never write, nor migrate (the ``sessions`` commands beside a running
-        gateway); ``exclusive``: hold the store lock (a gateway does; ``db upgrade`` does
-        not, so that it may run beside one)."""
+        gateway); ``exclusive``: hold the lock on the ``instance`` name (a gateway does;
+        ``db upgrade`` does not, so that it may run beside one); ``instance``: the name
+        this process claims sessions under, unique among the processes sharing the
+        database."""
         self.url = url
+        self.instance = instance
         self._readonly = readonly
         self._exclusive = exclusive and not readonly
         self.shown = safe_url(url)
@@ -119,6 +161,7 @@ class PostgresStore:
         self._pool: AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]] | None = None
         self._health = StoreHealth(writable=True)
         self._lock: AsyncConnection[tuple[Any, ...]] | None = None
+        self._lock_turn = asyncio.Lock()
         self._lock_suspect = False
         """A write failed since the lock's connection was last seen alive."""
         self._writes_unchecked = 0
@@ -130,7 +173,7 @@ class PostgresStore:
     async def open(self) -> None:
         pool: AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]] = AsyncConnectionPool(
             self.url,
-            min_size=1,
+            min_size=self._pool_size,
             max_size=self._pool_size,
             open=False,
             timeout=CONNECT_TIMEOUT_S,
@@ -151,16 +194,21 @@ class PostgresStore:
                 try:
                     await self._hold_store(opening=True)
                 except psycopg.Error as exc:
-                    raise self._error(exc, "take the store's lock") from None
+                    raise self._error(exc, "take the instance name's lock") from None
             if not self._readonly:
                 await self._migrate()
         except BaseException:
             await self.close()
             raise
 
+    @property
+    def shared(self) -> bool:
+        """True: several gateway processes may share the database."""
+        return True
+
     async def _hold_store(self, *, opening: bool = False) -> None:
-        """Hold this database's store lock (see the module docstring): take it, or take it
-        again on a new connection if the one holding it was lost.
+        """Hold the lock on this process's instance name (see the module docstring): take
+        it, or take it again on a new connection if the one holding it was lost.
 
         A connection that died (the database restarted) is known only once it is used, and
         the lock died with it: so the lock's connection is asked whether it lives before a
@@ -172,6 +220,16 @@ class PostgresStore:
             self._writes_unchecked += 1
             if not self._lock_suspect and self._writes_unchecked < LOCK_CHECK_WRITES:
                 return
+        # One check or re-take at a time: two writes re-taking at once would each open a
+        # connection, and the loser would drop (or leak) the winner's lock.
+        async with self._lock_turn:
+            await self._check_or_take(opening)
+
+    async def _check_or_take(self, opening: bool) -> None:
+        lock = self._lock
+        if lock is not None and not lock.closed and not lock.broken:
+            if not self._lock_suspect and self._writes_unchecked < LOCK_CHECK_WRITES:
+                return  # checked by the write that held the turn before this one
             try:
                 await lock.execute("SELECT 1")
             except psycopg.Error:
@@ -180,24 +238,29 @@ class PostgresStore:
                 self._lock_suspect, self._writes_unchecked = False, 0
                 return
         if lock is not None:
-            await lock.close()
             self._lock = None
+            await lock.close()
         lock = await AsyncConnection.connect(
             self.url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S)
         )
         row = await (
-            await lock.execute("SELECT pg_try_advisory_lock(%s)", (STORE_LOCK,))
+            await lock.execute(
+                "SELECT pg_try_advisory_lock(%s::integer, hashtext(%s))",
+                (INSTANCE_LOCK, self.instance),
+            )
         ).fetchone()
         if row is None or not row[0]:
             await lock.close()
             if opening:
                 raise StoreError(
-                    f"store {self.shown}: another gateway process is using this database;"
-                    " one process per database until sessions are owned across processes"
+                    f"store {self.shown}: another gateway process runs as instance"
+                    f" '{self.instance}' on this database; give each process its own instance"
+                    " (the instance setting)"
                 )
             raise StorageUnavailableError(
-                f"storage {self.shown}: another gateway process took this database while its"
-                " connection was lost; this process writes nothing more"
+                f"storage {self.shown}: another gateway process took instance"
+                f" '{self.instance}' on this database while this one's connection was lost;"
+                " this process writes nothing more"
             )
         self._lock = lock
         self._lock_suspect, self._writes_unchecked = False, 0
@@ -355,17 +418,155 @@ class PostgresStore:
         )
         return 0 if row is None else int(row[0])
 
+    async def get_turns(self, turn_ids: Sequence[TurnId]) -> list[TurnRecord]:
+        if not turn_ids:
+            return []
+        rows = await self.fetch(
+            "read turns",
+            TURNS_SELECT.format(columns=TURN_COLUMNS, ids=marks("%s", len(turn_ids))),
+            tuple(turn_ids),
+        )
+        return [turn_from_row(row) for row in rows]
+
+    async def open_turns(self, session_key: str) -> list[TurnRecord]:
+        rows = await self.fetch(
+            "read a session's open turns",
+            OPEN_TURNS_SELECT.format(columns=TURN_COLUMNS, p="%s"),
+            (session_key,),
+        )
+        return [turn_from_row(row) for row in rows]
+
+    # -- claims ---------------------------------------------------------------------------
+
+    async def claim_session(
+        self, session_key: str, holder: str, at: WallS, ttl_s: float
+    ) -> Claimed:
+        async with self.writing("claim a session") as db:
+            # The row stays locked until the end: a process claiming at once waits, then
+            # finds the session taken.
+            cursor = await db.execute(CLAIM_SELECT.format(p="%s") + " FOR UPDATE", (session_key,))
+            row = await cursor.fetchone()
+            if row is None:
+                return Claimed(SessionClaim(session_key, None, None, 0), taken=False)
+            claim, lease_run_id = claim_from_row(row), row[4]
+            if not may_take(claim, holder, at):
+                return Claimed(claim, taken=False)
+            await db.execute(TAKE_CLAIM.format(p="%s"), (holder, at + ttl_s, session_key))
+            interrupted = await _end_previous(db, claim, lease_run_id, at)
+            cursor = await db.execute(
+                OPEN_TURNS_SELECT.format(columns=TURN_COLUMNS, p="%s"), (session_key,)
+            )
+            rows = await cursor.fetchall()
+        held = SessionClaim(session_key, holder, at + ttl_s, claim.epoch)
+        return Claimed(held, taken=True, open_turns=resumed(rows, interrupted))
+
+    async def renew_claims(
+        self, holder: str, session_keys: Sequence[str], at: WallS, ttl_s: float
+    ) -> set[str]:
+        if not session_keys:
+            return set()
+        async with self.writing("renew claims") as db:
+            cursor = await db.execute(
+                RENEW_CLAIMS.format(p="%s", keys=marks("%s", len(session_keys))),
+                (at + ttl_s, holder, *session_keys),
+            )
+            rows = await cursor.fetchall()
+        return {str(key) for (key,) in rows}
+
+    async def release_claims(self, holder: str, session_keys: Sequence[str]) -> None:
+        if not session_keys:
+            return
+        async with self.writing("release claims") as db:
+            await db.execute(
+                RELEASE_CLAIMS.format(p="%s", keys=marks("%s", len(session_keys))),
+                (holder, *session_keys),
+            )
+
+    async def session_claim(self, session_key: str) -> SessionClaim | None:
+        row = await self._row(
+            "read a session's claim",
+            f"SELECT {CLAIM_COLUMNS} FROM sessions WHERE key = %s",
+            (session_key,),
+        )
+        return None if row is None else claim_from_row(row)
+
+    async def claimable(self, holder: str, at: WallS, limit: int) -> dict[str, list[TurnId]]:
+        rows = await self.fetch(
+            "list claimable sessions", CLAIMABLE_SELECT.format(p="%s"), (holder, at, limit)
+        )
+        return by_session(rows)
+
+    async def notify(self, notice: Notice) -> None:
+        async with self.writing("notify the other gateway processes") as db:
+            await db.execute(
+                "SELECT pg_notify(%s, %s)",
+                (NOTICE_CHANNEL, f"{notice.kind.value} {notice.session_key}"),
+            )
+
+    async def notices(self) -> AsyncIterator[Notice]:
+        """The notices of the processes sharing the database (this one's own too), on a
+        connection of their own; a lost connection is made again after a pause (see
+        :data:`RELISTEN_PAUSE_S`), and notices sent meanwhile are lost. The connection is
+        closed when the iteration ends."""
+        first, longest = RELISTEN_PAUSE_S
+        pause = first
+        while True:
+            listener = await self._listener()
+            if listener is not None:
+                pause = first
+                try:
+                    async with aclosing(listener.notifies()) as notes:
+                        async for note in notes:
+                            notice = notice_of(note.payload)
+                            if notice is not None:
+                                yield notice
+                except psycopg.Error:
+                    pass  # the connection was lost: listen again on a new one
+                finally:
+                    await listener.close()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, longest)
+
+    async def _listener(self) -> AsyncConnection[tuple[Any, ...]] | None:
+        """A new connection listening on :data:`NOTICE_CHANNEL`, or None if none can be
+        made now."""
+        try:
+            listener = await AsyncConnection.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=int(CONNECT_TIMEOUT_S),
+                # It only reads: TCP keepalives notice a peer gone without a word.
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+            )
+        except psycopg.Error:
+            return None
+        try:
+            await listener.execute(f"LISTEN {NOTICE_CHANNEL}")
+        except psycopg.Error:
+            await listener.close()
+            return None
+        return listener
+
+    # -- runs -----------------------------------------------------------------------------
+
     async def start_run(
-        self, session_key: str, run_id: RunId, epoch: Epoch, turn_ids: Sequence[TurnId], at: WallS
+        self,
+        session_key: str,
+        run_id: RunId,
+        epoch: Epoch,
+        turn_ids: Sequence[TurnId],
+        at: WallS,
+        holder: str | None = None,
     ) -> None:
         async with self.writing("start a run") as db:
-            taken = await db.execute(
-                "UPDATE sessions SET epoch = %s, lease_run_id = %s, lease_granted_wall = %s,"
-                " updated_wall = %s WHERE key = %s AND epoch = %s AND lease_run_id IS NULL",
-                (epoch, run_id, at, at, session_key, epoch - 1),
-            )
+            taken = await db.execute(*take_lease("%s", session_key, run_id, epoch, at, holder))
             if taken.rowcount != 1:
-                raise StaleEpochError(session_key, run_id, epoch)
+                cursor = await db.execute(CLAIM_SELECT.format(p="%s"), (session_key,))
+                row = await cursor.fetchone()
+                claim = None if row is None else claim_from_row(row)
+                raise lease_refused(session_key, run_id, epoch, holder, claim)
             async with db.cursor() as cur:
                 await cur.executemany(
                     "UPDATE turns SET state = 'running', run_id = %s, epoch = %s,"
@@ -421,9 +622,22 @@ class PostgresStore:
             await insert_orders(db, orders, at)
 
     async def end_turns(
-        self, outcomes: Sequence[Outcome], at: WallS, orders: Sequence[DeliveryOrder] = ()
+        self,
+        outcomes: Sequence[Outcome],
+        at: WallS,
+        orders: Sequence[DeliveryOrder] = (),
+        holder: str | None = None,
     ) -> None:
         async with self.writing("record turn outcomes") as db:
+            if holder is not None and outcomes:
+                # FOR SHARE: no claim changes hands until these outcomes are written.
+                cursor = await db.execute(
+                    HOLDERS_OF_TURNS.format(ids=marks("%s", len(outcomes))) + " FOR SHARE",
+                    [o.turn_id for o in outcomes],
+                )
+                lost = not_held(await cursor.fetchall(), holder)
+                if lost is not None:
+                    raise SessionTakenError(lost, holder)
             await _record_outcomes(db, outcomes, at)
             await insert_orders(db, orders, at)
 
@@ -440,38 +654,6 @@ class PostgresStore:
             (session_key, session_key, list(turn_ids), limit),
         )
         return [entry_from_row(row) for row in rows]
-
-    async def recover(self, at: WallS) -> list[TurnRecord]:
-        async with self.writing("recover open turns") as db:
-            held = await (
-                await db.execute(
-                    "SELECT key, lease_run_id, epoch FROM sessions"
-                    " WHERE lease_run_id IS NOT NULL FOR UPDATE"
-                )
-            ).fetchall()
-            for session_key, run_id, epoch in held:
-                await _close_calls(db, session_key, run_id, epoch, INTERRUPTED_CALL_RESULT, at)
-            interrupted = dict(
-                await (
-                    await db.execute(f"SELECT turn_id, run_id FROM turns WHERE {_MAY_REQUEUE}")
-                ).fetchall()
-            )
-            await db.execute(
-                "UPDATE sessions SET lease_run_id = NULL, lease_granted_wall = NULL"
-                " WHERE lease_run_id IS NOT NULL"
-            )
-            await db.execute(
-                "UPDATE turns SET state = 'queued', attempts = attempts + 1, run_id = NULL,"
-                f" epoch = NULL, started_wall = NULL WHERE {_MAY_REQUEUE}"
-            )
-            rows = await (
-                await db.execute(
-                    f"SELECT {TURN_COLUMNS} FROM turns"
-                    " WHERE state IN ('accepted', 'queued', 'running') ORDER BY seq"
-                )
-            ).fetchall()
-        records = [turn_from_row(row) for row in rows]
-        return [replace(r, run_id=interrupted.get(r.turn_id)) for r in records]
 
     async def set_delivery(self, turn_id: TurnId, delivery: str) -> None:
         async with self.writing("record a delivery") as db:
@@ -606,6 +788,34 @@ async def _close_calls(
     )
     items = [entry_from_row(row).item for row in await cursor.fetchall()]
     await _append(db, session_key, closing_results(items, why), run_id, epoch, at)
+
+
+async def _end_previous(
+    db: AsyncConnection[tuple[Any, ...]],
+    claim: SessionClaim,
+    lease_run_id: RunId | None,
+    at: WallS,
+) -> dict[TurnId, RunId]:
+    """End what the session's previous holder (or an earlier life of its new one) left: close
+    its run's open tool calls, queue its running turns again; returns the turns that were
+    running, each with its run. The caller freed the lease in the same transaction."""
+    key = claim.session_key
+    if lease_run_id is not None:
+        await _close_calls(db, key, lease_run_id, claim.epoch, INTERRUPTED_CALL_RESULT, at)
+    cursor = await db.execute(INTERRUPTED_SELECT.format(p="%s"), (key,))
+    interrupted = {str(turn_id): str(run_id) for turn_id, run_id in await cursor.fetchall()}
+    await db.execute(REQUEUE.format(p="%s"), (key,))
+    return interrupted
+
+
+def notice_of(payload: str) -> Notice | None:
+    """The notice a ``NOTIFY`` payload (``<kind> <session key>``) tells, or None for one
+    this code cannot read (sent by a newer turngate, or by hand)."""
+    kind, _, session_key = payload.partition(" ")
+    try:
+        return Notice(NoticeKind(kind), session_key) if session_key else None
+    except ValueError:
+        return None
 
 
 async def _record_outcomes(

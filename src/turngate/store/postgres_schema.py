@@ -11,13 +11,19 @@ the same in both (:mod:`turngate.store.rows`).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
-"""The schema this code writes. 1: the first (SQLite's version 4, in PostgreSQL)."""
+SCHEMA_VERSION = 2
+"""The schema this code writes. 1: the first (SQLite's version 4, in PostgreSQL). 2: claims
+(SQLite's version 5): ``sessions`` gains ``claim_holder`` and ``claim_expires_wall`` (see
+:meth:`~turngate.store.base.Store.claim_session`), every session free after the step; the
+index of open turns is by session, so that a session's open turns and the sessions with
+open turns are read without a scan."""
 
 MIGRATION_LOCK = 0x7475726E67617465  # "turngate"
 """The advisory lock a process holds while it migrates."""
-STORE_LOCK = MIGRATION_LOCK + 1
-"""The advisory lock a gateway process holds for as long as its store is open."""
+INSTANCE_LOCK = 0x74676931  # "tgi1"
+"""The class of the advisory locks ``(INSTANCE_LOCK, hashtext(instance))`` a gateway process
+holds for as long as its store is open: one process per instance name. (The two-key form
+lives apart from the one-key :data:`MIGRATION_LOCK`.)"""
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -97,6 +103,13 @@ CREATE TABLE cron_jobs (
     next_fire_wall DOUBLE PRECISION NOT NULL,
     last_fire_wall DOUBLE PRECISION
 );
+""",
+    2: """
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS claim_holder TEXT;
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS claim_expires_wall DOUBLE PRECISION;
+CREATE INDEX IF NOT EXISTS turns_open_by_session ON turns (session_key, seq)
+    WHERE state IN ('accepted', 'queued', 'running');
+DROP INDEX IF EXISTS turns_open;
 """,
 }
 """Each version's step, from the one before (version 0: an empty database)."""

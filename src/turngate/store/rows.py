@@ -1,6 +1,7 @@
-"""Rows and records: how a turn, a transcript entry and a delivery are read from a row of
-their table (the same columns, in the same order, in every SQL store), and how an entry's
-typed fields are written as JSON.
+"""Rows and records: how a turn, a transcript entry, a delivery and a session's claim are read
+from a row of their table (the same columns, in the same order, in every SQL store), how an
+entry's typed fields are written as JSON, and the SQL of claims both stores run (each with its
+driver's placeholder as ``{p}``), so that SQLite and PostgreSQL decide alike.
 
 A transcript entry's ``data`` holds its typed fields: ``{"turn_id"}`` for a user message (the
 turn whose message it is), ``{"tool_calls": [{"id", "name", "arguments"}, ...]}`` for tool
@@ -12,13 +13,22 @@ calls (``arguments`` the JSON text the model sent, kept as text), ``{"call_id", 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from turngate.core.transcript import EntryKind, ToolCall, TranscriptItem
 from turngate.core.turn import Outcome, TurnEvent, TurnState, Usage, stored_sources
-from turngate.errors import ErrorCode, StoreError
-from turngate.store.base import Delivery, DeliveryOrder, DeliveryState, TranscriptEntry, TurnRecord
-from turngate.types import Epoch, RunId, WallS
+from turngate.errors import ErrorCode, SessionTakenError, StaleEpochError, StoreError
+from turngate.store.base import (
+    Delivery,
+    DeliveryOrder,
+    DeliveryState,
+    SessionClaim,
+    TranscriptEntry,
+    TurnRecord,
+)
+from turngate.types import Epoch, RunId, TurnId, WallS
 
 
 def state_guard(event: TurnEvent) -> str:
@@ -83,12 +93,14 @@ def transcript_values(
     )
 
 
+OPEN = "state IN ('accepted', 'queued', 'running')"
+"""A turn not yet ended."""
+
 SESSION_SELECT = (
     "SELECT s.key, s.agent_id, s.epoch, s.lease_run_id, s.lease_granted_wall, s.created_wall,"
     " s.updated_wall,"
     " (SELECT COUNT(*) FROM turns t WHERE t.session_key = s.key),"
-    " (SELECT COUNT(*) FROM turns t WHERE t.session_key = s.key"
-    "  AND t.state IN ('accepted', 'queued', 'running'))"
+    f" (SELECT COUNT(*) FROM turns t WHERE t.session_key = s.key AND t.{OPEN})"
     " FROM sessions s"
 )
 """A session with its turn counts, in :class:`~turngate.store.base.SessionRecord`'s order."""
@@ -237,3 +249,132 @@ def delivery_from_row(row: tuple[Any, ...]) -> Delivery:
         ended_wall=None if ended_wall is None else float(ended_wall),
         last_error=None if last_error is None else str(last_error),
     )
+
+
+# -- claims ---------------------------------------------------------------------------------
+
+_MAY_REQUEUE = state_guard(TurnEvent.REQUEUE)
+
+CLAIM_COLUMNS = "key, claim_holder, claim_expires_wall, epoch"
+"""What a session's claim SELECT reads, in :func:`claim_from_row`'s order."""
+CLAIM_SELECT = f"SELECT {CLAIM_COLUMNS}, lease_run_id FROM sessions WHERE key = {{p}}"
+"""A session's claim, then the run holding its lease (what taking the session ends)."""
+TAKE_CLAIM = (
+    "UPDATE sessions SET claim_holder = {p}, claim_expires_wall = {p}, lease_run_id = NULL,"
+    " lease_granted_wall = NULL WHERE key = {p}"
+)
+"""Give a session to a holder until a time, freeing the lease its previous holder's run held;
+the epoch stays, so that the next run takes the one after and the old run is fenced."""
+INTERRUPTED_SELECT = (
+    f"SELECT turn_id, run_id FROM turns WHERE session_key = {{p}} AND {_MAY_REQUEUE}"
+)
+"""A session's running turns, each with the run it was part of."""
+REQUEUE = (
+    "UPDATE turns SET state = 'queued', attempts = attempts + 1, epoch = NULL,"
+    f" started_wall = NULL WHERE session_key = {{p}} AND {_MAY_REQUEUE}"
+)
+"""Queue a session's running turns again, one more attempt each. Each keeps the id of the
+run it was part of until it runs again: if this holder stops too before they do, the next
+one still resumes the turns of that run as one."""
+OPEN_TURNS_SELECT = (
+    f"SELECT {{columns}} FROM turns WHERE session_key = {{p}} AND {OPEN} ORDER BY seq"
+)
+"""A session's turns not yet ended, in acceptance order."""
+TURNS_SELECT = "SELECT {columns} FROM turns WHERE turn_id IN ({ids})"
+"""The turns among some ids (``{ids}``: one placeholder per id, see :func:`marks`)."""
+RENEW_CLAIMS = (
+    "UPDATE sessions SET claim_expires_wall = {p} WHERE claim_holder = {p}"
+    " AND key IN ({keys}) RETURNING key"
+)
+"""Extend a holder's claims (expired or not: a claim nobody took is still its holder's)."""
+RELEASE_CLAIMS = (
+    "UPDATE sessions SET claim_holder = NULL, claim_expires_wall = NULL"
+    " WHERE claim_holder = {p} AND key IN ({keys})"
+)
+"""Give up a holder's claims."""
+CLAIMABLE_SELECT = (
+    "SELECT t.session_key, t.turn_id FROM turns t JOIN sessions s ON s.key = t.session_key"
+    f" WHERE t.{OPEN} AND (s.claim_holder IS NULL OR s.claim_holder = {{p}}"
+    " OR s.claim_expires_wall <= {p}) ORDER BY t.seq LIMIT {p}"
+)
+"""The oldest turns not yet ended of the sessions a holder may take at a time."""
+TAKE_LEASE = (
+    "UPDATE sessions SET epoch = {p}, lease_run_id = {p}, lease_granted_wall = {p},"
+    " updated_wall = {p} WHERE key = {p} AND epoch = {p} AND lease_run_id IS NULL"
+)
+"""Take a session's free lease at ``epoch`` (the one after the session's)."""
+HOLDERS_OF_TURNS = (
+    "SELECT key, claim_holder FROM sessions WHERE key IN"
+    " (SELECT session_key FROM turns WHERE turn_id IN ({ids})) ORDER BY key"
+)
+"""Who holds each session the turns among some ids belong to."""
+
+
+def marks(p: str, n: int) -> str:
+    """``n`` placeholders ``p``, for an ``IN (...)`` list."""
+    return ", ".join([p] * n)
+
+
+def claim_from_row(row: Sequence[Any]) -> SessionClaim:
+    """A :class:`SessionClaim` from a row of :data:`CLAIM_COLUMNS` (more columns may follow)."""
+    key, holder, expires, epoch = row[:4]
+    return SessionClaim(
+        str(key),
+        None if holder is None else str(holder),
+        None if expires is None else float(expires),
+        int(epoch),
+    )
+
+
+def may_take(claim: SessionClaim, holder: str, at: WallS) -> bool:
+    """Whether ``holder`` may take the session at ``at``: nobody holds it, ``holder`` does (an
+    earlier life of it), or its claim expired."""
+    if claim.holder is None or claim.holder == holder:
+        return True
+    return claim.expires_wall is not None and claim.expires_wall <= at
+
+
+def resumed(
+    rows: Sequence[tuple[Any, ...]], interrupted: dict[TurnId, RunId]
+) -> tuple[TurnRecord, ...]:
+    """The open turns a holder took (rows of :data:`TURN_COLUMNS`), each turn that was running
+    with the run it was part of (``interrupted``), as is each queued again by an earlier
+    takeover and not run since (its row keeps that run's id)."""
+    turns = (turn_from_row(row) for row in rows)
+    return tuple(replace(turn, run_id=interrupted.get(turn.turn_id, turn.run_id)) for turn in turns)
+
+
+def by_session(rows: Sequence[Sequence[Any]]) -> dict[str, list[TurnId]]:
+    """Rows of ``(session_key, turn_id)`` in acceptance order, grouped by session; the
+    sessions in the order of their oldest turn."""
+    grouped: dict[str, list[TurnId]] = {}
+    for session_key, turn_id in rows:
+        grouped.setdefault(str(session_key), []).append(str(turn_id))
+    return grouped
+
+
+def take_lease(
+    p: str, session_key: str, run_id: RunId, epoch: Epoch, at: WallS, holder: str | None
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement taking a session's lease for ``start_run``, and its values; given a
+    ``holder``, it takes the lease only while that holder holds the session's claim."""
+    values: tuple[Any, ...] = (epoch, run_id, at, at, session_key, epoch - 1)
+    if holder is None:
+        return TAKE_LEASE.format(p=p), values
+    return (TAKE_LEASE + " AND claim_holder = {p}").format(p=p), (*values, holder)
+
+
+def lease_refused(
+    session_key: str, run_id: RunId, epoch: Epoch, holder: str | None, claim: SessionClaim | None
+) -> StaleEpochError:
+    """Why ``start_run`` took no lease, given the session's claim (None for a session the
+    store does not know): the claim is another's, or else the epoch or the lease."""
+    if holder is not None and claim is not None and claim.holder != holder:
+        return SessionTakenError(session_key, holder)
+    return StaleEpochError(session_key, run_id, epoch)
+
+
+def not_held(holders: Sequence[Sequence[Any]], holder: str) -> str | None:
+    """The first session among ``holders`` (rows of :data:`HOLDERS_OF_TURNS`) that ``holder``
+    does not hold, or None."""
+    return next((str(key) for key, held_by in holders if held_by != holder), None)

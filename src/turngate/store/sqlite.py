@@ -9,42 +9,66 @@ survives power loss, at the cost of an fsync per commit.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Literal
 
 from turngate.core.transcript import TranscriptItem
 from turngate.core.turn import OUTCOME_EVENTS, Outcome, TurnEvent, TurnState
 from turngate.errors import (
+    SessionTakenError,
     StaleEpochError,
     StateDirError,
     StoreError,
 )
 from turngate.store.base import (
     INTERRUPTED_CALL_RESULT,
+    Claimed,
     CronJobState,
     DeliveryOrder,
+    Notice,
+    SessionClaim,
     SessionRecord,
     StoreHealth,
     TranscriptEntry,
     TurnRecord,
 )
 from turngate.store.rows import (
+    CLAIM_COLUMNS,
+    CLAIM_SELECT,
+    CLAIMABLE_SELECT,
+    HOLDERS_OF_TURNS,
+    INTERRUPTED_SELECT,
+    OPEN_TURNS_SELECT,
     OUTCOME_SET,
+    RELEASE_CLAIMS,
+    RENEW_CLAIMS,
+    REQUEUE,
     SESSION_SELECT,
+    TAKE_CLAIM,
+    TURNS_SELECT,
+    by_session,
+    claim_from_row,
     entry_from_row,
+    lease_refused,
+    marks,
+    may_take,
+    not_held,
     outcome_values,
+    resumed,
     state_guard,
+    take_lease,
     turn_from_row,
 )
 from turngate.store.sqlite_commit import GroupCommits, storage_error
 from turngate.store.sqlite_outbox import SqliteOutbox, insert_orders
 from turngate.store.sqlite_schema import (
-    OPEN_STATES,
+    CLAIM_COLUMNS_OF_V4_FILE,
     SCHEMA,
     SCHEMA_VERSION,
+    SESSION_COLUMNS_ADDED,
     TRANSCRIPT_COLUMNS_ADDED,
     TURN_COLUMNS,
     TURN_COLUMNS_ADDED,
@@ -63,7 +87,6 @@ from turngate.types import Epoch, RunId, TurnId, WallS
 
 _MAY_ENQUEUE = state_guard(TurnEvent.ENQUEUE)
 _MAY_START = state_guard(TurnEvent.START)
-_MAY_REQUEUE = state_guard(TurnEvent.REQUEUE)
 _MAY_END = {state: state_guard(event) for state, event in OUTCOME_EVENTS.items()}
 """Each terminal state's guard: a turn ends only from a state the table ends it from."""
 
@@ -74,6 +97,9 @@ class SqliteStore:
     ``readonly`` opens the file for reading only (the ``sessions`` commands beside a running
     gateway): no schema change, no write. ``connection_factory`` replaces
     :class:`sqlite3.Connection` (the simulator's failing disk).
+
+    One gateway process uses the file at a time (the state directory's lock): the store is
+    not :attr:`shared`, and no notice passes between processes.
     """
 
     def __init__(
@@ -95,6 +121,13 @@ class SqliteStore:
         """What a turn's SELECT reads (a read-only open of an older file lacks columns)."""
         self._transcript_columns = TRANSCRIPT_COLUMNS
         """What a transcript entry's SELECT reads (likewise)."""
+        self._claim_columns = CLAIM_COLUMNS
+        """What a session's claim SELECT reads (likewise)."""
+
+    @property
+    def shared(self) -> bool:
+        """False: one gateway process uses the file at a time."""
+        return False
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -121,6 +154,7 @@ class SqliteStore:
             try:
                 turns_whole = has_columns(db, "turns", TURN_COLUMNS_ADDED)
                 transcript_typed = has_columns(db, "transcript", TRANSCRIPT_COLUMNS_ADDED)
+                claims = has_columns(db, "sessions", SESSION_COLUMNS_ADDED)
                 outbox = db.execute(
                     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deliveries'"
                 ).fetchone()
@@ -132,6 +166,8 @@ class SqliteStore:
                 self._turn_columns = TURN_COLUMNS_OF_V1_FILE
             if not transcript_typed:
                 self._transcript_columns = TRANSCRIPT_COLUMNS_OF_V3_FILE
+            if not claims:
+                self._claim_columns = CLAIM_COLUMNS_OF_V4_FILE
             self.outbox.present = outbox is not None
             self._tx.db = db
             return
@@ -261,17 +297,104 @@ class SqliteStore:
         )
         return 0 if row is None else int(row[0])
 
+    async def get_turns(self, turn_ids: Sequence[TurnId]) -> list[TurnRecord]:
+        if not turn_ids:
+            return []
+        rows = self._tx.rows(
+            "read turns",
+            TURNS_SELECT.format(columns=self._turn_columns, ids=marks("?", len(turn_ids))),
+            tuple(turn_ids),
+        )
+        return [turn_from_row(row) for row in rows]
+
+    async def open_turns(self, session_key: str) -> list[TurnRecord]:
+        rows = self._tx.rows(
+            "read a session's open turns",
+            OPEN_TURNS_SELECT.format(columns=self._turn_columns, p="?"),
+            (session_key,),
+        )
+        return [turn_from_row(row) for row in rows]
+
+    # -- claims ---------------------------------------------------------------------------
+
+    async def claim_session(
+        self, session_key: str, holder: str, at: WallS, ttl_s: float
+    ) -> Claimed:
+        async with self._tx.write("claim a session") as db:
+            row = db.execute(CLAIM_SELECT.format(p="?"), (session_key,)).fetchone()
+            if row is None:
+                return Claimed(SessionClaim(session_key, None, None, 0), taken=False)
+            claim, lease_run_id = claim_from_row(row), row[4]
+            if not may_take(claim, holder, at):
+                return Claimed(claim, taken=False)
+            db.execute(TAKE_CLAIM.format(p="?"), (holder, at + ttl_s, session_key))
+            interrupted = _end_previous(db, claim, lease_run_id, at)
+            rows = db.execute(
+                OPEN_TURNS_SELECT.format(columns=self._turn_columns, p="?"), (session_key,)
+            ).fetchall()
+        held = SessionClaim(session_key, holder, at + ttl_s, claim.epoch)
+        return Claimed(held, taken=True, open_turns=resumed(rows, interrupted))
+
+    async def renew_claims(
+        self, holder: str, session_keys: Sequence[str], at: WallS, ttl_s: float
+    ) -> set[str]:
+        if not session_keys:
+            return set()
+        async with self._tx.write("renew claims") as db:
+            rows = db.execute(
+                RENEW_CLAIMS.format(p="?", keys=marks("?", len(session_keys))),
+                (at + ttl_s, holder, *session_keys),
+            ).fetchall()
+        return {str(key) for (key,) in rows}
+
+    async def release_claims(self, holder: str, session_keys: Sequence[str]) -> None:
+        if not session_keys:
+            return
+        async with self._tx.write("release claims") as db:
+            db.execute(
+                RELEASE_CLAIMS.format(p="?", keys=marks("?", len(session_keys))),
+                (holder, *session_keys),
+            )
+
+    async def session_claim(self, session_key: str) -> SessionClaim | None:
+        row = self._tx.row(
+            "read a session's claim",
+            f"SELECT {self._claim_columns} FROM sessions WHERE key = ?",
+            (session_key,),
+        )
+        return None if row is None else claim_from_row(row)
+
+    async def claimable(self, holder: str, at: WallS, limit: int) -> dict[str, list[TurnId]]:
+        rows = self._tx.rows(
+            "list claimable sessions", CLAIMABLE_SELECT.format(p="?"), (holder, at, limit)
+        )
+        return by_session(rows)
+
+    async def notify(self, notice: Notice) -> None:
+        """Nothing: no other process shares the file."""
+
+    async def notices(self) -> AsyncIterator[Notice]:
+        """Waits for ever: no other process shares the file to send one."""
+        never: asyncio.Future[Notice] = asyncio.get_running_loop().create_future()
+        yield await never
+
+    # -- runs -----------------------------------------------------------------------------
+
     async def start_run(
-        self, session_key: str, run_id: RunId, epoch: Epoch, turn_ids: Sequence[TurnId], at: WallS
+        self,
+        session_key: str,
+        run_id: RunId,
+        epoch: Epoch,
+        turn_ids: Sequence[TurnId],
+        at: WallS,
+        holder: str | None = None,
     ) -> None:
         async with self._tx.write("start a run") as db:
-            taken = db.execute(
-                "UPDATE sessions SET epoch = ?, lease_run_id = ?, lease_granted_wall = ?,"
-                " updated_wall = ? WHERE key = ? AND epoch = ? AND lease_run_id IS NULL",
-                (epoch, run_id, at, at, session_key, epoch - 1),
-            ).rowcount
-            if taken != 1:
-                raise StaleEpochError(session_key, run_id, epoch)
+            taking = take_lease("?", session_key, run_id, epoch, at, holder)
+            if db.execute(*taking).rowcount != 1:
+                row = db.execute(CLAIM_SELECT.format(p="?"), (session_key,)).fetchone()
+                claim = None if row is None else claim_from_row(row)
+                raise lease_refused(session_key, run_id, epoch, holder, claim)
             db.executemany(
                 "UPDATE turns SET state = 'running', run_id = ?, epoch = ?, started_wall = ?"
                 f" WHERE turn_id = ? AND {_MAY_START}",
@@ -336,9 +459,21 @@ class SqliteStore:
             insert_orders(db, orders, at)
 
     async def end_turns(
-        self, outcomes: Sequence[Outcome], at: WallS, orders: Sequence[DeliveryOrder] = ()
+        self,
+        outcomes: Sequence[Outcome],
+        at: WallS,
+        orders: Sequence[DeliveryOrder] = (),
+        holder: str | None = None,
     ) -> None:
         async with self._tx.write("record turn outcomes") as db:
+            if holder is not None and outcomes:
+                holders = db.execute(
+                    HOLDERS_OF_TURNS.format(ids=marks("?", len(outcomes))),
+                    [o.turn_id for o in outcomes],
+                ).fetchall()
+                lost = not_held(holders, holder)
+                if lost is not None:
+                    raise SessionTakenError(lost, holder)
             self._record_outcomes(db, outcomes, at)
             insert_orders(db, orders, at)
 
@@ -355,31 +490,6 @@ class SqliteStore:
     ) -> list[TranscriptEntry]:
         with self._tx.reading("read a transcript from a turn's message") as db:
             return since_messages(db, session_key, turn_ids, limit)
-
-    async def recover(self, at: WallS) -> list[TurnRecord]:
-        async with self._tx.write("recover open turns") as db:
-            held = db.execute(
-                "SELECT key, lease_run_id, epoch FROM sessions WHERE lease_run_id IS NOT NULL"
-            ).fetchall()
-            for session_key, run_id, epoch in held:
-                close_calls(db, session_key, run_id, epoch, INTERRUPTED_CALL_RESULT, at)
-            interrupted = dict(
-                db.execute(f"SELECT turn_id, run_id FROM turns WHERE {_MAY_REQUEUE}").fetchall()
-            )
-            db.execute(
-                "UPDATE sessions SET lease_run_id = NULL, lease_granted_wall = NULL"
-                " WHERE lease_run_id IS NOT NULL"
-            )
-            db.execute(
-                "UPDATE turns SET state = 'queued', attempts = attempts + 1, run_id = NULL,"
-                f" epoch = NULL, started_wall = NULL WHERE {_MAY_REQUEUE}"
-            )
-            rows = db.execute(
-                f"SELECT {self._turn_columns} FROM turns WHERE state IN (?, ?, ?) ORDER BY seq",
-                OPEN_STATES,
-            ).fetchall()
-        records = [turn_from_row(row) for row in rows]
-        return [replace(r, run_id=interrupted.get(r.turn_id)) for r in records]
 
     async def set_delivery(self, turn_id: TurnId, delivery: str) -> None:
         async with self._tx.write("record a delivery") as db:
@@ -444,3 +554,17 @@ class SqliteStore:
 
     async def count_sessions(self) -> int:
         return int(self._tx.row("count sessions", "SELECT COUNT(*) FROM sessions")[0])
+
+
+def _end_previous(
+    db: sqlite3.Connection, claim: SessionClaim, lease_run_id: RunId | None, at: WallS
+) -> dict[TurnId, RunId]:
+    """End what the session's previous holder (or an earlier life of its new one) left: close
+    its run's open tool calls, queue its running turns again; returns the turns that were
+    running, each with its run. The caller freed the lease in the same transaction."""
+    key = claim.session_key
+    if lease_run_id is not None:
+        close_calls(db, key, lease_run_id, claim.epoch, INTERRUPTED_CALL_RESULT, at)
+    interrupted = dict(db.execute(INTERRUPTED_SELECT.format(p="?"), (key,)).fetchall())
+    db.execute(REQUEUE.format(p="?"), (key,))
+    return interrupted

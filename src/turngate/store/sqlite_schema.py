@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from contextlib import suppress
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema this code writes, kept in ``PRAGMA user_version``. 1: the first. 2: ``turns``
 gains ``prompt_tokens`` and ``completion_tokens`` (null when the provider reported no usage,
 and for turns recorded before). Opening a version-1 file for writing adds them; a read-only
@@ -18,6 +18,10 @@ calls, or the result's call id, tool name and error flag; null for user and assi
 text). Rows written before have neither and read as their ``role``, which was always
 ``user`` or ``assistant``; opening an older file for writing adds the columns and rewrites no
 row, and a read-only open reads it as it is (see :mod:`~turngate.store.sqlite_transcript`).
+5: claims: ``sessions`` gains ``claim_holder`` (the gateway process holding the session, null
+for nobody) and ``claim_expires_wall`` (see :meth:`~turngate.store.base.Store.claim_session`).
+Opening an older file for writing adds them, every session free; a read-only open reads an
+older file's sessions as held by nobody.
 """
 
 SCHEMA = """
@@ -28,7 +32,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     lease_run_id TEXT,
     lease_granted_wall REAL,
     created_wall REAL NOT NULL,
-    updated_wall REAL NOT NULL
+    updated_wall REAL NOT NULL,
+    claim_holder TEXT,
+    claim_expires_wall REAL
 );
 CREATE TABLE IF NOT EXISTS turns (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -107,12 +113,20 @@ TURN_COLUMNS_ADDED = (("prompt_tokens", "INTEGER"), ("completion_tokens", "INTEG
 """Columns of ``turns`` added since version 1, with their declarations (all nullable)."""
 TRANSCRIPT_COLUMNS_ADDED = (("kind", "TEXT"), ("data", "TEXT"))
 """Columns of ``transcript`` added in version 4, with their declarations (all nullable)."""
-COLUMNS_ADDED = {"turns": TURN_COLUMNS_ADDED, "transcript": TRANSCRIPT_COLUMNS_ADDED}
+SESSION_COLUMNS_ADDED = (("claim_holder", "TEXT"), ("claim_expires_wall", "REAL"))
+"""Columns of ``sessions`` added in version 5, with their declarations (all nullable)."""
+COLUMNS_ADDED = {
+    "sessions": SESSION_COLUMNS_ADDED,
+    "turns": TURN_COLUMNS_ADDED,
+    "transcript": TRANSCRIPT_COLUMNS_ADDED,
+}
 """Per table, the columns an older file may lack; :func:`migrate` adds them."""
 TURN_COLUMNS = TURN_COLUMNS_V1 + "".join(f", {name}" for name, _ in TURN_COLUMNS_ADDED)
 TURN_COLUMNS_OF_V1_FILE = TURN_COLUMNS_V1 + ", NULL" * len(TURN_COLUMNS_ADDED)
 """What a read-only open of a version-1 file selects: the added columns read as unknown."""
-OPEN_STATES = ("accepted", "queued", "running")
+CLAIM_COLUMNS_OF_V4_FILE = "key, NULL, NULL, epoch"
+"""What a read-only open of a file older than version 5 selects for a session's claim
+(:data:`~turngate.store.rows.CLAIM_COLUMNS`): held by nobody."""
 
 
 def columns_of(db: sqlite3.Connection, table: str) -> set[str]:
