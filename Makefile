@@ -13,7 +13,7 @@ ARGS ?=
 LOWEST := .cache/venv-lowest
 LOWEST_STAMP := $(LOWEST)/.installed
 
-.PHONY: run test test-lowest lint typecheck pytest browser sim bench bench-channels bench-providers soak fuzz mutants clean
+.PHONY: run test test-lowest lint typecheck pytest browser sim bench bench-scaleout bench-channels bench-providers soak fuzz mutants clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -101,6 +101,11 @@ mutants: $(MUTANTS_STAMP)
 
 bench: $(STAMP_RUN)
 	$(BIN)/python bench/http_turns.py
+
+# Several gateway processes on one PostgreSQL (a throwaway server from the dev dependencies):
+# turns/s with 1, 2 and 3 processes, and the takeover after kill -9; e.g. ARGS="--runs 3".
+bench-scaleout: $(STAMP_DEV)
+	$(BIN)/python bench/scaleout.py $(ARGS)
 
 # The Telegram channel against the tests' fake Bot API; e.g. ARGS="--messages 200".
 bench-channels: $(STAMP_RUN)
