@@ -105,6 +105,11 @@ class FakeTelegram:
     confirm_offsets: bool = True
     """False: an ``offset`` confirms nothing (as if the poll carrying it never reached
     Telegram: the bot died first), so every update comes again."""
+    conflicts: int = 0
+    """``getUpdates`` refused because another was in flight (two pollers of one bot: Telegram
+    answers ``409 Conflict``)."""
+    _polling: int = 0
+    _poll_generation: int = 0
     _update_ids: int = 0
     _message_ids: dict[int, int] = field(default_factory=dict)
     _closing: bool = False
@@ -189,11 +194,31 @@ class FakeTelegram:
         self.signal.notify()  # now, not when this long poll is answered
         if self.poll_failures:
             return _error(self.poll_failures.pop(0))
+        if self._polling:
+            # As Telegram does: the poll in flight is cut off (409), this one goes on.
+            self.conflicts += 1
+        self._poll_generation += 1
+        generation = self._poll_generation
         if offset is not None and self.confirm_offsets:
             self.updates = [u for u in self.updates if u["update_id"] >= offset]
-        with suppress(TimeoutError):  # a long poll that saw nothing answers an empty list
-            await self.signal.wait_until(
-                lambda: bool(self.updates) or self._closing, float(params.get("timeout", 0))
+        self._polling += 1
+        try:
+            with suppress(TimeoutError):  # a long poll that saw nothing answers an empty list
+                await self.signal.wait_until(
+                    lambda: (
+                        bool(self.updates) or self._closing or self._poll_generation != generation
+                    ),
+                    float(params.get("timeout", 0)),
+                )
+        finally:
+            self._polling -= 1
+        if self._poll_generation != generation:
+            return _error(
+                Failure(
+                    409,
+                    "Conflict: terminated by other getUpdates request; make sure that only"
+                    " one bot instance is running",
+                )
             )
         return _ok(self.updates[:100])
 

@@ -121,3 +121,51 @@ def turngate(*args: str) -> subprocess.CompletedProcess[str]:
 def scrape(url: str) -> str:
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as answer:
         return str(answer.read().decode())
+
+
+@pytest.mark.asyncio
+async def test_two_gateways_on_one_database_poll_the_bot_from_one_process_at_a_time(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Telegram refuses two pollers of one bot: of two gateways sharing a database, one runs
+    the channel; when it is killed, the other takes the channel over (within the claim's
+    time to live) and answers the next message."""
+    fake = FakeTelegram()
+    async with running(fake) as api_url:
+        config = config_file(tmp_path, api_url)
+        shared = {
+            "TURNGATE_STORE": postgres_url,
+            "TURNGATE_SESSION_CLAIM_TTL_S": "2",
+            "TURNGATE_CLAIM_POLL_S": "0.2",
+        }
+        gateways = [
+            GatewayProcess(
+                tmp_path / name,
+                echo_latency_ms=0,
+                log_level="warning",
+                args=["--config", str(config)],
+                env={"TG_TEST_TOKEN": TELEGRAM_BOT_TOKEN, "TURNGATE_INSTANCE": name, **shared},
+            )
+            for name in ("a", "b")
+        ]
+        try:
+            urls = [await asyncio.to_thread(gateway.url) for gateway in gateways]
+            fake.message(1001, "one")
+            await fake.signal.wait_until(lambda: len(fake.sent) >= 1, timeout_s=30.0)
+            held = [(await asyncio.to_thread(health, url))["channels"][0] for url in urls]
+            holder = [view["heldHere"] for view in held].index(True)
+            conflicts_before_kill = fake.conflicts
+            await asyncio.to_thread(gateways[holder].kill)
+            fake.message(1001, "two")
+            await fake.signal.wait_until(lambda: len(fake.sent) >= 2, timeout_s=30.0)
+            other = (await asyncio.to_thread(health, urls[1 - holder]))["channels"][0]
+        finally:
+            for gateway in gateways:
+                await asyncio.to_thread(gateway.stop)
+    assert [view["heldHere"] for view in held].count(True) == 1
+    assert other["heldHere"] is True
+    assert [s.text for s in fake.sent] == ["echo: one", "echo: two"]
+    # Never two pollers: only the killed process's last long poll, left hanging, was cut
+    # off by its successor's first one.
+    assert conflicts_before_kill == 0
+    assert fake.conflicts <= 1

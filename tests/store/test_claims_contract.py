@@ -253,3 +253,21 @@ async def test_a_session_the_store_does_not_know_is_not_taken(store: Store) -> N
     assert claimed == Claimed(SessionClaim(OTHER, None, None, 0), taken=False)
     assert await store.session_claim(OTHER) is None
     assert await store.renew_claims("a", [OTHER], at=2.0, ttl_s=TTL) == set()
+
+
+@pytest.mark.asyncio
+async def test_a_singleton_is_held_by_one_process_until_it_expires_or_is_released(
+    store: Store,
+) -> None:
+    name = "channel:tg"
+    assert await store.hold_singleton(name, "a", at=1.0, ttl_s=TTL)
+    assert not await store.hold_singleton(name, "b", at=2.0, ttl_s=TTL)
+    assert await store.hold_singleton(name, "a", at=9.0, ttl_s=TTL)  # renewed until 19
+    assert not await store.hold_singleton(name, "b", at=18.9, ttl_s=TTL)
+    assert await store.hold_singleton(name, "b", at=19.0, ttl_s=TTL)  # a's expired
+    assert not await store.hold_singleton(name, "a", at=20.0, ttl_s=TTL)
+    await store.release_singleton(name, "a")  # not a's: nothing happens
+    assert not await store.hold_singleton(name, "a", at=20.0, ttl_s=TTL)
+    await store.release_singleton(name, "b")
+    assert await store.hold_singleton(name, "a", at=20.0, ttl_s=TTL)
+    assert await store.hold_singleton("channel:other", "b", at=20.0, ttl_s=TTL)

@@ -25,6 +25,7 @@ from turngate.config_channels import ChannelConfig
 from turngate.errors import ChannelError
 from turngate.runtime.engine import Engine
 from turngate.runtime.events import Event, EventKind
+from turngate.runtime.singleton import SingletonLease
 
 log = logging.getLogger("turngate.channels")
 
@@ -44,6 +45,8 @@ class ChannelView:
     agent: str
     connection: ConnectionSnapshot
     outbox: OutboxCounts
+    held_here: bool = True
+    """Whether this process runs the channel (among processes sharing a store, one does)."""
 
 
 class ChannelRuntime:
@@ -72,6 +75,7 @@ class ChannelRuntime:
         self._typing: dict[str, asyncio.Event] = {}
         self._notices = 0
         self._group: asyncio.TaskGroup | None = None
+        self._lease: SingletonLease | None = None
 
     def view(self) -> ChannelView:
         """Where the channel stands now."""
@@ -81,10 +85,31 @@ class ChannelRuntime:
             self.config.agent,
             self.channel.connection(),
             self.worker.counts,
+            self._lease is None or self._lease.held,
         )
 
     async def run(self) -> None:
-        """Run the channel until cancelled."""
+        """Run the channel until cancelled. Among several gateway processes sharing a store,
+        only the one holding the channel's lease runs it (one poller per bot token)."""
+        engine = self.engine
+        try:
+            if not engine.store.shared:
+                await self._work()
+                return
+            settings = engine.settings
+            lease = self._lease = SingletonLease(
+                engine.store,
+                engine.clock,
+                f"channel:{self.config.id}",
+                settings.process_name,
+                settings.claim_ttl_s,
+                settings.claim_poll_s,
+            )
+            await lease.run(self._work)
+        finally:
+            await self.channel.aclose()
+
+    async def _work(self) -> None:
         unsubscribe = self.engine.events.subscribe(self._on_event)
         try:
             async with asyncio.TaskGroup() as group:
@@ -95,7 +120,6 @@ class ChannelRuntime:
         finally:
             self._group = None
             unsubscribe()
-            await self.channel.aclose()
 
     async def _connection(self) -> None:
         await self.channel.run(self.inbox)

@@ -161,6 +161,7 @@ def channels_body(request: Request) -> list[dict[str, Any]]:
                 "type": view.kind,
                 "agentId": view.agent,
                 "state": connection.state.value,
+                "heldHere": view.held_here,
                 "generation": connection.generation,
                 "reconnects": connection.reconnects,
                 "zombies": connection.zombies,

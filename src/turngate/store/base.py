@@ -352,6 +352,16 @@ class Store(Protocol):
         """Give up ``holder``'s claims on ``session_keys`` (any other process may take them)."""
         ...
 
+    async def hold_singleton(self, name: str, holder: str, at: WallS, ttl_s: float) -> bool:
+        """Take, or renew, ``name`` for ``holder`` until ``at + ttl_s``: something one process
+        at a time may hold (a channel's account: a platform refuses two pollers of one bot).
+        True if ``holder`` holds it now; False while another holds it unexpired."""
+        ...
+
+    async def release_singleton(self, name: str, holder: str) -> None:
+        """Give ``name`` up, if ``holder`` holds it."""
+        ...
+
     async def session_claim(self, session_key: str) -> SessionClaim | None:
         """Who holds a session now (None for a session the store does not know)."""
         ...

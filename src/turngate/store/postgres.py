@@ -66,11 +66,13 @@ from turngate.store.rows import (
     CLAIM_COLUMNS,
     CLAIM_SELECT,
     CLAIMABLE_SELECT,
+    HOLD_SINGLETON,
     HOLDERS_OF_TURNS,
     INTERRUPTED_SELECT,
     OPEN_TURNS_SELECT,
     OUTCOME_SET,
     RELEASE_CLAIMS,
+    RELEASE_SINGLETON,
     RENEW_CLAIMS,
     REQUEUE,
     SESSION_SELECT,
@@ -481,6 +483,16 @@ class PostgresStore:
                 RELEASE_CLAIMS.format(p="%s", keys=marks("%s", len(session_keys))),
                 (holder, *session_keys),
             )
+
+    async def hold_singleton(self, name: str, holder: str, at: WallS, ttl_s: float) -> bool:
+        async with self.writing("hold a singleton") as db:
+            cursor = await db.execute(HOLD_SINGLETON.format(p="%s"), (name, holder, at + ttl_s, at))
+            row = await cursor.fetchone()
+        return row is not None
+
+    async def release_singleton(self, name: str, holder: str) -> None:
+        async with self.writing("release a singleton") as db:
+            await db.execute(RELEASE_SINGLETON.format(p="%s"), (name, holder))
 
     async def session_claim(self, session_key: str) -> SessionClaim | None:
         row = await self._row(

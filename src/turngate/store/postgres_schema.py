@@ -110,6 +110,11 @@ ALTER TABLE sessions ADD COLUMN IF NOT EXISTS claim_expires_wall DOUBLE PRECISIO
 CREATE INDEX IF NOT EXISTS turns_open_by_session ON turns (session_key, seq)
     WHERE state IN ('accepted', 'queued', 'running');
 DROP INDEX IF EXISTS turns_open;
+CREATE TABLE IF NOT EXISTS singletons (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_wall DOUBLE PRECISION NOT NULL
+);
 """,
 }
 """Each version's step, from the one before (version 0: an empty database)."""

@@ -378,3 +378,15 @@ def not_held(holders: Sequence[Sequence[Any]], holder: str) -> str | None:
     """The first session among ``holders`` (rows of :data:`HOLDERS_OF_TURNS`) that ``holder``
     does not hold, or None."""
     return next((str(key) for key, held_by in holders if held_by != holder), None)
+
+
+HOLD_SINGLETON = (
+    "INSERT INTO singletons (name, holder, expires_wall) VALUES ({p}, {p}, {p})"
+    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+    " expires_wall = excluded.expires_wall"
+    " WHERE singletons.holder = excluded.holder OR singletons.expires_wall <= {p}"
+    " RETURNING holder"
+)
+"""Take or renew a singleton for a holder until a time: free, its own, or expired at ``at``."""
+RELEASE_SINGLETON = "DELETE FROM singletons WHERE name = {p} AND holder = {p}"
+"""Give up a holder's singleton."""

@@ -39,11 +39,13 @@ from turngate.store.rows import (
     CLAIM_COLUMNS,
     CLAIM_SELECT,
     CLAIMABLE_SELECT,
+    HOLD_SINGLETON,
     HOLDERS_OF_TURNS,
     INTERRUPTED_SELECT,
     OPEN_TURNS_SELECT,
     OUTCOME_SET,
     RELEASE_CLAIMS,
+    RELEASE_SINGLETON,
     RENEW_CLAIMS,
     REQUEUE,
     SESSION_SELECT,
@@ -355,6 +357,17 @@ class SqliteStore:
                 RELEASE_CLAIMS.format(p="?", keys=marks("?", len(session_keys))),
                 (holder, *session_keys),
             )
+
+    async def hold_singleton(self, name: str, holder: str, at: WallS, ttl_s: float) -> bool:
+        async with self._tx.write("hold a singleton") as db:
+            row = db.execute(
+                HOLD_SINGLETON.format(p="?"), (name, holder, at + ttl_s, at)
+            ).fetchone()
+        return row is not None
+
+    async def release_singleton(self, name: str, holder: str) -> None:
+        async with self._tx.write("release a singleton") as db:
+            db.execute(RELEASE_SINGLETON.format(p="?"), (name, holder))
 
     async def session_claim(self, session_key: str) -> SessionClaim | None:
         row = self._tx.row(

@@ -21,7 +21,8 @@ row, and a read-only open reads it as it is (see :mod:`~turngate.store.sqlite_tr
 5: claims: ``sessions`` gains ``claim_holder`` (the gateway process holding the session, null
 for nobody) and ``claim_expires_wall`` (see :meth:`~turngate.store.base.Store.claim_session`).
 Opening an older file for writing adds them, every session free; a read-only open reads an
-older file's sessions as held by nobody.
+older file's sessions as held by nobody. Also table ``singletons``: what one process at a time
+may hold (a channel's account; see :meth:`~turngate.store.base.Store.hold_singleton`).
 """
 
 SCHEMA = """
@@ -96,6 +97,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(channel_id, delivery_id)
     WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_by_session ON deliveries(session_key, delivery_id);
+CREATE TABLE IF NOT EXISTS singletons (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_wall REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS cron_jobs (
     job_id TEXT PRIMARY KEY,
     agent_id TEXT NOT NULL,
