@@ -444,13 +444,7 @@ class Cluster:
                 await stop.wait()
 
         task = loop.create_task(live(), name=f"{name} life {life}")
-        readiness = loop.create_task(ready.wait())
-        async with asyncio.timeout(60.0):
-            await asyncio.wait({task, readiness}, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.is_set():
-            readiness.cancel()
-            if not isinstance(task.exception(), StorageUnavailableError):
-                task.result()  # anything else is a crash of the simulation
+        if not await started(task, ready):
             return None
         return _Process(name, life, view, engine, task, stop)
 
@@ -501,3 +495,17 @@ class Cluster:
             # Taken from a holder (itself in an earlier life, say): the store ended its run.
             self.trace.mark(at, f"{name}: takes {session_key} over from {before.holder}")
         self.checker.session_taken(at, session_key, name, before)
+
+
+async def started(task: asyncio.Task[None], ready: asyncio.Event) -> bool:
+    """Whether a simulated gateway life (``task``) got ready; False when storage refused its
+    start (its supervisor tries again); anything else it raised is a crash of the simulation."""
+    readiness = asyncio.get_running_loop().create_task(ready.wait())
+    async with asyncio.timeout(60.0):
+        await asyncio.wait({task, readiness}, return_when=asyncio.FIRST_COMPLETED)
+    if ready.is_set():
+        return True
+    readiness.cancel()
+    if not isinstance(task.exception(), StorageUnavailableError):
+        task.result()
+    return False

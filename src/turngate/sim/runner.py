@@ -30,7 +30,6 @@ from typing import Any
 from turngate.config import GatewayConfig
 from turngate.config_agents import HeartbeatConfig
 from turngate.core.keys import SessionKey, parse_session_key
-from turngate.errors import StorageUnavailableError
 from turngate.gateway.app import create_app, serve_engine
 from turngate.lanes.heartbeat import HeartbeatLane
 from turngate.providers.base import Provider
@@ -42,7 +41,7 @@ from turngate.runtime.events import Event, EventBus
 from turngate.sim.asgi import Wire
 from turngate.sim.channel_world import ChannelWorld, draw_channel
 from turngate.sim.checkers import Checker, ClusterCheck, LeaseCheck, Violation, WarningCounter
-from turngate.sim.cluster import Cluster, ClusterGateway, Downtime, draw_cluster
+from turngate.sim.cluster import Cluster, ClusterGateway, Downtime, draw_cluster, started
 from turngate.sim.disk import Outages
 from turngate.sim.loop import VirtualDeadlockError, VirtualTimeLoop
 from turngate.sim.surfaces import Surface
@@ -413,13 +412,7 @@ async def _simulate(
                     runtime.cancel()  # the channel stops before the engine, as in the gateway
 
         task = loop.create_task(live(), name=f"gateway life {number}")
-        readiness = loop.create_task(ready.wait())
-        async with asyncio.timeout(60.0):
-            await asyncio.wait({task, readiness}, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.is_set():
-            readiness.cancel()
-            if not isinstance(task.exception(), StorageUnavailableError):
-                task.result()  # anything else is a crash of the simulation
+        if not await started(task, ready):
             return None
         wire = _edge_wire(engine, config) if params.surfaces != (Surface.ENGINE,) else None
         gateway.engine = engine
