@@ -89,8 +89,13 @@ from turngate.types import Epoch, RunId, TurnId, WallS
 
 _MAY_ENQUEUE = state_guard(TurnEvent.ENQUEUE)
 _MAY_START = state_guard(TurnEvent.START)
-_MAY_END = {state: state_guard(event) for state, event in OUTCOME_EVENTS.items()}
-"""Each terminal state's guard: a turn ends only from a state the table ends it from."""
+_END_TURN = {
+    state: f"UPDATE turns SET {OUTCOME_SET.format(p='?')} WHERE turn_id = ?"
+    f" AND {state_guard(event)}"
+    for state, event in OUTCOME_EVENTS.items()
+}
+"""Each terminal state's update, guarded: a turn ends only from a state the table ends it
+from."""
 
 
 class SqliteStore:
@@ -492,11 +497,8 @@ class SqliteStore:
 
     @staticmethod
     def _record_outcomes(db: sqlite3.Connection, outcomes: Sequence[Outcome], at: WallS) -> None:
-        for state, guard in _MAY_END.items():
-            db.executemany(
-                f"UPDATE turns SET {OUTCOME_SET.format(p='?')} WHERE turn_id = ? AND {guard}",
-                [outcome_values(o, at) for o in outcomes if o.state is state],
-            )
+        for outcome in outcomes:
+            db.execute(_END_TURN[outcome.state], outcome_values(outcome, at))
 
     async def since_messages(
         self, session_key: str, turn_ids: Sequence[TurnId], limit: int
