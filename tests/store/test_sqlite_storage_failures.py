@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from turngate.core.turn import TurnState
+from turngate.core.transcript import TranscriptItem
+from turngate.core.turn import Outcome, TurnState
 from turngate.errors import ErrorCode, StorageUnavailableError
 from turngate.store.base import TurnRecord
 from turngate.store.sqlite import SqliteStore
@@ -119,3 +120,60 @@ def test_the_store_reports_storage_unavailable_for_a_database_it_cannot_open(
         assert "not a database" in caught.value.message
 
     asyncio.run(main())
+
+
+def test_a_transcript_read_after_a_lost_run_end_shows_what_the_file_holds(
+    tmp_path: Path,
+) -> None:
+    """The store keeps recent transcript tails in memory; a run's end whose commit failed
+    must not be in them, or the next run would tell its model of an exchange that never
+    happened."""
+
+    async def main() -> None:
+        path = tmp_path / "turngate.db"
+        store = SqliteStore(path, connection_factory=CommitFails)
+        await store.open()
+        try:
+            said = [TranscriptItem.user("hi", "t1"), TranscriptItem.assistant("echo: hi")]
+            await ended_run(store, "t1", "r1", said)
+            assert [e.text for e in await store.transcript(KEY, 40)] == ["hi", "echo: hi"]
+
+            lost = [TranscriptItem.user("again", "t2"), TranscriptItem.assistant("echo: again")]
+            with pytest.raises(StorageUnavailableError):
+                await ended_run(store, "t2", "r2", lost, end_fails=True)
+
+            kept = [(e.seq, e.text) for e in await store.transcript(KEY, 40)]
+            assert kept == [(1, "hi"), (2, "echo: hi")]
+            reader = SqliteStore(path, readonly=True)
+            await reader.open()
+            try:
+                assert [(e.seq, e.text) for e in await reader.transcript(KEY, 40)] == kept
+            finally:
+                await reader.close()
+        finally:
+            CommitFails.failing = False
+            await store.close()
+
+    asyncio.run(main())
+
+
+async def ended_run(
+    store: SqliteStore,
+    turn_id: str,
+    run_id: str,
+    exchange: list[TranscriptItem],
+    *,
+    end_fails: bool = False,
+) -> None:
+    """Accept ``turn_id``, run it as ``run_id`` and end it replied with ``exchange`` (the
+    end's commit failing if ``end_fails``)."""
+    async with asyncio.timeout(WAIT_S):
+        await store.accept_turn(turn(turn_id))
+        epoch = await store.session_epoch(KEY) + 1
+        await store.start_run(KEY, run_id, epoch, [turn_id], 1.0)
+        reply = Outcome(turn_id, TurnState.REPLIED, run_id=run_id, reply=exchange[-1].text)
+        CommitFails.failing = end_fails
+        try:
+            await store.end_run(KEY, run_id, epoch, [reply], exchange, 2.0)
+        finally:
+            CommitFails.failing = False

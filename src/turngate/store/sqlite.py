@@ -85,6 +85,7 @@ from turngate.store.sqlite_transcript import (
     close_calls,
     since_messages,
 )
+from turngate.store.transcript_tails import TranscriptTails
 from turngate.types import Epoch, RunId, TurnId, WallS
 
 _MAY_ENQUEUE = state_guard(TurnEvent.ENQUEUE)
@@ -121,7 +122,10 @@ class SqliteStore:
         self._durability = durability
         self._readonly = readonly
         self._factory = connection_factory
-        self._tx = GroupCommits(path)
+        self._tails = TranscriptTails()
+        """The last entries of recently used transcripts (none kept by a read-only open:
+        another process writes the file)."""
+        self._tx = GroupCommits(path, on_rollback=self._tails.forget_all)
         self.outbox = SqliteOutbox(self._tx)
         """Messages owed to chat platforms (see :mod:`~turngate.store.sqlite_outbox`)."""
         self._turn_columns = TURN_COLUMNS
@@ -230,6 +234,7 @@ class SqliteStore:
 
     async def close(self) -> None:
         self._tx.flush()
+        self._tails.forget_all()
         db, self._tx.db = self._tx.db, None
         if db is not None:
             db.close()
@@ -336,6 +341,7 @@ class SqliteStore:
                 return Claimed(claim, taken=False)
             db.execute(TAKE_CLAIM.format(p="?"), (holder, at + ttl_s, session_key))
             interrupted = _end_previous(db, claim, lease_run_id, at)
+            self._tails.forget(session_key)
             rows = db.execute(
                 OPEN_TURNS_SELECT.format(columns=self._turn_columns, p="?"), (session_key,)
             ).fetchall()
@@ -450,7 +456,9 @@ class SqliteStore:
             ).fetchone()
             if holds is None:
                 raise StaleEpochError(session_key, run_id, epoch)
-            append_items(db, session_key, items, run_id, epoch, at)
+            self._tails.appended(
+                session_key, append_items(db, session_key, items, run_id, epoch, at)
+            )
 
     async def end_run(
         self,
@@ -471,8 +479,11 @@ class SqliteStore:
             ).rowcount
             if released != 1:
                 raise StaleEpochError(session_key, run_id, epoch)
-            close_calls(db, session_key, run_id, epoch, unanswered, at)
-            append_items(db, session_key, exchange, run_id, epoch, at)
+            closed = close_calls(db, session_key, run_id, epoch, unanswered, at)
+            self._tails.appended(session_key, closed)
+            self._tails.appended(
+                session_key, append_items(db, session_key, exchange, run_id, epoch, at)
+            )
             self._record_outcomes(db, outcomes, at)
             insert_orders(db, orders, at)
 
@@ -538,13 +549,19 @@ class SqliteStore:
     # -- reading --------------------------------------------------------------------------
 
     async def transcript(self, session_key: str, limit: int) -> list[TranscriptEntry]:
+        kept = self._tails.read(session_key, limit)
+        if kept is not None:
+            return kept
         rows = self._tx.rows(
             "read a transcript",
             f"SELECT {self._transcript_columns} FROM transcript"
             " WHERE session_key = ? ORDER BY seq DESC LIMIT ?",
             (session_key, limit),
         )
-        return [entry_from_row(row) for row in reversed(rows)]
+        entries = [entry_from_row(row) for row in reversed(rows)]
+        if not self._readonly:
+            self._tails.keep(session_key, entries, limit)
+        return entries
 
     async def sessions(self, limit: int, offset: int = 0) -> list[SessionRecord]:
         rows = self._tx.rows(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,11 @@ class _GroupCommit:
 class GroupCommits:
     """The group transactions of one connection (:attr:`db`, set when the store opens)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, on_rollback: Callable[[], None] = lambda: None) -> None:
         self.path = path
+        self._on_rollback = on_rollback
+        """Told whenever a write is rolled back (what the store keeps in memory of its
+        writes may be gone from the file)."""
         self.db: sqlite3.Connection | None = None
         self._group: _GroupCommit | None = None
         self._write_failure: str | None = None
@@ -102,6 +105,7 @@ class GroupCommits:
     def _undo(self, group: _GroupCommit, error: StoreError | None) -> None:
         """Roll one operation back, keeping the rest of its group if SQLite kept it."""
         db = self.connection
+        self._on_rollback()
         if db.in_transaction:
             try:
                 db.execute("ROLLBACK TO op")
@@ -116,6 +120,7 @@ class GroupCommits:
     def _lose(self, group: _GroupCommit, error: StoreError) -> None:
         """The group's transaction is gone: fail everyone waiting on it, start afresh."""
         group.lost = error
+        self._on_rollback()
         if self._group is group:
             self._group = None
         db = self.db
@@ -145,6 +150,7 @@ class GroupCommits:
         except sqlite3.Error as exc:
             # A failed COMMIT may or may not have rolled back already (SQLITE_FULL does):
             # finish the job without raising, so that every waiter below hears of it.
+            self._on_rollback()
             if db is not None and db.in_transaction:
                 with suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
@@ -190,6 +196,7 @@ class GroupCommits:
     def abandon(self) -> None:
         """Fail the open group's writers as a killed process would (crash simulation)."""
         group, self._group = self._group, None
+        self._on_rollback()
         if group is not None:
             group.lost = StoreError(f"store {self.path}: the process went away")
             _fail(group.waiters, group.lost)

@@ -23,6 +23,10 @@ TRANSCRIPT_COLUMNS_V3 = "seq, session_key, role, text, run_id, epoch, at_wall"
 TRANSCRIPT_COLUMNS = TRANSCRIPT_COLUMNS_V3 + "".join(
     f", {name}" for name, _ in TRANSCRIPT_COLUMNS_ADDED
 )
+INSERT_ENTRY = (
+    "INSERT INTO transcript (session_key, role, text, run_id, epoch, at_wall, kind, data)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 TRANSCRIPT_COLUMNS_OF_V3_FILE = TRANSCRIPT_COLUMNS_V3 + ", NULL" * len(TRANSCRIPT_COLUMNS_ADDED)
 """What a read-only open of a file older than version 4 selects: every row an untyped one."""
 
@@ -34,13 +38,16 @@ def append_items(
     run_id: RunId,
     epoch: Epoch,
     at: WallS,
-) -> None:
-    """Append ``items`` to the session's transcript, stamped with the run that wrote them."""
-    db.executemany(
-        "INSERT INTO transcript (session_key, role, text, run_id, epoch, at_wall, kind, data)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [transcript_values(session_key, item, run_id, epoch, at) for item in items],
-    )
+) -> list[TranscriptEntry]:
+    """Append ``items`` to the session's transcript, stamped with the run that wrote them;
+    returns them as entries (with their ``seq``)."""
+    appended: list[TranscriptEntry] = []
+    for item in items:
+        values = transcript_values(session_key, item, run_id, epoch, at)
+        seq = db.execute(INSERT_ENTRY, values).lastrowid
+        assert seq is not None, "an INSERT has a rowid"
+        appended.append(TranscriptEntry(seq, session_key, item, run_id, epoch, at))
+    return appended
 
 
 def close_calls(
@@ -50,12 +57,13 @@ def close_calls(
     epoch: Epoch,
     why: str | None,
     at: WallS,
-) -> None:
+) -> list[TranscriptEntry]:
     """Give every tool call ``(run_id, epoch)`` left without a result an error result saying
-    ``why`` (nothing when ``why`` is None: the run left none open)."""
-    if why is not None:
-        closing = closing_results(run_items(db, session_key, run_id, epoch), why)
-        append_items(db, session_key, closing, run_id, epoch, at)
+    ``why`` (nothing when ``why`` is None: the run left none open); returns the results."""
+    if why is None:
+        return []
+    closing = closing_results(run_items(db, session_key, run_id, epoch), why)
+    return append_items(db, session_key, closing, run_id, epoch, at)
 
 
 def run_items(
