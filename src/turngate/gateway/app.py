@@ -126,7 +126,7 @@ async def _running(app: Starlette, parts: AppParts) -> AsyncIterator[None]:
     tools = build_agent_tools(config, LoopClock(), os.environ)
     app.state.tool_servers = tools.servers
     agents = build_agents(config, parts.provider, toolboxes=tools.toolboxes)
-    store = parts.store or open_store(config)
+    store = parts.store or open_store(config, checkpoints="background")
     engine = Engine(
         store,
         agents.default.provider,

@@ -15,6 +15,7 @@ from pathlib import Path
 from turngate.config import GatewayConfig
 from turngate.store.base import Store
 from turngate.store.sqlite import SqliteStore
+from turngate.store.sqlite_checkpoint import CheckpointMode
 
 DB_FILE = "turngate.db"
 """The SQLite database's file in the state directory."""
@@ -30,10 +31,12 @@ def open_store(
     *,
     readonly: bool = False,
     connection_factory: type[sqlite3.Connection] = sqlite3.Connection,
+    checkpoints: CheckpointMode = "inline",
 ) -> Store:
     """The configured store, not yet opened (:meth:`Store.open`). ``readonly`` for commands
     that only read it (SQLite's file is then opened read-only); ``connection_factory`` is
-    SQLite's (the simulator's fails its disk)."""
+    SQLite's (the simulator's fails its disk); ``checkpoints`` where SQLite's WAL checkpoints
+    run (a gateway's in a worker thread, see :mod:`~turngate.store.sqlite_checkpoint`)."""
     if config.store is not None:
         from turngate.store.postgres import PostgresStore  # psycopg only when configured
 
@@ -43,6 +46,7 @@ def open_store(
         durability=config.sqlite_durability,
         readonly=readonly,
         connection_factory=connection_factory,
+        checkpoints=checkpoints,
     )
 
 

@@ -64,6 +64,7 @@ from turngate.store.rows import (
     take_lease,
     turn_from_row,
 )
+from turngate.store.sqlite_checkpoint import CheckpointMode, checkpoints_for
 from turngate.store.sqlite_commit import GroupCommits, storage_error
 from turngate.store.sqlite_outbox import SqliteOutbox, insert_orders
 from turngate.store.sqlite_schema import (
@@ -117,15 +118,19 @@ class SqliteStore:
         durability: Literal["normal", "full"] = "normal",
         readonly: bool = False,
         connection_factory: type[sqlite3.Connection] = sqlite3.Connection,
+        checkpoints: CheckpointMode = "inline",
     ) -> None:
         self.path = path
+        self._checkpoints = checkpoints_for(checkpoints, path)
         self._durability = durability
         self._readonly = readonly
         self._factory = connection_factory
         self._tails = TranscriptTails()
         """The last entries of recently used transcripts (none kept by a read-only open:
         another process writes the file)."""
-        self._tx = GroupCommits(path, on_rollback=self._tails.forget_all)
+        self._tx = GroupCommits(
+            path, on_rollback=self._tails.forget_all, on_commit=self._checkpoints.committed
+        )
         self.outbox = SqliteOutbox(self._tx)
         """Messages owed to chat platforms (see :mod:`~turngate.store.sqlite_outbox`)."""
         self._turn_columns = TURN_COLUMNS
@@ -193,6 +198,7 @@ class SqliteStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._durability.upper()}")
             db.execute("PRAGMA foreign_keys=ON")
+            self._checkpoints.configure(db)
             self._check_version(db)
             migrate(db)
             db.executescript(SCHEMA)
@@ -235,6 +241,7 @@ class SqliteStore:
     async def close(self) -> None:
         self._tx.flush()
         self._tails.forget_all()
+        await self._checkpoints.close()
         db, self._tx.db = self._tx.db, None
         if db is not None:
             db.close()

@@ -37,8 +37,16 @@ class _GroupCommit:
 class GroupCommits:
     """The group transactions of one connection (:attr:`db`, set when the store opens)."""
 
-    def __init__(self, path: Path, *, on_rollback: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        on_rollback: Callable[[], None] = lambda: None,
+        on_commit: Callable[[sqlite3.Connection], None] = lambda db: None,
+    ) -> None:
         self.path = path
+        self._on_commit = on_commit
+        """Told of every successful commit (a WAL checkpoint may be due)."""
         self._on_rollback = on_rollback
         """Told whenever a write is rolled back (what the store keeps in memory of its
         writes may be gone from the file)."""
@@ -158,6 +166,7 @@ class GroupCommits:
             _fail(group.waiters, group.lost)
             return
         self._write_failure = None
+        self._on_commit(db)
         for waiter in group.waiters:
             if not waiter.done():
                 waiter.set_result(None)
