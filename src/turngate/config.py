@@ -112,7 +112,10 @@ class GatewayConfig(BaseModel):
     ``host`` is not a loopback address."""
     ws_frames_per_s_max: float = Field(default=50.0, gt=0)
     """Per WebSocket connection: sustained request frames per second (a burst of twice that
-    is allowed); past it, frames are refused with ``rate_limited``."""
+    is allowed) sent while earlier requests of the connection are still unanswered; past it,
+    frames are refused with ``rate_limited``. A request sent when every earlier one has been
+    answered (a ``chat.send`` once its terminal ``chat`` event came) is never charged: a
+    client that waits for its answers is paced by the gateway, however fast it is."""
     ws_frame_bytes_max: int = Field(default=1_048_576, ge=1024)
     ws_tick_interval_ms: int = Field(default=30_000, ge=10)
     """A ``tick`` event goes to every WebSocket client this often."""
@@ -120,6 +123,11 @@ class GatewayConfig(BaseModel):
     """The server pings each WebSocket this often; one that does not answer within
     ``ws_ping_timeout_s`` is dropped (its turns go on)."""
     ws_ping_timeout_s: float = Field(default=20.0, gt=0)
+    ws_compression: bool = False
+    """Accept permessage-deflate from WebSocket clients that offer it. Off by default: each
+    compressed connection holds its deflate state (an idle one costs about 80 kB instead of
+    35 kB) and every frame costs CPU to compress, for little gain on the small JSON frames of
+    a chat. Turn it on for clients on slow links that get long replies."""
     http_header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
     """A client must send a request's headers within this long of starting it (or of the
     connection opening); a slower one is answered ``408`` and dropped."""

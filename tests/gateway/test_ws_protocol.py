@@ -23,7 +23,13 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from tests.secrets import GATEWAY_TOKEN as TOKEN
-from tests.support import TOOL_EXCHANGE, EventWaiter, running_gateway, store_exchange
+from tests.support import (
+    TOOL_EXCHANGE,
+    EventWaiter,
+    GatedEchoProvider,
+    running_gateway,
+    store_exchange,
+)
 from turngate.runtime.events import EventBus
 
 FRAME_TIMEOUT_S = 15.0
@@ -310,10 +316,17 @@ async def test_bad_requests_get_error_responses_naming_the_field_and_the_socket_
 
 @pytest.mark.asyncio
 async def test_a_connection_over_its_request_rate_is_told_to_slow_down(tmp_path: Path) -> None:
-    with running_gateway(tmp_path, ws_frames_per_s_max=2.0) as url:
+    provider = GatedEchoProvider()
+    with running_gateway(tmp_path, provider=provider, ws_frames_per_s_max=2.0) as url:
         async with session(url) as client:
+            # A turn held at the model's gate keeps a request unanswered, so every request
+            # sent meanwhile is pipelined and charged, however the gateway reads them.
+            [ack] = await client.response(await client.send_message("agent:main:rl", "hi", "rl-1"))
             ids = [await client.request("health") for _ in range(12)]
             answers = [(await client.response(rid))[0] for rid in ids]
+            provider.open()
+            await client.until_terminal(["rl-1"])
+    assert ack["ok"]
     limited = [a for a in answers if not a["ok"]]
     assert limited
     assert all(a["error"]["details"]["code"] == "rate_limited" for a in limited)

@@ -46,6 +46,9 @@ def uvicorn_config(
         ws_max_size=config.ws_frame_bytes_max * 4,
         ws_ping_interval=config.ws_ping_interval_s,
         ws_ping_timeout=config.ws_ping_timeout_s,
+        # uvicorn offers permessage-deflate unless told not to; see ws_compression for why
+        # turngate does not by default.
+        ws_per_message_deflate=config.ws_compression,
         # GatewayServer enters the app's lifespan itself (see the module docstring).
         lifespan="off",
         timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S),

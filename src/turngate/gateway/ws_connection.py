@@ -57,12 +57,17 @@ close; past it the socket is dropped without a close frame."""
 SERVICE_RESTART_CLOSE_CODE = 1012
 """The gateway is stopping; the client may reconnect (to the next process) and resend."""
 INFLIGHT_REQUESTS_MAX = 256
+"""Requests of one connection being handled at once (a ``chat.send`` counts until its
+terminal ``chat`` event is sent); past it, a request is refused ``rate_limited``."""
 
 _generations = itertools.count(1)
 
 
 class TokenBucket:
-    """Request frames allowed per second, with a burst of twice that."""
+    """Request frames allowed per second, with a burst of twice that.
+
+    Only frames that arrive while earlier requests of the connection are still being handled
+    are charged to it (see :meth:`Connection._dispatch`)."""
 
     def __init__(self, rate_per_s: float) -> None:
         self.rate = rate_per_s
@@ -118,7 +123,7 @@ class Connection:
         self._outbox = Outbox(websocket, self.conn_id)
         self._bucket = TokenBucket(config.ws_frames_per_s_max)
         self._clock = engine.clock  # the rate limiter's time: the injected clock
-        self._inflight = 0
+        self._inflight = 0  # requests accepted by _dispatch whose handlers have not ended
         self._tasks: set[asyncio.Task[None]] = set()
         self._methods = Methods(self, engine, config, services.targets)
         directory = Directory(self, engine, config)
@@ -284,13 +289,16 @@ class Connection:
         except ValidationError as exc:
             self.event("error", error_shape(ErrorCode.INVALID_FIELD, field_message(exc)))
             return
-        wait_s = self._bucket.take(self._clock.now())
+        # A client that waited for every answer before asking again is paced by the gateway
+        # itself (back-pressure), however fast its turns are: only frames sent while earlier
+        # ones are still unanswered are charged.
+        wait_s = self._bucket.take(self._clock.now()) if self._inflight else 0.0
         if wait_s > 0 or self._inflight >= INFLIGHT_REQUESTS_MAX:
             refused = error_response(
                 request.id,
                 ErrorCode.RATE_LIMITED,
                 f"rate limited: at most {self.config.ws_frames_per_s_max:g} requests/s"
-                " per connection",
+                " per connection while earlier requests are unanswered",
             )
             refused["error"]["retryAfterMs"] = max(1, int(wait_s * 1000))
             self.send(refused)
@@ -308,12 +316,14 @@ class Connection:
             )
             return
         task = self._spawn(self._handle(handler, request))
+        # In flight from now, not from when the task first runs: frames read in one go are
+        # dispatched before any of their handlers starts, and must count as pipelined.
+        self._inflight += 1
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
 
     async def _handle(self, handler: Handler, request: RequestFrame) -> None:
         """Run one request; whatever it raises, answer it here and keep the connection."""
-        self._inflight += 1
         try:
             await handler(request)
         except TurngateError as exc:
@@ -325,6 +335,9 @@ class Connection:
         except Exception:
             self._internal_error(request)
         finally:
+            # Here, not in a done callback: the handler's last frame is queued by now, and the
+            # client may answer it at once. (A task cancelled before it starts never gets here,
+            # but only a closing connection cancels them, and its count no longer matters.)
             self._inflight -= 1
 
     def _internal_error(self, request: RequestFrame) -> None:
