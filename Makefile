@@ -101,6 +101,7 @@ mutants: $(MUTANTS_STAMP)
 
 bench: $(STAMP_RUN)
 	$(BIN)/python bench/http_turns.py
+	$(BIN)/python bench/ws_turns.py
 
 # Several gateway processes on one PostgreSQL (a throwaway server from the dev dependencies):
 # turns/s with 1, 2 and 3 processes, and the takeover after kill -9; e.g. ARGS="--runs 3".

@@ -707,7 +707,7 @@ async def run(args: argparse.Namespace, db: Database, root: Path) -> dict[str, A
         print_errors(takeover.errors, takeover.error_examples)
 
     table = goals(rows, takeover, args.ttl_s)
-    print_summary(table)
+    print_summary(table, machine_info())
     return {
         "points": [asdict(p) for p in points],
         "medians": [asdict(r) for r in rows],

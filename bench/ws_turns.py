@@ -54,7 +54,6 @@ import contextlib
 import gc
 import inspect
 import json
-import math
 import os
 import resource
 import shutil
@@ -148,34 +147,6 @@ T = TypeVar("T")
 # --- figures ------------------------------------------------------------------------------
 
 
-def percentile(samples_ns: Sequence[int], q: float) -> float:
-    """The nearest-rank ``q`` quantile of ``samples_ns`` in ms (as LatencyStats ranks)."""
-    if not samples_ns:
-        return float("nan")
-    ordered = sorted(samples_ns)
-    n = len(ordered)
-    return ordered[min(n - 1, max(0, math.ceil(q * n) - 1))] / 1e6
-
-
-@dataclass
-class Latency:
-    """LatencyStats, and p99.9 (computed here, whether LatencyStats has it or not)."""
-
-    stats: LatencyStats
-    p99_9_ms: float
-
-    @classmethod
-    def of(cls, samples_ns: Sequence[int]) -> Latency:
-        return cls(LatencyStats.of(samples_ns), percentile(samples_ns, 0.999))
-
-    def line(self) -> str:
-        s = self.stats
-        return (
-            f"p50 {s.p50_ms:.3f} ms  p99 {s.p99_ms:.3f} ms  p99.9 {self.p99_9_ms:.3f} ms"
-            f"  mean {s.mean_ms:.3f} ms  max {s.max_ms:.3f} ms  (n={s.n})"
-        )
-
-
 @dataclass
 class WsTally(Tally):
     """Turns done and failed, and requests answered ``rate_limited`` (not failures)."""
@@ -189,7 +160,7 @@ class LatencyResult:
     calls_done: int
     warmup_calls: int
     budget_hit: bool
-    latency: Latency
+    latency: LatencyStats
     rate_limited: int
     rate_limited_in_warmup: int
     errors: int
@@ -203,7 +174,7 @@ class ThroughputResult:
     duration_s: float
     turns: int
     turns_per_s: float
-    latency: Latency
+    latency: LatencyStats
     gateway_cpu_s: float
     gateway_cpu_ms_per_turn: float
     gateway_cpu_pct: float
@@ -492,7 +463,7 @@ async def measure_latency(port: int, calls: int, token: str | None) -> LatencyRe
         calls_done=done,
         warmup_calls=WARMUP_CALLS,
         budget_hit=budget_hit,
-        latency=Latency.of(samples),
+        latency=LatencyStats.of(samples),
         rate_limited=tally.rate_limited,
         rate_limited_in_warmup=warm_limited,
         errors=tally.errors,
@@ -557,7 +528,7 @@ async def measure_throughput(
         duration_s=wall,
         turns=turns,
         turns_per_s=turns / wall,
-        latency=Latency.of([end - start for start, end in spans if t0 <= start and end <= t1]),
+        latency=LatencyStats.of([end - start for start, end in spans if t0 <= start and end <= t1]),
         gateway_cpu_s=gateway_cpu,
         gateway_cpu_ms_per_turn=gateway_cpu * 1000 / turns if turns else float("nan"),
         gateway_cpu_pct=gateway_cpu / wall * 100,
@@ -637,7 +608,7 @@ def idle_goal_mb(mem: MemoryResult) -> tuple[float, str]:
 def summary(
     lat: LatencyResult, tput: ThroughputResult, memory: Sequence[MemoryResult]
 ) -> list[dict[str, Any]]:
-    stats = lat.latency.stats
+    stats = lat.latency
     rows = [
         goal_row(
             "p50 latency, 1 connection",
@@ -653,9 +624,9 @@ def summary(
         ),
         goal_row(
             "p99.9 latency, 1 connection",
-            f"{lat.latency.p99_9_ms:.3f} ms",
+            f"{stats.p99_9_ms:.3f} ms",
             f"<= {GOAL_P999_MS:g} ms",
-            lat.latency.p99_9_ms <= GOAL_P999_MS,
+            stats.p99_9_ms <= GOAL_P999_MS,
         ),
         goal_row(
             "rate_limited, sequential turns",
@@ -684,15 +655,15 @@ def summary(
 
 
 def print_latency(lat: LatencyResult) -> None:
-    stats = lat.latency.stats
+    stats = lat.latency
     print(f"  {lat.latency.line()}")
     print(
         f"  goals: p50 {stats.p50_ms:.3f} <= {GOAL_P50_MS:g} ms"
         f" {http_turns.verdict(stats.p50_ms <= GOAL_P50_MS)},"
         f" p99 {stats.p99_ms:.3f} <= {GOAL_P99_MS:g} ms"
         f" {http_turns.verdict(stats.p99_ms <= GOAL_P99_MS)},"
-        f" p99.9 {lat.latency.p99_9_ms:.3f} <= {GOAL_P999_MS:g} ms"
-        f" {http_turns.verdict(lat.latency.p99_9_ms <= GOAL_P999_MS)}"
+        f" p99.9 {stats.p99_9_ms:.3f} <= {GOAL_P999_MS:g} ms"
+        f" {http_turns.verdict(stats.p99_9_ms <= GOAL_P999_MS)}"
     )
     print(
         f"  rate_limited answers: {lat.rate_limited}"
@@ -870,7 +841,7 @@ async def run(args: argparse.Namespace, state_dir: Path, machine: dict[str, str 
             memory.append(mem)
 
     rows = summary(lat, tput, memory)
-    print_summary(rows)
+    print_summary(rows, machine)
     if args.json:
         report = {
             "machine": machine,
