@@ -78,12 +78,9 @@ class GroupCommits:
 
     @contextmanager
     def _op(self, doing: str) -> Iterator[tuple[sqlite3.Connection, _GroupCommit]]:
-        """One atomic operation inside the current group transaction: a savepoint, but for
-        the group's first operation, which the transaction itself makes atomic (a turn
-        written alone is two statements fewer)."""
+        """One atomic operation inside the current group transaction (a savepoint)."""
         db = self.connection
         group = self._group
-        first = group is None
         if group is None:
             try:
                 db.execute("BEGIN IMMEDIATE")
@@ -91,24 +88,21 @@ class GroupCommits:
                 raise self.failed(exc, doing) from None
             group = self._group = _GroupCommit()
             asyncio.get_running_loop().call_soon(self._commit, group)
-        else:
-            try:
-                db.execute("SAVEPOINT op")
-            except sqlite3.Error as exc:
-                error = self.failed(exc, doing)
-                self._lose(group, error)
-                raise error from None
+        try:
+            db.execute("SAVEPOINT op")
+        except sqlite3.Error as exc:
+            error = self.failed(exc, doing)
+            self._lose(group, error)
+            raise error from None
         try:
             yield db, group
         except sqlite3.Error as exc:
             error = self.failed(exc, doing)
-            self._undo(group, error, whole=first)
+            self._undo(group, error)
             raise error from None
         except BaseException:
-            self._undo(group, None, whole=first)
+            self._undo(group, None)
             raise
-        if first:
-            return
         try:
             db.execute("RELEASE op")
         except sqlite3.Error as exc:
@@ -116,21 +110,19 @@ class GroupCommits:
             self._lose(group, error)
             raise error from None
 
-    def _undo(self, group: _GroupCommit, error: StoreError | None, *, whole: bool) -> None:
-        """Roll one operation back, keeping the rest of its group if SQLite kept it; the
-        group's first operation (``whole``) is undone with the whole transaction, which
-        holds nothing else yet."""
+    def _undo(self, group: _GroupCommit, error: StoreError | None) -> None:
+        """Roll one operation back, keeping the rest of its group if SQLite kept it."""
         db = self.connection
         self._on_rollback()
-        if db.in_transaction and not whole:
+        if db.in_transaction:
             try:
                 db.execute("ROLLBACK TO op")
                 db.execute("RELEASE op")
                 return
             except sqlite3.Error as exc:
                 error = self.failed(exc, "undo a write")
-        # The whole transaction goes (SQLITE_FULL rolls it back by itself): every write of
-        # the group is gone, so none of them may be acknowledged.
+        # SQLite rolled the whole transaction back (SQLITE_FULL does): every write of the
+        # group is gone, so none of them may be acknowledged.
         self._lose(group, error or StorageUnavailableError(f"storage {self.path}: lost a write"))
 
     def _lose(self, group: _GroupCommit, error: StoreError) -> None:
