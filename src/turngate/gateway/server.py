@@ -42,9 +42,6 @@ def uvicorn_config(
         # follow log_format (and its redaction) too.
         log_config=None,
         access_log=False,
-        # Nothing reads a client's address from the request scope, so rewriting it from
-        # X-Forwarded-For would be a middleware call per request for nothing.
-        proxy_headers=False,
         ws="websockets-sansio",
         ws_max_size=config.ws_frame_bytes_max * 4,
         ws_ping_interval=config.ws_ping_interval_s,
