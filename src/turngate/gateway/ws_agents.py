@@ -20,7 +20,7 @@ from turngate.config_providers import ProviderConfig
 from turngate.config_sources import redact
 from turngate.gateway.ws_frames import AgentScopeParams, RequestFrame, response
 from turngate.gateway.ws_outbox import now_ms
-from turngate.gateway.ws_peer import Handler, Peer, Services
+from turngate.gateway.ws_peer import MethodHandler, Peer, Services
 
 REDACTED = "__OPENCLAW_REDACTED__"
 """What OpenClaw's clients know a redacted value by (they never send it back as a value)."""
@@ -30,23 +30,13 @@ ACCOUNT_SELECTION = {"kind": "automatic", "label": "Automatic account selection"
 
 
 class AgentCatalog:
-    """The agent and model methods as answered on one connection (one per connection)."""
+    """The agent and model methods as answered on one connection (one per connection, made
+    by its first request for one of them)."""
 
     def __init__(self, peer: Peer, services: Services) -> None:
         self.peer = peer
         self.services = services
         self.config = services.config
-
-    def handlers(self) -> dict[str, Handler]:
-        """The dispatch table of the catalog's methods."""
-        return {
-            "agents.list": self._agents_list,
-            "agent.identity.get": self._identity,
-            "models.list": self._models_list,
-            "models.authStatus": self._auth_status,
-            "chat.metadata": self._chat_metadata,
-            "config.get": self._config_get,
-        }
 
     def agent_ids(self) -> list[str]:
         """The gateway's agents (just ``main`` for a gateway without ``[[agents]]``)."""
@@ -130,6 +120,17 @@ class AgentCatalog:
             "legacyIssues": [],
         }
         self.peer.send(response(request.id, payload))
+
+
+HANDLERS: dict[str, MethodHandler[AgentCatalog]] = {
+    "agents.list": AgentCatalog._agents_list,
+    "agent.identity.get": AgentCatalog._identity,
+    "models.list": AgentCatalog._models_list,
+    "models.authStatus": AgentCatalog._auth_status,
+    "chat.metadata": AgentCatalog._chat_metadata,
+    "config.get": AgentCatalog._config_get,
+}
+"""The dispatch table of :class:`AgentCatalog`: each method's handler, by method name."""
 
 
 def _key_set(provider: ProviderConfig) -> bool | None:

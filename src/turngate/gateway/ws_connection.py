@@ -1,16 +1,18 @@
 """One gateway WebSocket connection's life, from challenge to close, and the registry of the
 open ones.
 
-One :class:`Connection` per socket is one *generation*: its writer, its tick timer and its
-request handlers live in its task group and die with it, so nothing scheduled for a closed
-connection can ever run (the field report of seed 004). Closing a connection never touches
-its turns: they are in the engine, and a client that reconnects and resends its
-``idempotencyKey`` gets the same run.
+One :class:`Connection` per socket is one *generation*: its writer and its request handlers
+live in its task group, and its tick timer is a loop timer it cancels as it ends, so nothing
+scheduled for a closed connection can ever run (the field report of seed 004). Closing a
+connection never touches its turns: they are in the engine, and a client that reconnects and
+resends its ``idempotencyKey`` gets the same run.
 
 Frames go out through the connection's :class:`~turngate.gateway.ws_outbox.Outbox`, and
-requests are answered by its :class:`~turngate.gateway.ws_methods.Methods`. A request that
-fails in a way turngate did not foresee is answered ``internal`` (and logged with its
-traceback); it never takes the connection down.
+requests are answered by its :class:`~turngate.gateway.ws_methods.Methods` and the like,
+each made by the first request it answers: :data:`ROUTES`, the dispatch table, is the
+process's, so an idle connection holds no handler. A request that fails in a way turngate
+did not foresee is answered ``internal`` (and logged with its traceback); it never takes the
+connection down.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ import asyncio
 import itertools
 import logging
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from functools import cached_property
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from turngate.errors import ErrorCode, RequestError, TurngateError
+from turngate.gateway import ws_agents, ws_cron, ws_directory, ws_methods, ws_session_events
 from turngate.gateway.ws_agents import AgentCatalog
 from turngate.gateway.ws_cron import CronMethods
 from turngate.gateway.ws_directory import Directory
@@ -43,9 +47,9 @@ from turngate.gateway.ws_handshake import (
     check_connect,
     hello,
 )
-from turngate.gateway.ws_methods import Methods
+from turngate.gateway.ws_methods import Methods, health_snapshot
 from turngate.gateway.ws_outbox import ConnectionClosed, Outbox, now_ms
-from turngate.gateway.ws_peer import Handler, Services
+from turngate.gateway.ws_peer import H, MethodHandler, Services
 from turngate.gateway.ws_receive import field_message, receive_frame
 from turngate.gateway.ws_session_events import SessionEvents
 
@@ -113,28 +117,47 @@ class Connection:
 
     def __init__(self, websocket: WebSocket, services: Services) -> None:
         self.ws = websocket
+        self.services = services
         self.config = config = services.config
-        engine = services.engine
         self.closed = False
         self._requests: set[asyncio.Task[None]] = set()
         self._writer_task: asyncio.Task[None] | None = None
+        self._tick: asyncio.TimerHandle | None = None
         self.generation = next(_generations)
         self.conn_id = f"conn-{self.generation}-{uuid.uuid4().hex[:8]}"
         self._outbox = Outbox(websocket, self.conn_id)
         self._bucket = TokenBucket(config.ws_frames_per_s_max)
-        self._clock = engine.clock  # the rate limiter's time: the injected clock
+        self._clock = services.engine.clock  # the rate limiter's time: the injected clock
         self._inflight = 0  # requests accepted by _dispatch whose handlers have not ended
         self._tasks: set[asyncio.Task[None]] = set()
-        self._methods = Methods(self, engine, config, services.targets)
-        directory = Directory(self, engine, config)
-        self._session_events = SessionEvents(self, engine, directory.page)
-        self._handlers = {
-            **self._methods.handlers(),
-            **directory.handlers(),
-            **self._session_events.handlers(),
-            **AgentCatalog(self, services).handlers(),
-            **CronMethods(self, services).handlers(),
-        }
+
+    # The method holders, each made by the first request it answers (most connections use
+    # a few of them, and an idle one none).
+
+    @cached_property
+    def methods(self) -> Methods:
+        """The turns' methods on this connection."""
+        return Methods(self, self.services.engine, self.config, self.services.targets)
+
+    @cached_property
+    def directory(self) -> Directory:
+        """The sessions' and the absent features' methods on this connection."""
+        return Directory(self, self.services.engine, self.config)
+
+    @cached_property
+    def session_events(self) -> SessionEvents:
+        """This connection's session subscriptions."""
+        return SessionEvents(self, self.services.engine, self.directory.page)
+
+    @cached_property
+    def agents(self) -> AgentCatalog:
+        """The agents', models' and configuration's methods on this connection."""
+        return AgentCatalog(self, self.services)
+
+    @cached_property
+    def cron(self) -> CronMethods:
+        """The cron jobs' methods on this connection."""
+        return CronMethods(self, self.services)
 
     async def serve(self, registry: Connections) -> None:
         """Run the connection until the client leaves, the handshake fails, or the gateway
@@ -169,11 +192,14 @@ class Connection:
                 self.event("connect.challenge", {"nonce": str(uuid.uuid4()), "ts": now_ms()})
                 try:
                     await self._handshake()
-                    self._spawn(self._ticker())
+                    self._arm_tick()
                     await self._read()
                 finally:
                     self.closed = True  # this generation is over: nothing may act through it
-                    self._session_events.close()
+                    if self._tick is not None:
+                        self._tick.cancel()
+                    if "session_events" in vars(self):  # made: it may hold subscriptions
+                        self.session_events.close()
                     for task in list(self._tasks):
                         task.cancel()
         except* (ConnectionClosed, WebSocketDisconnect):
@@ -205,11 +231,22 @@ class Connection:
             )
         raise ConnectionClosed
 
-    async def _ticker(self) -> None:
-        interval_s = self.config.ws_tick_interval_ms / 1000
-        while True:
-            await asyncio.sleep(interval_s)
+    def _arm_tick(self) -> None:
+        # A loop timer rather than a task that sleeps: an idle connection is then no more
+        # than its reader and writer. _serve cancels the timer as the generation ends.
+        loop = asyncio.get_running_loop()
+        self._tick = loop.call_later(self.config.ws_tick_interval_ms / 1000, self._send_tick)
+
+    def _send_tick(self) -> None:
+        if self.closed:
+            return
+        try:
             self.event("tick", {"ts": now_ms()})
+        except ConnectionClosed:
+            # Too far behind: end the generation as a handler that met a full outbox does.
+            self.spawn(_connection_closed())
+            return
+        self._arm_tick()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` in the connection's task group: it ends with the connection, and
@@ -246,8 +283,8 @@ class Connection:
         verdict = check_connect(frame, self.config.token)
         if isinstance(verdict, Refusal):
             await self._refuse(verdict)
-        snapshot = self._methods.snapshot()
-        payload = hello(verdict.params, self.conn_id, self.config, snapshot, list(self._handlers))
+        snapshot = health_snapshot(self.services.engine)
+        payload = hello(verdict.params, self.conn_id, self.config, snapshot, list(ROUTES))
         self.send(response(verdict.request_id, payload))
 
     async def _refuse(self, refusal: Refusal) -> NoReturn:
@@ -304,28 +341,28 @@ class Connection:
             self.send(refused)
             return
         log.debug("%s: request %s %s %s", self.conn_id, request.id, request.method, request.params)
-        handler = self._handlers.get(request.method)
-        if handler is None:
+        route = ROUTES.get(request.method)
+        if route is None:
             self.send(
                 error_response(
                     request.id,
                     ErrorCode.INVALID_FIELD,
                     f"method: unknown method {request.method!r};"
-                    f" this gateway serves {', '.join(self._handlers)}",
+                    f" this gateway serves {', '.join(ROUTES)}",
                 )
             )
             return
-        task = self._spawn(self._handle(handler, request))
+        task = self._spawn(self._handle(route, request))
         # In flight from now, not from when the task first runs: frames read in one go are
         # dispatched before any of their handlers starts, and must count as pipelined.
         self._inflight += 1
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
 
-    async def _handle(self, handler: Handler, request: RequestFrame) -> None:
+    async def _handle(self, route: Route, request: RequestFrame) -> None:
         """Run one request; whatever it raises, answer it here and keep the connection."""
         try:
-            await handler(request)
+            await route(self, request)
         except TurngateError as exc:
             self.send(error_response(request.id, exc.code, exc.message))
         except ValidationError as exc:
@@ -354,3 +391,39 @@ class Connection:
                 f" (connection {self.conn_id} logged it)",
             )
         )
+
+
+async def _connection_closed() -> None:
+    """Ends the task group it runs in, and so the connection, like a handler whose frame
+    found the outbox full."""
+    raise ConnectionClosed
+
+
+Route = Callable[[Connection, RequestFrame], Awaitable[None]]
+"""Answers one request of its method on a connection (the method's holder made on first
+use)."""
+
+
+def _routes(
+    holder: Callable[[Connection], H], handlers: Mapping[str, MethodHandler[H]]
+) -> dict[str, Route]:
+    """``handlers``, each answering through the connection's ``holder`` of its method."""
+    return {method: _route(holder, handler) for method, handler in handlers.items()}
+
+
+def _route(holder: Callable[[Connection], H], handler: MethodHandler[H]) -> Route:
+    def route(connection: Connection, request: RequestFrame) -> Awaitable[None]:
+        return handler(holder(connection), request)
+
+    return route
+
+
+ROUTES: dict[str, Route] = {
+    **_routes(lambda c: c.methods, ws_methods.HANDLERS),
+    **_routes(lambda c: c.directory, ws_directory.HANDLERS),
+    **_routes(lambda c: c.session_events, ws_session_events.HANDLERS),
+    **_routes(lambda c: c.agents, ws_agents.HANDLERS),
+    **_routes(lambda c: c.cron, ws_cron.HANDLERS),
+}
+"""Every method a connection serves (besides ``connect``), in the order ``hello-ok`` lists
+them: built once per process, and made to act on a connection by the request."""

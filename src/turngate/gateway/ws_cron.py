@@ -23,7 +23,7 @@ from turngate.gateway.ws_frames import (
     RequestFrame,
     response,
 )
-from turngate.gateway.ws_peer import Handler, Peer, Services
+from turngate.gateway.ws_peer import MethodHandler, Peer, Services
 from turngate.lanes.cron import LANE, CronJob, CronLane
 from turngate.store.base import CronJobState, TurnRecord
 
@@ -34,20 +34,12 @@ SUMMARY_CHARS_MAX = 200
 
 
 class CronMethods:
-    """The cron methods as answered on one connection (one per connection)."""
+    """The cron methods as answered on one connection (one per connection, made by its first
+    request for one of them)."""
 
     def __init__(self, peer: Peer, services: Services) -> None:
         self.peer = peer
         self.services = services
-
-    def handlers(self) -> dict[str, Handler]:
-        """The dispatch table of the cron methods."""
-        return {
-            "cron.status": self._status,
-            "cron.list": self._list,
-            "cron.run": self._run,
-            "cron.runs": self._runs,
-        }
 
     def _lane(self) -> CronLane | None:
         return self.services.cron
@@ -130,6 +122,15 @@ class CronMethods:
     async def _last_run(self, job: CronJob) -> TurnRecord | None:
         fires = await self._fires(job, 16)
         return fires[-1] if fires else None
+
+
+HANDLERS: dict[str, MethodHandler[CronMethods]] = {
+    "cron.status": CronMethods._status,
+    "cron.list": CronMethods._list,
+    "cron.run": CronMethods._run,
+    "cron.runs": CronMethods._runs,
+}
+"""The dispatch table of :class:`CronMethods`: each method's handler, by method name."""
 
 
 def _paging(params: CronPageParams, count: int, total: int) -> dict[str, Any]:

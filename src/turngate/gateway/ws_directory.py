@@ -23,7 +23,7 @@ from turngate.gateway.ws_frames import (
     session_row,
 )
 from turngate.gateway.ws_outbox import now_ms
-from turngate.gateway.ws_peer import Handler, Peer
+from turngate.gateway.ws_peer import MethodHandler, Peer
 from turngate.runtime.engine import Engine
 from turngate.store.base import SessionRecord
 
@@ -56,23 +56,13 @@ would show in their windows, or stop them."""
 
 
 class Directory:
-    """The directory methods as answered on one connection (one per connection)."""
+    """The directory methods as answered on one connection (one per connection, made by its
+    first request for one of them)."""
 
     def __init__(self, peer: Peer, engine: Engine, config: GatewayConfig) -> None:
         self.peer = peer
         self.engine = engine
         self.config = config
-
-    def handlers(self) -> dict[str, Handler]:
-        """The dispatch table of the directory's methods."""
-        handlers: dict[str, Handler] = {
-            "sessions.list": self._sessions_list,
-            "sessions.describe": self._describe,
-            "sessions.observer.visibility": self._observer_visibility,
-        }
-        for method, result in ABSENT_FEATURES.items():
-            handlers[method] = self._absent(result)
-        return handlers
 
     async def _sessions_list(self, request: RequestFrame) -> None:
         page = await self.page(ListParams.model_validate(request.params))
@@ -129,8 +119,14 @@ class Directory:
         ObserverParams.model_validate(request.params)
         self.peer.send(response(request.id, {"ok": True}))
 
-    def _absent(self, result: Any) -> Handler:
-        async def answer(request: RequestFrame) -> None:
-            self.peer.send(response(request.id, result))
+    async def _absent(self, request: RequestFrame) -> None:
+        self.peer.send(response(request.id, ABSENT_FEATURES[request.method]))
 
-        return answer
+
+HANDLERS: dict[str, MethodHandler[Directory]] = {
+    "sessions.list": Directory._sessions_list,
+    "sessions.describe": Directory._describe,
+    "sessions.observer.visibility": Directory._observer_visibility,
+    **dict.fromkeys(ABSENT_FEATURES, Directory._absent),
+}
+"""The dispatch table of :class:`Directory`: each method's handler, by method name."""

@@ -36,7 +36,7 @@ from turngate.gateway.ws_frames import (
     tool_event,
 )
 from turngate.gateway.ws_outbox import ConnectionClosed, now_ms
-from turngate.gateway.ws_peer import Handler, Peer
+from turngate.gateway.ws_peer import MethodHandler, Peer
 from turngate.lanes.delivery import DeliveryTargets
 from turngate.runtime.deltas import DeltaStream
 from turngate.runtime.engine import Engine, Ticket
@@ -86,7 +86,8 @@ class _Relay:
 
 
 class Methods:
-    """The protocol's methods as answered on one connection (one per connection)."""
+    """The protocol's methods as answered on one connection (one per connection, made by
+    its first request for one of them)."""
 
     def __init__(
         self,
@@ -100,29 +101,6 @@ class Methods:
         self.config = config
         self.targets = targets
         self._runs = RunLedger(RUN_IDS_REMEMBERED_MAX)
-
-    def handlers(self) -> dict[str, Handler]:
-        """The dispatch table: each method's handler, by method name."""
-        return {
-            "chat.send": self._chat_send,
-            "agent": self._agent,
-            "chat.history": self._chat_history,
-            "chat.startup": self._chat_startup,
-            "chat.abort": self._chat_abort,
-            "health": self._health,
-        }
-
-    def snapshot(self) -> dict[str, Any]:
-        """The engine's state as ``health`` and ``hello-ok`` report it."""
-        snapshot = self.engine.snapshot()
-        return {
-            "ok": True,
-            "status": "live",
-            "activeSessions": snapshot.active_sessions,
-            "runningTurns": snapshot.running_turns,
-            "queuedTurns": snapshot.queued_turns,
-            "oldestLeaseAgeS": round(snapshot.oldest_lease_age_s, 3),
-        }
 
     async def _submit(self, request: RequestFrame, *, stream: bool) -> tuple[Ticket, str]:
         agent_method = request.method == "agent"
@@ -290,7 +268,31 @@ class Methods:
         )
 
     async def _health(self, request: RequestFrame) -> None:
-        self.peer.send(response(request.id, self.snapshot()))
+        self.peer.send(response(request.id, health_snapshot(self.engine)))
+
+
+HANDLERS: dict[str, MethodHandler[Methods]] = {
+    "chat.send": Methods._chat_send,
+    "agent": Methods._agent,
+    "chat.history": Methods._chat_history,
+    "chat.startup": Methods._chat_startup,
+    "chat.abort": Methods._chat_abort,
+    "health": Methods._health,
+}
+"""The dispatch table of :class:`Methods`: each method's handler, by method name."""
+
+
+def health_snapshot(engine: Engine) -> dict[str, Any]:
+    """The engine's state as ``health`` and ``hello-ok`` report it."""
+    snapshot = engine.snapshot()
+    return {
+        "ok": True,
+        "status": "live",
+        "activeSessions": snapshot.active_sessions,
+        "runningTurns": snapshot.running_turns,
+        "queuedTurns": snapshot.queued_turns,
+        "oldestLeaseAgeS": round(snapshot.oldest_lease_age_s, 3),
+    }
 
 
 def _ack_status(ticket: Ticket) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from turngate.config import GatewayConfig
 from turngate.gateway.ws_frames import RequestFrame
@@ -14,8 +14,12 @@ from turngate.lanes.cron import CronLane
 from turngate.lanes.delivery import DeliveryTargets
 from turngate.runtime.engine import Engine
 
-Handler = Callable[[RequestFrame], Awaitable[None]]
-"""Answers one request frame of its method."""
+H = TypeVar("H")
+
+MethodHandler = Callable[[H, RequestFrame], Awaitable[None]]
+"""Answers one request frame of its method, given the per-connection object that holds the
+method (:class:`~turngate.gateway.ws_methods.Methods`, ...). The tables of these are built
+once per process, not per connection: an idle connection holds no handler at all."""
 
 
 class Peer(Protocol):

@@ -39,7 +39,7 @@ from turngate.gateway.ws_frames import (
     response,
 )
 from turngate.gateway.ws_outbox import ConnectionClosed, now_ms
-from turngate.gateway.ws_peer import Handler, Peer
+from turngate.gateway.ws_peer import MethodHandler, Peer
 from turngate.lanes.cron import LANE as CRON_LANE
 from turngate.runtime.engine import Engine
 from turngate.runtime.events import Event, EventKind
@@ -67,7 +67,8 @@ RUNS_REMEMBERED_MAX = 1024
 
 
 class SessionEvents:
-    """The session subscriptions of one connection (one per connection)."""
+    """The session subscriptions of one connection (one per connection, made by its first
+    request for one of these methods)."""
 
     def __init__(self, peer: Peer, engine: Engine, page: Callable[[ListParams], Any]) -> None:
         self.peer = peer
@@ -80,15 +81,6 @@ class SessionEvents:
         """Sessions with runs that wrote since the last read: each run, and whether it ended."""
         self._sent: dict[RunId, int] = {}  # insertion-ordered: the oldest run goes first
         self._reading = False
-
-    def handlers(self) -> dict[str, Handler]:
-        """The dispatch table of the subscription methods."""
-        return {
-            "sessions.subscribe": self._subscribe,
-            "sessions.unsubscribe": self._unsubscribe_all,
-            "sessions.messages.subscribe": self._subscribe_messages,
-            "sessions.messages.unsubscribe": self._unsubscribe_messages,
-        }
 
     def close(self) -> None:
         """The connection ended: its subscriptions end with it."""
@@ -203,6 +195,15 @@ class SessionEvents:
         self._sent[run_id] = seq
         if len(self._sent) > RUNS_REMEMBERED_MAX:
             del self._sent[next(iter(self._sent))]
+
+
+HANDLERS: dict[str, MethodHandler[SessionEvents]] = {
+    "sessions.subscribe": SessionEvents._subscribe,
+    "sessions.unsubscribe": SessionEvents._unsubscribe_all,
+    "sessions.messages.subscribe": SessionEvents._subscribe_messages,
+    "sessions.messages.unsubscribe": SessionEvents._unsubscribe_messages,
+}
+"""The dispatch table of :class:`SessionEvents`: each method's handler, by method name."""
 
 
 def _change(event: Event) -> dict[str, Any]:
