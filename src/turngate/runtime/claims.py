@@ -31,7 +31,7 @@ from turngate.core.clock import Clock
 from turngate.core.turn import Outcome
 from turngate.errors import StoreError
 from turngate.store.base import Claimed, Notice, NoticeKind, Store
-from turngate.types import MonotonicS, TurnId
+from turngate.types import Epoch, MonotonicS, TurnId
 
 log = logging.getLogger("turngate.runtime")
 
@@ -63,6 +63,11 @@ class ClaimsHost(Protocol):
 class _Held:
     idle_since: MonotonicS | None = None
     """None while the session's owner is active; then when it went idle."""
+    epoch: Epoch | None = None
+    """The session's epoch as its owner here left it idle, every write of it durable, on a
+    store no other process shares (the next owner needs no read: nobody else starts a run);
+    None when not known. With a shared store the epoch is read again: a process cut off past
+    its claim does not know it lost it, and must learn from the store's fence which one."""
 
 
 @dataclass(slots=True)
@@ -141,11 +146,22 @@ class SessionClaims:
             return False
         return True
 
-    def idle(self, session_key: str) -> None:
-        """The session's owner here ended (nothing to run): keep the claim a while."""
+    def idle(self, session_key: str, epoch: Epoch | None = None) -> None:
+        """The session's owner here ended (nothing to run): keep the claim a while, and the
+        session's ``epoch`` if the owner left every write of it durable."""
         held = self._held.get(session_key)
         if held is not None:
             held.idle_since = self.clock.now()
+            held.epoch = None if self.store.shared else epoch
+
+    def idle_epoch(self, session_key: str) -> Epoch | None:
+        """The epoch the session's last owner here left it at (see :meth:`idle`), once: the
+        owner asking for it changes it."""
+        held = self._held.get(session_key)
+        if held is None:
+            return None
+        epoch, held.epoch = held.epoch, None
+        return epoch
 
     def lost(self, session_key: str) -> None:
         """The store refused a write of this process for ``session_key``: another holds it."""

@@ -66,7 +66,7 @@ from turngate.runtime.recovery import refused
 from turngate.runtime.run_host import TakeSteered
 from turngate.runtime.storage_watch import StorageWatch
 from turngate.store.base import Store, TurnRecord
-from turngate.types import MonotonicS, RunId, TurnId
+from turngate.types import Epoch, MonotonicS, RunId, TurnId
 
 log = logging.getLogger("turngate.runtime")
 
@@ -445,11 +445,12 @@ class Engine:
             owner.task = self._tg.create_task(self._own(owner), name=f"owner {session_key}")
         owner.post(command)
 
-    def owner_finished(self, owner: SessionOwner) -> None:
-        """An owner found its session idle and is ending (called synchronously by it)."""
+    def owner_finished(self, owner: SessionOwner, epoch: Epoch | None = None) -> None:
+        """An owner found its session idle and is ending (called synchronously by it), with
+        the session's ``epoch`` when every write of it is durable."""
         if self._owners.get(owner.session_key) is owner:
             del self._owners[owner.session_key]
-            self.claims.idle(owner.session_key)
+            self.claims.idle(owner.session_key, epoch)
 
     def announce_ended(self, session_key: str) -> None:
         """Tell the processes sharing the store that turns of ``session_key`` ended."""

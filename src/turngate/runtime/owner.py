@@ -176,8 +176,13 @@ class SessionOwner:
             await self._hand_off()
             return
         if claimed is None:
-            epoch = await self.durably(
-                "read the session's epoch", None, lambda: engine.store.session_epoch(key)
+            known = engine.claims.idle_epoch(key)
+            epoch = (
+                known
+                if known is not None
+                else await self.durably(
+                    "read the session's epoch", None, lambda: engine.store.session_epoch(key)
+                )
             )
         else:
             epoch = claimed.claim.epoch
@@ -202,7 +207,7 @@ class SessionOwner:
                 continue
             deadline = core.next_deadline()
             if deadline is None:
-                engine.owner_finished(self)
+                engine.owner_finished(self, core.epoch)
                 return
             if not await self._wait(deadline):
                 await self._apply(core.tick(max(engine.clock.now(), deadline)))

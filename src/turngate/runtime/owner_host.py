@@ -17,7 +17,7 @@ from turngate.runtime.engine_api import EngineSettings
 from turngate.runtime.events import EventKind
 from turngate.runtime.outbound import OutboundRouter
 from turngate.store.base import Store
-from turngate.types import RunId, TurnId
+from turngate.types import Epoch, RunId, TurnId
 
 if TYPE_CHECKING:
     from turngate.runtime.owner import Command, SessionOwner
@@ -93,6 +93,7 @@ class OwnerHost(Protocol):
         """Report a write that could not be made durable."""
         ...
 
-    def owner_finished(self, owner: SessionOwner) -> None:
-        """The owner has nothing left to do and its lease is released."""
+    def owner_finished(self, owner: SessionOwner, epoch: Epoch | None = None) -> None:
+        """The owner has nothing left to do and its lease is released; ``epoch`` is the
+        session's, when every write of the owner is durable."""
         ...

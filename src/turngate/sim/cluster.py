@@ -227,6 +227,12 @@ class ProcessView:
         self._idle = asyncio.Event()
         self._idle.set()
 
+    @property
+    def shared(self) -> bool:
+        """True: several simulated processes share the store (the file underneath does not
+        know it)."""
+        return True
+
     async def open(self) -> None:
         """The cluster opened the store."""
 
