@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from turngate.errors import StorageUnavailableError, StoreError
@@ -33,39 +32,6 @@ class _GroupCommit:
     def __init__(self) -> None:
         self.waiters: list[asyncio.Future[None]] = []
         self.lost: StoreError | None = None
-
-
-class Write:
-    """One atomic write of a :class:`GroupCommits` (see :meth:`GroupCommits.write`): a
-    savepoint in the group transaction while the block runs, then the wait for the group's
-    commit. A class rather than a generator-based context manager: three of these a turn."""
-
-    __slots__ = ("_commits", "_doing", "_group")
-
-    def __init__(self, commits: GroupCommits, doing: str) -> None:
-        self._commits = commits
-        self._doing = doing
-        self._group: _GroupCommit | None = None
-
-    async def __aenter__(self) -> sqlite3.Connection:
-        self._group = self._commits.begin(self._doing)
-        return self._commits.connection
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        group = self._group
-        assert group is not None, "__aexit__ without __aenter__"
-        if exc is not None:
-            error = self._commits.undo(group, exc, self._doing)
-            if error is not None:
-                raise error from None
-            return
-        self._commits.release(group, self._doing)
-        await self._commits.durable(group)
 
 
 class GroupCommits:
@@ -102,15 +68,17 @@ class GroupCommits:
             self._write_failure is None, self._write_failure or "", self._write_failures
         )
 
-    def write(self, doing: str) -> Write:
-        """One atomic write (``async with commits.write("store the turn") as db: ...``); the
-        block's end returns once it is committed, or raises
+    @asynccontextmanager
+    async def write(self, doing: str) -> AsyncIterator[sqlite3.Connection]:
+        """One atomic write; returns once it is committed, or raises
         :class:`~turngate.errors.StorageUnavailableError` when it was not."""
-        return Write(self, doing)
+        with self._op(doing) as (db, group):
+            yield db
+        await self._durable(group)
 
-    def begin(self, doing: str) -> _GroupCommit:
-        """Open one atomic operation in the current group transaction (a savepoint),
-        opening the group first if there is none."""
+    @contextmanager
+    def _op(self, doing: str) -> Iterator[tuple[sqlite3.Connection, _GroupCommit]]:
+        """One atomic operation inside the current group transaction (a savepoint)."""
         db = self.connection
         group = self._group
         if group is None:
@@ -126,23 +94,21 @@ class GroupCommits:
             error = self.failed(exc, doing)
             self._lose(group, error)
             raise error from None
-        return group
-
-    def release(self, group: _GroupCommit, doing: str) -> None:
-        """Close the operation :meth:`begin` opened, keeping its changes in the group."""
         try:
-            self.connection.execute("RELEASE op")
+            yield db, group
+        except sqlite3.Error as exc:
+            error = self.failed(exc, doing)
+            self._undo(group, error)
+            raise error from None
+        except BaseException:
+            self._undo(group, None)
+            raise
+        try:
+            db.execute("RELEASE op")
         except sqlite3.Error as exc:
             error = self.failed(exc, doing)
             self._lose(group, error)
             raise error from None
-
-    def undo(self, group: _GroupCommit, exc: BaseException, doing: str) -> StoreError | None:
-        """Roll back the operation :meth:`begin` opened, which raised ``exc``; the error to
-        raise instead of ``exc`` (a SQLite error, translated), or None to let it through."""
-        error = self.failed(exc, doing) if isinstance(exc, sqlite3.Error) else None
-        self._undo(group, error)
-        return error
 
     def _undo(self, group: _GroupCommit, error: StoreError | None) -> None:
         """Roll one operation back, keeping the rest of its group if SQLite kept it."""
@@ -171,7 +137,7 @@ class GroupCommits:
                 db.execute("ROLLBACK")
         _fail(group.waiters, error)
 
-    async def durable(self, group: _GroupCommit) -> None:
+    async def _durable(self, group: _GroupCommit) -> None:
         """Return once ``group`` is committed; raise if it was lost."""
         if group.lost is not None:
             raise _copy(group.lost)
