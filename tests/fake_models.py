@@ -65,8 +65,9 @@ class Call:
     """Before the first delta. None: no wait at all; 0.0: one pass through the loop."""
     chunks: int = 3
     """The reply is split into this many deltas (fewer when it is shorter)."""
-    interval_s: float = 0.0
-    """Between deltas; no wait at all when 0."""
+    interval_s: float | None = 0.0
+    """Between deltas. None: no wait at all (they come at once, and a session's owner takes
+    them joined); 0.0: one pass through the loop, as deltas read off a socket come."""
     hang: bool = False
     """Wait until cancelled; the cancellation ends the call."""
     ignore_cancel_s: float = 0.0
@@ -148,7 +149,7 @@ class ScriptedModel:
         for index, delta in enumerate(deltas):
             if index == call.gate_after:
                 await gate.wait()
-            if index > 0 and call.interval_s > 0:
+            if index > 0 and call.interval_s is not None:
                 await asyncio.sleep(call.interval_s)
             yield TextDelta(delta)
         if call.gate_after is not None and call.gate_after >= len(deltas):

@@ -157,7 +157,8 @@ def test_a_feed_keeps_one_progress_event_per_session_until_it_is_read() -> None:
 
 
 def test_chat_streams_the_reply_as_it_comes_then_the_outcome(tmp_path: Path) -> None:
-    with running_gateway(tmp_path, token=TOKEN) as url, signed_in(url) as http:
+    model = ScriptedModel(then=Call(chunks=3))  # its deltas a loop pass apart, as a model's
+    with running_gateway(tmp_path, provider=model, token=TOKEN) as url, signed_in(url) as http:
         streamed = read_chat(http, "hello there")
         page = http.get(session_path(KEY)).json()
     name, accepted = streamed[0]

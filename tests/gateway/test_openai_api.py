@@ -17,6 +17,7 @@ import httpx2
 import openai
 import pytest
 
+from tests.fake_models import Call, ScriptedModel
 from tests.providers.fakes import (
     COMPLETION_TOKENS,
     KEY_ENV,
@@ -169,7 +170,9 @@ async def test_stream_sends_deltas_in_order_that_join_to_the_reply_then_stop(
     tmp_path: Path,
 ) -> None:
     message = "a message long enough to come back in several pieces"
-    with running_gateway(tmp_path, provider=EchoProvider(chunks=5)) as url:
+    # Five deltas a loop pass apart, as a model's come off its socket (the echo model's come
+    # at once, and reach the client joined).
+    with running_gateway(tmp_path, provider=ScriptedModel(then=Call(chunks=5))) as url:
         async with asyncio.timeout(TEST_TIMEOUT_S), openai_client(url) as client:
             chunks = await stream_chunks(client, message)
             record = await turn_record(url, run_id_of(chunks[0].id))

@@ -258,6 +258,23 @@ def test_a_streaming_client_receives_the_reply_as_deltas_then_the_outcome(
     run_engine(tmp_path, echo_after(0.1), scenario)
 
 
+def test_deltas_streamed_faster_than_the_owner_takes_them_reach_the_client_joined(
+    tmp_path: Path,
+) -> None:
+    """A model whose deltas come all at once (no pause between them) renews its lease once
+    and reaches a streaming client in one delta, whole."""
+
+    async def scenario(engine: Engine) -> None:
+        ticket = await engine.submit(SubmitRequest(KEY, "hello there", stream=True))
+        assert ticket.deltas is not None
+        chunks = [text async for _, text in ticket.deltas if isinstance(text, str)]
+        assert chunks == ["echo: hello there"]
+        assert (await ticket.outcome).reply == "echo: hello there"
+
+    model = ScriptedModel(then=Call(latency_s=0.1, chunks=3, interval_s=None))
+    run_engine(tmp_path, model, scenario)
+
+
 @pytest.mark.parametrize(
     ("history_entries_max", "history"),
     [

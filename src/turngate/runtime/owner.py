@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, TypeGuard, TypeVar
 
 from turngate.core.effects import (
     CancelRun,
@@ -159,8 +159,18 @@ class SessionOwner:
         return [*self.lanes, *inbox]
 
     def post(self, command: Command) -> None:
-        """Queue a command for the owner task (synchronous; never blocks)."""
-        self._inbox.append(command)
+        """Queue a command for the owner task (synchronous; never blocks).
+
+        Text a run streams faster than the owner takes it joins the text still waiting in
+        the inbox: one report renews the lease as well as several made at once, and the
+        clients get the same text in fewer deltas."""
+        inbox = self._inbox
+        if inbox and isinstance(command, RunProgress) and command.text:
+            last = inbox[-1]
+            if _joinable(last, command):
+                inbox[-1] = replace(command, text=last.text + command.text)
+                return
+        inbox.append(command)
         self._wake.set()
 
     async def run(self) -> None:
@@ -653,3 +663,16 @@ def _run_done(run_id: RunId, epoch: Epoch, task: asyncio.Task[RunResult]) -> Run
             RunFailed(ErrorCode.INTERNAL, f"run {run_id} crashed: {type(exc).__name__}"),
         )
     return RunDone(run_id, epoch, task.result())
+
+
+def _joinable(waiting: Command, progress: RunProgress) -> TypeGuard[RunProgress]:
+    """Whether ``progress`` (text) may join ``waiting``: text of the same step of the same
+    run, neither of them a tool call's activity."""
+    return (
+        isinstance(waiting, RunProgress)
+        and bool(waiting.text)
+        and waiting.activity is None
+        and progress.activity is None
+        and (waiting.run_id, waiting.epoch, waiting.step)
+        == (progress.run_id, progress.epoch, progress.step)
+    )
