@@ -87,7 +87,9 @@ def cluster(tmp_path: Path, url: str, latencies_ms: list[int]) -> Iterator[Clust
             process = start(tmp_path, url, f"g{index}", latency)
             stack.callback(process.stop)
             processes.append(process)
-        found = Cluster(processes, [process.url() for process in processes])
+        # A copy: the restarted processes join the cluster's list, not this one, so that
+        # stop_restarted finds them past this one's length.
+        found = Cluster(list(processes), [process.url() for process in processes])
 
         def stop_restarted() -> None:
             for process in found.processes[len(processes) :]:
