@@ -125,8 +125,8 @@ class GatewayConfig(BaseModel):
     ws_ping_timeout_s: float = Field(default=20.0, gt=0)
     ws_compression: bool = False
     """Accept permessage-deflate from WebSocket clients that offer it. Off by default: each
-    compressed connection holds its deflate state (an idle one costs about 80 kB instead of
-    35 kB) and every frame costs CPU to compress, for little gain on the small JSON frames of
+    compressed connection holds its deflate state (an idle one costs about 90 kB instead of
+    30 kB) and every frame costs CPU to compress, for little gain on the small JSON frames of
     a chat. Turn it on for clients on slow links that get long replies."""
     http_header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
     """A client must send a request's headers within this long of starting it (or of the
