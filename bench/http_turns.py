@@ -793,14 +793,23 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
+def print_banner(
+    title: str,
+    machine: dict[str, str | int],
+    factory: Callable[[], asyncio.AbstractEventLoop] | None,
+) -> None:
+    """The benchmark's name, then the date, the machine and the Python it runs on."""
+    print(title)
+    print(f"  date:     {machine['date']}")
+    print(f"  machine:  {machine['platform']}, {machine['nproc']} CPUs ({machine['cpu']})")
+    print(f"  python:   {machine['python']}, client loop: {'uvloop' if factory else 'asyncio'}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     machine = machine_info()
     factory = loop_factory()
-    print("turngate HTTP turn benchmark")
-    print(f"  date:     {machine['date']}")
-    print(f"  machine:  {machine['platform']}, {machine['nproc']} CPUs ({machine['cpu']})")
-    print(f"  python:   {machine['python']}, client loop: {'uvloop' if factory else 'asyncio'}")
+    print_banner("turngate HTTP turn benchmark", machine, factory)
     state_dir = Path(tempfile.mkdtemp(prefix="turngate-bench-"))
     try:
         with asyncio.Runner(loop_factory=factory) as runner:

@@ -82,6 +82,7 @@ from http_turns import (  # noqa: E402
     machine_info,
     positive_float,
     positive_int,
+    print_banner,
     print_errors,
     print_summary,
     read_cpu_s,
@@ -785,10 +786,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     http_turns.NET_TIMEOUT_S = max(http_turns.NET_TIMEOUT_S, args.ttl_s + CLAIM_POLL_S + 30)
     machine = machine_info()
     factory = loop_factory()
-    print("turngate scale-out benchmark (gateway processes sharing one PostgreSQL)")
-    print(f"  date:     {machine['date']}")
-    print(f"  machine:  {machine['platform']}, {machine['nproc']} CPUs ({machine['cpu']})")
-    print(f"  python:   {machine['python']}, client loop: {'uvloop' if factory else 'asyncio'}")
+    print_banner(
+        "turngate scale-out benchmark (gateway processes sharing one PostgreSQL)", machine, factory
+    )
     root = Path(tempfile.mkdtemp(prefix="turngate-scaleout-"))
     db = Database(args.store)
     code = 0

@@ -91,6 +91,7 @@ from http_turns import (  # noqa: E402
     machine_info,
     positive_float,
     positive_int,
+    print_banner,
     print_errors,
     print_summary,
     read_cpu_s,
@@ -884,10 +885,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     soft, hard = raise_fd_limit()
     machine = machine_info()
     factory = loop_factory()
-    print("turngate WebSocket turn benchmark")
-    print(f"  date:     {machine['date']}")
-    print(f"  machine:  {machine['platform']}, {machine['nproc']} CPUs ({machine['cpu']})")
-    print(f"  python:   {machine['python']}, client loop: {'uvloop' if factory else 'asyncio'}")
+    print_banner("turngate WebSocket turn benchmark", machine, factory)
     print(f"  open file limit: {soft} (hard {hard})")
     needed = 2 * max(args.idle_clients, args.clients) + 100
     if soft != resource.RLIM_INFINITY and soft < needed:
